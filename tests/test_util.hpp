@@ -1,0 +1,72 @@
+// tests/test_util.hpp — small helpers shared by the tests (Catch2 v2 and v3 alike).
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "catch.hpp"
+#include "ssm/core/error.hpp"
+
+namespace ssm::test {
+
+/// Folder of the bundled reference checkpoints (tests/data).
+inline std::filesystem::path data_dir() { return SSM_TEST_DATA_DIR; }
+
+/// A fresh, empty scratch folder under the system temp dir, unique per call.
+inline std::filesystem::path scratch_dir(const std::string& tag) {
+    static std::mt19937_64 rng{std::random_device{}()};
+    auto dir = std::filesystem::temp_directory_path() /
+               ("ssm-test-" + tag + "-" + std::to_string(rng()));
+    std::filesystem::create_directories(dir);
+    return dir;
+}
+
+/// Writes raw bytes to `path` (test fixtures for malformed files).
+inline void write_bytes(const std::filesystem::path& path, const std::string& bytes) {
+    std::ofstream f(path, std::ios::binary | std::ios::trunc);
+    f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+/// Runs `f`, which must throw `ssm::Error`; returns its message. Fails the test when
+/// `f` returns normally or throws anything else.
+template <class F>
+std::string error_of(F&& f) {
+    try {
+        f();
+    } catch (const ssm::Error& e) {
+        return e.what();
+    } catch (const std::exception& e) {
+        FAIL("expected ssm::Error, got another exception: " << e.what());
+    }
+    FAIL("expected ssm::Error, but nothing was thrown");
+    return {};
+}
+
+/// ‖a − b‖ / ‖b‖ in double precision (‖a‖ when b is all zeros).
+inline double rel_error(std::span<const float> a, std::span<const float> b) {
+    REQUIRE(a.size() == b.size());
+    double num = 0, den = 0;
+    for (std::size_t i = 0; i < a.size(); ++i) {
+        const double d = static_cast<double>(a[i]) - static_cast<double>(b[i]);
+        num += d * d;
+        den += static_cast<double>(b[i]) * static_cast<double>(b[i]);
+    }
+    return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+}
+
+/// `n` floats uniform in [lo, hi) from a seeded generator.
+inline std::vector<float> random_floats(std::size_t n, float lo, float hi, std::uint64_t seed) {
+    std::mt19937_64 rng(seed);
+    std::uniform_real_distribution<float> dist(lo, hi);
+    std::vector<float> v(n);
+    for (auto& x : v) x = dist(rng);
+    return v;
+}
+
+}  // namespace ssm::test
