@@ -1,0 +1,140 @@
+// Whole-model throughput for the mamba-130m shape (random weights): prefill tokens/s at
+// several lengths with the GEMM FLOP/s it reaches, and decode tokens/s with the weight
+// bytes/s it streams — each beside the machine's measured ceiling in the same run.
+//
+//   build/benchmarks/bench_model [--benchmark_filter=...]
+//   SSM_BENCH_DIR=/tmp/x   where the random checkpoint is written (default: system temp)
+#include <benchmark/benchmark.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <ssm/ssm.hpp>
+
+#include "machine_limits.hpp"
+
+namespace {
+
+// mamba-130m: D 768, 24 layers, E 1536, N 16, R 48, K 4, vocab 50280, tied head.
+constexpr ssm::index kD = 768, kLayers = 24, kE = 1536, kN = 16, kR = 48, kK = 4, kVocab = 50280;
+
+/// Matrix-product weights per layer (in_proj, x_proj, dt_proj, out_proj).
+constexpr double kLayerGemmParams = 2.0 * kE * kD + (kR + 2.0 * kN) * kE + kE * kR + kD * kE;
+
+std::filesystem::path checkpoint_dir() {
+    const char* env = std::getenv("SSM_BENCH_DIR");
+    return env ? std::filesystem::path(env)
+               : std::filesystem::temp_directory_path() / "ssm-bench-mamba-130m-shape";
+}
+
+/// Writes a mamba-130m-shaped checkpoint with random weights (once; reused after).
+void make_checkpoint(const std::filesystem::path& dir) {
+    if (std::filesystem::exists(dir / "model.safetensors")) return;
+    std::filesystem::create_directories(dir);
+    std::mt19937 rng(42);
+    std::vector<std::vector<float>> store;
+    std::vector<ssm::TensorToWrite> tensors;
+    auto add = [&](const std::vector<ssm::index>& shape, float lo, float hi) {
+        ssm::index n = 1;
+        for (auto s : shape) n *= s;
+        std::uniform_real_distribution<float> dist(lo, hi);
+        store.emplace_back(static_cast<std::size_t>(n));
+        for (auto& v : store.back()) v = dist(rng);
+    };
+    std::vector<std::pair<std::string, std::vector<ssm::index>>> specs;
+    auto spec = [&](const std::string& name, std::vector<ssm::index> shape, float lo, float hi) {
+        add(shape, lo, hi);
+        specs.emplace_back(name, std::move(shape));
+    };
+    spec("backbone.embeddings.weight", {kVocab, kD}, -0.05f, 0.05f);
+    for (ssm::index l = 0; l < kLayers; ++l) {
+        const std::string p = "backbone.layers." + std::to_string(l);
+        spec(p + ".norm.weight", {kD}, 0.9f, 1.1f);
+        spec(p + ".mixer.in_proj.weight", {2 * kE, kD}, -0.036f, 0.036f);
+        spec(p + ".mixer.conv1d.weight", {kE, 1, kK}, -0.5f, 0.5f);
+        spec(p + ".mixer.conv1d.bias", {kE}, -0.1f, 0.1f);
+        spec(p + ".mixer.x_proj.weight", {kR + 2 * kN, kE}, -0.025f, 0.025f);
+        spec(p + ".mixer.dt_proj.weight", {kE, kR}, -0.14f, 0.14f);
+        spec(p + ".mixer.dt_proj.bias", {kE}, -6.9f, -2.3f);  // softplus → dt in [0.001, 0.1]
+        spec(p + ".mixer.A_log", {kE, kN}, 0.0f, 2.77f);      // A in [-16, -1]
+        spec(p + ".mixer.D", {kE}, 0.5f, 1.5f);
+        spec(p + ".mixer.out_proj.weight", {kD, kE}, -0.025f, 0.025f);
+    }
+    spec("backbone.norm_f.weight", {kD}, 0.9f, 1.1f);
+    for (std::size_t i = 0; i < specs.size(); ++i)
+        tensors.push_back(ssm::f32_tensor(specs[i].first, specs[i].second, store[i]));
+    ssm::write_safetensors(dir / "model.safetensors", tensors);
+    std::ofstream(dir / "config.json")
+        << R"({"model_type": "mamba", "vocab_size": 50280, "hidden_size": 768, "state_size": 16,
+"num_hidden_layers": 24, "expand": 2, "conv_kernel": 4, "time_step_rank": 48,
+"intermediate_size": 1536, "use_bias": false, "use_conv_bias": true,
+"tie_word_embeddings": true, "layer_norm_epsilon": 1e-05, "eos_token_id": 0})";
+}
+
+const ssm::MambaLM& model() {
+    static const ssm::MambaLM m = [] {
+        make_checkpoint(checkpoint_dir());
+        return ssm::MambaLM::load(checkpoint_dir());
+    }();
+    return m;
+}
+
+std::vector<std::int32_t> random_ids(ssm::index n, unsigned seed) {
+    std::mt19937 rng(seed);
+    std::uniform_int_distribution<std::int32_t> dist(0, static_cast<std::int32_t>(kVocab - 1));
+    std::vector<std::int32_t> ids(static_cast<std::size_t>(n));
+    for (auto& i : ids) i = dist(rng);
+    return ids;
+}
+
+/// Prefill of one sequence of L tokens, logits for the last position only.
+void BM_Prefill(benchmark::State& state) {
+    const auto& m = model();
+    const ssm::index L = state.range(0);
+    const auto batch = ssm::Batch::of({random_ids(L, 1)});
+    ssm::Workspace ws;
+    for (auto _ : state) {
+        auto r = m.forward(batch, {ssm::Logits::Last, false}, nullptr, ws);
+        benchmark::DoNotOptimize(r.logits.data());
+    }
+    const double tokens = static_cast<double>(L) * static_cast<double>(state.iterations());
+    state.SetItemsProcessed(static_cast<std::int64_t>(tokens));
+    const double flops = 2.0 * kLayerGemmParams * kLayers * tokens +
+                         2.0 * kD * kVocab * static_cast<double>(state.iterations());
+    state.counters["GEMM_FLOP/s"] = benchmark::Counter(flops, benchmark::Counter::kIsRate);
+    state.counters["threads"] = ssm::num_threads();
+}
+
+/// Decoding at batch B: one step per iteration, after a 16-token prompt per sequence.
+void BM_Decode(benchmark::State& state) {
+    const auto& m = model();
+    const ssm::index B = state.range(0);
+    std::vector<std::vector<std::int32_t>> prompts;
+    for (ssm::index b = 0; b < B; ++b) prompts.push_back(random_ids(16, 2 + static_cast<unsigned>(b)));
+    auto st = m.make_state(B);
+    (void)m.forward(ssm::Batch::of(prompts), {ssm::Logits::None, false}, &st);
+    std::vector<std::int32_t> next = random_ids(B, 99);
+    ssm::Workspace ws;
+    for (auto _ : state) {
+        const ssm::Matrix logits = m.step(next, st, ws);
+        benchmark::DoNotOptimize(logits.data());
+    }
+    const double steps = static_cast<double>(state.iterations());
+    state.SetItemsProcessed(static_cast<std::int64_t>(steps * static_cast<double>(B)));
+    const double weight_bytes = 4.0 * (kLayerGemmParams * kLayers + static_cast<double>(kD) * kVocab);
+    state.counters["weight_bytes/s"] = benchmark::Counter(weight_bytes * steps, benchmark::Counter::kIsRate);
+    state.counters["threads"] = ssm::num_threads();
+}
+
+}  // namespace
+
+BENCHMARK(ssm::bench::BM_PeakFma)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(ssm::bench::BM_MemoryRead)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_Prefill)->Arg(512)->Arg(2048)->Arg(8192)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_Decode)->Arg(1)->Arg(8)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_MAIN();

@@ -1,0 +1,68 @@
+// benchmarks/machine_limits.hpp — the physical floor, measured in the same run as the
+// figures it is compared with: peak FMA throughput and main-memory read bandwidth.
+#pragma once
+
+#include <benchmark/benchmark.h>
+
+#include <chrono>
+#include <cstddef>
+#include <vector>
+
+#include "ssm/core/threads.hpp"
+
+namespace ssm::bench {
+
+using v16f = float __attribute__((vector_size(64)));
+
+/// FLOP/s of dependent-free fused multiply-adds on every thread: the compute ceiling.
+inline void BM_PeakFma(benchmark::State& state) {
+    constexpr int kChains = 16;
+    constexpr long kIters = 1 << 22;
+    double flops = 0;
+    for (auto _ : state) {
+        ssm::parallel_for(ssm::num_threads(), 1, [&](ssm::index b, ssm::index e) {
+            for (ssm::index t = b; t < e; ++t) {
+                v16f acc[kChains];
+                for (int c = 0; c < kChains; ++c) acc[c] = v16f{} + static_cast<float>(c + t);
+                const v16f m = v16f{} + 0.999999f, a = v16f{} + 1e-7f;
+                for (long i = 0; i < kIters; ++i)
+                    for (int c = 0; c < kChains; ++c) acc[c] = acc[c] * m + a;
+                v16f s{};
+                for (int c = 0; c < kChains; ++c) s += acc[c];
+                benchmark::DoNotOptimize(s);
+            }
+        });
+        flops += 2.0 * 16 * kChains * static_cast<double>(kIters) * ssm::num_threads();
+    }
+    state.counters["FLOP/s"] = benchmark::Counter(flops, benchmark::Counter::kIsRate);
+    state.counters["threads"] = ssm::num_threads();
+}
+
+/// Bytes/s reading a 512 MiB buffer on every thread: the memory ceiling for decoding.
+inline void BM_MemoryRead(benchmark::State& state) {
+    const std::size_t n = (std::size_t{512} << 20) / sizeof(float);
+    std::vector<float> buf(n, 1.0f);
+    double bytes = 0;
+    for (auto _ : state) {
+        float total = 0;
+        ssm::parallel_for(static_cast<ssm::index>(n / 16), 4096, [&](ssm::index b, ssm::index e) {
+            v16f s0{}, s1{}, s2{}, s3{};
+            const v16f* p = reinterpret_cast<const v16f*>(buf.data());
+            ssm::index i = b;
+            for (; i + 4 <= e; i += 4) {
+                s0 += p[i];
+                s1 += p[i + 1];
+                s2 += p[i + 2];
+                s3 += p[i + 3];
+            }
+            for (; i < e; ++i) s0 += p[i];
+            v16f s = s0 + s1 + s2 + s3;
+            benchmark::DoNotOptimize(s);
+        });
+        benchmark::DoNotOptimize(total);
+        bytes += static_cast<double>(n * sizeof(float));
+    }
+    state.counters["bytes/s"] = benchmark::Counter(bytes, benchmark::Counter::kIsRate);
+}
+
+}  // namespace ssm::bench

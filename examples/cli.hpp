@@ -1,0 +1,126 @@
+// examples/cli.hpp — the small command-line layer the example programs share:
+// `--flag value` parsing, `--help`, and one-line errors with a non-zero exit.
+#pragma once
+
+#include <charconv>
+#include <cstdint>
+#include <cstdio>
+#include <exception>
+#include <iostream>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "ssm/core/error.hpp"
+
+namespace ssm::cli {
+
+/// A usage error: printed with a hint to run --help, exit status 2.
+struct UsageError : Error {
+    using Error::Error;
+};
+
+/// Parsed `--name value` options and `--switch` flags.
+class Args {
+public:
+    /// `valued`: options that take a value; `switches`: options that do not.
+    Args(int argc, char** argv, std::set<std::string> valued, std::set<std::string> switches) {
+        for (int i = 1; i < argc; ++i) {
+            std::string a = argv[i];
+            if (a == "-h") a = "--help";
+            if (a.rfind("--", 0) != 0) throw UsageError("unexpected argument '" + a + "'");
+            std::string name = a.substr(2), value;
+            const auto eq = name.find('=');
+            const bool inline_value = eq != std::string::npos;
+            if (inline_value) {
+                value = name.substr(eq + 1);
+                name = name.substr(0, eq);
+            }
+            if (name == "help" || switches.count(name)) {
+                if (inline_value) throw UsageError("--" + name + " takes no value");
+                flags_.insert(name);
+            } else if (valued.count(name)) {
+                if (!inline_value) {
+                    if (i + 1 >= argc) throw UsageError("--" + name + " needs a value");
+                    value = argv[++i];
+                }
+                if (values_.count(name)) throw UsageError("--" + name + " given twice");
+                values_[name] = value;
+            } else {
+                throw UsageError("unknown option '--" + name + "'");
+            }
+        }
+    }
+
+    [[nodiscard]] bool flag(const std::string& name) const { return flags_.count(name) > 0; }
+    [[nodiscard]] std::optional<std::string> get(const std::string& name) const {
+        auto it = values_.find(name);
+        if (it == values_.end()) return std::nullopt;
+        return it->second;
+    }
+    [[nodiscard]] std::string required(const std::string& name) const {
+        auto v = get(name);
+        if (!v) throw UsageError("missing required option --" + name);
+        return *v;
+    }
+    /// An integer option within [lo, hi], or `fallback` when absent.
+    [[nodiscard]] long long integer(const std::string& name, long long fallback, long long lo,
+                                    long long hi) const {
+        auto v = get(name);
+        if (!v) return fallback;
+        long long x = 0;
+        const auto [p, ec] = std::from_chars(v->data(), v->data() + v->size(), x);
+        if (ec != std::errc() || p != v->data() + v->size() || x < lo || x > hi)
+            throw UsageError("--" + name + " must be an integer in [" + std::to_string(lo) + ", " +
+                             std::to_string(hi) + "], got '" + *v + "'");
+        return x;
+    }
+
+private:
+    std::map<std::string, std::string> values_;
+    std::set<std::string> flags_;
+};
+
+/// Parses "3,17,5" into ids; names the offending item on error.
+[[nodiscard]] inline std::vector<std::int32_t> parse_ids(std::string_view text, std::string_view option) {
+    std::vector<std::int32_t> ids;
+    std::size_t pos = 0, item = 0;
+    if (text.find_first_not_of(" \t") == std::string_view::npos)
+        throw UsageError(std::string(option) + " is empty: give at least one token id");
+    while (pos <= text.size()) {
+        const std::size_t comma = std::min(text.find(',', pos), text.size());
+        std::string_view tok = text.substr(pos, comma - pos);
+        while (!tok.empty() && tok.front() == ' ') tok.remove_prefix(1);
+        while (!tok.empty() && tok.back() == ' ') tok.remove_suffix(1);
+        long long v = 0;
+        const auto [p, ec] = std::from_chars(tok.data(), tok.data() + tok.size(), v);
+        if (tok.empty() || ec != std::errc() || p != tok.data() + tok.size() || v < INT32_MIN ||
+            v > INT32_MAX)
+            throw UsageError(std::string(option) + ": item " + std::to_string(item + 1) + " ('" +
+                             std::string(tok) + "') is not an integer token id");
+        ids.push_back(static_cast<std::int32_t>(v));
+        pos = comma + 1;
+        ++item;
+    }
+    return ids;
+}
+
+/// Runs `body()`, turning errors into one line on stderr and an exit status:
+/// 0 success, 1 runtime error (bad file, bad input), 2 usage error.
+template <class Body>
+int run_main(std::string_view program, Body&& body) {
+    try {
+        return body();
+    } catch (const UsageError& e) {
+        std::cerr << program << ": error: " << e.what() << " (see " << program << " --help)\n";
+        return 2;
+    } catch (const std::exception& e) {
+        std::cerr << program << ": error: " << e.what() << "\n";
+        return 1;
+    }
+}
+
+}  // namespace ssm::cli

@@ -1,0 +1,57 @@
+// ssm/layers/embedding.hpp — token ids -> rows of the embedding table.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+
+#include "ssm/core/tensor.hpp"
+#include "ssm/core/threads.hpp"
+#include "ssm/io/checkpoint.hpp"
+
+namespace ssm {
+
+/// The token embedding table (vocab, dim); also the LM head's weight when tied.
+class Embedding {
+public:
+    Embedding() = default;
+    explicit Embedding(Tensor table) : table_(std::move(table)) {
+        require(table_.rank() == 2, "Embedding: table must be 2-D, got ",
+                shape_string(table_.shape()));
+    }
+
+    [[nodiscard]] static Embedding load(const Checkpoint& ckpt, const std::string& name, index vocab,
+                                        index dim) {
+        const index shape[] = {vocab, dim};
+        return Embedding(ckpt.load_f32(name, shape));
+    }
+
+    [[nodiscard]] index vocab_size() const { return table_.dim(0); }
+    [[nodiscard]] index dim() const { return table_.dim(1); }
+    [[nodiscard]] const Tensor& table() const noexcept { return table_; }
+
+    /// Throws naming the position of the first id outside [0, vocab).
+    void check_ids(std::span<const std::int32_t> ids) const {
+        for (std::size_t i = 0; i < ids.size(); ++i)
+            if (ids[i] < 0 || ids[i] >= vocab_size())
+                fail("token id ", ids[i], " at position ", i, " is outside the vocabulary [0, ",
+                     vocab_size(), ")");
+    }
+
+    /// out (ids.size(), dim) = table[ids].
+    void forward(std::span<const std::int32_t> ids, StridedMap out) const {
+        check_ids(ids);
+        require(out.rows() == static_cast<index>(ids.size()) && out.cols() == dim(),
+                "Embedding: output is (", out.rows(), ", ", out.cols(), "), expected (", ids.size(),
+                ", ", dim(), ")");
+        const ConstMatrixMap table = table_.matrix();
+        parallel_for(out.rows(), 256, [&](index begin, index end) {
+            for (index r = begin; r < end; ++r) out.row(r) = table.row(ids[static_cast<std::size_t>(r)]);
+        });
+    }
+
+private:
+    Tensor table_;  // (vocab, dim)
+};
+
+}  // namespace ssm

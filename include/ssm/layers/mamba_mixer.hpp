@@ -1,0 +1,177 @@
+// ssm/layers/mamba_mixer.hpp — the Mamba-1 selective SSM block: in_proj, causal conv,
+// x_proj, dt_proj + softplus, selective scan, gating, out_proj.
+#pragma once
+
+#include <cmath>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "ssm/core/tensor.hpp"
+#include "ssm/core/threads.hpp"
+#include "ssm/core/workspace.hpp"
+#include "ssm/io/checkpoint.hpp"
+#include "ssm/io/config.hpp"
+#include "ssm/layers/activations.hpp"
+#include "ssm/layers/causal_conv1d.hpp"
+#include "ssm/layers/linear.hpp"
+#include "ssm/scan/discretization.hpp"
+#include "ssm/scan/selective_scan.hpp"
+
+namespace ssm {
+
+/// The recurrent state one Mamba layer carries for a batch of `batch` sequences.
+struct MambaLayerState {
+    index batch = 0;
+    std::vector<float> conv;  // (batch, K−1, E): the last K−1 inputs of the conv, oldest first
+    std::vector<float> ssm;   // (batch, E, N): the SSM state s, float32
+
+    MambaLayerState() = default;
+    MambaLayerState(index b, index conv_floats, index ssm_floats)
+        : batch(b),
+          conv(static_cast<std::size_t>(b * conv_floats), 0.0f),
+          ssm(static_cast<std::size_t>(b * ssm_floats), 0.0f) {}
+};
+
+/// Mamba-1 mixer, parameterised by how the SSM is discretised and how the scan runs.
+///
+/// Dimensions (REFERENCE names): D = hidden, E = intermediate, N = state, K = conv width,
+/// R = dt rank. Input and output are rows of the residual stream, (T, D).
+template <Discretization Disc = MambaDiscretization, Scan ScanT = ParallelScan>
+class MambaMixer {
+public:
+    using discretization = Disc;
+    using scan = ScanT;
+
+    MambaMixer() = default;
+
+    /// Loads `prefix.{in_proj,conv1d,x_proj,dt_proj,out_proj}.*`, `prefix.A_log` and
+    /// `prefix.D`, checking every shape against `config`.
+    [[nodiscard]] static MambaMixer load(const Checkpoint& ckpt, const MambaConfig& config,
+                                         const std::string& prefix) {
+        MambaMixer m;
+        m.D_ = config.hidden_size;
+        m.E_ = config.intermediate_size;
+        m.N_ = config.state_size;
+        m.K_ = config.conv_kernel;
+        m.R_ = config.time_step_rank;
+        m.in_proj_ = Linear::load(ckpt, prefix + ".in_proj", 2 * m.E_, m.D_, config.use_bias);
+        m.conv_ = CausalConv1d::load(ckpt, prefix + ".conv1d", m.E_, m.K_, config.use_conv_bias);
+        m.x_proj_ = Linear::load(ckpt, prefix + ".x_proj", m.R_ + 2 * m.N_, m.E_, false);
+        m.dt_proj_ = Linear::load(ckpt, prefix + ".dt_proj", m.E_, m.R_, true);
+        m.out_proj_ = Linear::load(ckpt, prefix + ".out_proj", m.D_, m.E_, config.use_bias);
+        const index a_shape[] = {m.E_, m.N_};
+        const Tensor a_log = ckpt.load_f32(prefix + ".A_log", a_shape);
+        std::vector<float> a(static_cast<std::size_t>(a_log.size()));
+        for (std::size_t i = 0; i < a.size(); ++i) a[i] = -std::exp(a_log.data()[i]);
+        m.A_ = Tensor::from({m.E_, m.N_}, std::move(a));
+        const index d_shape[] = {m.E_};
+        m.Dskip_ = ckpt.load_f32(prefix + ".D", d_shape);
+        return m;
+    }
+
+    [[nodiscard]] index hidden_size() const noexcept { return D_; }
+    [[nodiscard]] index inner_size() const noexcept { return E_; }
+    [[nodiscard]] index state_size() const noexcept { return N_; }
+    [[nodiscard]] index dt_rank() const noexcept { return R_; }
+    [[nodiscard]] const Tensor& A() const noexcept { return A_; }
+
+    /// An all-zero recurrent state for `batch` sequences.
+    [[nodiscard]] MambaLayerState make_state(index batch) const {
+        return MambaLayerState(batch, conv_.state_size(), E_ * N_);
+    }
+
+    /// Prefill over packed sequences: out (T, D) (+)= mixer(h (T, D)).
+    /// `state_in` continues each sequence from a carried state (nullptr: from zero);
+    /// `state_out` receives each sequence's state after its last token. Both may be
+    /// the same object.
+    void forward(ConstStridedMap h, std::span<const index> offsets, StridedMap out, bool accumulate,
+                 Workspace& ws, const MambaLayerState* state_in = nullptr,
+                 MambaLayerState* state_out = nullptr) const {
+        const index T = h.rows();
+        const index nseq = static_cast<index>(offsets.size()) - 1;
+        check_state(state_in, nseq);
+        check_state(state_out, nseq);
+        StridedMap xz = ws.matrix(T, 2 * E_);  // (T, 2E): [x | z]
+        in_proj_.forward(h, xz);
+        const ConstStridedMap x(xz.data(), T, E_, Eigen::OuterStride<>(2 * E_));
+        StridedMap u = ws.matrix(T, E_);  // (T, E): silu(conv(x))
+        conv_.forward(x, offsets, u, true, state_in ? state_in->conv.data() : nullptr,
+                      state_out ? state_out->conv.data() : nullptr);
+        StridedMap xdbl = ws.matrix(T, R_ + 2 * N_);  // (T, R+2N): [dt_low | B | C]
+        x_proj_.forward(u, xdbl);
+        StridedMap dt = ws.matrix(T, E_);  // (T, E)
+        dt_proj_.forward(ConstStridedMap(xdbl.data(), T, R_, Eigen::OuterStride<>(R_ + 2 * N_)), dt);
+        parallel_for(T, 64, [&](index b, index e) { softplus_inplace(dt.data() + b * E_, (e - b) * E_); });
+        StridedMap y = ws.matrix(T, E_);  // (T, E)
+        SelectiveScanArgs args = scan_args(T, u, dt, xdbl, xz.data() + E_, y);
+        args.offsets = offsets;
+        args.initial_state = state_in ? state_in->ssm.data() : nullptr;
+        args.final_state = state_out ? state_out->ssm.data() : nullptr;
+        ScanT::template run<Disc>(args);
+        out_proj_.forward(y, out, accumulate);
+    }
+
+    /// Decoding: one token per sequence. out (B, D) (+)= mixer(h (B, D)); `state` advances.
+    void step(ConstStridedMap h, MambaLayerState& state, StridedMap out, bool accumulate,
+              Workspace& ws) const {
+        const index B = h.rows();
+        check_state(&state, B);
+        StridedMap xz = ws.matrix(B, 2 * E_);
+        in_proj_.forward(h, xz);
+        const ConstStridedMap x(xz.data(), B, E_, Eigen::OuterStride<>(2 * E_));
+        StridedMap u = ws.matrix(B, E_);
+        conv_.step(x, state.conv.data(), u, true);
+        StridedMap xdbl = ws.matrix(B, R_ + 2 * N_);
+        x_proj_.forward(u, xdbl);
+        StridedMap dt = ws.matrix(B, E_);
+        dt_proj_.forward(ConstStridedMap(xdbl.data(), B, R_, Eigen::OuterStride<>(R_ + 2 * N_)), dt);
+        softplus_inplace(dt.data(), B * E_);
+        StridedMap y = ws.matrix(B, E_);
+        SelectiveScanArgs args = scan_args(B, u, dt, xdbl, xz.data() + E_, y);
+        selective_state_update<Disc>(args, state.ssm.data());
+        out_proj_.forward(y, out, accumulate);
+    }
+
+private:
+    SelectiveScanArgs scan_args(index T, const StridedMap& u, const StridedMap& dt,
+                                const StridedMap& xdbl, const float* z, StridedMap& y) const {
+        SelectiveScanArgs a;
+        a.T = T;
+        a.E = E_;
+        a.N = N_;
+        a.u = u.data();
+        a.ld_u = E_;
+        a.dt = dt.data();
+        a.ld_dt = E_;
+        a.A = A_.data();
+        a.B = xdbl.data() + R_;
+        a.ld_B = R_ + 2 * N_;
+        a.C = xdbl.data() + R_ + N_;
+        a.ld_C = R_ + 2 * N_;
+        a.D = Dskip_.data();
+        a.z = z;
+        a.ld_z = 2 * E_;
+        a.y = y.data();
+        a.ld_y = E_;
+        return a;
+    }
+
+    void check_state(const MambaLayerState* s, index batch) const {
+        if (!s) return;
+        require(s->batch == batch && s->conv.size() == static_cast<std::size_t>(batch * conv_.state_size()) &&
+                    s->ssm.size() == static_cast<std::size_t>(batch * E_ * N_),
+                "MambaMixer: recurrent state is for ", s->batch, " sequences, the batch has ", batch);
+    }
+
+    index D_ = 0, E_ = 0, N_ = 0, K_ = 0, R_ = 0;
+    Linear in_proj_;       // (2E, D)
+    CausalConv1d conv_;    // (E, 1, K)
+    Linear x_proj_;        // (R+2N, E)
+    Linear dt_proj_;       // (E, R) + bias (E)
+    Linear out_proj_;      // (D, E)
+    Tensor A_;             // (E, N) = −exp(A_log)
+    Tensor Dskip_;         // (E)
+};
+
+}  // namespace ssm

@@ -1,0 +1,163 @@
+// ssm/model/model.hpp — embedding → backbone → final norm → head, with prefill over
+// packed batches and recurrent decoding.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "ssm/core/tensor.hpp"
+#include "ssm/core/workspace.hpp"
+#include "ssm/io/checkpoint.hpp"
+#include "ssm/io/config.hpp"
+#include "ssm/layers/embedding.hpp"
+#include "ssm/model/batch.hpp"
+#include "ssm/model/state.hpp"
+
+namespace ssm {
+
+/// Which positions `Model::forward` computes logits for.
+enum class Logits { None, Last, All };
+
+struct ForwardOptions {
+    Logits logits = Logits::All;
+    bool layer_outputs = false;  // keep the residual stream after every layer
+};
+
+struct ForwardResult {
+    Matrix hidden;                     // (T, D): final hidden states, after the final norm
+    std::vector<Matrix> layer_outputs; // num_layers × (T, D): residual stream after layer j
+    Matrix logits;                     // (T, vocab) for All, (nseq, vocab) for Last, empty for None
+};
+
+/// A whole model: `Backbone` (e.g. `Stack<Residual<RMSNorm, MambaMixer<>>>`) and a `Head`.
+///
+/// Thread safety: a model is read-only after `load`; each call uses its own workspace
+/// unless one is passed in, so concurrent calls on one model are safe.
+template <class Backbone, class Head>
+class Model {
+public:
+    using backbone_type = Backbone;
+    using head_type = Head;
+    using norm_type = typename Backbone::norm_type;
+    using state_type = State<typename Backbone::state_type>;
+
+    /// Loads `config.json` and the weights from a checkpoint folder.
+    [[nodiscard]] static Model load(const std::filesystem::path& dir) {
+        const MambaConfig config = MambaConfig::load(dir);
+        return load(Checkpoint::open(dir), config);
+    }
+
+    [[nodiscard]] static Model load(const Checkpoint& ckpt, const MambaConfig& config) {
+        if (config.norm != norm_type::kind)
+            fail(ckpt.source(), ": config asks for ",
+                 config.norm == NormKind::RMSNorm ? "RMSNorm" : "LayerNorm",
+                 " but this model type is built with ",
+                 norm_type::kind == NormKind::RMSNorm ? "RMSNorm" : "LayerNorm",
+                 " (use ssm::MambaLM for RMSNorm checkpoints, ssm::MambaLMLayerNorm for rms_norm: false)");
+        Model m;
+        m.config_ = config;
+        m.embedding_ = Embedding::load(ckpt, "backbone.embeddings.weight", config.vocab_size,
+                                       config.hidden_size);
+        m.backbone_ = Backbone::load(ckpt, config);
+        m.norm_f_ = norm_type::load(ckpt, "backbone.norm_f", config.hidden_size,
+                                    config.layer_norm_epsilon);
+        m.head_ = Head::load(ckpt, config, m.embedding_);
+        return m;
+    }
+
+    [[nodiscard]] const MambaConfig& config() const noexcept { return config_; }
+    [[nodiscard]] const Backbone& backbone() const noexcept { return backbone_; }
+    [[nodiscard]] const Embedding& embedding() const noexcept { return embedding_; }
+    [[nodiscard]] const Head& head() const noexcept { return head_; }
+    [[nodiscard]] index vocab_size() const noexcept { return config_.vocab_size; }
+    [[nodiscard]] index hidden_size() const noexcept { return config_.hidden_size; }
+
+    /// An all-zero recurrent state for `batch` sequences.
+    [[nodiscard]] state_type make_state(index batch) const {
+        state_type s;
+        s.batch = batch;
+        for (const auto& layer : backbone_) s.layers.push_back(layer.make_state(batch));
+        return s;
+    }
+
+    /// Prefill over a packed batch. With `state`, each sequence continues from it (a
+    /// fresh state starts from zero) and it is left holding the state after each
+    /// sequence's last token, ready for `step`.
+    [[nodiscard]] ForwardResult forward(const Batch& batch, const ForwardOptions& opt = {},
+                                        state_type* state = nullptr) const {
+        Workspace ws;
+        return forward(batch, opt, state, ws);
+    }
+
+    [[nodiscard]] ForwardResult forward(const Batch& batch, const ForwardOptions& opt,
+                                        state_type* state, Workspace& ws) const {
+        require(!batch.empty(), "Model::forward: the batch holds no sequence");
+        if (state)
+            require(state->batch == batch.size() && state->layers.size() == static_cast<std::size_t>(backbone_.size()),
+                    "Model::forward: state is for ", state->batch, " sequences, the batch has ",
+                    batch.size());
+        const index T = batch.total_tokens(), D = hidden_size();
+        ForwardResult r;
+        r.hidden.resize(T, D);
+        StridedMap residual(r.hidden.data(), T, D, Eigen::OuterStride<>(D));
+        embedding_.forward(batch.tokens(), residual);
+        const auto offsets = batch.offsets();
+        index j = 0;
+        for (const auto& layer : backbone_) {
+            ws.reset();
+            auto* ls = state ? &state->layers[static_cast<std::size_t>(j)] : nullptr;
+            layer.forward(residual, offsets, ws, ls, ls);
+            if (opt.layer_outputs) r.layer_outputs.push_back(r.hidden);
+            ++j;
+        }
+        norm_f_.forward(residual, residual);
+        if (opt.logits == Logits::All) {
+            r.logits.resize(T, vocab_size());
+            head_.forward(residual, StridedMap(r.logits.data(), T, vocab_size(), Eigen::OuterStride<>(vocab_size())));
+        } else if (opt.logits == Logits::Last) {
+            Matrix last(batch.size(), D);
+            for (index s = 0; s < batch.size(); ++s) last.row(s) = r.hidden.row(offsets[static_cast<std::size_t>(s) + 1] - 1);
+            r.logits.resize(batch.size(), vocab_size());
+            head_.forward(ConstStridedMap(last.data(), last.rows(), D, Eigen::OuterStride<>(D)),
+                          StridedMap(r.logits.data(), r.logits.rows(), vocab_size(), Eigen::OuterStride<>(vocab_size())));
+        }
+        return r;
+    }
+
+    /// Decoding: one new token per sequence; returns logits (batch, vocab) and
+    /// advances `state`. Cost is independent of how many tokens came before.
+    [[nodiscard]] Matrix step(std::span<const std::int32_t> tokens, state_type& state) const {
+        Workspace ws;
+        return step(tokens, state, ws);
+    }
+
+    [[nodiscard]] Matrix step(std::span<const std::int32_t> tokens, state_type& state, Workspace& ws) const {
+        const index B = static_cast<index>(tokens.size()), D = hidden_size();
+        require(B == state.batch, "Model::step: ", B, " tokens given for a state of ", state.batch,
+                " sequences");
+        Matrix x(B, D);
+        StridedMap residual(x.data(), B, D, Eigen::OuterStride<>(D));
+        embedding_.forward(tokens, residual);
+        index j = 0;
+        for (const auto& layer : backbone_) {
+            ws.reset();
+            layer.step(residual, state.layers[static_cast<std::size_t>(j++)], ws);
+        }
+        norm_f_.forward(residual, residual);
+        Matrix logits(B, vocab_size());
+        head_.forward(residual, StridedMap(logits.data(), B, vocab_size(), Eigen::OuterStride<>(vocab_size())));
+        return logits;
+    }
+
+private:
+    MambaConfig config_;
+    Embedding embedding_;
+    Backbone backbone_;
+    norm_type norm_f_;
+    Head head_;
+};
+
+}  // namespace ssm

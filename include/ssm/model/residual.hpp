@@ -1,0 +1,66 @@
+// ssm/model/residual.hpp — one pre-norm residual block: x += Mixer(Norm(x)).
+#pragma once
+
+#include <span>
+#include <string>
+
+#include "ssm/core/tensor.hpp"
+#include "ssm/core/workspace.hpp"
+#include "ssm/io/checkpoint.hpp"
+#include "ssm/io/config.hpp"
+#include "ssm/layers/norm.hpp"
+
+namespace ssm {
+
+/// A mixer: loadable by prefix, with prefill (`forward`) and one-token `step`, and a
+/// per-layer recurrent state type.
+template <class M>
+concept Mixer = requires(const M& m, const Checkpoint& ckpt, const MambaConfig& cfg,
+                         const std::string& prefix, index batch) {
+    { M::load(ckpt, cfg, prefix) } -> std::same_as<M>;
+    { m.make_state(batch) };
+};
+
+/// `x += Mixer(Norm(x))` with the norm at `prefix.norm` and the mixer at `prefix.mixer`.
+template <Norm NormT, Mixer MixerT>
+class Residual {
+public:
+    using norm_type = NormT;
+    using mixer_type = MixerT;
+    using state_type = decltype(std::declval<const MixerT&>().make_state(index{}));
+
+    Residual() = default;
+
+    [[nodiscard]] static Residual load(const Checkpoint& ckpt, const MambaConfig& config,
+                                       const std::string& prefix) {
+        Residual r;
+        r.norm_ = NormT::load(ckpt, prefix + ".norm", config.hidden_size, config.layer_norm_epsilon);
+        r.mixer_ = MixerT::load(ckpt, config, prefix + ".mixer");
+        return r;
+    }
+
+    [[nodiscard]] const NormT& norm() const noexcept { return norm_; }
+    [[nodiscard]] const MixerT& mixer() const noexcept { return mixer_; }
+    [[nodiscard]] state_type make_state(index batch) const { return mixer_.make_state(batch); }
+
+    /// Prefill: residual (T, D) += Mixer(Norm(residual)).
+    void forward(StridedMap residual, std::span<const index> offsets, Workspace& ws,
+                 const state_type* state_in, state_type* state_out) const {
+        StridedMap h = ws.matrix(residual.rows(), residual.cols());
+        norm_.forward(residual, h);
+        mixer_.forward(h, offsets, residual, true, ws, state_in, state_out);
+    }
+
+    /// Decoding: residual (B, D) += Mixer.step(Norm(residual)).
+    void step(StridedMap residual, state_type& state, Workspace& ws) const {
+        StridedMap h = ws.matrix(residual.rows(), residual.cols());
+        norm_.forward(residual, h);
+        mixer_.step(h, state, residual, true, ws);
+    }
+
+private:
+    NormT norm_;
+    MixerT mixer_;
+};
+
+}  // namespace ssm

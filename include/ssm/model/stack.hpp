@@ -1,0 +1,39 @@
+// ssm/model/stack.hpp — the backbone: `num_hidden_layers` identical residual blocks.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "ssm/io/checkpoint.hpp"
+#include "ssm/io/config.hpp"
+
+namespace ssm {
+
+/// `num_hidden_layers` blocks of type `Layer`, loaded from `backbone.layers.{i}`.
+template <class Layer>
+class Stack {
+public:
+    using layer_type = Layer;
+    using norm_type = typename Layer::norm_type;
+    using state_type = typename Layer::state_type;
+
+    Stack() = default;
+
+    [[nodiscard]] static Stack load(const Checkpoint& ckpt, const MambaConfig& config) {
+        Stack s;
+        s.layers_.reserve(static_cast<std::size_t>(config.num_hidden_layers));
+        for (index i = 0; i < config.num_hidden_layers; ++i)
+            s.layers_.push_back(Layer::load(ckpt, config, "backbone.layers." + std::to_string(i)));
+        return s;
+    }
+
+    [[nodiscard]] index size() const noexcept { return static_cast<index>(layers_.size()); }
+    [[nodiscard]] const Layer& operator[](index i) const { return layers_.at(static_cast<std::size_t>(i)); }
+    [[nodiscard]] auto begin() const noexcept { return layers_.begin(); }
+    [[nodiscard]] auto end() const noexcept { return layers_.end(); }
+
+private:
+    std::vector<Layer> layers_;
+};
+
+}  // namespace ssm

@@ -1,0 +1,27 @@
+// SiLU and softplus against double-precision formulas, including the softplus branch
+// point at 20 and the negative range where log(1 + exp(x)) loses precision.
+#include <cmath>
+#include <vector>
+
+#include "ssm/layers/activations.hpp"
+#include "test_util.hpp"
+
+TEST_CASE("silu_inplace = v / (1 + exp(-v))", "[activations]") {
+    auto v = ssm::test::random_floats(1001, -30, 30, 80);
+    std::vector<float> expect(v.size());
+    for (std::size_t i = 0; i < v.size(); ++i) expect[i] = static_cast<float>(v[i] / (1 + std::exp(-double(v[i]))));
+    ssm::silu_inplace(v.data(), static_cast<ssm::index>(v.size()));
+    for (std::size_t i = 0; i < v.size(); ++i) CHECK(std::abs(v[i] - expect[i]) <= 2e-6f * (1 + std::abs(expect[i])));
+}
+
+TEST_CASE("softplus_inplace = x > 20 ? x : log1p(exp(x)), accurate at trained dt biases", "[activations]") {
+    std::vector<float> v = {-20.f, -9.f, -8.5f, -1.f, 0.f, 1e-3f, 1.f, 5.f, 19.99f, 20.f, 20.01f, 50.f};
+    for (float x : ssm::test::random_floats(500, -15, 25, 81)) v.push_back(x);
+    std::vector<double> expect(v.size());
+    for (std::size_t i = 0; i < v.size(); ++i) expect[i] = v[i] > 20 ? v[i] : std::log1p(std::exp(double(v[i])));
+    ssm::softplus_inplace(v.data(), static_cast<ssm::index>(v.size()));
+    for (std::size_t i = 0; i < v.size(); ++i) {
+        INFO("x -> " << expect[i]);
+        CHECK(std::abs(v[i] - expect[i]) <= 1e-6 * std::abs(expect[i]) + 1e-30);
+    }
+}

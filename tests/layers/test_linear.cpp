@@ -1,0 +1,75 @@
+// Linear against a naive double-precision product: the GEMM path (many rows), the
+// matrix-vector path (few rows), bias, accumulate, strided inputs, thread counts.
+#include <vector>
+
+#include "ssm/layers/linear.hpp"
+#include "test_util.hpp"
+
+namespace {
+
+std::vector<float> naive(const std::vector<float>& x, const std::vector<float>& w, const std::vector<float>* b,
+                         ssm::index rows, ssm::index in, ssm::index out) {
+    std::vector<float> y(static_cast<std::size_t>(rows * out));
+    for (ssm::index r = 0; r < rows; ++r)
+        for (ssm::index o = 0; o < out; ++o) {
+            double acc = b ? (*b)[static_cast<std::size_t>(o)] : 0.0;
+            for (ssm::index i = 0; i < in; ++i)
+                acc += static_cast<double>(x[static_cast<std::size_t>(r * in + i)]) * w[static_cast<std::size_t>(o * in + i)];
+            y[static_cast<std::size_t>(r * out + o)] = static_cast<float>(acc);
+        }
+    return y;
+}
+
+}  // namespace
+
+TEST_CASE("Linear equals x·Wᵀ + b for few and many rows", "[linear]") {
+    const ssm::index in = 67, out = 301;
+    const auto w = ssm::test::random_floats(static_cast<std::size_t>(in * out), -1, 1, 1);
+    const auto b = ssm::test::random_floats(static_cast<std::size_t>(out), -1, 1, 2);
+    for (bool with_bias : {false, true}) {
+        const ssm::Linear lin(ssm::Tensor::from({out, in}, w),
+                              with_bias ? std::optional(ssm::Tensor::from({out}, b)) : std::nullopt);
+        for (ssm::index rows : {1, 2, 7, 8, 9, 64}) {
+            for (int threads : {1, 2, 3}) {
+                ssm::set_num_threads(threads);
+                INFO("rows " << rows << " bias " << with_bias << " threads " << threads);
+                const auto x = ssm::test::random_floats(static_cast<std::size_t>(rows * in), -1, 1, 3 + rows);
+                const auto expect = naive(x, w, with_bias ? &b : nullptr, rows, in, out);
+                ssm::Matrix xm = ssm::ConstMatrixMap(x.data(), rows, in);
+                ssm::Matrix y(rows, out);
+                lin.forward(xm, y);
+                CHECK(ssm::test::rel_error({y.data(), static_cast<std::size_t>(y.size())}, expect) < 1e-6);
+                // accumulate: y += x·Wᵀ + b
+                ssm::Matrix y2 = ssm::Matrix::Constant(rows, out, 0.5f);
+                lin.forward(xm, y2, true);
+                std::vector<float> expect2 = expect;
+                for (auto& v : expect2) v += 0.5f;
+                CHECK(ssm::test::rel_error({y2.data(), static_cast<std::size_t>(y2.size())}, expect2) < 1e-6);
+            }
+        }
+    }
+    ssm::set_num_threads(0);
+}
+
+TEST_CASE("Linear reads and writes column slices of wider matrices", "[linear]") {
+    const ssm::index in = 16, out = 24, rows = 11;
+    const auto w = ssm::test::random_floats(static_cast<std::size_t>(in * out), -1, 1, 7);
+    const ssm::Linear lin(ssm::Tensor::from({out, in}, w), std::nullopt);
+    ssm::Matrix wide_x = ssm::Matrix::Random(rows, in + 5);
+    ssm::Matrix wide_y = ssm::Matrix::Constant(rows, out + 3, 9.0f);
+    lin.forward(ssm::ConstStridedMap(wide_x.data() + 2, rows, in, Eigen::OuterStride<>(in + 5)),
+                ssm::StridedMap(wide_y.data() + 1, rows, out, Eigen::OuterStride<>(out + 3)));
+    const ssm::Matrix expect = wide_x.middleCols(2, in) * ssm::ConstMatrixMap(w.data(), out, in).transpose();
+    CHECK((wide_y.middleCols(1, out) - expect).norm() / expect.norm() < 1e-6);
+    CHECK((wide_y.col(0).array() == 9.0f).all());  // untouched outside the slice
+    CHECK((wide_y.rightCols(2).array() == 9.0f).all());
+}
+
+TEST_CASE("Linear rejects mismatched shapes", "[linear]") {
+    const ssm::Linear lin(ssm::Tensor::zeros({4, 3}), std::nullopt);
+    ssm::Matrix x(2, 5), y(2, 4);
+    const auto msg = ssm::test::error_of([&] { lin.forward(x, y); });
+    CHECK(msg.find("Linear") != std::string::npos);
+    CHECK(ssm::test::error_of([] { ssm::Linear(ssm::Tensor::zeros({4, 3}), ssm::Tensor::zeros({5})); })
+              .find("bias") != std::string::npos);
+}

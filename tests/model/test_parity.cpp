@@ -1,0 +1,201 @@
+// Whole-model parity against the HuggingFace transformers references in tests/data
+// (float64 forward from the saved float32 weights): every hidden state and the logits of
+// every sequence, the 2048-token sequence, the BF16 sharded checkpoint, packed batches,
+// and prefill + recurrent decoding.
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "ssm/ssm.hpp"
+#include "test_util.hpp"
+
+namespace {
+
+using ssm::test::rel_error;
+
+constexpr double kTol = 1e-5;
+
+std::vector<std::int32_t> ids_of(const ssm::SafetensorsFile& ref, const std::string& name) {
+    const auto v = ref.load_i64(name);
+    return {v.begin(), v.end()};
+}
+
+std::span<const float> span_of(const ssm::Matrix& m) {
+    return {m.data(), static_cast<std::size_t>(m.size())};
+}
+
+std::span<const float> rows_of(const ssm::Matrix& m, ssm::index first, ssm::index count) {
+    return {m.data() + first * m.cols(), static_cast<std::size_t>(count * m.cols())};
+}
+
+struct Case {
+    std::string folder;
+    int sequences;
+};
+
+const Case kCases[] = {{"mamba-tiny", 4}, {"mambabyte-tiny", 2}, {"mamba-tiny-bf16-sharded", 2}};
+
+template <class Model>
+void check_sequences_one_by_one(const Model& model, const ssm::SafetensorsFile& ref, int nseq) {
+    const auto layers = model.config().num_hidden_layers;
+    for (int i = 0; i < nseq; ++i) {
+        const std::string p = "seq" + std::to_string(i);
+        const auto ids = ids_of(ref, p + ".input_ids");
+        const auto r = model.forward(ssm::Batch::of({ids}), {ssm::Logits::All, true});
+        INFO(p << " (" << ids.size() << " tokens)");
+        REQUIRE(static_cast<ssm::index>(r.layer_outputs.size()) == layers);
+        for (ssm::index j = 0; j < layers; ++j) {
+            INFO("hidden." << j);
+            CHECK(rel_error(span_of(r.layer_outputs[static_cast<std::size_t>(j)]),
+                            ref.load_f32(p + ".hidden." + std::to_string(j)).values()) < kTol);
+        }
+        CHECK(rel_error(span_of(r.hidden), ref.load_f32(p + ".hidden." + std::to_string(layers)).values()) <
+              kTol);
+        CHECK(rel_error(span_of(r.logits), ref.load_f32(p + ".logits").values()) < kTol);
+    }
+}
+
+template <class Model>
+void check_packed_batch(const Model& model, const ssm::SafetensorsFile& ref, int nseq) {
+    // Sequences packed in reverse order, so boundaries fall at different positions.
+    std::vector<std::vector<std::int32_t>> seqs;
+    for (int i = nseq - 1; i >= 0; --i) seqs.push_back(ids_of(ref, "seq" + std::to_string(i) + ".input_ids"));
+    const auto batch = ssm::Batch::of(seqs);
+    const auto packed = model.forward(batch, {ssm::Logits::All, false});
+    const auto last = model.forward(batch, {ssm::Logits::Last, false});
+    for (int k = 0; k < nseq; ++k) {
+        const int i = nseq - 1 - k;
+        const std::string p = "seq" + std::to_string(i);
+        INFO("packed " << p);
+        const auto begin = batch.offsets()[static_cast<std::size_t>(k)];
+        const auto len = batch.length(k);
+        const auto single = model.forward(ssm::Batch::of({seqs[static_cast<std::size_t>(k)]}), {ssm::Logits::All, false});
+        // Packed = one by one, up to summation order inside the products.
+        CHECK(rel_error(rows_of(packed.hidden, begin, len), span_of(single.hidden)) < 1e-6);
+        CHECK(rel_error(rows_of(packed.logits, begin, len), ref.load_f32(p + ".logits").values()) < kTol);
+        CHECK(rel_error(rows_of(last.logits, k, 1), rows_of(single.logits, len - 1, 1)) < 1e-6);
+    }
+}
+
+template <class Model>
+void check_generation(const Model& model, const ssm::SafetensorsFile& ref) {
+    const auto prompt = ids_of(ref, "generate.prompt");
+    const auto expected = ids_of(ref, "generate.output");
+    const ssm::Tensor full_logits = ref.load_f32("generate.full_logits");  // (len(expected), vocab)
+    const ssm::index V = model.vocab_size();
+    REQUIRE(expected.size() > prompt.size());
+
+    // Full forward over the whole output.
+    const auto full = model.forward(ssm::Batch::of({expected}), {ssm::Logits::All, false});
+    CHECK(rel_error(span_of(full.logits), full_logits.values()) < kTol);
+
+    // Prefill the prompt into a state, then greedy decoding one token at a time.
+    auto state = model.make_state(1);
+    const auto pre = model.forward(ssm::Batch::of({prompt}), {ssm::Logits::All, false}, &state);
+    CHECK(rel_error(span_of(pre.logits),
+                    full_logits.values().subspan(0, prompt.size() * static_cast<std::size_t>(V))) < kTol);
+    std::vector<std::int32_t> out = prompt;
+    ssm::Matrix logits = pre.logits.bottomRows(1);
+    while (out.size() < expected.size()) {
+        ssm::index next = 0;
+        logits.row(0).maxCoeff(&next);
+        out.push_back(static_cast<std::int32_t>(next));
+        const std::int32_t tok[] = {static_cast<std::int32_t>(next)};
+        logits = model.step(tok, state);
+        if (out.size() < expected.size()) {
+            INFO("decode step at position " << out.size() - 1);
+            CHECK(rel_error(span_of(logits), full_logits.values().subspan((out.size() - 1) * static_cast<std::size_t>(V),
+                                                                          static_cast<std::size_t>(V))) < kTol);
+        }
+    }
+    CHECK(out == expected);
+}
+
+}  // namespace
+
+TEST_CASE("parity: every sequence, every hidden state and the logits match transformers", "[parity]") {
+    for (const auto& c : kCases) {
+        INFO(c.folder);
+        const auto dir = ssm::test::data_dir() / c.folder;
+        const auto ref = ssm::SafetensorsFile::open(dir / "reference.safetensors");
+        const auto model = ssm::MambaLM::load(dir);
+        check_sequences_one_by_one(model, ref, c.sequences);
+    }
+}
+
+TEST_CASE("parity: the sequential scan gives the same model outputs", "[parity]") {
+    using Sequential = ssm::MambaLMWith<ssm::RMSNorm, ssm::MambaDiscretization, ssm::SequentialScan>;
+    const auto dir = ssm::test::data_dir() / "mamba-tiny";
+    const auto ref = ssm::SafetensorsFile::open(dir / "reference.safetensors");
+    check_sequences_one_by_one(Sequential::load(dir), ref, 4);
+}
+
+TEST_CASE("parity: results do not depend on the thread count", "[parity]") {
+    const auto dir = ssm::test::data_dir() / "mamba-tiny";
+    const auto ref = ssm::SafetensorsFile::open(dir / "reference.safetensors");
+    const auto model = ssm::MambaLM::load(dir);
+    for (int threads : {1, 2, 3}) {
+        INFO("threads " << threads);
+        ssm::set_num_threads(threads);
+        check_sequences_one_by_one(model, ref, 4);
+    }
+    ssm::set_num_threads(0);
+}
+
+TEST_CASE("parity: all sequences packed into one batch equal one by one", "[parity]") {
+    for (const auto& c : kCases) {
+        INFO(c.folder);
+        const auto dir = ssm::test::data_dir() / c.folder;
+        const auto ref = ssm::SafetensorsFile::open(dir / "reference.safetensors");
+        check_packed_batch(ssm::MambaLM::load(dir), ref, c.sequences);
+    }
+}
+
+TEST_CASE("parity: the 2048-token sequence", "[parity]") {
+    const auto dir = ssm::test::data_dir() / "mamba-tiny";
+    const auto ref = ssm::SafetensorsFile::open(dir / "reference.safetensors");
+    const auto model = ssm::MambaLM::load(dir);
+    const auto ids = ids_of(ref, "long.input_ids");
+    REQUIRE(ids.size() == 2048);
+    const auto r = model.forward(ssm::Batch::of({ids}), {ssm::Logits::All, false});
+    CHECK(rel_error(span_of(r.hidden), ref.load_f32("long.last_hidden").values()) < kTol);
+    CHECK(rel_error(rows_of(r.logits, 2048 - 8, 8), ref.load_f32("long.logits_tail").values()) < kTol);
+
+    // The same sequence prefilled in three chunks through the recurrent state.
+    auto state = model.make_state(1);
+    std::vector<ssm::Matrix> parts;
+    std::size_t at = 0;
+    for (std::size_t len : {700u, 1u, 1347u}) {
+        std::vector<std::int32_t> chunk(ids.begin() + static_cast<std::ptrdiff_t>(at),
+                                        ids.begin() + static_cast<std::ptrdiff_t>(at + len));
+        parts.push_back(model.forward(ssm::Batch::of({chunk}), {ssm::Logits::None, false}, &state).hidden);
+        at += len;
+    }
+    CHECK(rel_error(span_of(parts.back()), rows_of(r.hidden, 701, 1347)) < 1e-6);
+}
+
+TEST_CASE("parity: prefill then step-by-step decoding reproduces greedy generation", "[parity]") {
+    for (const auto& c : kCases) {
+        INFO(c.folder);
+        const auto dir = ssm::test::data_dir() / c.folder;
+        const auto ref = ssm::SafetensorsFile::open(dir / "reference.safetensors");
+        check_generation(ssm::MambaLM::load(dir), ref);
+    }
+}
+
+TEST_CASE("parity: decoding a batch of sequences at once equals decoding each alone", "[parity]") {
+    const auto dir = ssm::test::data_dir() / "mamba-tiny";
+    const auto model = ssm::MambaLM::load(dir);
+    const std::vector<std::vector<std::int32_t>> prompts = {{5, 9, 13}, {7}, {1, 2, 3, 4, 5, 6, 7, 8, 9, 10}};
+    auto state = model.make_state(3);
+    (void)model.forward(ssm::Batch::of(prompts), {ssm::Logits::None, false}, &state);
+    const std::int32_t next[] = {42, 17, 999};
+    const ssm::Matrix together = model.step(next, state);
+    for (std::size_t i = 0; i < prompts.size(); ++i) {
+        auto one = model.make_state(1);
+        (void)model.forward(ssm::Batch::of({prompts[i]}), {ssm::Logits::None, false}, &one);
+        const std::int32_t tok[] = {next[i]};
+        const ssm::Matrix alone = model.step(tok, one);
+        CHECK(rel_error(rows_of(together, static_cast<ssm::index>(i), 1), span_of(alone)) < 1e-6);
+    }
+}

@@ -1,0 +1,109 @@
+// ssm-forward end to end: on every bundled reference checkpoint its output file matches
+// the transformers logits and final hidden states; bad input gives one line and exit != 0.
+#include <algorithm>
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <string>
+#include <sys/wait.h>
+
+#include "ssm/ssm.hpp"
+#include "test_util.hpp"
+
+namespace {
+
+struct Run {
+    int status;
+    std::string output;  // stdout + stderr
+};
+
+Run run(const std::string& args) {
+    const std::string cmd = std::string(SSM_FORWARD_EXE) + " " + args + " 2>&1";
+    FILE* pipe = popen(cmd.c_str(), "r");
+    REQUIRE(pipe != nullptr);
+    std::string out;
+    std::array<char, 4096> buf{};
+    while (std::fgets(buf.data(), static_cast<int>(buf.size()), pipe)) out += buf.data();
+    const int raw = pclose(pipe);
+    return {WIFEXITED(raw) ? WEXITSTATUS(raw) : -1, out};
+}
+
+std::string ids_arg(const std::vector<std::int64_t>& ids) {
+    std::string s;
+    for (auto id : ids) s += (s.empty() ? "" : ",") + std::to_string(id);
+    return s;
+}
+
+int lines(const std::string& s) { return static_cast<int>(std::count(s.begin(), s.end(), '\n')); }
+
+}  // namespace
+
+TEST_CASE("ssm-forward writes logits and last_hidden_state matching transformers", "[ssm-forward]") {
+    const auto scratch = ssm::test::scratch_dir("forward");
+    const std::pair<const char*, int> cases[] = {{"mamba-tiny", 4}, {"mambabyte-tiny", 2},
+                                                 {"mamba-tiny-bf16-sharded", 2}};
+    for (const auto& [folder, nseq] : cases) {
+        const auto dir = ssm::test::data_dir() / folder;
+        const auto ref = ssm::SafetensorsFile::open(dir / "reference.safetensors");
+        const int layers = static_cast<int>(ssm::MambaConfig::load(dir).num_hidden_layers);
+        for (int i = 0; i < nseq; ++i) {
+            const std::string p = "seq" + std::to_string(i);
+            INFO(folder << " " << p);
+            const auto out = scratch / (std::string(folder) + "-" + p + ".safetensors");
+            const Run r = run("--model " + dir.string() + " --ids " + ids_arg(ref.load_i64(p + ".input_ids")) +
+                              " --out " + out.string() + " --threads 2");
+            INFO(r.output);
+            REQUIRE(r.status == 0);
+            CHECK(r.output.find("wrote") != std::string::npos);
+            const auto got = ssm::SafetensorsFile::open(out);
+            CHECK(ssm::test::rel_error(got.load_f32("logits").values(), ref.load_f32(p + ".logits").values()) < 1e-5);
+            CHECK(ssm::test::rel_error(got.load_f32("last_hidden_state").values(),
+                                       ref.load_f32(p + ".hidden." + std::to_string(layers)).values()) < 1e-5);
+        }
+    }
+    std::filesystem::remove_all(scratch);
+}
+
+TEST_CASE("ssm-forward: --help, and one clear line with exit != 0 on bad input", "[ssm-forward]") {
+    const auto tiny = (ssm::test::data_dir() / "mamba-tiny").string();
+    const auto scratch = ssm::test::scratch_dir("forward-bad");
+
+    const Run help = run("--help");
+    CHECK(help.status == 0);
+    CHECK(help.output.find("usage: ssm-forward") != std::string::npos);
+
+    const auto expect_error = [](const Run& r, int status, const std::string& needle) {
+        INFO(r.output);
+        CHECK(r.status == status);
+        CHECK(lines(r.output) == 1);
+        CHECK(r.output.find("ssm-forward: error:") == 0);
+        CHECK(r.output.find(needle) != std::string::npos);
+    };
+    expect_error(run("--model /nonexistent/folder --ids 1,2"), 1, "/nonexistent/folder");
+    expect_error(run("--model " + tiny + " --ids 1,1000"), 1, "1000");
+    expect_error(run("--model " + tiny + " --ids -1"), 1, "-1");
+    expect_error(run("--model " + tiny + " --ids ''"), 2, "--ids");
+    expect_error(run("--model " + tiny + " --ids 1,x,3"), 2, "'x'");
+    expect_error(run("--model " + tiny), 2, "--ids");
+    expect_error(run("--ids 1"), 2, "--model");
+    expect_error(run("--model " + tiny + " --ids 1 --bogus"), 2, "--bogus");
+
+    // A checkpoint whose weights file is cut short.
+    const auto broken = scratch / "broken";
+    std::filesystem::create_directories(broken);
+    std::filesystem::copy_file(std::filesystem::path(tiny) / "config.json", broken / "config.json");
+    {
+        std::ifstream in(std::filesystem::path(tiny) / "model.safetensors", std::ios::binary);
+        std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+        ssm::test::write_bytes(broken / "model.safetensors", bytes.substr(0, bytes.size() / 2));
+    }
+    expect_error(run("--model " + broken.string() + " --ids 1,2"), 1, "model.safetensors");
+
+    // A failed run leaves no output file behind.
+    const auto out = scratch / "never.safetensors";
+    (void)run("--model " + tiny + " --ids 1,5000 --out " + out.string());
+    CHECK_FALSE(std::filesystem::exists(out));
+    std::filesystem::remove_all(scratch);
+}
