@@ -32,7 +32,10 @@ Run run(const std::string& args) {
 
 std::string ids_arg(const std::vector<std::int64_t>& ids) {
     std::string s;
-    for (auto id : ids) s += (s.empty() ? "" : ",") + std::to_string(id);
+    for (auto id : ids) {
+        if (!s.empty()) s += ',';
+        s += std::to_string(id);
+    }
     return s;
 }
 

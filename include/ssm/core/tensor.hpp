@@ -29,6 +29,11 @@ using ConstVectorMap = Eigen::Map<const Vector>;
 using StridedMap = Eigen::Map<Matrix, 0, Eigen::OuterStride<>>;
 using ConstStridedMap = Eigen::Map<const Matrix, 0, Eigen::OuterStride<>>;
 
+/// A read-only view of a writable strided map.
+[[nodiscard]] inline ConstStridedMap cview(const StridedMap& m) {
+    return {m.data(), m.rows(), m.cols(), Eigen::OuterStride<>(m.outerStride())};
+}
+
 /// A float32 tensor with a shape. Either owns its storage or views memory kept alive by
 /// a shared owner (a memory-mapped checkpoint), so F32 weights are never copied.
 class Tensor {

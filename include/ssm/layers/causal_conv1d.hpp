@@ -85,7 +85,7 @@ public:
                     const index src = t - (K - 1) + k;
                     const float* in;
                     if (src >= start)
-                        in = &x(src, 0);
+                        in = x.data() + src * x.outerStride();
                     else if (state_in)
                         in = state_in + s * state_size() + (K - 1 + (src - start)) * E;
                     else
@@ -127,7 +127,7 @@ public:
             for (index b = begin; b < end; ++b) {
                 float* st = state + b * state_size();
                 float* o = &out(b, 0);
-                const float* xb = &x(b, 0);
+                const float* xb = x.data() + b * x.outerStride();
                 for (index e = 0; e < E; ++e) {
                     float acc = bias_ ? bias_->data()[e] : 0.0f;
                     for (index k = 0; k < K - 1; ++k) acc += taps[k * E + e] * st[k * E + e];

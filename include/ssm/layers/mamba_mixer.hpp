@@ -99,7 +99,7 @@ public:
         conv_.forward(x, offsets, u, true, state_in ? state_in->conv.data() : nullptr,
                       state_out ? state_out->conv.data() : nullptr);
         StridedMap xdbl = ws.matrix(T, R_ + 2 * N_);  // (T, R+2N): [dt_low | B | C]
-        x_proj_.forward(u, xdbl);
+        x_proj_.forward(cview(u), xdbl);
         StridedMap dt = ws.matrix(T, E_);  // (T, E)
         dt_proj_.forward(ConstStridedMap(xdbl.data(), T, R_, Eigen::OuterStride<>(R_ + 2 * N_)), dt);
         parallel_for(T, 64, [&](index b, index e) { softplus_inplace(dt.data() + b * E_, (e - b) * E_); });
@@ -109,7 +109,7 @@ public:
         args.initial_state = state_in ? state_in->ssm.data() : nullptr;
         args.final_state = state_out ? state_out->ssm.data() : nullptr;
         ScanT::template run<Disc>(args);
-        out_proj_.forward(y, out, accumulate);
+        out_proj_.forward(cview(y), out, accumulate);
     }
 
     /// Decoding: one token per sequence. out (B, D) (+)= mixer(h (B, D)); `state` advances.
@@ -123,14 +123,14 @@ public:
         StridedMap u = ws.matrix(B, E_);
         conv_.step(x, state.conv.data(), u, true);
         StridedMap xdbl = ws.matrix(B, R_ + 2 * N_);
-        x_proj_.forward(u, xdbl);
+        x_proj_.forward(cview(u), xdbl);
         StridedMap dt = ws.matrix(B, E_);
         dt_proj_.forward(ConstStridedMap(xdbl.data(), B, R_, Eigen::OuterStride<>(R_ + 2 * N_)), dt);
         softplus_inplace(dt.data(), B * E_);
         StridedMap y = ws.matrix(B, E_);
         SelectiveScanArgs args = scan_args(B, u, dt, xdbl, xz.data() + E_, y);
         selective_state_update<Disc>(args, state.ssm.data());
-        out_proj_.forward(y, out, accumulate);
+        out_proj_.forward(cview(y), out, accumulate);
     }
 
 private:

@@ -113,10 +113,10 @@ public:
             if (opt.layer_outputs) r.layer_outputs.push_back(r.hidden);
             ++j;
         }
-        norm_f_.forward(residual, residual);
+        norm_f_.forward(cview(residual), residual);
         if (opt.logits == Logits::All) {
             r.logits.resize(T, vocab_size());
-            head_.forward(residual, StridedMap(r.logits.data(), T, vocab_size(), Eigen::OuterStride<>(vocab_size())));
+            head_.forward(cview(residual), StridedMap(r.logits.data(), T, vocab_size(), Eigen::OuterStride<>(vocab_size())));
         } else if (opt.logits == Logits::Last) {
             Matrix last(batch.size(), D);
             for (index s = 0; s < batch.size(); ++s) last.row(s) = r.hidden.row(offsets[static_cast<std::size_t>(s) + 1] - 1);
@@ -146,9 +146,9 @@ public:
             ws.reset();
             layer.step(residual, state.layers[static_cast<std::size_t>(j++)], ws);
         }
-        norm_f_.forward(residual, residual);
+        norm_f_.forward(cview(residual), residual);
         Matrix logits(B, vocab_size());
-        head_.forward(residual, StridedMap(logits.data(), B, vocab_size(), Eigen::OuterStride<>(vocab_size())));
+        head_.forward(cview(residual), StridedMap(logits.data(), B, vocab_size(), Eigen::OuterStride<>(vocab_size())));
         return logits;
     }
 

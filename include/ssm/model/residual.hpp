@@ -47,15 +47,15 @@ public:
     void forward(StridedMap residual, std::span<const index> offsets, Workspace& ws,
                  const state_type* state_in, state_type* state_out) const {
         StridedMap h = ws.matrix(residual.rows(), residual.cols());
-        norm_.forward(residual, h);
-        mixer_.forward(h, offsets, residual, true, ws, state_in, state_out);
+        norm_.forward(cview(residual), h);
+        mixer_.forward(cview(h), offsets, residual, true, ws, state_in, state_out);
     }
 
     /// Decoding: residual (B, D) += Mixer.step(Norm(residual)).
     void step(StridedMap residual, state_type& state, Workspace& ws) const {
         StridedMap h = ws.matrix(residual.rows(), residual.cols());
-        norm_.forward(residual, h);
-        mixer_.step(h, state, residual, true, ws);
+        norm_.forward(cview(residual), h);
+        mixer_.step(cview(h), state, residual, true, ws);
     }
 
 private:
