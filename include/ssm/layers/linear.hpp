@@ -59,14 +59,29 @@ public:
             if (bias_) y.rowwise() += bias_->vector().transpose();
             return;
         }
-        // Few rows: split the output features over threads; each reads its slice of W once.
+        // Few rows (decoding): split the output features over threads. One row is a
+        // matrix-vector product; several rows take each weight row once from memory and
+        // dot it with every input row while it is in cache.
         parallel_for(out_features(), kRowsPerThread, [&](index begin, index end) {
-            const auto wblock = w.middleRows(begin, end - begin);
             auto yblock = y.middleCols(begin, end - begin);
-            if (accumulate)
-                yblock.noalias() += x * wblock.transpose();
-            else
-                yblock.noalias() = x * wblock.transpose();
+            if (rows == 1) {
+                const auto wblock = w.middleRows(begin, end - begin);
+                if (accumulate)
+                    yblock.noalias() += x * wblock.transpose();
+                else
+                    yblock.noalias() = x * wblock.transpose();
+            } else {
+                for (index o = begin; o < end; ++o) {
+                    const auto wrow = w.row(o);
+                    for (index r = 0; r < rows; ++r) {
+                        const float v = wrow.dot(x.row(r));
+                        if (accumulate)
+                            y(r, o) += v;
+                        else
+                            y(r, o) = v;
+                    }
+                }
+            }
             if (bias_) yblock.rowwise() += bias_->vector().segment(begin, end - begin).transpose();
         });
     }
@@ -78,7 +93,7 @@ public:
     }
 
 private:
-    static constexpr index kGemmRows = 8;         // from here on, one blocked GEMM
+    static constexpr index kGemmRows = 32;        // from here on, one blocked GEMM
     static constexpr index kRowsPerThread = 256;  // output features per thread, at least
 
     Tensor weight_;  // (out, in)
