@@ -45,17 +45,16 @@ inline void BM_MemoryRead(benchmark::State& state) {
     double bytes = 0;
     for (auto _ : state) {
         float total = 0;
-        ssm::parallel_for(static_cast<ssm::index>(n / 16), 4096, [&](ssm::index b, ssm::index e) {
+        ssm::parallel_for(static_cast<ssm::index>(n / 64), 1024, [&](ssm::index b, ssm::index e) {
             v16f s0{}, s1{}, s2{}, s3{};
-            const v16f* p = reinterpret_cast<const v16f*>(buf.data());
-            ssm::index i = b;
-            for (; i + 4 <= e; i += 4) {
-                s0 += p[i];
-                s1 += p[i + 1];
-                s2 += p[i + 2];
-                s3 += p[i + 3];
+            // Blocks of 4 vectors (256 bytes): [b, e) counts blocks.
+            const v16f* p = reinterpret_cast<const v16f*>(buf.data()) + 4 * b;
+            for (ssm::index i = 0; i < e - b; ++i, p += 4) {
+                s0 += p[0];
+                s1 += p[1];
+                s2 += p[2];
+                s3 += p[3];
             }
-            for (; i < e; ++i) s0 += p[i];
             v16f s = s0 + s1 + s2 + s3;
             benchmark::DoNotOptimize(s);
         });
