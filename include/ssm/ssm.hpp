@@ -1,6 +1,7 @@
 // ssm/ssm.hpp — the one include for the CPU library.
 #pragma once
 
+#include "ssm/core/atomic_file.hpp"
 #include "ssm/core/dtype.hpp"
 #include "ssm/core/error.hpp"
 #include "ssm/core/tensor.hpp"

@@ -20,7 +20,6 @@
 #include <fstream>
 #include <map>
 #include <memory>
-#include <random>
 #include <span>
 #include <string>
 #include <string_view>
@@ -28,6 +27,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "ssm/core/atomic_file.hpp"
 #include "ssm/core/dtype.hpp"
 #include "ssm/core/error.hpp"
 #include "ssm/core/tensor.hpp"
@@ -293,30 +293,15 @@ inline void write_safetensors(const std::filesystem::path& path, std::span<const
     std::string text = header.dump();
     text.append((8 - (text.size() % 8)) % 8, ' ');  // data starts 8-byte aligned
 
-    std::random_device rd;
-    const auto tmp = std::filesystem::path(file + ".tmp-" + std::to_string(rd()) + std::to_string(rd()));
-    try {
-        {
-            std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-            if (!out) fail(file, ": cannot create ", tmp.string());
-            unsigned char len[8];
-            std::uint64_t n = text.size();
-            for (int i = 0; i < 8; ++i) len[i] = static_cast<unsigned char>((n >> (8 * i)) & 0xff);
-            out.write(reinterpret_cast<const char*>(len), 8);
-            out.write(text.data(), static_cast<std::streamsize>(text.size()));
-            for (const auto& t : tensors)
-                out.write(reinterpret_cast<const char*>(t.data.data()), static_cast<std::streamsize>(t.data.size()));
-            out.flush();
-            if (!out) fail(file, ": write failed (disk full?)");
-        }
-        std::error_code ec;
-        std::filesystem::rename(tmp, path, ec);
-        if (ec) fail(file, ": cannot rename the finished temporary file into place: ", ec.message());
-    } catch (...) {
-        std::error_code ignored;
-        std::filesystem::remove(tmp, ignored);
-        throw;
-    }
+    write_file_atomically(path, [&](std::ostream& out) {
+        unsigned char len[8];
+        const std::uint64_t n = text.size();
+        for (int i = 0; i < 8; ++i) len[i] = static_cast<unsigned char>((n >> (8 * i)) & 0xff);
+        out.write(reinterpret_cast<const char*>(len), 8);
+        out.write(text.data(), static_cast<std::streamsize>(text.size()));
+        for (const auto& t : tensors)
+            out.write(reinterpret_cast<const char*>(t.data.data()), static_cast<std::streamsize>(t.data.size()));
+    });
 }
 
 }  // namespace ssm
