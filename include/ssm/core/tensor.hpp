@@ -33,6 +33,9 @@ using ConstStridedMap = Eigen::Map<const Matrix, 0, Eigen::OuterStride<>>;
 [[nodiscard]] inline ConstStridedMap cview(const StridedMap& m) {
     return {m.data(), m.rows(), m.cols(), Eigen::OuterStride<>(m.outerStride())};
 }
+[[nodiscard]] inline ConstStridedMap cview(const Matrix& m) {
+    return {m.data(), m.rows(), m.cols(), Eigen::OuterStride<>(m.cols())};
+}
 
 /// A float32 tensor with a shape. Either owns its storage or views memory kept alive by
 /// a shared owner (a memory-mapped checkpoint), so F32 weights are never copied.

@@ -67,6 +67,18 @@ public:
         return c;
     }
 
+    /// Adds the tensors of another safetensors file (e.g. a head trained apart from the
+    /// backbone). A name the checkpoint already holds is an error naming both files.
+    void add_extra(const std::filesystem::path& file) {
+        auto extra = SafetensorsFile::open(file);
+        const auto names = extra.names();
+        for (const auto& n : names)
+            if (auto it = where_.find(n); it != where_.end())
+                fail(file.string(), ": tensor '", n, "' is already in ", files_[it->second].path().string());
+        files_.push_back(std::move(extra));
+        for (const auto& n : names) where_[n] = files_.size() - 1;
+    }
+
     /// The folder or file this checkpoint was opened from.
     [[nodiscard]] const std::filesystem::path& source() const noexcept { return source_; }
 

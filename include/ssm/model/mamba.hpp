@@ -2,9 +2,12 @@
 #pragma once
 
 #include <filesystem>
+#include <span>
 #include <utility>
 
+#include "ssm/heads/bi_encoder.hpp"
 #include "ssm/heads/lm_head.hpp"
+#include "ssm/heads/reranker.hpp"
 #include "ssm/io/checkpoint.hpp"
 #include "ssm/io/config.hpp"
 #include "ssm/layers/layer_norm.hpp"
@@ -29,18 +32,38 @@ using MambaLM = MambaLMWith<RMSNorm>;
 /// Mamba-1 LM with LayerNorm (`rms_norm: false` checkpoints, e.g. MambaByte).
 using MambaLMLayerNorm = MambaLMWith<LayerNorm>;
 
-/// Loads the checkpoint at `dir` as whichever of `MambaLM` / `MambaLMLayerNorm` its
-/// config asks for and calls `f(model)`; returns what `f` returns.
-template <class F>
-decltype(auto) with_mamba_lm(const std::filesystem::path& dir, F&& f) {
+/// A Mamba-1 backbone with any head, for either norm.
+template <class Head, Norm NormT = RMSNorm, Discretization Disc = MambaDiscretization, Scan ScanT = ParallelScan>
+using MambaWith = Model<Stack<Residual<NormT, MambaMixer<Disc, ScanT>>>, Head>;
+
+/// Dense retrieval (Mamba Retriever): L2-normalised final hidden state at the appended EOS.
+using MambaRetriever = MambaWith<BiEncoderHead<LastToken>>;
+
+/// Reranking (RankMamba): `score.weight · h_EOS + score.bias`.
+using MambaReranker = MambaWith<RerankerHead>;
+
+/// Loads the checkpoint as `MambaWith<Head, RMSNorm>` or `MambaWith<Head, LayerNorm>`,
+/// whichever its config asks for, and calls `f(model)` (a non-const model, so a head's
+/// settings can be changed); returns what `f` returns. `extra` names safetensors files
+/// whose tensors are added to the checkpoint's (e.g. a separately trained head).
+template <class Head, class F>
+decltype(auto) with_mamba(const std::filesystem::path& dir, F&& f,
+                          std::span<const std::filesystem::path> extra = {}) {
     const MambaConfig config = MambaConfig::load(dir);
-    const Checkpoint ckpt = Checkpoint::open(dir);
+    Checkpoint ckpt = Checkpoint::open(dir);
+    for (const auto& file : extra) ckpt.add_extra(file);
     if (config.norm == NormKind::LayerNorm) {
-        const auto model = MambaLMLayerNorm::load(ckpt, config);
+        auto model = MambaWith<Head, LayerNorm>::load(ckpt, config);
         return std::forward<F>(f)(model);
     }
-    const auto model = MambaLM::load(ckpt, config);
+    auto model = MambaWith<Head, RMSNorm>::load(ckpt, config);
     return std::forward<F>(f)(model);
+}
+
+/// `with_mamba<LmHead>`: the language model in whichever norm its config asks for.
+template <class F>
+decltype(auto) with_mamba_lm(const std::filesystem::path& dir, F&& f) {
+    return with_mamba<LmHead>(dir, std::forward<F>(f));
 }
 
 }  // namespace ssm

@@ -2,6 +2,7 @@
 // packed batches and recurrent decoding.
 #pragma once
 
+#include <concepts>
 #include <cstdint>
 #include <filesystem>
 #include <span>
@@ -17,6 +18,20 @@
 #include "ssm/model/state.hpp"
 
 namespace ssm {
+
+/// A head that maps hidden states to vocabulary logits (`LmHead`).
+template <class H>
+concept LanguageModelHead = requires(const H& h, ConstStridedMap x, StridedMap y) {
+    h.forward(x, y);
+    { h.vocab_size() } -> std::convertible_to<index>;
+};
+
+/// A head that maps each sequence of a packed batch to one output row
+/// (`BiEncoderHead`: an embedding; `RerankerHead`: a score).
+template <class H>
+concept SequenceHead = requires(const H& h, ConstStridedMap x, std::span<const index> offsets) {
+    { h.apply(x, offsets) } -> std::same_as<Matrix>;
+};
 
 /// Which positions `Model::forward` computes logits for.
 enum class Logits { None, Last, All };
@@ -72,6 +87,7 @@ public:
     [[nodiscard]] const Backbone& backbone() const noexcept { return backbone_; }
     [[nodiscard]] const Embedding& embedding() const noexcept { return embedding_; }
     [[nodiscard]] const Head& head() const noexcept { return head_; }
+    [[nodiscard]] Head& head() noexcept { return head_; }
     [[nodiscard]] index vocab_size() const noexcept { return config_.vocab_size; }
     [[nodiscard]] index hidden_size() const noexcept { return config_.hidden_size; }
 
@@ -114,7 +130,11 @@ public:
             ++j;
         }
         norm_f_.forward(cview(residual), residual);
-        if (opt.logits == Logits::All) {
+        if constexpr (!LanguageModelHead<Head>) {
+            require(opt.logits == Logits::None,
+                    "Model::forward: this model's head gives no logits; ask for Logits::None");
+            return r;
+        } else if (opt.logits == Logits::All) {
             r.logits.resize(T, vocab_size());
             head_.forward(cview(residual), StridedMap(r.logits.data(), T, vocab_size(), Eigen::OuterStride<>(vocab_size())));
         } else if (opt.logits == Logits::Last) {
@@ -127,14 +147,28 @@ public:
         return r;
     }
 
+    /// One output row per sequence from a `SequenceHead`: embeddings for a bi-encoder,
+    /// scores for a reranker. Runs the backbone over the packed batch (no logits).
+    [[nodiscard]] Matrix encode(const Batch& batch) const requires SequenceHead<Head> {
+        Workspace ws;
+        return encode(batch, ws);
+    }
+
+    [[nodiscard]] Matrix encode(const Batch& batch, Workspace& ws) const requires SequenceHead<Head> {
+        const ForwardResult r = forward(batch, {Logits::None, false}, nullptr, ws);
+        return head_.apply(cview(r.hidden), batch.offsets());
+    }
+
     /// Decoding: one new token per sequence; returns logits (batch, vocab) and
     /// advances `state`. Cost is independent of how many tokens came before.
-    [[nodiscard]] Matrix step(std::span<const std::int32_t> tokens, state_type& state) const {
+    [[nodiscard]] Matrix step(std::span<const std::int32_t> tokens, state_type& state) const
+        requires LanguageModelHead<Head> {
         Workspace ws;
         return step(tokens, state, ws);
     }
 
-    [[nodiscard]] Matrix step(std::span<const std::int32_t> tokens, state_type& state, Workspace& ws) const {
+    [[nodiscard]] Matrix step(std::span<const std::int32_t> tokens, state_type& state, Workspace& ws) const
+        requires LanguageModelHead<Head> {
         const index B = static_cast<index>(tokens.size()), D = hidden_size();
         require(B == state.batch, "Model::step: ", B, " tokens given for a state of ", state.batch,
                 " sequences");
