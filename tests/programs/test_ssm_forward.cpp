@@ -1,34 +1,20 @@
 // ssm-forward end to end: on every bundled reference checkpoint its output file matches
 // the transformers logits and final hidden states; bad input gives one line and exit != 0.
 #include <algorithm>
-#include <array>
-#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <string>
-#include <sys/wait.h>
 
 #include "ssm/ssm.hpp"
+#include "run_program.hpp"
 #include "test_util.hpp"
 
 namespace {
 
-struct Run {
-    int status;
-    std::string output;  // stdout + stderr
-};
+using Run = ssm::test::ProgramRun;
 
-Run run(const std::string& args) {
-    const std::string cmd = std::string(SSM_FORWARD_EXE) + " " + args + " 2>&1";
-    FILE* pipe = popen(cmd.c_str(), "r");
-    REQUIRE(pipe != nullptr);
-    std::string out;
-    std::array<char, 4096> buf{};
-    while (std::fgets(buf.data(), static_cast<int>(buf.size()), pipe)) out += buf.data();
-    const int raw = pclose(pipe);
-    return {WIFEXITED(raw) ? WEXITSTATUS(raw) : -1, out};
-}
+Run run(const std::string& args) { return ssm::test::run_program(SSM_FORWARD_EXE, args); }
 
 std::string ids_arg(const std::vector<std::int64_t>& ids) {
     std::string s;
@@ -38,8 +24,6 @@ std::string ids_arg(const std::vector<std::int64_t>& ids) {
     }
     return s;
 }
-
-int lines(const std::string& s) { return static_cast<int>(std::count(s.begin(), s.end(), '\n')); }
 
 }  // namespace
 
@@ -78,11 +62,7 @@ TEST_CASE("ssm-forward: --help, and one clear line with exit != 0 on bad input",
     CHECK(help.output.find("usage: ssm-forward") != std::string::npos);
 
     const auto expect_error = [](const Run& r, int status, const std::string& needle) {
-        INFO(r.output);
-        CHECK(r.status == status);
-        CHECK(lines(r.output) == 1);
-        CHECK(r.output.find("ssm-forward: error:") == 0);
-        CHECK(r.output.find(needle) != std::string::npos);
+        ssm::test::check_one_line_error(r, "ssm-forward", status, needle);
     };
     expect_error(run("--model /nonexistent/folder --ids 1,2"), 1, "/nonexistent/folder");
     expect_error(run("--model " + tiny + " --ids 1,1000"), 1, "1000");

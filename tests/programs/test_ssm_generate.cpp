@@ -1,0 +1,75 @@
+// ssm-generate end to end: greedy --format ids equals transformers' generate.output for
+// the token and the byte model; seeded sampling repeats; bad input gives one line.
+#include <string>
+#include <vector>
+
+#include "run_program.hpp"
+#include "ssm/ssm.hpp"
+#include "test_util.hpp"
+
+namespace {
+
+ssm::test::ProgramRun generate(const std::string& args, bool merge_stderr = false) {
+    return ssm::test::run_program(SSM_GENERATE_EXE, args, merge_stderr);
+}
+
+std::string join(std::span<const std::int64_t> ids) {
+    std::string s;
+    for (std::size_t i = 0; i < ids.size(); ++i) s += (i ? "," : "") + std::to_string(ids[i]);
+    return s;
+}
+
+}  // namespace
+
+TEST_CASE("ssm-generate --greedy --format ids reproduces generate.output", "[ssm-generate]") {
+    for (const char* folder : {"mamba-tiny", "mambabyte-tiny", "mamba-tiny-bf16-sharded"}) {
+        INFO(folder);
+        const auto dir = ssm::test::data_dir() / folder;
+        const auto ref = ssm::SafetensorsFile::open(dir / "reference.safetensors");
+        const auto prompt = ref.load_i64("generate.prompt");
+        const auto expected = ref.load_i64("generate.output");
+        const auto n = expected.size() - prompt.size();
+        const auto r = generate("--model " + dir.string() + " --ids " + join(prompt) + " --greedy --no-eos-stop" +
+                                " --max-new-tokens " + std::to_string(n) + " --format ids --threads 2");
+        INFO(r.output);
+        REQUIRE(r.status == 0);
+        CHECK(r.output == join(std::span(expected).subspan(prompt.size())) + "\n");
+    }
+}
+
+TEST_CASE("ssm-generate: seeded sampling repeats, text output streams the byte model", "[ssm-generate]") {
+    const auto dir = (ssm::test::data_dir() / "mambabyte-tiny").string();
+    const std::string sample = "--model " + dir + " --prompt 'Hello, ' --temperature 0.9 --top-p 0.9 --top-k 50 "
+                               "--max-new-tokens 40 --no-eos-stop --format ids --seed ";
+    const auto a = generate(sample + "7"), b = generate(sample + "7"), c = generate(sample + "8");
+    REQUIRE(a.status == 0);
+    CHECK(a.output == b.output);
+    CHECK(a.output != c.output);
+    CHECK(std::count(a.output.begin(), a.output.end(), ',') == 39);
+
+    const auto text = generate("--model " + dir + " --prompt 'Hello, ' --max-new-tokens 20 --no-eos-stop", true);
+    INFO(text.output);
+    REQUIRE(text.status == 0);
+    CHECK(text.output.rfind("Hello, ", 0) == 0);  // the prompt, then the continuation
+    CHECK(text.output.find("20 new tokens") != std::string::npos);
+    CHECK(text.output.find("stopped: max new tokens") != std::string::npos);
+}
+
+TEST_CASE("ssm-generate: one clear line and exit != 0 on bad input", "[ssm-generate]") {
+    const auto tiny = (ssm::test::data_dir() / "mamba-tiny").string();
+    const auto bf16 = (ssm::test::data_dir() / "mamba-tiny-bf16-sharded").string();
+    const auto err = [](const ssm::test::ProgramRun& r, int status, const std::string& needle) {
+        ssm::test::check_one_line_error(r, "ssm-generate", status, needle);
+    };
+    CHECK(generate("--help").output.find("usage: ssm-generate") != std::string::npos);
+    err(generate("--model " + tiny, true), 2, "--prompt");
+    err(generate("--model " + tiny + " --ids 1 --prompt x", true), 2, "not both");
+    err(generate("--model " + tiny + " --ids 1,1000", true), 1, "1000");
+    err(generate("--model " + tiny + " --ids 1 --temperature abc", true), 2, "--temperature");
+    err(generate("--model " + tiny + " --ids 1 --temperature -1", true), 1, "temperature");
+    err(generate("--model " + tiny + " --ids 1 --top-p 1.5", true), 1, "top_p");
+    err(generate("--model " + tiny + " --ids 1 --greedy --top-k 3", true), 2, "--greedy");
+    err(generate("--model " + tiny + " --ids 1 --format xml", true), 2, "--format");
+    err(generate("--model " + bf16 + " --prompt hello", true), 1, "tokenizer.json");
+    err(generate("--model /no/such/model --ids 1", true), 1, "/no/such/model");
+}

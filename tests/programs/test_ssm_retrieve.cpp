@@ -1,0 +1,103 @@
+// ssm-retrieve end to end: a query whose text equals a document's text finds that
+// document first with cosine 1, so a run and metrics that can be known in advance;
+// the run file, the embeddings cache, BEIR folders, and bad input.
+#include <fstream>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "run_program.hpp"
+#include "ssm/retrieval/npy.hpp"
+#include "ssm/retrieval/trec.hpp"
+#include "ssm/ssm.hpp"
+#include "test_util.hpp"
+
+namespace {
+
+ssm::test::ProgramRun retrieve(const std::string& args) { return ssm::test::run_program(SSM_RETRIEVE_EXE, args); }
+
+/// A BEIR folder where query i's text is document (2i+1)'s text, and that document is
+/// the one relevant document.
+std::filesystem::path make_beir(const std::filesystem::path& dir, int ndocs, int nqueries) {
+    std::filesystem::create_directories(dir / "qrels");
+    std::mt19937 rng(static_cast<unsigned>(ndocs));
+    std::vector<std::string> texts;
+    for (int d = 0; d < ndocs; ++d) {  // random words, 3 to 40 letters in all
+        std::string t;
+        const auto n = 3 + rng() % 38;
+        for (unsigned i = 0; i < n; ++i) t += (i % 6 == 5) ? ' ' : static_cast<char>('a' + rng() % 26);
+        texts.push_back(t);
+    }
+    std::string corpus, queries, qrels = "query-id\tcorpus-id\tscore\n";
+    for (int d = 0; d < ndocs; ++d)
+        corpus += "{\"_id\": \"doc" + std::to_string(d) + "\", \"title\": \"\", \"text\": \"" +
+                  texts[static_cast<std::size_t>(d)] + "\"}\n";
+    for (int q = 0; q < nqueries; ++q) {
+        const int d = 2 * q + 1;
+        queries += "{\"_id\": \"q" + std::to_string(q) + "\", \"text\": \"" + texts[static_cast<std::size_t>(d)] + "\"}\n";
+        qrels += "q" + std::to_string(q) + "\tdoc" + std::to_string(d) + "\t1\n";
+    }
+    ssm::test::write_bytes(dir / "corpus.jsonl", corpus);
+    ssm::test::write_bytes(dir / "queries.jsonl", queries);
+    ssm::test::write_bytes(dir / "qrels" / "test.tsv", qrels);
+    return dir;
+}
+
+}  // namespace
+
+TEST_CASE("ssm-retrieve finds the identical document first, writes the run, scores 1.0", "[ssm-retrieve]") {
+    const auto scratch = ssm::test::scratch_dir("retrieve");
+    const auto beir = make_beir(scratch / "beir", 40, 6);
+    const auto model = (ssm::test::data_dir() / "mambabyte-tiny").string();
+    const auto run_file = scratch / "run.trec", cache = scratch / "corpus.npy";
+    const auto r = retrieve("--model " + model + " --beir " + beir.string() + " --top-k 5 --run " +
+                            run_file.string() + " --corpus-embeddings " + cache.string() + " --threads 2");
+    INFO(r.output);
+    REQUIRE(r.status == 0);
+    CHECK(r.output.find("nDCG@10 1.0000  MRR@10 1.0000  R@100 1.0000  R@1000 1.0000") != std::string::npos);
+    const ssm::Run run = ssm::read_trec_run(run_file);
+    REQUIRE(run.size() == 6);
+    for (int q = 0; q < 6; ++q) {
+        const auto& e = run.at("q" + std::to_string(q));
+        REQUIRE(e.size() == 5);
+        CHECK(e[0].doc_id == "doc" + std::to_string(2 * q + 1));
+        CHECK(std::abs(e[0].score - 1.0) < 1e-5);
+        for (std::size_t j = 1; j < e.size(); ++j) CHECK(e[j].score <= e[j - 1].score);
+    }
+    REQUIRE(std::filesystem::exists(cache));
+    CHECK(ssm::load_npy(cache).rows() == 40);
+
+    // Second run: the corpus comes from the cache, the results are the same.
+    const auto again = retrieve("--model " + model + " --corpus " + (beir / "corpus.jsonl").string() + " --queries " +
+                                (beir / "queries.jsonl").string() + " --qrels " + (beir / "qrels" / "test.tsv").string() +
+                                " --corpus-embeddings " + cache.string());
+    INFO(again.output);
+    REQUIRE(again.status == 0);
+    CHECK(again.output.find("loaded from") != std::string::npos);
+    CHECK(again.output.find("nDCG@10 1.0000") != std::string::npos);
+    std::filesystem::remove_all(scratch);
+}
+
+TEST_CASE("ssm-retrieve: one clear line and exit != 0 on bad input", "[ssm-retrieve]") {
+    const auto scratch = ssm::test::scratch_dir("retrieve-bad");
+    const auto beir = make_beir(scratch / "beir", 5, 2);
+    const auto model = (ssm::test::data_dir() / "mambabyte-tiny").string();
+    const auto err = [](const ssm::test::ProgramRun& r, int status, const std::string& needle) {
+        ssm::test::check_one_line_error(r, "ssm-retrieve", status, needle);
+    };
+    CHECK(retrieve("--help").output.find("usage: ssm-retrieve") != std::string::npos);
+    err(retrieve("--model " + model), 2, "--beir");
+    err(retrieve("--model " + model + " --beir " + beir.string() + " --top-k 0"), 2, "--top-k");
+    err(retrieve("--model " + model + " --beir " + beir.string() + " --corpus x"), 2, "--beir");
+    err(retrieve("--model " + model + " --beir " + (scratch / "nothing").string()), 1, "nothing");
+    ssm::test::write_bytes(scratch / "bad.jsonl", "{\"_id\": \"a\", \"text\": \"ok\"}\n{\"_id\": \"b\", \"text\": 3}\n");
+    err(retrieve("--model " + model + " --corpus " + (scratch / "bad.jsonl").string() + " --queries " +
+                 (beir / "queries.jsonl").string()),
+        1, "bad.jsonl:2");
+    // A cache from another corpus is refused, not silently used.
+    const auto cache = scratch / "wrong.npy";
+    ssm::save_npy(cache, ssm::Matrix::Zero(3, 48));
+    err(retrieve("--model " + model + " --beir " + beir.string() + " --corpus-embeddings " + cache.string()), 1,
+        "wrong.npy");
+    std::filesystem::remove_all(scratch);
+}
