@@ -113,7 +113,7 @@ int run(const Model& model, const ssm::cli::Args& args, const std::string& model
                       : g.reason == ssm::StopReason::StopString ? "stop string"
                                                                 : "max new tokens";
     std::fprintf(stderr,
-                 "[%zu prompt tokens: prefill %.1f ms (%.0f tok/s); %zu new tokens: %.1f ms/token (%.1f tok/s); "
+                 "[%zu prompt tokens: prefill %.2f ms (%.0f tok/s); %zu new tokens: %.3f ms/token (%.0f tok/s); "
                  "stopped: %s]\n",
                  prompt.size(), g.prefill_seconds * 1e3, static_cast<double>(prompt.size()) / g.prefill_seconds,
                  g.tokens.size(), g.tokens.empty() ? 0.0 : g.decode_seconds * 1e3 / static_cast<double>(g.tokens.size()),
