@@ -12,6 +12,7 @@
 
 #include "catch.hpp"
 #include "ssm/core/error.hpp"
+#include "ssm/io/safetensors.hpp"
 
 namespace ssm::test {
 
@@ -67,6 +68,28 @@ inline std::vector<float> random_floats(std::size_t n, float lo, float hi, std::
     std::vector<float> v(n);
     for (auto& x : v) x = dist(rng);
     return v;
+}
+
+/// The four `embed{k}.input_ids` sequences of a reference file (each ends in the EOS).
+inline std::vector<std::vector<std::int32_t>> embed_inputs(const SafetensorsFile& ref) {
+    std::vector<std::vector<std::int32_t>> seqs;
+    for (int k = 0; k < 4; ++k) {
+        const auto v = ref.load_i64("embed" + std::to_string(k) + ".input_ids");
+        seqs.emplace_back(v.begin(), v.end());
+    }
+    return seqs;
+}
+
+/// Writes the reranker head of a reference file (`rerank.score.weight`, and
+/// `rerank.score.bias` when `with_bias`) as `score.weight` / `score.bias` into `path`.
+inline std::filesystem::path write_score_head(const SafetensorsFile& ref, const std::filesystem::path& path,
+                                              bool with_bias = true) {
+    const Tensor w = ref.load_f32("rerank.score.weight");
+    const Tensor b = ref.load_f32("rerank.score.bias");
+    std::vector<TensorToWrite> t = {f32_tensor("score.weight", {w.shape().begin(), w.shape().end()}, w.values())};
+    if (with_bias) t.push_back(f32_tensor("score.bias", {b.shape().begin(), b.shape().end()}, b.values()));
+    write_safetensors(path, t);
+    return path;
 }
 
 }  // namespace ssm::test

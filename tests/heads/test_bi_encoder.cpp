@@ -9,15 +9,6 @@
 
 namespace {
 
-std::vector<std::vector<std::int32_t>> embed_inputs(const ssm::SafetensorsFile& ref) {
-    std::vector<std::vector<std::int32_t>> seqs;
-    for (int k = 0; k < 4; ++k) {
-        const auto v = ref.load_i64("embed" + std::to_string(k) + ".input_ids");
-        seqs.emplace_back(v.begin(), v.end());
-    }
-    return seqs;
-}
-
 std::span<const float> span_of(const ssm::Matrix& m) { return {m.data(), static_cast<std::size_t>(m.size())}; }
 
 }  // namespace
@@ -27,7 +18,7 @@ TEST_CASE("BiEncoderHead<LastToken> gives transformers' embeddings and cosines",
         INFO(folder);
         const auto dir = ssm::test::data_dir() / folder;
         const auto ref = ssm::SafetensorsFile::open(dir / "reference.safetensors");
-        const auto seqs = embed_inputs(ref);
+        const auto seqs = ssm::test::embed_inputs(ref);
         ssm::with_mamba<ssm::BiEncoderHead<ssm::LastToken>>(dir, [&](const auto& model) {
             REQUIRE(model.config().eos_token_id.has_value());
             for (const auto& s : seqs) CHECK(s.back() == *model.config().eos_token_id);
@@ -51,7 +42,7 @@ TEST_CASE("BiEncoderHead<LastToken> gives transformers' embeddings and cosines",
 TEST_CASE("BiEncoderHead: Mean pooling and normalisation off, against the hidden states", "[bi_encoder]") {
     const auto dir = ssm::test::data_dir() / "mamba-tiny";
     const auto ref = ssm::SafetensorsFile::open(dir / "reference.safetensors");
-    const auto seqs = embed_inputs(ref);
+    const auto seqs = ssm::test::embed_inputs(ref);
     const auto batch = ssm::Batch::of(seqs);
     const auto lm = ssm::MambaLM::load(dir);
     const auto hidden = lm.forward(batch, {ssm::Logits::None, false}).hidden;

@@ -7,39 +7,16 @@
 #include "ssm/ssm.hpp"
 #include "test_util.hpp"
 
-namespace {
-
-/// Writes `score.weight` / `score.bias` from a reference file into a safetensors file.
-std::filesystem::path write_head(const ssm::SafetensorsFile& ref, const std::filesystem::path& path, bool with_bias) {
-    const ssm::Tensor w = ref.load_f32("rerank.score.weight");
-    const ssm::Tensor b = ref.load_f32("rerank.score.bias");
-    std::vector<ssm::TensorToWrite> t = {ssm::f32_tensor("score.weight", {w.shape().begin(), w.shape().end()}, w.values())};
-    if (with_bias) t.push_back(ssm::f32_tensor("score.bias", {b.shape().begin(), b.shape().end()}, b.values()));
-    ssm::write_safetensors(path, t);
-    return path;
-}
-
-std::vector<std::vector<std::int32_t>> inputs(const ssm::SafetensorsFile& ref) {
-    std::vector<std::vector<std::int32_t>> seqs;
-    for (int k = 0; k < 4; ++k) {
-        const auto v = ref.load_i64("embed" + std::to_string(k) + ".input_ids");
-        seqs.emplace_back(v.begin(), v.end());
-    }
-    return seqs;
-}
-
-}  // namespace
-
 TEST_CASE("RerankerHead scores match transformers on every bundled checkpoint", "[reranker]") {
     const auto scratch = ssm::test::scratch_dir("reranker");
     for (const char* folder : {"mamba-tiny", "mambabyte-tiny", "mamba-tiny-bf16-sharded"}) {
         INFO(folder);
         const auto dir = ssm::test::data_dir() / folder;
         const auto ref = ssm::SafetensorsFile::open(dir / "reference.safetensors");
-        const std::filesystem::path head[] = {write_head(ref, scratch / (std::string(folder) + ".safetensors"), true)};
+        const std::filesystem::path head[] = {ssm::test::write_score_head(ref, scratch / (std::string(folder) + ".safetensors"), true)};
         ssm::with_mamba<ssm::RerankerHead>(dir, [&](const auto& model) {
             CHECK(model.head().has_bias());
-            const ssm::Matrix scores = model.encode(ssm::Batch::of(inputs(ref)));
+            const ssm::Matrix scores = model.encode(ssm::Batch::of(ssm::test::embed_inputs(ref)));
             REQUIRE(scores.rows() == 4);
             REQUIRE(scores.cols() == 1);
             CHECK(ssm::test::rel_error({scores.data(), 4}, ref.load_f32("rerank.scores").values()) < 1e-5);
@@ -52,9 +29,9 @@ TEST_CASE("RerankerHead: score.bias is optional; score.weight is not", "[reranke
     const auto scratch = ssm::test::scratch_dir("reranker-bias");
     const auto dir = ssm::test::data_dir() / "mamba-tiny";
     const auto ref = ssm::SafetensorsFile::open(dir / "reference.safetensors");
-    const auto seqs = inputs(ref);
+    const auto seqs = ssm::test::embed_inputs(ref);
     const float bias = ref.load_f32("rerank.score.bias").values()[0];
-    const std::filesystem::path head[] = {write_head(ref, scratch / "head.safetensors", false)};
+    const std::filesystem::path head[] = {ssm::test::write_score_head(ref, scratch / "head.safetensors", false)};
     ssm::with_mamba<ssm::RerankerHead>(dir, [&](const auto& model) {
         CHECK_FALSE(model.head().has_bias());
         const ssm::Matrix s = model.encode(ssm::Batch::of(seqs));

@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <array>
 #include <cstdio>
+#include <cstdint>
+#include <span>
 #include <string>
 
 #include "catch.hpp"
@@ -28,6 +30,16 @@ inline ProgramRun run_program(const std::string& exe, const std::string& args, b
     while ((n = std::fread(buf.data(), 1, buf.size(), pipe)) > 0) out.append(buf.data(), n);
     const int raw = pclose(pipe);
     return {WIFEXITED(raw) ? WEXITSTATUS(raw) : -1, out};
+}
+
+/// Token ids as a comma-separated list ("3,17,5"), as the programs' --ids take them.
+inline std::string join_ids(std::span<const std::int64_t> ids) {
+    std::string s;
+    for (const auto id : ids) {
+        if (!s.empty()) s += ',';
+        s += std::to_string(id);
+    }
+    return s;
 }
 
 inline int count_lines(const std::string& s) { return static_cast<int>(std::count(s.begin(), s.end(), '\n')); }

@@ -13,11 +13,7 @@ namespace {
 
 ssm::test::ProgramRun embed(const std::string& args) { return ssm::test::run_program(SSM_EMBED_EXE, args); }
 
-std::string ids_json(std::span<const std::int64_t> ids) {
-    std::string s = "[";
-    for (std::size_t i = 0; i < ids.size(); ++i) s += (i ? "," : "") + std::to_string(ids[i]);
-    return s + "]";
-}
+std::string ids_json(std::span<const std::int64_t> ids) { return "[" + ssm::test::join_ids(ids) + "]"; }
 
 }  // namespace
 

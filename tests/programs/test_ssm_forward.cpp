@@ -16,15 +16,6 @@ using Run = ssm::test::ProgramRun;
 
 Run run(const std::string& args) { return ssm::test::run_program(SSM_FORWARD_EXE, args); }
 
-std::string ids_arg(const std::vector<std::int64_t>& ids) {
-    std::string s;
-    for (auto id : ids) {
-        if (!s.empty()) s += ',';
-        s += std::to_string(id);
-    }
-    return s;
-}
-
 }  // namespace
 
 TEST_CASE("ssm-forward writes logits and last_hidden_state matching transformers", "[ssm-forward]") {
@@ -39,7 +30,7 @@ TEST_CASE("ssm-forward writes logits and last_hidden_state matching transformers
             const std::string p = "seq" + std::to_string(i);
             INFO(folder << " " << p);
             const auto out = scratch / (std::string(folder) + "-" + p + ".safetensors");
-            const Run r = run("--model " + dir.string() + " --ids " + ids_arg(ref.load_i64(p + ".input_ids")) +
+            const Run r = run("--model " + dir.string() + " --ids " + ssm::test::join_ids(ref.load_i64(p + ".input_ids")) +
                               " --out " + out.string() + " --threads 2");
             INFO(r.output);
             REQUIRE(r.status == 0);

@@ -13,12 +13,6 @@ ssm::test::ProgramRun generate(const std::string& args, bool merge_stderr = fals
     return ssm::test::run_program(SSM_GENERATE_EXE, args, merge_stderr);
 }
 
-std::string join(std::span<const std::int64_t> ids) {
-    std::string s;
-    for (std::size_t i = 0; i < ids.size(); ++i) s += (i ? "," : "") + std::to_string(ids[i]);
-    return s;
-}
-
 }  // namespace
 
 TEST_CASE("ssm-generate --greedy --format ids reproduces generate.output", "[ssm-generate]") {
@@ -29,11 +23,11 @@ TEST_CASE("ssm-generate --greedy --format ids reproduces generate.output", "[ssm
         const auto prompt = ref.load_i64("generate.prompt");
         const auto expected = ref.load_i64("generate.output");
         const auto n = expected.size() - prompt.size();
-        const auto r = generate("--model " + dir.string() + " --ids " + join(prompt) + " --greedy --no-eos-stop" +
+        const auto r = generate("--model " + dir.string() + " --ids " + ssm::test::join_ids(prompt) + " --greedy --no-eos-stop" +
                                 " --max-new-tokens " + std::to_string(n) + " --format ids --threads 2");
         INFO(r.output);
         REQUIRE(r.status == 0);
-        CHECK(r.output == join(std::span(expected).subspan(prompt.size())) + "\n");
+        CHECK(r.output == ssm::test::join_ids(std::span(expected).subspan(prompt.size())) + "\n");
     }
 }
 

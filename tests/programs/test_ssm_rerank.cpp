@@ -16,16 +16,6 @@ ssm::test::ProgramRun rerank(const std::string& args, bool merge_stderr = false)
     return ssm::test::run_program(SSM_RERANK_EXE, args, merge_stderr);
 }
 
-std::filesystem::path write_head(const ssm::SafetensorsFile& ref, const std::filesystem::path& path) {
-    const ssm::Tensor w = ref.load_f32("rerank.score.weight");
-    const ssm::Tensor b = ref.load_f32("rerank.score.bias");
-    const std::vector<ssm::TensorToWrite> t = {
-        ssm::f32_tensor("score.weight", {w.shape().begin(), w.shape().end()}, w.values()),
-        ssm::f32_tensor("score.bias", {b.shape().begin(), b.shape().end()}, b.values())};
-    ssm::write_safetensors(path, t);
-    return path;
-}
-
 std::vector<double> numbers(const std::string& out) {
     std::istringstream in(out);
     std::vector<double> v;
@@ -45,12 +35,11 @@ TEST_CASE("ssm-rerank --input: transformers' scores, one per line in input order
         std::string lines;
         for (int k = 0; k < 4; ++k) {
             const auto ids = ref.load_i64("embed" + std::to_string(k) + ".input_ids");
-            std::string j;
-            for (std::size_t i = 0; i + 1 < ids.size(); ++i) j += (i ? "," : "") + std::to_string(ids[i]);  // EOS: added
-            lines += "{\"input_ids\": [" + j + "]}\n";
+            const auto without_eos = std::span(ids).first(ids.size() - 1);  // the program appends it
+            lines += "{\"input_ids\": [" + ssm::test::join_ids(without_eos) + "]}\n";
         }
         ssm::test::write_bytes(scratch / "in.jsonl", lines);
-        const auto head = write_head(ref, scratch / "head.safetensors");
+        const auto head = ssm::test::write_score_head(ref, scratch / "head.safetensors");
         const auto r = rerank("--model " + dir.string() + " --head " + head.string() + " --input " +
                               (scratch / "in.jsonl").string() + " --batch-tokens 16");
         INFO(r.output);
@@ -67,7 +56,7 @@ TEST_CASE("ssm-rerank --run: each pair scored as --input scores it, best first",
     const auto scratch = ssm::test::scratch_dir("rerank-run");
     const auto dir = ssm::test::data_dir() / "mambabyte-tiny";  // bytes: text needs no tokenizer.json
     const auto ref = ssm::SafetensorsFile::open(dir / "reference.safetensors");
-    const auto head = write_head(ref, scratch / "head.safetensors").string();
+    const auto head = ssm::test::write_score_head(ref, scratch / "head.safetensors").string();
     const std::vector<std::pair<std::string, std::string>> docs = {
         {"d1", "State space models scan in linear time."}, {"d2", "Attention is quadratic in length."},
         {"d3", "Bytes need no tokenizer."}, {"d4", "Retrieval ranks documents for a query."}};
@@ -119,7 +108,7 @@ TEST_CASE("ssm-rerank: one clear line and exit != 0 on bad input", "[ssm-rerank]
     const auto scratch = ssm::test::scratch_dir("rerank-bad");
     const auto tiny = (ssm::test::data_dir() / "mamba-tiny").string();
     const auto ref = ssm::SafetensorsFile::open(ssm::test::data_dir() / "mamba-tiny" / "reference.safetensors");
-    const auto head = write_head(ref, scratch / "head.safetensors").string();
+    const auto head = ssm::test::write_score_head(ref, scratch / "head.safetensors").string();
     const auto in = (scratch / "in.jsonl").string();
     const auto err = [](const ssm::test::ProgramRun& r, int status, const std::string& needle) {
         ssm::test::check_one_line_error(r, "ssm-rerank", status, needle);

@@ -1,0 +1,244 @@
+// The whole model on the GPU against the HuggingFace transformers references in tests/data
+// (float64 forward from the saved float32 weights) and against the CPU model: every hidden
+// state and the logits of every sequence, packed batches, the 2048-token sequence (also
+// prefilled in chunks through the state), the recurrent state itself, prefill + step-by-step
+// decoding == the full forward, greedy generation, and batch decoding == one by one.
+#include <algorithm>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "ssm/cuda/model.cuh"
+#include "ssm/ssm.hpp"
+#include "test_util.hpp"
+
+namespace {
+
+namespace cu = ssm::cuda;
+using ssm::test::rel_error;
+
+constexpr double kTol = 1e-5;   // against the float64 references and the CPU
+constexpr double kSelf = 1e-6;  // the same computation packed or split differently
+
+std::vector<std::int32_t> ids_of(const ssm::SafetensorsFile& ref, const std::string& name) {
+    const auto v = ref.load_i64(name);
+    return {v.begin(), v.end()};
+}
+std::span<const float> span_of(const ssm::Matrix& m) {
+    return {m.data(), static_cast<std::size_t>(m.size())};
+}
+std::span<const float> rows_of(const ssm::Matrix& m, ssm::index first, ssm::index count) {
+    return {m.data() + first * m.cols(), static_cast<std::size_t>(count * m.cols())};
+}
+
+struct Case {
+    std::string folder;
+    int sequences;
+};
+const Case kCases[] = {{"mamba-tiny", 4}, {"mambabyte-tiny", 2}, {"mamba-tiny-bf16-sharded", 2}};
+
+}  // namespace
+
+TEST_CASE(
+    "cuda model: every sequence, every hidden state and the logits match transformers and the CPU",
+    "[cuda]") {
+    for (const auto& c : kCases) {
+        INFO(c.folder);
+        const auto dir = ssm::test::data_dir() / c.folder;
+        const auto ref = ssm::SafetensorsFile::open(dir / "reference.safetensors");
+        const auto cpu = ssm::MambaLM::load(dir);
+        auto gpu = cu::MambaModel::load(dir);
+        const auto layers = gpu.num_layers();
+        for (int i = 0; i < c.sequences; ++i) {
+            const std::string p = "seq" + std::to_string(i);
+            const auto ids = ids_of(ref, p + ".input_ids");
+            INFO(p << " (" << ids.size() << " tokens)");
+            const auto batch = ssm::Batch::of({ids});
+            const auto r = gpu.forward(batch, {ssm::Logits::All, true});
+            const auto rc = cpu.forward(batch, {ssm::Logits::All, true});
+            REQUIRE(static_cast<ssm::index>(r.layer_outputs.size()) == layers);
+            for (ssm::index j = 0; j < layers; ++j) {
+                INFO("hidden." << j);
+                const auto& out = r.layer_outputs[static_cast<std::size_t>(j)];
+                CHECK(rel_error(span_of(out),
+                                ref.load_f32(p + ".hidden." + std::to_string(j)).values()) < kTol);
+                CHECK(rel_error(span_of(out),
+                                span_of(rc.layer_outputs[static_cast<std::size_t>(j)])) < kTol);
+            }
+            CHECK(rel_error(span_of(r.hidden),
+                            ref.load_f32(p + ".hidden." + std::to_string(layers)).values()) < kTol);
+            CHECK(rel_error(span_of(r.logits), ref.load_f32(p + ".logits").values()) < kTol);
+            CHECK(rel_error(span_of(r.logits), span_of(rc.logits)) < kTol);
+        }
+    }
+}
+
+TEST_CASE("cuda model: all sequences packed into one batch equal one by one", "[cuda]") {
+    for (const auto& c : kCases) {
+        INFO(c.folder);
+        const auto dir = ssm::test::data_dir() / c.folder;
+        const auto ref = ssm::SafetensorsFile::open(dir / "reference.safetensors");
+        auto gpu = cu::MambaModel::load(dir);
+        std::vector<std::vector<std::int32_t>> seqs;  // reverse order: boundaries move
+        for (int i = c.sequences - 1; i >= 0; --i)
+            seqs.push_back(ids_of(ref, "seq" + std::to_string(i) + ".input_ids"));
+        const auto batch = ssm::Batch::of(seqs);
+        const auto packed = gpu.forward(batch, {ssm::Logits::All, false});
+        const auto last = gpu.forward(batch, {ssm::Logits::Last, false});
+        const auto last_hidden = gpu.last_hidden(batch);
+        for (int k = 0; k < c.sequences; ++k) {
+            const std::string p = "seq" + std::to_string(c.sequences - 1 - k);
+            INFO("packed " << p);
+            const auto begin = batch.offsets()[static_cast<std::size_t>(k)];
+            const auto len = batch.length(k);
+            const auto single = gpu.forward(ssm::Batch::of({seqs[static_cast<std::size_t>(k)]}),
+                                            {ssm::Logits::All, false});
+            CHECK(rel_error(rows_of(packed.hidden, begin, len), span_of(single.hidden)) < kSelf);
+            CHECK(rel_error(rows_of(packed.logits, begin, len),
+                            ref.load_f32(p + ".logits").values()) < kTol);
+            CHECK(rel_error(rows_of(last.logits, k, 1), rows_of(single.logits, len - 1, 1)) <
+                  kSelf);
+            CHECK(rel_error(rows_of(last_hidden, k, 1), rows_of(single.hidden, len - 1, 1)) <
+                  kSelf);
+        }
+    }
+}
+
+TEST_CASE("cuda model: the 2048-token sequence, whole and prefilled in chunks through the state",
+          "[cuda]") {
+    const auto dir = ssm::test::data_dir() / "mamba-tiny";
+    const auto ref = ssm::SafetensorsFile::open(dir / "reference.safetensors");
+    auto gpu = cu::MambaModel::load(dir);
+    const auto ids = ids_of(ref, "long.input_ids");
+    REQUIRE(ids.size() == 2048);
+    const auto r = gpu.forward(ssm::Batch::of({ids}), {ssm::Logits::All, false});
+    CHECK(rel_error(span_of(r.hidden), ref.load_f32("long.last_hidden").values()) < kTol);
+    CHECK(rel_error(rows_of(r.logits, 2048 - 8, 8), ref.load_f32("long.logits_tail").values()) <
+          kTol);
+
+    auto state = gpu.make_state(1);
+    std::vector<ssm::Matrix> parts;
+    std::size_t at = 0;
+    for (std::size_t len : {700u, 1u, 2u, 1345u}) {
+        std::vector<std::int32_t> chunk(ids.begin() + static_cast<std::ptrdiff_t>(at),
+                                        ids.begin() + static_cast<std::ptrdiff_t>(at + len));
+        parts.push_back(
+            gpu.forward(ssm::Batch::of({chunk}), {ssm::Logits::None, false}, &state).hidden);
+        at += len;
+    }
+    CHECK(rel_error(span_of(parts[1]), rows_of(r.hidden, 700, 1)) < kSelf);
+    CHECK(rel_error(span_of(parts[2]), rows_of(r.hidden, 701, 2)) < kSelf);
+    CHECK(rel_error(span_of(parts.back()), rows_of(r.hidden, 703, 1345)) < kSelf);
+}
+
+TEST_CASE("cuda model: the recurrent state after a packed prefill equals the CPU's", "[cuda]") {
+    for (const auto& c : kCases) {
+        INFO(c.folder);
+        const auto dir = ssm::test::data_dir() / c.folder;
+        const auto cpu = ssm::MambaLM::load(dir);
+        auto gpu = cu::MambaModel::load(dir);
+        const std::vector<std::vector<std::int32_t>> prompts = {
+            {5, 9, 13}, {7}, {1, 2, 3, 4, 5, 6, 7, 8, 9, 10}, {3, 4}};
+        const auto batch = ssm::Batch::of(prompts);
+        auto cs = cpu.make_state(4);
+        auto gs = gpu.make_state(4);
+        (void)cpu.forward(batch, {ssm::Logits::None, false}, &cs);
+        (void)gpu.forward(batch, {ssm::Logits::None, false}, &gs);
+        const auto host = gs.to_host();
+        REQUIRE(host.layers.size() == cs.layers.size());
+        for (std::size_t l = 0; l < cs.layers.size(); ++l) {
+            INFO("layer " << l);
+            CHECK(rel_error(host.layers[l].conv, cs.layers[l].conv) < kTol);
+            CHECK(rel_error(host.layers[l].ssm, cs.layers[l].ssm) < kTol);
+        }
+        // And a CPU state uploaded to the GPU decodes like the CPU.
+        auto gs2 = gpu.make_state(4);
+        gs2.upload(cs);
+        const std::int32_t next[] = {11, 12, 13, 14};
+        const auto gl = gpu.step(next, gs2);
+        const auto cl = cpu.step(next, cs);
+        CHECK(rel_error(span_of(gl), span_of(cl)) < kTol);
+    }
+}
+
+TEST_CASE(
+    "cuda model: prefill then step-by-step decoding reproduces the full forward and greedy "
+    "generation",
+    "[cuda]") {
+    for (const auto& c : kCases) {
+        INFO(c.folder);
+        const auto dir = ssm::test::data_dir() / c.folder;
+        const auto ref = ssm::SafetensorsFile::open(dir / "reference.safetensors");
+        auto gpu = cu::MambaModel::load(dir);
+        const auto prompt = ids_of(ref, "generate.prompt");
+        const auto expected = ids_of(ref, "generate.output");
+        const ssm::Tensor full_logits = ref.load_f32("generate.full_logits");
+        const ssm::index V = gpu.vocab_size();
+        REQUIRE(expected.size() > prompt.size());
+
+        const auto full = gpu.forward(ssm::Batch::of({expected}), {ssm::Logits::All, false});
+        CHECK(rel_error(span_of(full.logits), full_logits.values()) < kTol);
+
+        auto state = gpu.make_state(1);
+        const auto pre = gpu.forward(ssm::Batch::of({prompt}), {ssm::Logits::All, false}, &state);
+        CHECK(rel_error(span_of(pre.logits), full_logits.values().subspan(
+                                                 0, prompt.size() * static_cast<std::size_t>(V))) <
+              kTol);
+        std::vector<std::int32_t> out = prompt;
+        ssm::Matrix logits = pre.logits.bottomRows(1);
+        while (out.size() < expected.size()) {
+            ssm::index next = 0;
+            logits.row(0).maxCoeff(&next);
+            out.push_back(static_cast<std::int32_t>(next));
+            const std::int32_t tok[] = {static_cast<std::int32_t>(next)};
+            logits = gpu.step(tok, state);
+            if (out.size() < expected.size()) {
+                INFO("decode step at position " << out.size() - 1);
+                CHECK(rel_error(span_of(logits), full_logits.values().subspan(
+                                                     (out.size() - 1) * static_cast<std::size_t>(V),
+                                                     static_cast<std::size_t>(V))) < kTol);
+            }
+        }
+        CHECK(out == expected);
+
+        // The same with the argmax on the device.
+        const auto generated =
+            gpu.generate_greedy(prompt, static_cast<ssm::index>(expected.size() - prompt.size()));
+        CHECK(generated == expected);
+    }
+}
+
+TEST_CASE("cuda model: decoding a batch of sequences at once equals decoding each alone",
+          "[cuda]") {
+    const auto dir = ssm::test::data_dir() / "mamba-tiny";
+    auto gpu = cu::MambaModel::load(dir);
+    const std::vector<std::vector<std::int32_t>> prompts = {
+        {5, 9, 13}, {7}, {1, 2, 3, 4, 5, 6, 7, 8, 9, 10}};
+    auto state = gpu.make_state(3);
+    (void)gpu.forward(ssm::Batch::of(prompts), {ssm::Logits::None, false}, &state);
+    const std::int32_t next[] = {42, 17, 999};
+    const ssm::Matrix together = gpu.step(next, state);
+    for (std::size_t i = 0; i < prompts.size(); ++i) {
+        auto one = gpu.make_state(1);
+        (void)gpu.forward(ssm::Batch::of({prompts[i]}), {ssm::Logits::None, false}, &one);
+        const std::int32_t tok[] = {next[i]};
+        const ssm::Matrix alone = gpu.step(tok, one);
+        CHECK(rel_error(rows_of(together, static_cast<ssm::index>(i), 1), span_of(alone)) < kSelf);
+    }
+}
+
+TEST_CASE("cuda model: bad input is an ssm::Error naming what is wrong", "[cuda]") {
+    auto gpu = cu::MambaModel::load(ssm::test::data_dir() / "mamba-tiny");
+    CHECK(ssm::test::error_of([&] { (void)gpu.forward(ssm::Batch{}); }).find("no sequence") !=
+          std::string::npos);
+    const auto msg = ssm::test::error_of([&] {
+        (void)gpu.forward(ssm::Batch::of({{1, 2, 1000}}));
+    });
+    CHECK(msg.find("token id 1000 at position 2") != std::string::npos);
+    auto state = gpu.make_state(2);
+    const std::int32_t one[] = {1};
+    CHECK(ssm::test::error_of([&] { (void)gpu.step(one, state); }).find("state of 2 sequences") !=
+          std::string::npos);
+    CHECK_THROWS_AS(cu::MambaModel::load(ssm::test::data_dir() / "no-such-model"), ssm::Error);
+}

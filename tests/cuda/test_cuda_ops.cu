@@ -1,0 +1,703 @@
+// Every CUDA op against its CPU counterpart (in the spirit of ggml's test-backend-ops):
+// fresh seeded random inputs per case, a sweep of shapes (sequence lengths 1, 2, 7, 63,
+// 64, 65, 1000, 4096 and packed batches of mixed lengths; N 8 and 16; channel counts that
+// are and are not multiples of the block sizes), device outputs poisoned with NaN before
+// each run so an element a kernel forgets to write fails the comparison. fp32 results
+// must agree with the CPU to 1e-5 relative (‖gpu − cpu‖ / ‖cpu‖).
+#include <cuda_bf16.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <numeric>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "ssm/cuda/buffer.cuh"
+#include "ssm/cuda/gemm.cuh"
+#include "ssm/cuda/kernels.cuh"
+#include "ssm/ssm.hpp"
+#include "test_util.hpp"
+
+namespace {
+
+namespace cu = ssm::cuda;
+using ssm::test::random_floats;
+using ssm::test::rel_error;
+
+constexpr double kTol = 1e-5;
+
+/// Fails with a message when any value is NaN (a poisoned element never written).
+void require_written(std::span<const float> v, const char* what) {
+    const auto bad = std::count_if(v.begin(), v.end(), [](float x) { return std::isnan(x); });
+    INFO(what << ": " << bad << " of " << v.size()
+              << " elements are NaN (not written by the kernel?)");
+    REQUIRE(bad == 0);
+}
+
+void check_close(std::span<const float> gpu, std::span<const float> cpu, double tol,
+                 const char* what) {
+    require_written(gpu, what);
+    const double err = rel_error(gpu, cpu);
+    INFO(what << ": relative error " << err << " (tolerance " << tol << ")");
+    CHECK(err < tol);
+}
+
+cu::DeviceBuffer<float> poisoned(std::size_t n) {
+    cu::DeviceBuffer<float> b(n);
+    b.poison();
+    return b;
+}
+
+std::vector<ssm::index> offsets_of(const std::vector<ssm::index>& lengths) {
+    std::vector<ssm::index> o{0};
+    for (ssm::index l : lengths) o.push_back(o.back() + l);
+    return o;
+}
+
+std::string describe(const std::vector<ssm::index>& lengths) {
+    std::string s = "lengths {";
+    for (std::size_t i = 0; i < lengths.size(); ++i)
+        s += (i ? "," : "") + std::to_string(lengths[i]);
+    return s + "}";
+}
+
+/// bf16 rounding of a float vector, and its bits.
+std::vector<float> round_bf16(const std::vector<float>& v) {
+    std::vector<float> r(v.size());
+    for (std::size_t i = 0; i < v.size(); ++i) r[i] = ssm::bf16_to_f32(ssm::f32_to_bf16(v[i]));
+    return r;
+}
+cu::DeviceBuffer<__nv_bfloat16> to_device_bf16(const std::vector<float>& v) {
+    std::vector<std::uint16_t> bits(v.size());
+    for (std::size_t i = 0; i < v.size(); ++i) bits[i] = ssm::f32_to_bf16(v[i]);
+    cu::DeviceBuffer<__nv_bfloat16> b(v.size());
+    SSM_CUDA_CHECK(cudaMemcpy(b.data(), bits.data(), bits.size() * sizeof(std::uint16_t),
+                              cudaMemcpyHostToDevice));
+    return b;
+}
+std::vector<float> from_device_bf16(const cu::DeviceBuffer<__nv_bfloat16>& b) {
+    std::vector<std::uint16_t> bits(b.size());
+    SSM_CUDA_CHECK(cudaMemcpy(bits.data(), b.data(), bits.size() * sizeof(std::uint16_t),
+                              cudaMemcpyDeviceToHost));
+    std::vector<float> v(bits.size());
+    for (std::size_t i = 0; i < v.size(); ++i) v[i] = ssm::bf16_to_f32(bits[i]);
+    return v;
+}
+
+ssm::ConstStridedMap cmap(const std::vector<float>& v, ssm::index rows, ssm::index cols,
+                          ssm::index ld) {
+    return {v.data(), rows, cols, Eigen::OuterStride<>(ld)};
+}
+ssm::StridedMap map(std::vector<float>& v, ssm::index rows, ssm::index cols, ssm::index ld) {
+    return {v.data(), rows, cols, Eigen::OuterStride<>(ld)};
+}
+
+const std::vector<std::vector<ssm::index>> kLengthSets = {{1},
+                                                          {2},
+                                                          {7},
+                                                          {63},
+                                                          {64},
+                                                          {65},
+                                                          {1000},
+                                                          {4096},
+                                                          {300, 1, 17, 64, 1000, 2},
+                                                          {5, 0, 3},
+                                                          {257, 256, 255, 513}};
+
+}  // namespace
+
+TEST_CASE("cuda op: embedding gathers the CPU's rows", "[cuda]") {
+    for (ssm::index rows : {1, 7, 1000}) {
+        const ssm::index V = 50, D = 33;
+        const auto table = random_floats(static_cast<std::size_t>(V * D), -1, 1, 11 + rows);
+        std::vector<std::int32_t> ids(static_cast<std::size_t>(rows));
+        for (ssm::index i = 0; i < rows; ++i)
+            ids[static_cast<std::size_t>(i)] = static_cast<std::int32_t>((i * 37 + 3) % V);
+        ids[0] = static_cast<std::int32_t>(V - 1);
+        std::vector<float> cpu(static_cast<std::size_t>(rows * D));
+        ssm::Embedding(ssm::Tensor::from({V, D}, table)).forward(ids, map(cpu, rows, D, D));
+        const auto d_table = cu::upload(table);
+        const auto d_ids = cu::upload(ids);
+        auto d_out = poisoned(cpu.size());
+        cu::embedding<float>(d_table.data(), V, D, d_ids.data(), rows, d_out.data(), D, nullptr);
+        INFO("rows " << rows);
+        check_close(d_out.to_host(), cpu, 1e-7, "embedding");
+    }
+}
+
+TEST_CASE("cuda op: residual add + RMSNorm / LayerNorm equal the CPU norms", "[cuda]") {
+    for (const bool layer_norm : {false, true})
+        for (ssm::index rows : {1, 7, 300})
+            for (ssm::index dim : {33, 64, 768, 1000})
+                for (const bool with_delta : {false, true}) {
+                    INFO((layer_norm ? "LayerNorm" : "RMSNorm")
+                         << " rows " << rows << " dim " << dim << " delta " << with_delta);
+                    const auto seed = static_cast<std::uint64_t>(rows * 1000 + dim);
+                    auto residual =
+                        random_floats(static_cast<std::size_t>(rows * dim), -2, 2, seed);
+                    const auto delta = random_floats(residual.size(), -1, 1, seed + 1);
+                    const auto weight =
+                        random_floats(static_cast<std::size_t>(dim), 0.5f, 1.5f, seed + 2);
+                    const auto bias =
+                        random_floats(static_cast<std::size_t>(dim), -0.5f, 0.5f, seed + 3);
+                    const float eps = 1e-5f;
+                    auto d_res = cu::upload(residual);
+                    const auto d_delta = cu::upload(delta);
+                    const auto d_w = cu::upload(weight);
+                    const auto d_b = cu::upload(bias);
+                    auto d_out = poisoned(residual.size());
+                    cu::add_norm(layer_norm ? cu::NormType::LayerNorm : cu::NormType::RMSNorm,
+                                 d_res.data(), dim, with_delta ? d_delta.data() : nullptr, dim,
+                                 d_w.data(), d_b.data(), rows, dim, eps, d_out.data(), dim,
+                                 nullptr);
+                    if (with_delta)
+                        for (std::size_t i = 0; i < residual.size(); ++i) residual[i] += delta[i];
+                    std::vector<float> cpu(residual.size());
+                    if (layer_norm)
+                        ssm::LayerNorm(ssm::Tensor::from({dim}, weight),
+                                       ssm::Tensor::from({dim}, bias), eps)
+                            .forward(cmap(residual, rows, dim, dim), map(cpu, rows, dim, dim));
+                    else
+                        ssm::RMSNorm(ssm::Tensor::from({dim}, weight), eps)
+                            .forward(cmap(residual, rows, dim, dim), map(cpu, rows, dim, dim));
+                    check_close(d_res.to_host(), residual, 1e-7, "residual");
+                    check_close(d_out.to_host(), cpu, kTol, "norm output");
+                }
+}
+
+TEST_CASE("cuda op: gemm equals ssm::Linear (fp32, bias, accumulate, strided input, bf16)",
+          "[cuda]") {
+    cu::Cublas blas;
+    struct Shape {
+        ssm::index M, N, K, ldx;
+    };
+    for (const Shape s :
+         {Shape{1, 1, 1, 1}, Shape{7, 33, 65, 65}, Shape{300, 128, 64, 80},
+          Shape{64, 3072, 768, 768}, Shape{1000, 48, 1536, 1536}, Shape{2, 50280, 64, 64}})
+        for (const bool with_bias : {false, true})
+            for (const bool accumulate : {false, true}) {
+                INFO("M " << s.M << " N " << s.N << " K " << s.K << " ldx " << s.ldx << " bias "
+                          << with_bias << " accumulate " << accumulate);
+                const auto seed = static_cast<std::uint64_t>(s.M * 7 + s.N * 13 + s.K);
+                const auto x = random_floats(static_cast<std::size_t>(s.M * s.ldx), -1, 1, seed);
+                const auto w =
+                    random_floats(static_cast<std::size_t>(s.N * s.K), -0.2f, 0.2f, seed + 1);
+                const auto b = random_floats(static_cast<std::size_t>(s.N), -1, 1, seed + 2);
+                const auto y0 = random_floats(static_cast<std::size_t>(s.M * s.N), -1, 1, seed + 3);
+                std::optional<ssm::Tensor> bias;
+                if (with_bias) bias = ssm::Tensor::from({s.N}, b);
+                const ssm::Linear lin(ssm::Tensor::from({s.N, s.K}, w), bias);
+                auto cpu = y0;
+                lin.forward(cmap(x, s.M, s.K, s.ldx), map(cpu, s.M, s.N, s.N), accumulate);
+                const auto d_x = cu::upload(x);
+                const auto d_w = cu::upload(w);
+                const auto d_b = cu::upload(b);
+                auto d_y = accumulate ? cu::upload(y0) : poisoned(y0.size());
+                cu::gemm<float>(blas, s.M, s.N, s.K, d_x.data(), s.ldx, d_w.data(), s.K, d_y.data(),
+                                s.N, with_bias ? d_b.data() : nullptr, accumulate);
+                check_close(d_y.to_host(), cpu, kTol, "fp32 gemm");
+
+                // bf16 inputs, fp32 accumulation: against the CPU on the same rounded values.
+                const auto xr = round_bf16(x), wr = round_bf16(w);
+                const ssm::Linear lin_r(ssm::Tensor::from({s.N, s.K}, wr), bias);
+                auto cpu_r = y0;
+                lin_r.forward(cmap(xr, s.M, s.K, s.ldx), map(cpu_r, s.M, s.N, s.N), accumulate);
+                const auto d_xb = to_device_bf16(x);
+                const auto d_wb = to_device_bf16(w);
+                auto d_yb = accumulate ? cu::upload(y0) : poisoned(y0.size());
+                cu::gemm<__nv_bfloat16>(blas, s.M, s.N, s.K, d_xb.data(), s.ldx, d_wb.data(), s.K,
+                                        d_yb.data(), s.N, with_bias ? d_b.data() : nullptr,
+                                        accumulate);
+                check_close(d_yb.to_host(), cpu_r, kTol, "bf16 gemm");
+            }
+}
+
+TEST_CASE("cuda op: causal conv1d prefill equals ssm::CausalConv1d over packed sequences",
+          "[cuda]") {
+    for (const auto& lengths : kLengthSets)
+        for (ssm::index E : {1, 8, 130})
+            for (int K : {1, 2, 4})
+                for (const bool with_state : {false, true})
+                    for (const bool in_place : {false, true}) {
+                        if (in_place && !with_state) continue;
+                        const bool silu = (E + K) % 2 == 0;
+                        const auto offsets = offsets_of(lengths);
+                        const ssm::index T = offsets.back(),
+                                         nseq = static_cast<ssm::index>(lengths.size());
+                        INFO(describe(lengths)
+                             << " E " << E << " K " << K << " state " << with_state << " in place "
+                             << in_place << " silu " << silu);
+                        const auto seed = static_cast<std::uint64_t>(T * 31 + E * 7 + K);
+                        const ssm::index ld = 2 * E;  // x is the left half of xz, as in the mixer
+                        const auto x = random_floats(
+                            static_cast<std::size_t>(std::max<ssm::index>(T, 1) * ld), -1, 1, seed);
+                        const auto w =
+                            random_floats(static_cast<std::size_t>(E * K), -0.5f, 0.5f, seed + 1);
+                        const auto b =
+                            random_floats(static_cast<std::size_t>(E), -0.5f, 0.5f, seed + 2);
+                        const ssm::index state_floats = nseq * (K - 1) * E;
+                        const auto state0 =
+                            random_floats(static_cast<std::size_t>(state_floats), -1, 1, seed + 3);
+                        const ssm::CausalConv1d conv(ssm::Tensor::from({E, 1, K}, w),
+                                                     ssm::Tensor::from({E}, b));
+                        std::vector<float> cpu(static_cast<std::size_t>(T * E));
+                        std::vector<float> cpu_state(static_cast<std::size_t>(state_floats));
+                        conv.forward(cmap(x, T, E, ld), offsets, map(cpu, T, E, E), silu,
+                                     with_state ? state0.data() : nullptr, cpu_state.data());
+
+                        std::vector<float> taps(static_cast<std::size_t>(K * E));
+                        for (ssm::index e = 0; e < E; ++e)
+                            for (ssm::index k = 0; k < K; ++k)
+                                taps[static_cast<std::size_t>(k * E + e)] =
+                                    w[static_cast<std::size_t>(e * K + k)];
+                        const cu::DeviceOffsets d_off(offsets);
+                        const auto d_x = cu::upload(x);
+                        const auto d_taps = cu::upload(taps);
+                        const auto d_b = cu::upload(b);
+                        auto d_state_in = cu::upload(state0);
+                        auto d_state_out = poisoned(static_cast<std::size_t>(state_floats));
+                        auto d_out = poisoned(cpu.size());
+                        float* out_state = in_place ? d_state_in.data() : d_state_out.data();
+                        cu::causal_conv1d<float>(d_x.data(), ld, E, K, d_taps.data(), d_b.data(),
+                                                 d_off, with_state ? d_state_in.data() : nullptr,
+                                                 out_state, silu, d_out.data(), E, nullptr);
+                        check_close(d_out.to_host(), cpu, kTol, "conv output");
+                        if (K > 1)
+                            check_close(in_place ? d_state_in.to_host() : d_state_out.to_host(),
+                                        cpu_state, kTol, "final conv state");
+                    }
+}
+
+TEST_CASE("cuda op: causal conv1d step equals ssm::CausalConv1d::step, step after step", "[cuda]") {
+    for (ssm::index B : {1, 3, 64})
+        for (ssm::index E : {8, 130})
+            for (int K : {2, 4}) {
+                INFO("B " << B << " E " << E << " K " << K);
+                const auto seed = static_cast<std::uint64_t>(B * 100 + E + K);
+                const auto w = random_floats(static_cast<std::size_t>(E * K), -0.5f, 0.5f, seed);
+                const auto b = random_floats(static_cast<std::size_t>(E), -0.5f, 0.5f, seed + 1);
+                const ssm::CausalConv1d conv(ssm::Tensor::from({E, 1, K}, w),
+                                             ssm::Tensor::from({E}, b));
+                std::vector<float> taps(static_cast<std::size_t>(K * E));
+                for (ssm::index e = 0; e < E; ++e)
+                    for (ssm::index k = 0; k < K; ++k)
+                        taps[static_cast<std::size_t>(k * E + e)] =
+                            w[static_cast<std::size_t>(e * K + k)];
+                auto state =
+                    random_floats(static_cast<std::size_t>(B * (K - 1) * E), -1, 1, seed + 2);
+                const auto d_taps = cu::upload(taps);
+                const auto d_b = cu::upload(b);
+                auto d_state = cu::upload(state);
+                for (int step = 0; step < 5; ++step) {
+                    INFO("step " << step);
+                    const auto x =
+                        random_floats(static_cast<std::size_t>(B * 2 * E), -1, 1, seed + 10 + step);
+                    std::vector<float> cpu(static_cast<std::size_t>(B * E));
+                    conv.step(cmap(x, B, E, 2 * E), state.data(), map(cpu, B, E, E), true);
+                    const auto d_x = cu::upload(x);
+                    auto d_out = poisoned(cpu.size());
+                    cu::causal_conv1d_step<float>(d_x.data(), 2 * E, B, E, K, d_taps.data(),
+                                                  d_b.data(), d_state.data(), true, d_out.data(), E,
+                                                  nullptr);
+                    check_close(d_out.to_host(), cpu, kTol, "conv step output");
+                    check_close(d_state.to_host(), state, 1e-7, "conv state");
+                }
+            }
+}
+
+namespace {
+
+/// Random operands of one selective scan in the mixer's layout: u, Δ, y (T, E); z the right
+/// half of xz (ld 2E); B, C columns of x_proj's output (ld R + 2N, R = 3).
+struct ScanCase {
+    ssm::index T, E, N, nseq;
+    std::vector<ssm::index> offsets;
+    std::vector<float> u, dt_raw, dt_bias, dt, A, xdbl, D, xz, state0;
+    static constexpr ssm::index R = 3;
+    ssm::index ldx() const { return R + 2 * N; }
+
+    ScanCase(const std::vector<ssm::index>& lengths, ssm::index e, ssm::index n, std::uint64_t seed,
+             float dt_lo = -1, float dt_hi = 1)
+        : T(0),
+          E(e),
+          N(n),
+          nseq(static_cast<ssm::index>(lengths.size())),
+          offsets(offsets_of(lengths)) {
+        T = offsets.back();
+        const auto rows = static_cast<std::size_t>(std::max<ssm::index>(T, 1));
+        u = random_floats(rows * static_cast<std::size_t>(E), -1, 1, seed);
+        dt_raw = random_floats(rows * static_cast<std::size_t>(E), dt_lo, dt_hi, seed + 1);
+        dt_bias = random_floats(static_cast<std::size_t>(E), -4, -2,
+                                seed + 2);  // where trained biases sit
+        dt = dt_raw;
+        for (ssm::index t = 0; t < T; ++t)
+            for (ssm::index c = 0; c < E; ++c)
+                dt[static_cast<std::size_t>(t * E + c)] += dt_bias[static_cast<std::size_t>(c)];
+        ssm::softplus_inplace(dt.data(), T * E);
+        A.resize(static_cast<std::size_t>(E * N));
+        const auto jitter = random_floats(A.size(), -0.3f, 0.3f, seed + 3);
+        for (ssm::index c = 0; c < E; ++c)
+            for (ssm::index k = 0; k < N;
+                 ++k)  // A_log = log(1..N) + jitter, as S4D-real initialises it
+                A[static_cast<std::size_t>(c * N + k)] =
+                    -std::exp(std::log(static_cast<float>(k + 1)) +
+                              jitter[static_cast<std::size_t>(c * N + k)]);
+        xdbl = random_floats(rows * static_cast<std::size_t>(ldx()), -1, 1, seed + 4);
+        D = random_floats(static_cast<std::size_t>(E), 0.5f, 1.5f, seed + 5);
+        xz = random_floats(rows * static_cast<std::size_t>(2 * E), -2, 2, seed + 6);
+        state0 = random_floats(static_cast<std::size_t>(nseq * E * N), -1, 1, seed + 7);
+    }
+
+    /// The CPU reference: y (T, E) and the final states (nseq, E, N).
+    void cpu(bool with_z, bool with_D, bool with_state, std::vector<float>& y,
+             std::vector<float>& final_state) const {
+        y.assign(static_cast<std::size_t>(T * E), 0.0f);
+        final_state.assign(static_cast<std::size_t>(nseq * E * N), 0.0f);
+        ssm::SelectiveScanArgs a;
+        a.T = T;
+        a.E = E;
+        a.N = N;
+        a.u = u.data();
+        a.ld_u = E;
+        a.dt = dt.data();
+        a.ld_dt = E;
+        a.A = A.data();
+        a.B = xdbl.data() + R;
+        a.ld_B = ldx();
+        a.C = xdbl.data() + R + N;
+        a.ld_C = ldx();
+        a.D = with_D ? D.data() : nullptr;
+        a.z = with_z ? xz.data() + E : nullptr;
+        a.ld_z = 2 * E;
+        a.y = y.data();
+        a.ld_y = E;
+        a.offsets = offsets;
+        a.initial_state = with_state ? state0.data() : nullptr;
+        a.final_state = final_state.data();
+        ssm::SequentialScan::run<ssm::MambaDiscretization>(a);
+    }
+};
+
+}  // namespace
+
+TEST_CASE("cuda op: selective scan equals the CPU sequential scan over packed sequences",
+          "[cuda]") {
+    for (const auto& lengths : kLengthSets)
+        for (ssm::index N : {8, 16})
+            for (ssm::index E : {1, 8, 37, 130}) {
+                if (E == 130 && lengths.size() == 1 && lengths[0] == 4096 && N == 8)
+                    continue;  // keep the sweep short
+                const auto seed =
+                    static_cast<std::uint64_t>(lengths.size() * 1000 + lengths[0] * 10 + N + E);
+                const ScanCase c(lengths, E, N, seed);
+                // Cycle the optional parts through the sweep, plus everything on for the long ones.
+                const int variant =
+                    static_cast<int>((N + E + static_cast<ssm::index>(lengths.size())) % 4);
+                const bool with_z = variant != 1, with_D = variant != 2,
+                           with_state = variant != 3 || c.T >= 1000;
+                const bool in_place = variant == 0;
+                INFO(describe(lengths)
+                     << " E " << E << " N " << N << " z " << with_z << " D " << with_D
+                     << " initial state " << with_state << " in place " << in_place);
+                std::vector<float> y_cpu, state_cpu;
+                c.cpu(with_z, with_D, with_state, y_cpu, state_cpu);
+
+                const cu::DeviceOffsets d_off(c.offsets);
+                const auto d_u = cu::upload(c.u);
+                const auto d_dt = cu::upload(c.dt_raw);
+                const auto d_bias = cu::upload(c.dt_bias);
+                const auto d_A = cu::upload(c.A);
+                const auto d_xdbl = cu::upload(c.xdbl);
+                const auto d_D = cu::upload(c.D);
+                const auto d_xz = cu::upload(c.xz);
+                auto d_state = cu::upload(c.state0);
+                auto d_final = poisoned(state_cpu.size());
+                auto d_y = poisoned(y_cpu.size());
+                cu::ScanParams<float> p;
+                p.T = c.T;
+                p.E = E;
+                p.N = static_cast<int>(N);
+                p.u = d_u.data();
+                p.ld_u = E;
+                p.dt = d_dt.data();
+                p.ld_dt = E;
+                p.dt_bias = d_bias.data();
+                p.dt_softplus = true;
+                p.A = d_A.data();
+                p.B = d_xdbl.data() + ScanCase::R;
+                p.ld_B = c.ldx();
+                p.C = d_xdbl.data() + ScanCase::R + N;
+                p.ld_C = c.ldx();
+                p.D = with_D ? d_D.data() : nullptr;
+                p.z = with_z ? d_xz.data() + E : nullptr;
+                p.ld_z = 2 * E;
+                p.y = d_y.data();
+                p.ld_y = E;
+                p.initial_state = with_state ? d_state.data() : nullptr;
+                p.final_state = in_place && with_state ? d_state.data() : d_final.data();
+                cu::selective_scan(p, d_off, nullptr);
+                if (c.T > 0) check_close(d_y.to_host(), y_cpu, kTol, "y");
+                check_close(in_place && with_state ? d_state.to_host() : d_final.to_host(),
+                            state_cpu, kTol, "final state");
+            }
+}
+
+TEST_CASE(
+    "cuda op: selective scan with Δ given after softplus, N not a multiple of 4, both softplus "
+    "branches",
+    "[cuda]") {
+    for (const auto& lengths : std::vector<std::vector<ssm::index>>{{1}, {65}, {700, 3}})
+        for (ssm::index N : {1, 5, 16}) {
+            INFO(describe(lengths) << " N " << N);
+            // Δ_raw in [−30, 30]: both sides of the softplus threshold (20), and exp(ΔA) ≈ 0.
+            const ScanCase c(lengths, 11, N, static_cast<std::uint64_t>(N * 17 + lengths[0]), -30,
+                             30);
+            std::vector<float> y_cpu, state_cpu;
+            c.cpu(true, true, true, y_cpu, state_cpu);
+            const cu::DeviceOffsets d_off(c.offsets);
+            for (const bool softplus_inside : {true, false}) {
+                INFO("softplus inside the kernel " << softplus_inside);
+                const auto d_u = cu::upload(c.u);
+                const auto d_dt = cu::upload(softplus_inside ? c.dt_raw : c.dt);
+                const auto d_bias = cu::upload(c.dt_bias);
+                const auto d_A = cu::upload(c.A);
+                const auto d_xdbl = cu::upload(c.xdbl);
+                const auto d_D = cu::upload(c.D);
+                const auto d_xz = cu::upload(c.xz);
+                const auto d_state = cu::upload(c.state0);
+                auto d_final = poisoned(state_cpu.size());
+                auto d_y = poisoned(y_cpu.size());
+                cu::ScanParams<float> p;
+                p.T = c.T;
+                p.E = c.E;
+                p.N = static_cast<int>(N);
+                p.u = d_u.data();
+                p.ld_u = c.E;
+                p.dt = d_dt.data();
+                p.ld_dt = c.E;
+                p.dt_bias = softplus_inside ? d_bias.data() : nullptr;
+                p.dt_softplus = softplus_inside;
+                p.A = d_A.data();
+                p.B = d_xdbl.data() + ScanCase::R;
+                p.ld_B = c.ldx();
+                p.C = d_xdbl.data() + ScanCase::R + N;
+                p.ld_C = c.ldx();
+                p.D = d_D.data();
+                p.z = d_xz.data() + c.E;
+                p.ld_z = 2 * c.E;
+                p.y = d_y.data();
+                p.ld_y = c.E;
+                p.initial_state = d_state.data();
+                p.final_state = d_final.data();
+                cu::selective_scan(p, d_off, nullptr);
+                check_close(d_y.to_host(), y_cpu, kTol, "y");
+                check_close(d_final.to_host(), state_cpu, kTol, "final state");
+            }
+        }
+}
+
+TEST_CASE("cuda op: bf16 selective scan equals the CPU on the same rounded inputs", "[cuda]") {
+    for (const auto& lengths :
+         std::vector<std::vector<ssm::index>>{{1}, {64}, {1000}, {300, 1, 17, 64}})
+        for (ssm::index N : {8, 16}) {
+            INFO(describe(lengths) << " N " << N);
+            ScanCase c(lengths, 37, N, static_cast<std::uint64_t>(N + lengths[0] * 3));
+            // Round every bf16 operand first; Δ is rounded before bias + softplus, as the kernel
+            // reads it.
+            c.u = round_bf16(c.u);
+            c.dt_raw = round_bf16(c.dt_raw);
+            c.xdbl = round_bf16(c.xdbl);
+            c.xz = round_bf16(c.xz);
+            c.dt = c.dt_raw;
+            for (ssm::index t = 0; t < c.T; ++t)
+                for (ssm::index e = 0; e < c.E; ++e)
+                    c.dt[static_cast<std::size_t>(t * c.E + e)] +=
+                        c.dt_bias[static_cast<std::size_t>(e)];
+            ssm::softplus_inplace(c.dt.data(), c.T * c.E);
+            std::vector<float> y_cpu, state_cpu;
+            c.cpu(true, true, true, y_cpu, state_cpu);
+
+            const cu::DeviceOffsets d_off(c.offsets);
+            const auto d_u = to_device_bf16(c.u);
+            const auto d_dt = to_device_bf16(c.dt_raw);
+            const auto d_xdbl = to_device_bf16(c.xdbl);
+            const auto d_xz = to_device_bf16(c.xz);
+            const auto d_bias = cu::upload(c.dt_bias);
+            const auto d_A = cu::upload(c.A);
+            const auto d_D = cu::upload(c.D);
+            const auto d_state = cu::upload(c.state0);
+            auto d_final = poisoned(state_cpu.size());
+            cu::DeviceBuffer<__nv_bfloat16> d_y(y_cpu.size());
+            d_y.poison();
+            cu::ScanParams<__nv_bfloat16> p;
+            p.T = c.T;
+            p.E = c.E;
+            p.N = static_cast<int>(N);
+            p.u = d_u.data();
+            p.ld_u = c.E;
+            p.dt = d_dt.data();
+            p.ld_dt = c.E;
+            p.dt_bias = d_bias.data();
+            p.dt_softplus = true;
+            p.A = d_A.data();
+            p.B = d_xdbl.data() + ScanCase::R;
+            p.ld_B = c.ldx();
+            p.C = d_xdbl.data() + ScanCase::R + N;
+            p.ld_C = c.ldx();
+            p.D = d_D.data();
+            p.z = d_xz.data() + c.E;
+            p.ld_z = 2 * c.E;
+            p.y = d_y.data();
+            p.ld_y = c.E;
+            p.initial_state = d_state.data();
+            p.final_state = d_final.data();
+            cu::selective_scan(p, d_off, nullptr);
+            check_close(from_device_bf16(d_y), y_cpu, 1e-2, "bf16 y (rounded to bf16 on output)");
+            check_close(d_final.to_host(), state_cpu, kTol, "final state (fp32)");
+        }
+}
+
+TEST_CASE("cuda op: selective state update equals ssm::selective_state_update, step after step",
+          "[cuda]") {
+    for (ssm::index B : {1, 5, 64})
+        for (ssm::index N : {8, 16})
+            for (ssm::index E : {8, 130}) {
+                INFO("B " << B << " N " << N << " E " << E);
+                const std::vector<ssm::index> ones(static_cast<std::size_t>(B), 1);
+                const ScanCase c0(ones, E, N, static_cast<std::uint64_t>(B * 13 + N + E));
+                auto state = c0.state0;
+                auto d_state = cu::upload(state);
+                const auto d_bias = cu::upload(c0.dt_bias);
+                const auto d_A = cu::upload(c0.A);
+                const auto d_D = cu::upload(c0.D);
+                for (int step = 0; step < 4; ++step) {
+                    INFO("step " << step);
+                    ScanCase c(ones, E, N,
+                               static_cast<std::uint64_t>(B * 13 + N + E + 100 * (step + 1)));
+                    c.A = c0.A;  // the same layer every step
+                    c.D = c0.D;
+                    c.dt_bias = c0.dt_bias;
+                    c.dt = c.dt_raw;
+                    for (ssm::index b = 0; b < B; ++b)
+                        for (ssm::index e = 0; e < E; ++e)
+                            c.dt[static_cast<std::size_t>(b * E + e)] +=
+                                c.dt_bias[static_cast<std::size_t>(e)];
+                    ssm::softplus_inplace(c.dt.data(), B * E);
+                    std::vector<float> y_cpu(static_cast<std::size_t>(B * E));
+                    ssm::SelectiveScanArgs a;
+                    a.T = B;
+                    a.E = E;
+                    a.N = N;
+                    a.u = c.u.data();
+                    a.ld_u = E;
+                    a.dt = c.dt.data();
+                    a.ld_dt = E;
+                    a.A = c.A.data();
+                    a.B = c.xdbl.data() + ScanCase::R;
+                    a.ld_B = c.ldx();
+                    a.C = c.xdbl.data() + ScanCase::R + N;
+                    a.ld_C = c.ldx();
+                    a.D = c.D.data();
+                    a.z = c.xz.data() + E;
+                    a.ld_z = 2 * E;
+                    a.y = y_cpu.data();
+                    a.ld_y = E;
+                    ssm::selective_state_update<ssm::MambaDiscretization>(a, state.data());
+
+                    const auto d_u = cu::upload(c.u);
+                    const auto d_dt = cu::upload(c.dt_raw);
+                    const auto d_xdbl = cu::upload(c.xdbl);
+                    const auto d_xz = cu::upload(c.xz);
+                    auto d_y = poisoned(y_cpu.size());
+                    cu::ScanParams<float> p;
+                    p.T = B;
+                    p.E = E;
+                    p.N = static_cast<int>(N);
+                    p.u = d_u.data();
+                    p.ld_u = E;
+                    p.dt = d_dt.data();
+                    p.ld_dt = E;
+                    p.dt_bias = d_bias.data();
+                    p.dt_softplus = true;
+                    p.A = d_A.data();
+                    p.B = d_xdbl.data() + ScanCase::R;
+                    p.ld_B = c.ldx();
+                    p.C = d_xdbl.data() + ScanCase::R + N;
+                    p.ld_C = c.ldx();
+                    p.D = d_D.data();
+                    p.z = d_xz.data() + E;
+                    p.ld_z = 2 * E;
+                    p.y = d_y.data();
+                    p.ld_y = E;
+                    cu::selective_state_update(p, d_state.data(), nullptr);
+                    check_close(d_y.to_host(), y_cpu, kTol, "y");
+                    check_close(d_state.to_host(), state, kTol, "state");
+                }
+            }
+}
+
+TEST_CASE("cuda op: argmax of every row is Eigen's maxCoeff (first of equal maxima)", "[cuda]") {
+    for (ssm::index rows : {1, 3, 64})
+        for (ssm::index cols : {1, 7, 1000, 50280}) {
+            INFO("rows " << rows << " cols " << cols);
+            auto x = random_floats(static_cast<std::size_t>(rows * cols), -10, 10,
+                                   static_cast<std::uint64_t>(rows + cols));
+            if (cols > 5 && rows > 1) {  // a tie in row 1: the first of the two must win
+                const float top = 100.0f;
+                x[static_cast<std::size_t>(cols + 2)] = top;
+                x[static_cast<std::size_t>(cols + cols - 1)] = top;
+            }
+            const auto d_x = cu::upload(x);
+            cu::DeviceBuffer<std::int32_t> d_out(static_cast<std::size_t>(rows));
+            d_out.poison();
+            cu::argmax_rows(d_x.data(), rows, cols, cols, d_out.data(), nullptr);
+            const auto got = d_out.to_host();
+            const ssm::ConstMatrixMap m(x.data(), rows, cols);
+            for (ssm::index r = 0; r < rows; ++r) {
+                ssm::index best = 0;
+                m.row(r).maxCoeff(&best);
+                INFO("row " << r);
+                CHECK(got[static_cast<std::size_t>(r)] == best);
+            }
+        }
+}
+
+TEST_CASE("cuda op: gather_last_rows picks the last token of every sequence", "[cuda]") {
+    const std::vector<ssm::index> lengths{1, 17, 3, 64};
+    const auto offsets = offsets_of(lengths);
+    const ssm::index T = offsets.back(), D = 24, S = static_cast<ssm::index>(lengths.size());
+    const auto x = random_floats(static_cast<std::size_t>(T * D), -1, 1, 5);
+    const cu::DeviceOffsets d_off(offsets);
+    const auto d_x = cu::upload(x);
+    auto d_out = poisoned(static_cast<std::size_t>(S * D));
+    cu::gather_last_rows<float>(d_x.data(), D, D, d_off, d_out.data(), D, nullptr);
+    std::vector<float> expected;
+    for (ssm::index s = 0; s < S; ++s) {
+        const auto row = x.begin() + (offsets[static_cast<std::size_t>(s) + 1] - 1) * D;
+        expected.insert(expected.end(), row, row + D);
+    }
+    check_close(d_out.to_host(), expected, 0.0 + 1e-12, "last rows");
+}
+
+TEST_CASE("cuda op: bad arguments are ssm::Error naming the call", "[cuda]") {
+    const std::vector<ssm::index> bad{0, 5, 3};
+    CHECK_THROWS_AS(cu::DeviceOffsets(bad), ssm::Error);
+    const std::vector<ssm::index> empty_seq{0, 2, 2};
+    const cu::DeviceOffsets off(empty_seq);
+    cu::DeviceBuffer<float> x(8), out(8);
+    const auto msg = ssm::test::error_of(
+        [&] { cu::gather_last_rows<float>(x.data(), 2, 2, off, out.data(), 2, nullptr); });
+    CHECK(msg.find("gather_last_rows") != std::string::npos);
+    cu::ScanParams<float> p;  // all null
+    p.T = 2;
+    p.E = 1;
+    p.N = 1;
+    CHECK_THROWS_AS(cu::selective_scan(p, off, nullptr), ssm::Error);
+    const auto oom =
+        ssm::test::error_of([] { cu::DeviceBuffer<float> huge(std::size_t{1} << 50); });
+    CHECK(oom.find("cudaMalloc") != std::string::npos);
+}
