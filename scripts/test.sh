@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: installs what is missing, builds and runs every
-# test (unit, parity, bad input, programs, packaging), then the unit tests again under
-# AddressSanitizer + UBSan.
+# test (unit, parity, bad input, programs, packaging), compiles the CUDA backend with nvcc
+# (running its tests where a GPU exists), then the unit tests again under AddressSanitizer + UBSan.
 #   SSM_JOBS=N     parallel build jobs (default: number of cores)
 #   SSM_SKIP_ASAN=1  skip the sanitizer pass (quicker local runs)
+#   SSM_SKIP_CUDA=1  skip compiling the CUDA backend (done whenever nvcc is found)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
@@ -13,6 +14,20 @@ echo "== build (Release) and test"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j "$jobs"
 ctest --test-dir build --output-on-failure -j "$jobs"
+
+# The CUDA backend: every CUDA target compiled with nvcc (sm_90 and sm_80) so a broken
+# kernel cannot land; its tests run on a GPU and report "Skipped" (exit 77) without one.
+nvcc_path=$(command -v nvcc || true)
+[[ -z "$nvcc_path" && -x /usr/local/cuda/bin/nvcc ]] && nvcc_path=/usr/local/cuda/bin/nvcc
+if [[ "${SSM_SKIP_CUDA:-0}" != 1 && -n "$nvcc_path" ]]; then
+  echo "== CUDA backend: compile with $nvcc_path (sm_90, sm_80), run where a GPU exists"
+  cmake -S . -B build-cuda -DCMAKE_BUILD_TYPE=Release -DSSM_BUILD_CUDA=ON -DCMAKE_CUDA_COMPILER="$nvcc_path" \
+        -DCMAKE_CUDA_ARCHITECTURES="90;80" -DSSM_BUILD_EXAMPLES=OFF -DSSM_INSTALL=OFF >/dev/null
+  cmake --build build-cuda -j "$jobs" --target ssm_test_cuda_ops ssm_test_cuda_model ssm_bench_cuda_scan ssm_bench_cuda_model
+  ctest --test-dir build-cuda --output-on-failure -L cuda
+elif [[ "${SSM_SKIP_CUDA:-0}" != 1 ]]; then
+  echo "== CUDA backend: SKIPPED (no nvcc on this machine)"
+fi
 
 if [[ "${SSM_SKIP_ASAN:-0}" != 1 ]]; then
   echo "== unit tests under AddressSanitizer + UndefinedBehaviorSanitizer"

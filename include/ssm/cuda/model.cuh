@@ -1,0 +1,492 @@
+// ssm/cuda/model.cuh — a whole Mamba-1 language model on the GPU: weights uploaded once
+// (fp32), prefill over packed batches, and recurrent decoding with a device-resident state.
+// The API mirrors `ssm::Model` (`forward`, `make_state`, `step`) and returns the same
+// host types (`ForwardResult`, `Matrix`), so a test can compare the two directly.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <initializer_list>
+#include <optional>
+#include <span>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "ssm/core/error.hpp"
+#include "ssm/core/tensor.hpp"
+#include "ssm/cuda/buffer.cuh"
+#include "ssm/cuda/error.cuh"
+#include "ssm/cuda/gemm.cuh"
+#include "ssm/cuda/kernels.cuh"
+#include "ssm/io/checkpoint.hpp"
+#include "ssm/io/config.hpp"
+#include "ssm/layers/mamba_mixer.hpp"
+#include "ssm/model/batch.hpp"
+#include "ssm/model/model.hpp"
+#include "ssm/model/state.hpp"
+
+namespace ssm::cuda {
+
+static_assert(std::is_same_v<dindex, ssm::index>, "device and host index types must agree");
+
+/// Where the weights come from: `load(name, shape)` returns the fp32 tensor with that
+/// canonical (HuggingFace) name and shape or throws naming what is wrong; `contains(name)`
+/// says whether an optional tensor is present. `Checkpoint` is the usual source; the
+/// benchmarks use random weights.
+struct WeightSource {
+    std::function<Tensor(const std::string&, std::span<const index>)> load;
+    std::function<bool(const std::string&)> contains;
+
+    [[nodiscard]] static WeightSource of(const Checkpoint& ckpt) {
+        return {[&ckpt](const std::string& name, std::span<const index> shape) {
+                    return ckpt.load_f32(name, shape);
+                },
+                [&ckpt](const std::string& name) { return ckpt.contains(name); }};
+    }
+};
+
+/// The recurrent state of every layer for `batch` sequences, on the device. Same layouts
+/// as the CPU's `MambaLayerState`: conv (batch, K−1, E) oldest first, ssm (batch, E, N).
+class MambaState {
+public:
+    MambaState() = default;
+
+    [[nodiscard]] index batch() const noexcept { return batch_; }
+    [[nodiscard]] index num_layers() const noexcept { return static_cast<index>(conv_.size()); }
+    [[nodiscard]] float* conv(index layer) {
+        return conv_.at(static_cast<std::size_t>(layer)).data();
+    }
+    [[nodiscard]] float* ssm(index layer) {
+        return ssm_.at(static_cast<std::size_t>(layer)).data();
+    }
+
+    /// Back to the all-zero state (a fresh start for every sequence).
+    void reset() {
+        for (auto& b : conv_) b.zero();
+        for (auto& b : ssm_) b.zero();
+        SSM_CUDA_CHECK(cudaDeviceSynchronize());
+    }
+
+    /// A host copy in the CPU model's form (`ssm::MambaLM::state_type`).
+    [[nodiscard]] State<MambaLayerState> to_host() const {
+        State<MambaLayerState> s;
+        s.batch = batch_;
+        for (std::size_t l = 0; l < conv_.size(); ++l) {
+            MambaLayerState ls;
+            ls.batch = batch_;
+            ls.conv = conv_[l].to_host();
+            ls.ssm = ssm_[l].to_host();
+            s.layers.push_back(std::move(ls));
+        }
+        return s;
+    }
+
+    /// Overwrites this state with a host one of the same shape.
+    void upload(const State<MambaLayerState>& s) {
+        require(s.batch == batch_ && s.layers.size() == conv_.size(),
+                "cuda::MambaState::upload: host state is for ", s.batch, " sequences and ",
+                s.layers.size(), " layers, this one for ", batch_, " and ", conv_.size());
+        for (std::size_t l = 0; l < conv_.size(); ++l) {
+            require(s.layers[l].conv.size() == conv_[l].size() &&
+                        s.layers[l].ssm.size() == ssm_[l].size(),
+                    "cuda::MambaState::upload: layer ", l, " has the wrong size");
+            conv_[l].upload(s.layers[l].conv);
+            ssm_[l].upload(s.layers[l].ssm);
+        }
+    }
+
+private:
+    friend class MambaModel;
+    index batch_ = 0;
+    std::vector<DeviceBuffer<float>> conv_;  // per layer (batch, K−1, E)
+    std::vector<DeviceBuffer<float>> ssm_;   // per layer (batch, E, N)
+};
+
+/// A Mamba-1 LM (RMSNorm or LayerNorm, tied or untied head) on one GPU.
+///
+/// Not thread-safe: a model owns one stream, one cuBLAS handle and one activation
+/// workspace (grown to the largest batch seen, never shrunk), so calls on one model must
+/// not overlap. Results are copied back to the host before each call returns.
+class MambaModel {
+public:
+    /// `config.json` and the weights of a checkpoint folder.
+    [[nodiscard]] static MambaModel load(const std::filesystem::path& dir) {
+        const MambaConfig config = MambaConfig::load(dir);
+        return load(Checkpoint::open(dir), config);
+    }
+
+    [[nodiscard]] static MambaModel load(const Checkpoint& ckpt, const MambaConfig& config) {
+        return from_source(config, WeightSource::of(ckpt));
+    }
+
+    /// Loads every tensor from `source` (the names and shapes `ssm::MambaLM` loads) and
+    /// uploads it once.
+    [[nodiscard]] static MambaModel from_source(const MambaConfig& config,
+                                                const WeightSource& source) {
+        MambaModel m;
+        m.config_ = config;
+        const index V = config.vocab_size, D = config.hidden_size, E = config.intermediate_size,
+                    N = config.state_size, K = config.conv_kernel, R = config.time_step_rank;
+        const bool layer_norm = config.norm == NormKind::LayerNorm;
+        auto up = [&](const std::string& name, std::initializer_list<index> shape) {
+            const std::vector<index> s(shape);
+            const Tensor t = source.load(name, s);
+            return DeviceBuffer<float>::from(t.values());
+        };
+        auto norm = [&](const std::string& prefix, Norm& n) {
+            n.weight = up(prefix + ".weight", {D});
+            if (layer_norm && source.contains(prefix + ".bias")) n.bias = up(prefix + ".bias", {D});
+        };
+        m.embedding_ = up("backbone.embeddings.weight", {V, D});
+        for (index i = 0; i < config.num_hidden_layers; ++i) {
+            const std::string p = "backbone.layers." + std::to_string(i);
+            const std::string x = p + ".mixer";
+            Layer L;
+            norm(p + ".norm", L.norm);
+            L.in_proj_w = up(x + ".in_proj.weight", {2 * E, D});
+            if (config.use_bias) L.in_proj_b = up(x + ".in_proj.bias", {2 * E});
+            {  // (E, 1, K) → taps (K, E): tap k of every channel is one contiguous row
+                const std::vector<index> shape{E, 1, K};
+                const Tensor w = source.load(x + ".conv1d.weight", shape);
+                std::vector<float> taps(static_cast<std::size_t>(K * E));
+                for (index e = 0; e < E; ++e)
+                    for (index k = 0; k < K; ++k)
+                        taps[static_cast<std::size_t>(k * E + e)] = w.data()[e * K + k];
+                L.conv_taps = upload(taps);
+            }
+            if (config.use_conv_bias) L.conv_b = up(x + ".conv1d.bias", {E});
+            L.x_proj_w = up(x + ".x_proj.weight", {R + 2 * N, E});
+            L.dt_proj_w = up(x + ".dt_proj.weight", {E, R});
+            L.dt_proj_b = up(x + ".dt_proj.bias", {E});
+            {  // A = −exp(A_log), on the host exactly as the CPU mixer computes it
+                const std::vector<index> shape{E, N};
+                const Tensor a_log = source.load(x + ".A_log", shape);
+                std::vector<float> a(static_cast<std::size_t>(a_log.size()));
+                for (std::size_t j = 0; j < a.size(); ++j) a[j] = -std::exp(a_log.data()[j]);
+                L.A = upload(a);
+            }
+            L.D = up(x + ".D", {E});
+            L.out_proj_w = up(x + ".out_proj.weight", {D, E});
+            if (config.use_bias) L.out_proj_b = up(x + ".out_proj.bias", {D});
+            m.layers_.push_back(std::move(L));
+        }
+        norm("backbone.norm_f", m.norm_f_);
+        if (!config.tie_word_embeddings) m.lm_head_ = up("lm_head.weight", {V, D});
+        SSM_CUDA_CHECK(cudaDeviceSynchronize());
+        return m;
+    }
+
+    [[nodiscard]] const MambaConfig& config() const noexcept { return config_; }
+    [[nodiscard]] index vocab_size() const noexcept { return config_.vocab_size; }
+    [[nodiscard]] index hidden_size() const noexcept { return config_.hidden_size; }
+    [[nodiscard]] index num_layers() const noexcept { return static_cast<index>(layers_.size()); }
+    [[nodiscard]] cudaStream_t stream() const noexcept { return stream_.get(); }
+
+    /// An all-zero recurrent state for `batch` sequences, on the device.
+    [[nodiscard]] MambaState make_state(index batch) const {
+        require(batch >= 0, "cuda::MambaModel::make_state: negative batch");
+        MambaState s;
+        s.batch_ = batch;
+        const index E = config_.intermediate_size, N = config_.state_size, K = config_.conv_kernel;
+        for (std::size_t l = 0; l < layers_.size(); ++l) {
+            s.conv_.emplace_back(static_cast<std::size_t>(batch * (K - 1) * E));
+            s.ssm_.emplace_back(static_cast<std::size_t>(batch * E * N));
+        }
+        s.reset();
+        return s;
+    }
+
+    /// Prefill over a packed batch, as `ssm::Model::forward`: hidden (after the final
+    /// norm), optionally the residual stream after every layer, and logits for all or the
+    /// last positions. With `state`, each sequence continues from it and it is left
+    /// holding the state after each sequence's last token, ready for `step`.
+    [[nodiscard]] ForwardResult forward(const Batch& batch, const ForwardOptions& opt = {},
+                                        MambaState* state = nullptr) {
+        ForwardResult r;
+        const index T = prefill(batch, state, opt.layer_outputs ? &r.layer_outputs : nullptr);
+        const index D = hidden_size(), V = vocab_size();
+        r.hidden.resize(T, D);
+        ws_.h.download({r.hidden.data(), static_cast<std::size_t>(T * D)}, stream_);
+        if (opt.logits == Logits::All) {
+            ws_.logits.reserve(static_cast<std::size_t>(T * V));
+            gemm<float>(blas_, T, V, D, ws_.h.data(), D, head(), D, ws_.logits.data(), V);
+            r.logits.resize(T, V);
+            ws_.logits.download({r.logits.data(), static_cast<std::size_t>(T * V)}, stream_);
+        } else if (opt.logits == Logits::Last) {
+            const index S = batch.size();
+            last_logits(S);
+            r.logits.resize(S, V);
+            ws_.logits.download({r.logits.data(), static_cast<std::size_t>(S * V)}, stream_);
+        }
+        return r;
+    }
+
+    /// The final hidden state (after the final norm) at the last token of every sequence,
+    /// (nseq, D): what a bi-encoder or reranker reads, without copying all T rows back.
+    [[nodiscard]] Matrix last_hidden(const Batch& batch, MambaState* state = nullptr) {
+        (void)prefill(batch, state, nullptr);
+        const index S = batch.size(), D = hidden_size();
+        ws_.last.reserve(static_cast<std::size_t>(S * D));
+        gather_last_rows<float>(ws_.h.data(), D, D, offsets_, ws_.last.data(), D, stream_);
+        Matrix out(S, D);
+        ws_.last.download({out.data(), static_cast<std::size_t>(S * D)}, stream_);
+        return out;
+    }
+
+    /// Prefill, then the greedy next token of every sequence (argmax of its last logits,
+    /// on the device).
+    [[nodiscard]] std::vector<std::int32_t> prefill_greedy(const Batch& batch, MambaState& state) {
+        (void)prefill(batch, &state, nullptr);
+        const index S = batch.size();
+        last_logits(S);
+        return argmax_of_logits(S);
+    }
+
+    /// Decoding, as `ssm::Model::step`: one token per sequence; returns logits (batch, vocab)
+    /// and advances `state`.
+    [[nodiscard]] Matrix step(std::span<const std::int32_t> tokens, MambaState& state) {
+        const index B = decode(tokens, state);
+        Matrix logits(B, vocab_size());
+        ws_.logits.download({logits.data(), static_cast<std::size_t>(B * vocab_size())}, stream_);
+        return logits;
+    }
+
+    /// Decoding with greedy sampling on the device: only the chosen ids come back.
+    [[nodiscard]] std::vector<std::int32_t> step_greedy(std::span<const std::int32_t> tokens,
+                                                        MambaState& state) {
+        const index B = decode(tokens, state);
+        return argmax_of_logits(B);
+    }
+
+    /// Greedy generation: `prompt` followed by `new_tokens` tokens, decoded through the
+    /// recurrent state (the CPU's `generate` with a greedy sampler).
+    [[nodiscard]] std::vector<std::int32_t> generate_greedy(std::span<const std::int32_t> prompt,
+                                                            index new_tokens) {
+        require(!prompt.empty(), "cuda::MambaModel::generate_greedy: empty prompt");
+        std::vector<std::int32_t> out(prompt.begin(), prompt.end());
+        if (new_tokens <= 0) return out;
+        MambaState state = make_state(1);
+        Batch b;
+        b.add(prompt);
+        std::vector<std::int32_t> next = prefill_greedy(b, state);
+        for (index i = 0; i < new_tokens; ++i) {
+            out.push_back(next[0]);
+            if (i + 1 < new_tokens) next = step_greedy(next, state);
+        }
+        return out;
+    }
+
+private:
+    struct Norm {
+        DeviceBuffer<float> weight;  // (D)
+        DeviceBuffer<float> bias;    // (D), LayerNorm only, optional
+    };
+    struct Layer {
+        Norm norm;
+        DeviceBuffer<float> in_proj_w, in_proj_b;    // (2E, D), (2E) optional
+        DeviceBuffer<float> conv_taps, conv_b;       // (K, E), (E) optional
+        DeviceBuffer<float> x_proj_w;                // (R+2N, E)
+        DeviceBuffer<float> dt_proj_w, dt_proj_b;    // (E, R), (E)
+        DeviceBuffer<float> A, D;                    // (E, N) = −exp(A_log), (E)
+        DeviceBuffer<float> out_proj_w, out_proj_b;  // (D, E), (D) optional
+    };
+    /// Activations, sized for the largest batch so far (rows = tokens, or sequences when decoding).
+    struct Workspace {
+        DeviceBuffer<float> residual;  // (T, D) the residual stream, fp32
+        DeviceBuffer<float> delta;     // (T, D) a layer's out_proj output, added by the next norm
+        DeviceBuffer<float> h;   // (T, D) normed input of a layer; after the last, the hidden state
+        DeviceBuffer<float> xz;  // (T, 2E) [x | z]
+        DeviceBuffer<float> u;   // (T, E) silu(conv(x))
+        DeviceBuffer<float> xdbl;    // (T, R+2N) [dt_low | B | C]
+        DeviceBuffer<float> dt;      // (T, E) dt_proj output before bias + softplus
+        DeviceBuffer<float> y;       // (T, E) scan output, gated
+        DeviceBuffer<float> last;    // (nseq, D) last hidden row of every sequence
+        DeviceBuffer<float> logits;  // (rows, V)
+        DeviceBuffer<std::int32_t> ids;
+        DeviceBuffer<std::int32_t> next;
+    };
+
+    MambaModel() = default;
+
+    [[nodiscard]] const float* head() const {
+        return lm_head_.empty() ? embedding_.data() : lm_head_.data();
+    }
+    [[nodiscard]] NormType norm_type() const {
+        return config_.norm == NormKind::LayerNorm ? NormType::LayerNorm : NormType::RMSNorm;
+    }
+    [[nodiscard]] float eps() const { return static_cast<float>(config_.layer_norm_epsilon); }
+
+    void reserve(index rows) {
+        const auto n = [rows](index cols) { return static_cast<std::size_t>(rows * cols); };
+        const index D = hidden_size(), E = config_.intermediate_size, R = config_.time_step_rank,
+                    N = config_.state_size;
+        ws_.residual.reserve(n(D));
+        ws_.delta.reserve(n(D));
+        ws_.h.reserve(n(D));
+        ws_.xz.reserve(n(2 * E));
+        ws_.u.reserve(n(E));
+        ws_.xdbl.reserve(n(R + 2 * N));
+        ws_.dt.reserve(n(E));
+        ws_.y.reserve(n(E));
+        ws_.ids.reserve(static_cast<std::size_t>(rows));
+    }
+
+    void check_ids(std::span<const std::int32_t> ids) const {
+        for (std::size_t i = 0; i < ids.size(); ++i)
+            if (ids[i] < 0 || ids[i] >= vocab_size())
+                fail("token id ", ids[i], " at position ", i, " is outside the vocabulary [0, ",
+                     vocab_size(), ")");
+    }
+
+    /// Embedding and every layer over the packed batch; leaves the final hidden state
+    /// (after the final norm) in ws_.h and the offsets in offsets_. Returns T.
+    index prefill(const Batch& batch, MambaState* state, std::vector<Matrix>* layer_outputs) {
+        require(!batch.empty(), "cuda::MambaModel::forward: the batch holds no sequence");
+        if (state)
+            require(state->batch_ == batch.size() && state->num_layers() == num_layers(),
+                    "cuda::MambaModel::forward: state is for ", state->batch_,
+                    " sequences, the batch has ", batch.size());
+        check_ids(batch.tokens());
+        const index T = batch.total_tokens(), D = hidden_size(), E = config_.intermediate_size,
+                    N = config_.state_size, K = config_.conv_kernel, R = config_.time_step_rank;
+        const index ldx = R + 2 * N;
+        reserve(T);
+        offsets_.assign(batch.offsets(), stream_);
+        ws_.ids.upload(batch.tokens(), stream_);
+        embedding<float>(embedding_.data(), vocab_size(), D, ws_.ids.data(), T, ws_.residual.data(),
+                         D, stream_);
+        for (index l = 0; l < num_layers(); ++l) {
+            const Layer& L = layers_[static_cast<std::size_t>(l)];
+            add_norm(norm_type(), ws_.residual.data(), D, l > 0 ? ws_.delta.data() : nullptr, D,
+                     L.norm.weight.data(), L.norm.bias.data(), T, D, eps(), ws_.h.data(), D,
+                     stream_);
+            if (layer_outputs && l > 0) layer_outputs->push_back(download_rows(ws_.residual, T, D));
+            gemm<float>(blas_, T, 2 * E, D, ws_.h.data(), D, L.in_proj_w.data(), D, ws_.xz.data(),
+                        2 * E, L.in_proj_b.data());
+            float* conv_state = state ? state->conv(l) : nullptr;
+            causal_conv1d<float>(ws_.xz.data(), 2 * E, E, static_cast<int>(K), L.conv_taps.data(),
+                                 L.conv_b.data(), offsets_, conv_state, conv_state, true,
+                                 ws_.u.data(), E, stream_);
+            gemm<float>(blas_, T, ldx, E, ws_.u.data(), E, L.x_proj_w.data(), E, ws_.xdbl.data(),
+                        ldx);
+            gemm<float>(blas_, T, E, R, ws_.xdbl.data(), ldx, L.dt_proj_w.data(), R, ws_.dt.data(),
+                        E);
+            ScanParams<float> p = scan_params(L, T);
+            p.initial_state = state ? state->ssm(l) : nullptr;
+            p.final_state = state ? state->ssm(l) : nullptr;
+            selective_scan(p, offsets_, stream_);
+            gemm<float>(blas_, T, D, E, ws_.y.data(), E, L.out_proj_w.data(), E, ws_.delta.data(),
+                        D, L.out_proj_b.data());
+        }
+        add_norm(norm_type(), ws_.residual.data(), D, ws_.delta.data(), D, norm_f_.weight.data(),
+                 norm_f_.bias.data(), T, D, eps(), ws_.h.data(), D, stream_);
+        if (layer_outputs) layer_outputs->push_back(download_rows(ws_.residual, T, D));
+        return T;
+    }
+
+    /// One token per sequence through every layer and the head: logits (B, V) in ws_.logits.
+    index decode(std::span<const std::int32_t> tokens, MambaState& state) {
+        const index B = static_cast<index>(tokens.size());
+        require(B == state.batch_ && state.num_layers() == num_layers(),
+                "cuda::MambaModel::step: ", B, " tokens given for a state of ", state.batch_,
+                " sequences");
+        check_ids(tokens);
+        const index D = hidden_size(), E = config_.intermediate_size, N = config_.state_size,
+                    K = config_.conv_kernel, R = config_.time_step_rank, V = vocab_size();
+        const index ldx = R + 2 * N;
+        reserve(B);
+        ws_.logits.reserve(static_cast<std::size_t>(B * V));
+        ws_.ids.upload(tokens, stream_);
+        embedding<float>(embedding_.data(), V, D, ws_.ids.data(), B, ws_.residual.data(), D,
+                         stream_);
+        for (index l = 0; l < num_layers(); ++l) {
+            const Layer& L = layers_[static_cast<std::size_t>(l)];
+            add_norm(norm_type(), ws_.residual.data(), D, l > 0 ? ws_.delta.data() : nullptr, D,
+                     L.norm.weight.data(), L.norm.bias.data(), B, D, eps(), ws_.h.data(), D,
+                     stream_);
+            gemm<float>(blas_, B, 2 * E, D, ws_.h.data(), D, L.in_proj_w.data(), D, ws_.xz.data(),
+                        2 * E, L.in_proj_b.data());
+            causal_conv1d_step<float>(ws_.xz.data(), 2 * E, B, E, static_cast<int>(K),
+                                      L.conv_taps.data(), L.conv_b.data(), state.conv(l), true,
+                                      ws_.u.data(), E, stream_);
+            gemm<float>(blas_, B, ldx, E, ws_.u.data(), E, L.x_proj_w.data(), E, ws_.xdbl.data(),
+                        ldx);
+            gemm<float>(blas_, B, E, R, ws_.xdbl.data(), ldx, L.dt_proj_w.data(), R, ws_.dt.data(),
+                        E);
+            selective_state_update(scan_params(L, B), state.ssm(l), stream_);
+            gemm<float>(blas_, B, D, E, ws_.y.data(), E, L.out_proj_w.data(), E, ws_.delta.data(),
+                        D, L.out_proj_b.data());
+        }
+        add_norm(norm_type(), ws_.residual.data(), D, ws_.delta.data(), D, norm_f_.weight.data(),
+                 norm_f_.bias.data(), B, D, eps(), ws_.h.data(), D, stream_);
+        gemm<float>(blas_, B, V, D, ws_.h.data(), D, head(), D, ws_.logits.data(), V);
+        return B;
+    }
+
+    /// The scan's operands in the workspace for `rows` rows of layer L.
+    ScanParams<float> scan_params(const Layer& L, index rows) {
+        const index E = config_.intermediate_size, N = config_.state_size,
+                    R = config_.time_step_rank;
+        const index ldx = R + 2 * N;
+        ScanParams<float> p;
+        p.T = rows;
+        p.E = E;
+        p.N = static_cast<int>(N);
+        p.u = ws_.u.data();
+        p.ld_u = E;
+        p.dt = ws_.dt.data();
+        p.ld_dt = E;
+        p.dt_bias = L.dt_proj_b.data();
+        p.dt_softplus = true;
+        p.A = L.A.data();
+        p.B = ws_.xdbl.data() + R;
+        p.ld_B = ldx;
+        p.C = ws_.xdbl.data() + R + N;
+        p.ld_C = ldx;
+        p.D = L.D.data();
+        p.z = ws_.xz.data() + E;
+        p.ld_z = 2 * E;
+        p.y = ws_.y.data();
+        p.ld_y = E;
+        return p;
+    }
+
+    /// Logits (S, V) of the last token of each of the S sequences, in ws_.logits.
+    void last_logits(index S) {
+        const index D = hidden_size(), V = vocab_size();
+        ws_.last.reserve(static_cast<std::size_t>(S * D));
+        ws_.logits.reserve(static_cast<std::size_t>(S * V));
+        gather_last_rows<float>(ws_.h.data(), D, D, offsets_, ws_.last.data(), D, stream_);
+        gemm<float>(blas_, S, V, D, ws_.last.data(), D, head(), D, ws_.logits.data(), V);
+    }
+
+    std::vector<std::int32_t> argmax_of_logits(index rows) {
+        ws_.next.reserve(static_cast<std::size_t>(rows));
+        argmax_rows(ws_.logits.data(), rows, vocab_size(), vocab_size(), ws_.next.data(), stream_);
+        std::vector<std::int32_t> ids(static_cast<std::size_t>(rows));
+        ws_.next.download(ids, stream_);
+        return ids;
+    }
+
+    Matrix download_rows(const DeviceBuffer<float>& buf, index rows, index cols) {
+        Matrix m(rows, cols);
+        buf.download({m.data(), static_cast<std::size_t>(rows * cols)}, stream_);
+        return m;
+    }
+
+    MambaConfig config_;
+    DeviceBuffer<float> embedding_;  // (V, D); also the head when tied
+    std::vector<Layer> layers_;
+    Norm norm_f_;
+    DeviceBuffer<float> lm_head_;  // (V, D) when untied
+    Stream stream_;
+    Cublas blas_{stream_.get()};
+    Workspace ws_;
+    DeviceOffsets offsets_;
+};
+
+}  // namespace ssm::cuda
