@@ -5,8 +5,9 @@
 // Blocked: scores are computed tile by tile, (query block x document block), with one
 // GEMM per tile into a buffer of bounded size, and each query keeps its k best so far in
 // a bounded heap, so memory is O(nq * k + threads * tile), never the nq x nd matrix.
-// Threads take whole query blocks (ssm::parallel_for); tile shapes do not depend on the
-// thread count.
+// Threads take whole query blocks (ssm::parallel_for), and, when there are fewer query
+// blocks than threads, parts of the corpus too (merged at the end); the results do not
+// depend on the thread count.
 #pragma once
 
 #include <algorithm>
@@ -109,34 +110,56 @@ inline index offer_scores(ScoredDoc* heap, index size, index k, const float* row
 
     const index qb = std::min(tiles.query_rows, nq);
     const index db = std::min(tiles.doc_rows, nd);
-    const index blocks = (nq + qb - 1) / qb;
-    parallel_for(blocks, 1, [&](index b0, index b1) {
-        const index q0 = b0 * qb;
-        const index q1 = std::min(nq, b1 * qb);
-        std::vector<detail::ScoredDoc> heaps(
-            static_cast<std::size_t>((q1 - q0) * kk));  // (q1-q0, kk)
-        Matrix tile(qb, db);  // (qb, db) scores of one query block against one doc block
-        index size = 0;       // every heap holds the same number of entries
-        for (index d0 = 0; d0 < nd; d0 += db) {
-            const index dn = std::min(db, nd - d0);
-            index new_size = size;
-            for (index qs = q0; qs < q1; qs += qb) {
-                const index qn = std::min(qb, q1 - qs);
+    const index qblocks = (nq + qb - 1) / qb;
+    const index dblocks = (nd + db - 1) / db;
+    // With fewer query blocks than threads (a handful of queries), the documents are split
+    // too: every (query block, document part) keeps its own k best, merged at the end, so
+    // all threads read the corpus. Parts are runs of whole document blocks.
+    const index wanted_parts = std::min(dblocks, (num_threads() + qblocks - 1) / qblocks);
+    const index blocks_per_part = (dblocks + wanted_parts - 1) / wanted_parts;
+    const index parts = (dblocks + blocks_per_part - 1) / blocks_per_part;  // none empty
+    const index part_docs = blocks_per_part * db;
+    // found[(part * nq + q) * kk ...]: the k best of part `part` for query q (fewer when
+    // the part has fewer than k documents), in heap order.
+    std::vector<detail::ScoredDoc> found(static_cast<std::size_t>(parts * nq * kk));
+    const auto part_size = [&](index part) {
+        return std::min(kk, std::min(nd, (part + 1) * part_docs) - part * part_docs);
+    };
+
+    parallel_for(qblocks * parts, 1, [&](index w0, index w1) {
+        Matrix tile(qb, db);  // scores of one query block against one document block
+        for (index w = w0; w < w1; ++w) {
+            const index q0 = (w / parts) * qb, qn = std::min(qb, nq - q0);
+            const index part = w % parts;
+            const index d_begin = part * part_docs, d_end = std::min(nd, d_begin + part_docs);
+            detail::ScoredDoc* heaps = found.data() + (part * nq + q0) * kk;
+            index size = 0;  // every heap of the block holds the same number of entries
+            for (index d0 = d_begin; d0 < d_end; d0 += db) {
+                const index dn = std::min(db, d_end - d0);
                 auto scores = tile.topLeftCorner(qn, dn);
-                scores.noalias() = queries.middleRows(qs, qn) * docs.middleRows(d0, dn).transpose();
-                for (index i = 0; i < qn; ++i) {
-                    new_size = detail::offer_scores(heaps.data() + (qs - q0 + i) * kk, size, kk,
-                                                    &scores(i, 0), dn, d0);
-                }
+                scores.noalias() = queries.middleRows(q0, qn) * docs.middleRows(d0, dn).transpose();
+                index new_size = size;
+                for (index i = 0; i < qn; ++i)
+                    new_size = detail::offer_scores(heaps + i * kk, size, kk, &scores(i, 0), dn, d0);
+                size = new_size;
             }
-            size = new_size;
         }
+    });
+
+    // Per query: the k best of the parts' candidates, best first.
+    parallel_for(nq, 64, [&](index q0, index q1) {
+        std::vector<detail::ScoredDoc> candidates;
         for (index q = q0; q < q1; ++q) {
-            detail::ScoredDoc* heap = heaps.data() + (q - q0) * kk;
-            std::sort_heap(heap, heap + kk, detail::ranks_before);
+            candidates.clear();
+            for (index part = 0; part < parts; ++part) {
+                const detail::ScoredDoc* heap = found.data() + (part * nq + q) * kk;
+                candidates.insert(candidates.end(), heap, heap + part_size(part));
+            }
+            std::partial_sort(candidates.begin(), candidates.begin() + kk, candidates.end(),
+                              detail::ranks_before);
             for (index j = 0; j < kk; ++j) {
-                out.ids(q, j) = heap[j].doc;
-                out.scores(q, j) = heap[j].score;
+                out.ids(q, j) = candidates[static_cast<std::size_t>(j)].doc;
+                out.scores(q, j) = candidates[static_cast<std::size_t>(j)].score;
             }
         }
     });
