@@ -76,12 +76,19 @@ void make_checkpoint(const std::filesystem::path& dir) {
 "tie_word_embeddings": true, "layer_norm_epsilon": 1e-05, "eos_token_id": 0})";
 }
 
-const ssm::MambaLM& model() {
-    static const ssm::MambaLM m = [] {
+/// The model with float32 weights, or with its matrices stored as bfloat16.
+const ssm::MambaLM& model(bool bf16) {
+    static const ssm::MambaLM f32 = [] {
         make_checkpoint(checkpoint_dir());
         return ssm::MambaLM::load(checkpoint_dir());
     }();
-    return m;
+    if (!bf16) return f32;
+    static const ssm::MambaLM half = [] {
+        ssm::MambaLM m = f32;
+        m.store_weights_bf16();
+        return m;
+    }();
+    return half;
 }
 
 std::vector<std::int32_t> random_ids(ssm::index n, unsigned seed) {
@@ -92,9 +99,10 @@ std::vector<std::int32_t> random_ids(ssm::index n, unsigned seed) {
     return ids;
 }
 
-/// Prefill of one sequence of L tokens, logits for the last position only.
+/// Prefill of one sequence of L tokens, logits for the last position only. Second
+/// argument: 1 = weights stored as bfloat16.
 void BM_Prefill(benchmark::State& state) {
-    const auto& m = model();
+    const auto& m = model(state.range(1) != 0);
     const ssm::index L = state.range(0);
     const auto batch = ssm::Batch::of({random_ids(L, 1)});
     ssm::Workspace ws;
@@ -111,8 +119,10 @@ void BM_Prefill(benchmark::State& state) {
 }
 
 /// Decoding at batch B: one step per iteration, after a 16-token prompt per sequence.
+/// Second argument: 1 = weights stored as bfloat16 (half the bytes a step reads).
 void BM_Decode(benchmark::State& state) {
-    const auto& m = model();
+    const bool bf16 = state.range(1) != 0;
+    const auto& m = model(bf16);
     const ssm::index B = state.range(0);
     std::vector<std::vector<std::int32_t>> prompts;
     for (ssm::index b = 0; b < B; ++b) prompts.push_back(random_ids(16, 2 + static_cast<unsigned>(b)));
@@ -126,7 +136,7 @@ void BM_Decode(benchmark::State& state) {
     }
     const double steps = static_cast<double>(state.iterations());
     state.SetItemsProcessed(static_cast<std::int64_t>(steps * static_cast<double>(B)));
-    const double weight_bytes = 4.0 * (kLayerGemmParams * kLayers + static_cast<double>(kD) * kVocab);
+    const double weight_bytes = (bf16 ? 2.0 : 4.0) * (kLayerGemmParams * kLayers + static_cast<double>(kD) * kVocab);
     state.counters["weight_bytes/s"] = benchmark::Counter(weight_bytes * steps, benchmark::Counter::kIsRate);
     state.counters["threads"] = ssm::num_threads();
 }
@@ -135,6 +145,6 @@ void BM_Decode(benchmark::State& state) {
 
 BENCHMARK(ssm::bench::BM_PeakFma)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(ssm::bench::BM_MemoryRead)->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(BM_Prefill)->Arg(512)->Arg(2048)->Arg(8192)->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(BM_Decode)->Arg(1)->Arg(8)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_Prefill)->ArgsProduct({{512, 2048, 8192}, {0, 1}})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_Decode)->ArgsProduct({{1, 8}, {0, 1}})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_MAIN();

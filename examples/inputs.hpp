@@ -138,4 +138,11 @@ private:
     std::string pending_;
 };
 
+/// `--bf16`: keep the model's weight matrices in bfloat16 (see Model::store_weights_bf16).
+template <class M>
+M& apply_weight_options(M& model, const Args& args) {
+    if (args.flag("bf16")) model.store_weights_bf16();
+    return model;
+}
+
 }  // namespace ssm::cli

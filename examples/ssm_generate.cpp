@@ -31,6 +31,8 @@ usage: ssm-generate --model DIR (--prompt TEXT | --ids 1,2,3) [options]
   --no-eos-stop          keep going past config.json's eos_token_id
   --format text|ids      print the continuation as text (default; streamed), or the new
                          token ids comma-separated on one line
+  --bf16                 keep the weight matrices in bfloat16: half the memory and faster
+                         decoding; float32 arithmetic (exact for a BF16 checkpoint)
   --threads N            worker threads (default: all cores)
   --help                 this text
 
@@ -128,7 +130,7 @@ int main(int argc, char** argv) {
         const ssm::cli::Args args(argc, argv,
                                   {"model", "prompt", "ids", "max-new-tokens", "temperature", "top-k", "top-p", "seed",
                                    "stop", "format", "threads"},
-                                  {"greedy", "no-eos-stop"});
+                                  {"greedy", "no-eos-stop", "bf16"});
         if (args.flag("help")) {
             std::cout << kHelp;
             return 0;
@@ -137,6 +139,6 @@ int main(int argc, char** argv) {
         if (args.get("prompt") && args.get("ids")) throw ssm::cli::UsageError("give --prompt or --ids, not both");
         if (!args.get("prompt") && !args.get("ids")) throw ssm::cli::UsageError("give --prompt TEXT or --ids LIST");
         ssm::set_num_threads(static_cast<int>(args.integer("threads", 0, 1, 1024)));
-        return ssm::with_mamba_lm(model_dir, [&](const auto& model) { return run(model, args, model_dir); });
+        return ssm::with_mamba_lm(model_dir, [&](auto& model) { return run(ssm::cli::apply_weight_options(model, args), args, model_dir); });
     });
 }

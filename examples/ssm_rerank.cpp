@@ -40,6 +40,8 @@ usage: ssm-rerank --model DIR --input FILE.jsonl [options]
   --qrels FILE       with --run: print nDCG@10 and MRR@10 before and after reranking
   --no-eos           do not append config.json's eos_token_id to each input
   --batch-tokens N   tokens per packed batch (default 16384)
+  --bf16             keep the weight matrices in bfloat16: half the memory and faster
+                     decoding; float32 arithmetic (exact for a BF16 checkpoint)
   --threads N        worker threads (default: all cores)
   --help             this text
 
@@ -148,7 +150,7 @@ int main(int argc, char** argv) {
         const ssm::cli::Args args(argc, argv,
                                   {"model", "head", "input", "run", "queries", "corpus", "out", "depth", "qrels",
                                    "batch-tokens", "threads"},
-                                  {"no-eos"});
+                                  {"no-eos", "bf16"});
         if (args.flag("help")) {
             std::cout << kHelp;
             return 0;
@@ -162,6 +164,6 @@ int main(int argc, char** argv) {
         std::vector<std::filesystem::path> extra;
         if (auto head = args.get("head")) extra.emplace_back(*head);
         return ssm::with_mamba<ssm::RerankerHead>(
-            model_dir, [&](const auto& model) { return run(model, args, model_dir); }, extra);
+            model_dir, [&](auto& model) { return run(ssm::cli::apply_weight_options(model, args), args, model_dir); }, extra);
     });
 }

@@ -38,6 +38,8 @@ usage: ssm-retrieve --model DIR --corpus corpus.jsonl --queries queries.jsonl
                          must match the corpus), else computed and written to F
   --max-length N         keep the first N tokens of each document and query (default: all)
   --batch-tokens N       tokens per packed batch (default 16384)
+  --bf16                 keep the weight matrices in bfloat16: half the memory and faster
+                         decoding; float32 arithmetic (exact for a BF16 checkpoint)
   --threads N            worker threads (default: all cores)
   --help                 this text
 
@@ -158,7 +160,7 @@ int main(int argc, char** argv) {
         const ssm::cli::Args args(argc, argv,
                                   {"model", "corpus", "queries", "qrels", "beir", "top-k", "run",
                                    "corpus-embeddings", "max-length", "batch-tokens", "threads"},
-                                  {});
+                                  {"bf16"});
         if (args.flag("help")) {
             std::cout << kHelp;
             return 0;
@@ -168,6 +170,6 @@ int main(int argc, char** argv) {
             throw ssm::cli::UsageError("give --corpus and --queries, or --beir DIR");
         ssm::set_num_threads(static_cast<int>(args.integer("threads", 0, 1, 1024)));
         return ssm::with_mamba<ssm::BiEncoderHead<ssm::LastToken>>(
-            model_dir, [&](const auto& model) { return run(model, args, model_dir); });
+            model_dir, [&](auto& model) { return run(ssm::cli::apply_weight_options(model, args), args, model_dir); });
     });
 }

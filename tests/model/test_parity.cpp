@@ -199,3 +199,27 @@ TEST_CASE("parity: decoding a batch of sequences at once equals decoding each al
         CHECK(rel_error(rows_of(together, static_cast<ssm::index>(i), 1), span_of(alone)) < 1e-6);
     }
 }
+
+TEST_CASE("parity: bfloat16 weights are exact for a BF16 checkpoint, close for a float32 one", "[parity]") {
+    {  // weights stored as BF16 in the file: keeping them in bf16 loses nothing
+        const auto dir = ssm::test::data_dir() / "mamba-tiny-bf16-sharded";
+        const auto ref = ssm::SafetensorsFile::open(dir / "reference.safetensors");
+        auto model = ssm::MambaLM::load(dir);
+        model.store_weights_bf16();
+        REQUIRE(model.embedding().table().is_bf16());
+        check_sequences_one_by_one(model, ref, 2);
+        check_packed_batch(model, ref, 2);
+        check_generation(model, ref);
+    }
+    {  // float32 weights rounded to bf16: logits move, but only by bf16's precision
+        const auto dir = ssm::test::data_dir() / "mamba-tiny";
+        const auto ref = ssm::SafetensorsFile::open(dir / "reference.safetensors");
+        auto model = ssm::MambaLM::load(dir);
+        model.store_weights_bf16();
+        const auto ids = ids_of(ref, "seq1.input_ids");
+        const auto r = model.forward(ssm::Batch::of({ids}), {ssm::Logits::All, false});
+        const double err = rel_error(span_of(r.logits), ref.load_f32("seq1.logits").values());
+        CHECK(err > 1e-6);  // the weights did change
+        CHECK(err < 2e-2);
+    }
+}

@@ -7,18 +7,17 @@
 
 #include "ssm/core/tensor.hpp"
 #include "ssm/core/threads.hpp"
+#include "ssm/core/weights.hpp"
 #include "ssm/io/checkpoint.hpp"
 
 namespace ssm {
 
-/// The token embedding table (vocab, dim); also the LM head's weight when tied.
+/// The token embedding table (vocab, dim); also the LM head's weight when tied. Stored
+/// as float32, or as bfloat16 after `store_bf16` (rows are widened as they are gathered).
 class Embedding {
 public:
     Embedding() = default;
-    explicit Embedding(Tensor table) : table_(std::move(table)) {
-        require(table_.rank() == 2, "Embedding: table must be 2-D, got ",
-                shape_string(table_.shape()));
-    }
+    explicit Embedding(Tensor table) : table_(std::move(table)) {}
 
     [[nodiscard]] static Embedding load(const Checkpoint& ckpt, const std::string& name, index vocab,
                                         index dim) {
@@ -26,9 +25,12 @@ public:
         return Embedding(ckpt.load_f32(name, shape));
     }
 
-    [[nodiscard]] index vocab_size() const { return table_.dim(0); }
-    [[nodiscard]] index dim() const { return table_.dim(1); }
-    [[nodiscard]] const Tensor& table() const noexcept { return table_; }
+    [[nodiscard]] index vocab_size() const { return table_.rows(); }
+    [[nodiscard]] index dim() const { return table_.cols(); }
+    [[nodiscard]] const WeightMatrix& table() const noexcept { return table_; }
+
+    /// Keeps the table in bfloat16 from now on.
+    void store_bf16() { table_ = table_.to_bf16(); }
 
     /// Throws naming the position of the first id outside [0, vocab).
     void check_ids(std::span<const std::int32_t> ids) const {
@@ -44,14 +46,14 @@ public:
         require(out.rows() == static_cast<index>(ids.size()) && out.cols() == dim(),
                 "Embedding: output is (", out.rows(), ", ", out.cols(), "), expected (", ids.size(),
                 ", ", dim(), ")");
-        const ConstMatrixMap table = table_.matrix();
         parallel_for(out.rows(), 256, [&](index begin, index end) {
-            for (index r = begin; r < end; ++r) out.row(r) = table.row(ids[static_cast<std::size_t>(r)]);
+            for (index r = begin; r < end; ++r)
+                table_.rows_f32(ids[static_cast<std::size_t>(r)], 1, out.row(r).data());
         });
     }
 
 private:
-    Tensor table_;  // (vocab, dim)
+    WeightMatrix table_;  // (vocab, dim)
 };
 
 }  // namespace ssm

@@ -1,11 +1,13 @@
 // ssm/layers/linear.hpp — y = x Wᵀ (+ b) over a packed batch of rows.
 #pragma once
 
+#include <algorithm>
 #include <optional>
 #include <string>
 
 #include "ssm/core/tensor.hpp"
 #include "ssm/core/threads.hpp"
+#include "ssm/core/weights.hpp"
 #include "ssm/io/checkpoint.hpp"
 
 namespace ssm {
@@ -14,12 +16,14 @@ namespace ssm {
 ///
 /// Many rows (prefill) run as one matrix product on Eigen's blocked GEMM; a few rows
 /// (decoding) run as matrix-vector products split over threads by output rows, where
-/// the cost is reading the weight once.
+/// the cost is reading the weight once. The weight may be stored as bfloat16
+/// (`store_bf16`): it is then widened to float32 a block of rows at a time, so decoding
+/// reads half the bytes and the arithmetic stays float32.
 class Linear {
 public:
     Linear() = default;
-    Linear(Tensor weight, std::optional<Tensor> bias) : weight_(std::move(weight)), bias_(std::move(bias)) {
-        require(weight_.rank() == 2, "Linear: weight must be 2-D, got ", shape_string(weight_.shape()));
+    Linear(Tensor weight, std::optional<Tensor> bias) : Linear(WeightMatrix(std::move(weight)), std::move(bias)) {}
+    Linear(WeightMatrix weight, std::optional<Tensor> bias) : weight_(std::move(weight)), bias_(std::move(bias)) {
         if (bias_) require(bias_->size() == out_features(), "Linear: bias has ", bias_->size(),
                            " elements, expected ", out_features());
     }
@@ -37,10 +41,13 @@ public:
         return Linear(std::move(w), std::move(b));
     }
 
-    [[nodiscard]] index in_features() const { return weight_.dim(1); }
-    [[nodiscard]] index out_features() const { return weight_.dim(0); }
-    [[nodiscard]] const Tensor& weight() const noexcept { return weight_; }
+    [[nodiscard]] index in_features() const { return weight_.cols(); }
+    [[nodiscard]] index out_features() const { return weight_.rows(); }
+    [[nodiscard]] const WeightMatrix& weight() const noexcept { return weight_; }
     [[nodiscard]] const std::optional<Tensor>& bias() const noexcept { return bias_; }
+
+    /// Keeps the weight in bfloat16 from now on (the bias stays float32).
+    void store_bf16() { weight_ = weight_.to_bf16(); }
 
     /// y (rows, out) = x (rows, in) · Wᵀ + b. With `accumulate`, y += instead of y =.
     /// x and y may be column slices of wider matrices (their own row strides).
@@ -50,39 +57,25 @@ public:
                 ") do not fit weight (", out_features(), ", ", in_features(), ")");
         const index rows = x.rows();
         if (rows == 0) return;
-        const ConstMatrixMap w = weight_.matrix();  // (out, in)
+        if (weight_.is_bf16()) {
+            forward_bf16(x, y, accumulate);
+            return;
+        }
+        const ConstMatrixMap w = weight_.f32();  // (out, in)
         if (rows >= kGemmRows) {
             if (accumulate)
                 y.noalias() += x * w.transpose();
             else
                 y.noalias() = x * w.transpose();
-            if (bias_) y.rowwise() += bias_->vector().transpose();
+            add_bias(y, 0, out_features());
             return;
         }
         // Few rows (decoding): split the output features over threads. One row is a
         // matrix-vector product; several rows take each weight row once from memory and
         // dot it with every input row while it is in cache.
         parallel_for(out_features(), kRowsPerThread, [&](index begin, index end) {
-            auto yblock = y.middleCols(begin, end - begin);
-            if (rows == 1) {
-                const auto wblock = w.middleRows(begin, end - begin);
-                if (accumulate)
-                    yblock.noalias() += x * wblock.transpose();
-                else
-                    yblock.noalias() = x * wblock.transpose();
-            } else {
-                for (index o = begin; o < end; ++o) {
-                    const auto wrow = w.row(o);
-                    for (index r = 0; r < rows; ++r) {
-                        const float v = wrow.dot(x.row(r));
-                        if (accumulate)
-                            y(r, o) += v;
-                        else
-                            y(r, o) = v;
-                    }
-                }
-            }
-            if (bias_) yblock.rowwise() += bias_->vector().segment(begin, end - begin).transpose();
+            few_rows(x, y, w.middleRows(begin, end - begin), begin, accumulate);
+            add_bias(y, begin, end);
         });
     }
 
@@ -95,8 +88,75 @@ public:
 private:
     static constexpr index kGemmRows = 32;        // from here on, one blocked GEMM
     static constexpr index kRowsPerThread = 256;  // output features per thread, at least
+    static constexpr index kWidenGemmRows = 1024; // bf16 weight rows widened for one GEMM (prefill)
 
-    Tensor weight_;  // (out, in)
+    /// y[:, o0 + j] (+)= x · w.row(j) for the rows of `w` (weight rows o0, o0 + 1, ...).
+    template <class W>
+    static void few_rows(ConstStridedMap x, StridedMap y, const W& w, index o0, bool accumulate) {
+        const index rows = x.rows(), n = w.rows();
+        auto yblock = y.middleCols(o0, n);
+        if (rows == 1) {
+            if (accumulate)
+                yblock.noalias() += x * w.transpose();
+            else
+                yblock.noalias() = x * w.transpose();
+            return;
+        }
+        for (index o = 0; o < n; ++o) {
+            const auto wrow = w.row(o);
+            for (index r = 0; r < rows; ++r) {
+                const float v = wrow.dot(x.row(r));
+                if (accumulate)
+                    yblock(r, o) += v;
+                else
+                    yblock(r, o) = v;
+            }
+        }
+    }
+
+    void add_bias(StridedMap y, index begin, index end) const {
+        if (bias_) y.middleCols(begin, end - begin).rowwise() += bias_->vector().segment(begin, end - begin).transpose();
+    }
+
+    /// The bfloat16 weight. Many rows: widened a block of rows at a time, each block one
+    /// GEMM. One row: each weight row widened inside its dot product. A few rows: each
+    /// weight row widened once into a small buffer and dotted with every input row.
+    void forward_bf16(ConstStridedMap x, StridedMap y, bool accumulate) const {
+        const index rows = x.rows(), in = in_features();
+        if (rows >= kGemmRows) {
+            const index block = std::min(kWidenGemmRows, out_features());
+            Matrix w(block, in);
+            for (index o0 = 0; o0 < out_features(); o0 += block) {
+                const index n = std::min(block, out_features() - o0);
+                weight_.rows_f32(o0, n, w.data());
+                auto yblock = y.middleCols(o0, n);
+                if (accumulate)
+                    yblock.noalias() += x * w.topRows(n).transpose();
+                else
+                    yblock.noalias() = x * w.topRows(n).transpose();
+            }
+            add_bias(y, 0, out_features());
+            return;
+        }
+        parallel_for(out_features(), kRowsPerThread, [&](index begin, index end) {
+            if (rows == 1) {
+                const float* xr = x.data();
+                for (index o = begin; o < end; ++o) {
+                    const float v = dot_bf16(weight_.bf16_row(o), xr, in);
+                    y(0, o) = accumulate ? y(0, o) + v : v;
+                }
+            } else {
+                Matrix w(1, in);
+                for (index o = begin; o < end; ++o) {
+                    weight_.rows_f32(o, 1, w.data());
+                    few_rows(x, y, w, o, accumulate);
+                }
+            }
+            add_bias(y, begin, end);
+        });
+    }
+
+    WeightMatrix weight_;  // (out, in)
     std::optional<Tensor> bias_;  // (out)
 };
 

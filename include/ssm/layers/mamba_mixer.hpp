@@ -133,6 +133,11 @@ public:
         out_proj_.forward(cview(y), out, accumulate);
     }
 
+    /// Keeps the four projections' weights in bfloat16 (conv, A, D and biases stay float32).
+    void store_bf16() {
+        for (Linear* l : {&in_proj_, &x_proj_, &dt_proj_, &out_proj_}) l->store_bf16();
+    }
+
 private:
     SelectiveScanArgs scan_args(index T, const StridedMap& u, const StridedMap& dt,
                                 const StridedMap& xdbl, const float* z, StridedMap& y) const {

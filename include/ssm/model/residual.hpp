@@ -43,6 +43,11 @@ public:
     [[nodiscard]] const MixerT& mixer() const noexcept { return mixer_; }
     [[nodiscard]] state_type make_state(index batch) const { return mixer_.make_state(batch); }
 
+    /// Keeps the mixer's large weights in bfloat16, when the mixer can (`store_bf16()`).
+    void store_bf16() {
+        if constexpr (requires(MixerT& m) { m.store_bf16(); }) mixer_.store_bf16();
+    }
+
     /// Prefill: residual (T, D) += Mixer(Norm(residual)).
     void forward(StridedMap residual, std::span<const index> offsets, Workspace& ws,
                  const state_type* state_in, state_type* state_out) const {

@@ -32,6 +32,12 @@ public:
     [[nodiscard]] auto begin() const noexcept { return layers_.begin(); }
     [[nodiscard]] auto end() const noexcept { return layers_.end(); }
 
+    /// Keeps every layer's large weights in bfloat16, where the layer can (`store_bf16()`).
+    void store_bf16() {
+        if constexpr (requires(Layer& l) { l.store_bf16(); })
+            for (auto& l : layers_) l.store_bf16();
+    }
+
 private:
     std::vector<Layer> layers_;
 };

@@ -1,0 +1,57 @@
+// WeightMatrix: float32 and bfloat16 storage, rounding to nearest even, widening rows.
+#include <bit>
+#include <cmath>
+#include <string>
+#include <limits>
+#include <vector>
+
+#include "ssm/core/weights.hpp"
+#include "test_util.hpp"
+
+TEST_CASE("WeightMatrix::to_bf16 rounds every value as f32_to_bf16 and widens it back exactly", "[weights]") {
+    const ssm::index rows = 37, cols = 70000 / 37;  // enough elements for several threads
+    auto values = ssm::test::random_floats(static_cast<std::size_t>(rows * cols), -3, 3, 5);
+    values[0] = 0.0f;
+    values[1] = -0.0f;
+    values[2] = 1.0f + 0x1p-8f;  // halfway between two bf16 values: rounds to even (1.0)
+    values[3] = std::numeric_limits<float>::infinity();
+    const ssm::WeightMatrix f32(ssm::Tensor::from({rows, cols}, values));
+    REQUIRE_FALSE(f32.is_bf16());
+    CHECK(f32.bytes() == static_cast<std::size_t>(rows * cols) * 4);
+    for (const int threads : {1, 2}) {
+        ssm::set_num_threads(threads);
+        const ssm::WeightMatrix bf = f32.to_bf16();
+        REQUIRE(bf.is_bf16());
+        CHECK(bf.rows() == rows);
+        CHECK(bf.cols() == cols);
+        CHECK(bf.bytes() == static_cast<std::size_t>(rows * cols) * 2);
+        std::vector<float> got(static_cast<std::size_t>(rows * cols));
+        bf.rows_f32(0, rows, got.data());
+        std::size_t wrong = 0;
+        for (std::size_t i = 0; i < got.size(); ++i)
+            if (std::bit_cast<std::uint32_t>(got[i]) != std::bit_cast<std::uint32_t>(ssm::bf16_to_f32(ssm::f32_to_bf16(values[i]))))
+                ++wrong;
+        CHECK(wrong == 0);
+        CHECK(got[2] == 1.0f);
+        CHECK(std::signbit(got[1]));
+        CHECK(std::isinf(got[3]));
+        // Rounding moves a value by at most half a bf16 step: 2^-8 of it (8 significant bits).
+        for (std::size_t i = 4; i < got.size(); i += 97)
+            CHECK(std::abs(got[i] - values[i]) <= std::abs(values[i]) * 0x1p-8f);
+        CHECK(bf.to_bf16().bytes() == bf.bytes());  // already bf16: unchanged
+    }
+    ssm::set_num_threads(0);
+    CHECK(ssm::test::error_of([&] { (void)f32.to_bf16().f32(); }).find("bfloat16") != std::string::npos);
+}
+
+TEST_CASE("WeightMatrix::rows_f32 copies a block of rows from either storage", "[weights]") {
+    const std::vector<float> values = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};  // exact in bf16
+    const ssm::WeightMatrix f32(ssm::Tensor::from({4, 3}, values));
+    for (const auto& w : {f32, f32.to_bf16()}) {
+        std::vector<float> out(6, -1.0f);
+        w.rows_f32(1, 2, out.data());
+        CHECK(out == std::vector<float>{4, 5, 6, 7, 8, 9});
+    }
+    CHECK(f32.f32()(3, 2) == 12.0f);
+    CHECK(ssm::test::error_of([] { (void)ssm::WeightMatrix(ssm::Tensor::zeros({2, 3, 4})); }).find("2-D") != std::string::npos);
+}
