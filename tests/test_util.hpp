@@ -12,6 +12,7 @@
 
 #include "catch.hpp"
 #include "ssm/core/error.hpp"
+#include "ssm/core/tensor.hpp"
 #include "ssm/io/safetensors.hpp"
 
 namespace ssm::test {
@@ -90,6 +91,18 @@ inline std::filesystem::path write_score_head(const SafetensorsFile& ref, const 
     if (with_bias) t.push_back(f32_tensor("score.bias", {b.shape().begin(), b.shape().end()}, b.values()));
     write_safetensors(path, t);
     return path;
+}
+
+/// Token ids stored as I64 in a reference file, as the model takes them.
+inline std::vector<std::int32_t> ids_of(const SafetensorsFile& ref, const std::string& name) {
+    const auto v = ref.load_i64(name);
+    return {v.begin(), v.end()};
+}
+
+/// All of `m`, or `count` rows from `first`, as a flat span (for rel_error).
+inline std::span<const float> span_of(const Matrix& m) { return {m.data(), static_cast<std::size_t>(m.size())}; }
+inline std::span<const float> rows_of(const Matrix& m, index first, index count) {
+    return {m.data() + first * m.cols(), static_cast<std::size_t>(count * m.cols())};
 }
 
 }  // namespace ssm::test

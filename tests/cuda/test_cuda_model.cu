@@ -17,20 +17,12 @@ namespace {
 
 namespace cu = ssm::cuda;
 using ssm::test::rel_error;
+using ssm::test::ids_of;
+using ssm::test::span_of;
+using ssm::test::rows_of;
 
 constexpr double kTol = 1e-5;   // against the float64 references and the CPU
 constexpr double kSelf = 1e-6;  // the same computation packed or split differently
-
-std::vector<std::int32_t> ids_of(const ssm::SafetensorsFile& ref, const std::string& name) {
-    const auto v = ref.load_i64(name);
-    return {v.begin(), v.end()};
-}
-std::span<const float> span_of(const ssm::Matrix& m) {
-    return {m.data(), static_cast<std::size_t>(m.size())};
-}
-std::span<const float> rows_of(const ssm::Matrix& m, ssm::index first, ssm::index count) {
-    return {m.data() + first * m.cols(), static_cast<std::size_t>(count * m.cols())};
-}
 
 struct Case {
     std::string folder;

@@ -7,11 +7,7 @@
 #include "ssm/ssm.hpp"
 #include "test_util.hpp"
 
-namespace {
-
-std::span<const float> span_of(const ssm::Matrix& m) { return {m.data(), static_cast<std::size_t>(m.size())}; }
-
-}  // namespace
+using ssm::test::span_of;
 
 TEST_CASE("BiEncoderHead<LastToken> gives transformers' embeddings and cosines", "[bi_encoder]") {
     for (const char* folder : {"mamba-tiny", "mambabyte-tiny", "mamba-tiny-bf16-sharded"}) {

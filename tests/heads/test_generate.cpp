@@ -7,14 +7,7 @@
 #include "ssm/ssm.hpp"
 #include "test_util.hpp"
 
-namespace {
-
-std::vector<std::int32_t> ids_of(const ssm::SafetensorsFile& ref, const std::string& name) {
-    const auto v = ref.load_i64(name);
-    return {v.begin(), v.end()};
-}
-
-}  // namespace
+using ssm::test::ids_of;
 
 TEST_CASE("greedy generate() reproduces generate.output exactly", "[generate]") {
     for (const char* folder : {"mamba-tiny", "mambabyte-tiny", "mamba-tiny-bf16-sharded"}) {

@@ -1,6 +1,7 @@
 // Linear against a naive double-precision product: the GEMM path (many rows), the
 // matrix-vector path (few rows), bias, accumulate, strided inputs, thread counts.
 #include <cmath>
+#include <initializer_list>
 #include <vector>
 
 #include "ssm/layers/linear.hpp"
@@ -21,6 +22,33 @@ std::vector<float> naive(const std::vector<float>& x, const std::vector<float>& 
     return y;
 }
 
+
+/// lin.forward, plain and accumulating, equals the naive product with weight `w` (what
+/// the layer should compute with) for each row count and thread count.
+void check_against_naive(const ssm::Linear& lin, const std::vector<float>& w, const std::vector<float>* b,
+                         std::initializer_list<ssm::index> row_counts, unsigned seed) {
+    const ssm::index in = lin.in_features(), out = lin.out_features();
+    for (ssm::index rows : row_counts) {
+        for (int threads : {1, 2, 3}) {
+            ssm::set_num_threads(threads);
+            INFO("rows " << rows << " bias " << (b != nullptr) << " threads " << threads);
+            const auto x = ssm::test::random_floats(static_cast<std::size_t>(rows * in), -1, 1, seed + static_cast<unsigned>(rows));
+            const auto expect = naive(x, w, b, rows, in, out);
+            ssm::Matrix xm = ssm::ConstMatrixMap(x.data(), rows, in);
+            ssm::Matrix y = ssm::Matrix::Constant(rows, out, std::nanf(""));
+            lin.forward(xm, y);
+            CHECK(ssm::test::rel_error({y.data(), static_cast<std::size_t>(y.size())}, expect) < 1e-6);
+            // accumulate: y += x·Wᵀ + b
+            ssm::Matrix y2 = ssm::Matrix::Constant(rows, out, 0.5f);
+            lin.forward(xm, y2, true);
+            std::vector<float> expect2 = expect;
+            for (auto& v : expect2) v += 0.5f;
+            CHECK(ssm::test::rel_error({y2.data(), static_cast<std::size_t>(y2.size())}, expect2) < 1e-6);
+        }
+    }
+    ssm::set_num_threads(0);
+}
+
 }  // namespace
 
 TEST_CASE("Linear equals x·Wᵀ + b for few and many rows", "[linear]") {
@@ -30,30 +58,12 @@ TEST_CASE("Linear equals x·Wᵀ + b for few and many rows", "[linear]") {
     for (bool with_bias : {false, true}) {
         const ssm::Linear lin(ssm::Tensor::from({out, in}, w),
                               with_bias ? std::optional(ssm::Tensor::from({out}, b)) : std::nullopt);
-        for (ssm::index rows : {1, 2, 7, 8, 9, 64}) {
-            for (int threads : {1, 2, 3}) {
-                ssm::set_num_threads(threads);
-                INFO("rows " << rows << " bias " << with_bias << " threads " << threads);
-                const auto x = ssm::test::random_floats(static_cast<std::size_t>(rows * in), -1, 1, 3 + rows);
-                const auto expect = naive(x, w, with_bias ? &b : nullptr, rows, in, out);
-                ssm::Matrix xm = ssm::ConstMatrixMap(x.data(), rows, in);
-                ssm::Matrix y(rows, out);
-                lin.forward(xm, y);
-                CHECK(ssm::test::rel_error({y.data(), static_cast<std::size_t>(y.size())}, expect) < 1e-6);
-                // accumulate: y += x·Wᵀ + b
-                ssm::Matrix y2 = ssm::Matrix::Constant(rows, out, 0.5f);
-                lin.forward(xm, y2, true);
-                std::vector<float> expect2 = expect;
-                for (auto& v : expect2) v += 0.5f;
-                CHECK(ssm::test::rel_error({y2.data(), static_cast<std::size_t>(y2.size())}, expect2) < 1e-6);
-            }
-        }
+        check_against_naive(lin, w, with_bias ? &b : nullptr, {1, 2, 7, 8, 9, 64}, 3);
     }
-    ssm::set_num_threads(0);
 }
 
 TEST_CASE("Linear with a bfloat16 weight equals x·W_bf16ᵀ + b on every path", "[linear]") {
-    // More output features than one widened block (64 rows a thread, 1024 for a GEMM).
+    // More output features than one widened GEMM block (1024 rows).
     const ssm::index in = 67, out = 2100;
     const auto w = ssm::test::random_floats(static_cast<std::size_t>(in * out), -1, 1, 11);
     const auto b = ssm::test::random_floats(static_cast<std::size_t>(out), -1, 1, 12);
@@ -64,25 +74,8 @@ TEST_CASE("Linear with a bfloat16 weight equals x·W_bf16ᵀ + b on every path",
                         with_bias ? std::optional(ssm::Tensor::from({out}, b)) : std::nullopt);
         lin.store_bf16();
         REQUIRE(lin.weight().is_bf16());
-        for (ssm::index rows : {1, 2, 7, 31, 32, 100}) {
-            for (int threads : {1, 2, 3}) {
-                ssm::set_num_threads(threads);
-                INFO("rows " << rows << " bias " << with_bias << " threads " << threads);
-                const auto x = ssm::test::random_floats(static_cast<std::size_t>(rows * in), -1, 1, 20 + rows);
-                const auto expect = naive(x, w_rounded, with_bias ? &b : nullptr, rows, in, out);
-                ssm::Matrix xm = ssm::ConstMatrixMap(x.data(), rows, in);
-                ssm::Matrix y = ssm::Matrix::Constant(rows, out, std::nanf(""));
-                lin.forward(xm, y);
-                CHECK(ssm::test::rel_error({y.data(), static_cast<std::size_t>(y.size())}, expect) < 1e-6);
-                ssm::Matrix y2 = ssm::Matrix::Constant(rows, out, 0.5f);
-                lin.forward(xm, y2, true);
-                std::vector<float> expect2 = expect;
-                for (auto& v : expect2) v += 0.5f;
-                CHECK(ssm::test::rel_error({y2.data(), static_cast<std::size_t>(y2.size())}, expect2) < 1e-6);
-            }
-        }
+        check_against_naive(lin, w_rounded, with_bias ? &b : nullptr, {1, 2, 7, 31, 32, 100}, 20);
     }
-    ssm::set_num_threads(0);
 }
 
 TEST_CASE("Linear reads and writes column slices of wider matrices", "[linear]") {
