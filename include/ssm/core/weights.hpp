@@ -15,34 +15,69 @@
 
 namespace ssm {
 
-/// Σ bf16(w[i]) · x[i] over n elements, widening as it goes (no buffer): what a decoding
-/// step does with every row of a bfloat16 weight. Vectorised with GCC/Clang vector types
-/// (16 lanes; the compiler maps them to AVX-512, AVX2 or SSE), scalar elsewhere.
-[[nodiscard]] inline float dot_bf16(const std::uint16_t* w, const float* x, index n) noexcept {
-    index i = 0;
-    float sum = 0.0f;
+namespace detail {
+
+[[nodiscard]] inline float widen(float v) noexcept { return v; }
+[[nodiscard]] inline float widen(std::uint16_t bf16) noexcept { return bf16_to_f32(bf16); }
+
 #if defined(__GNUC__) || defined(__clang__)
-    using f32x16 = float __attribute__((vector_size(64)));
-    using u32x16 = std::uint32_t __attribute__((vector_size(64)));
-    using u16x16 = std::uint16_t __attribute__((vector_size(32)));
-    f32x16 acc0{}, acc1{};  // two chains, to overlap the FMA latency
-    for (; i + 32 <= n; i += 32) {
-        u16x16 h0, h1;
-        f32x16 x0, x1;
-        std::memcpy(&h0, w + i, sizeof h0);
-        std::memcpy(&h1, w + i + 16, sizeof h1);
-        std::memcpy(&x0, x + i, sizeof x0);
-        std::memcpy(&x1, x + i + 16, sizeof x1);
-        const auto w0 = std::bit_cast<f32x16>(__builtin_convertvector(h0, u32x16) << 16);
-        const auto w1 = std::bit_cast<f32x16>(__builtin_convertvector(h1, u32x16) << 16);
-        acc0 += w0 * x0;
-        acc1 += w1 * x1;
-    }
-    const f32x16 acc = acc0 + acc1;
-    for (int l = 0; l < 16; ++l) sum += acc[l];
+// 16 floats: GCC and Clang map the type to AVX-512, two AVX2 or four SSE registers.
+using f32x16 = float __attribute__((vector_size(64)));
+using u32x16 = std::uint32_t __attribute__((vector_size(64)));
+using u16x16 = std::uint16_t __attribute__((vector_size(32)));
+
+[[nodiscard]] inline f32x16 load16(const float* p) noexcept {
+    f32x16 v;
+    std::memcpy(&v, p, sizeof v);
+    return v;
+}
+[[nodiscard]] inline f32x16 load16(const std::uint16_t* p) noexcept {  // bf16, widened
+    u16x16 h;
+    std::memcpy(&h, p, sizeof h);
+    return std::bit_cast<f32x16>(__builtin_convertvector(h, u32x16) << 16);
+}
+
+/// The sum of the 16 lanes, as a tree of vector halvings (not 15 scalar adds in a row).
+[[nodiscard]] inline float sum16(f32x16 a) noexcept {
+    using f32x8 = float __attribute__((vector_size(32)));
+    using f32x4 = float __attribute__((vector_size(16)));
+    const f32x8 s8 = __builtin_shufflevector(a, a, 0, 1, 2, 3, 4, 5, 6, 7) +
+                     __builtin_shufflevector(a, a, 8, 9, 10, 11, 12, 13, 14, 15);
+    const f32x4 s4 = __builtin_shufflevector(s8, s8, 0, 1, 2, 3) + __builtin_shufflevector(s8, s8, 4, 5, 6, 7);
+    return (s4[0] + s4[2]) + (s4[1] + s4[3]);
+}
 #endif
-    for (; i < n; ++i) sum += bf16_to_f32(w[i]) * x[i];
-    return sum;
+
+}  // namespace detail
+
+/// out[r] = Σᵢ w[i] · x[r·ldx + i] for R input rows at once, with `w` float32 or bfloat16
+/// (widened as it is read, no buffer): each chunk of the weight row is loaded once and
+/// meets all R rows, and there are enough independent sums to hide the multiply-add
+/// latency. What decoding does with every weight row. Scalar without GCC/Clang.
+template <int R, class T>
+inline void dot_rows(const T* w, const float* x, index ldx, index n, float* out) noexcept {
+    index i = 0;
+    float sum[R] = {};
+#if defined(__GNUC__) || defined(__clang__)
+    constexpr int kChunks = R >= 4 ? 1 : 4 / R;  // 16-float chunks per step: ≥ 4 chains
+    detail::f32x16 acc[kChunks][R] = {};
+    for (; i + 16 * kChunks <= n; i += 16 * kChunks) {
+        for (int c = 0; c < kChunks; ++c) {
+            const detail::f32x16 wv = detail::load16(w + i + 16 * c);
+            for (int r = 0; r < R; ++r) acc[c][r] += wv * detail::load16(x + r * ldx + i + 16 * c);
+        }
+    }
+    for (int r = 0; r < R; ++r) {
+        detail::f32x16 a = acc[0][r];
+        for (int c = 1; c < kChunks; ++c) a += acc[c][r];
+        sum[r] = detail::sum16(a);
+    }
+#endif
+    for (; i < n; ++i) {
+        const float wv = detail::widen(w[i]);
+        for (int r = 0; r < R; ++r) sum[r] += wv * x[r * ldx + i];
+    }
+    for (int r = 0; r < R; ++r) out[r] = sum[r];
 }
 
 /// A (rows, cols) row-major weight matrix: float32 (a `Tensor`, possibly a zero-copy view of
@@ -81,6 +116,9 @@ public:
     [[nodiscard]] std::size_t bytes() const noexcept {
         return static_cast<std::size_t>(rows_ * cols_) * (is_bf16() ? 2 : 4);
     }
+
+    /// Row r's values (cols of them) in storage: float32 or bfloat16 bits.
+    [[nodiscard]] const float* f32_row(index r) const noexcept { return f32_.data() + r * cols_; }
 
     /// The float32 matrix; only for float32 storage.
     [[nodiscard]] ConstMatrixMap f32() const {

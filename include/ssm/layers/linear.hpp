@@ -70,11 +70,10 @@ public:
             add_bias(y, 0, out_features());
             return;
         }
-        // Few rows (decoding): split the output features over threads. One row is a
-        // matrix-vector product; several rows take each weight row once from memory and
-        // dot it with every input row while it is in cache.
+        // Few rows (decoding): split the output features over threads; each weight row is
+        // read from memory once and meets every input row while it is in registers.
         parallel_for(out_features(), kRowsPerThread, [&](index begin, index end) {
-            few_rows(x, y, w.middleRows(begin, end - begin), begin, accumulate);
+            few_rows(x, y, weight_.f32_row(0), begin, end, accumulate);
             add_bias(y, begin, end);
         });
     }
@@ -90,26 +89,33 @@ private:
     static constexpr index kRowsPerThread = 256;  // output features per thread, at least
     static constexpr index kWidenGemmRows = 1024; // bf16 weight rows widened for one GEMM (prefill)
 
-    /// y[:, o0 + j] (+)= x · w.row(j) for the rows of `w` (weight rows o0, o0 + 1, ...).
-    template <class W>
-    static void few_rows(ConstStridedMap x, StridedMap y, const W& w, index o0, bool accumulate) {
-        const index rows = x.rows(), n = w.rows();
-        auto yblock = y.middleCols(o0, n);
-        if (rows == 1) {
-            if (accumulate)
-                yblock.noalias() += x * w.transpose();
-            else
-                yblock.noalias() = x * w.transpose();
-            return;
-        }
-        for (index o = 0; o < n; ++o) {
-            const auto wrow = w.row(o);
-            for (index r = 0; r < rows; ++r) {
-                const float v = wrow.dot(x.row(r));
-                if (accumulate)
-                    yblock(r, o) += v;
-                else
-                    yblock(r, o) = v;
+    /// y[:, o] (+)= x · w_o for o in [begin, end), with w_o = w + o·in the weight row
+    /// (float32 or bfloat16 values): input rows in groups of 8, 4, 2, 1 per `dot_rows`.
+    template <class T>
+    void few_rows(ConstStridedMap x, StridedMap y, const T* w, index begin, index end, bool accumulate) const {
+        const index rows = x.rows(), in = in_features(), ldx = x.outerStride();
+        float out[8];
+        for (index o = begin; o < end; ++o) {
+            const T* wo = w + o * in;
+            index r = 0;
+            const auto store = [&](int count) {
+                for (int k = 0; k < count; ++k, ++r) y(r, o) = accumulate ? y(r, o) + out[k] : out[k];
+            };
+            for (; r + 8 <= rows;) {
+                dot_rows<8>(wo, x.data() + r * ldx, ldx, in, out);
+                store(8);
+            }
+            if (r + 4 <= rows) {
+                dot_rows<4>(wo, x.data() + r * ldx, ldx, in, out);
+                store(4);
+            }
+            if (r + 2 <= rows) {
+                dot_rows<2>(wo, x.data() + r * ldx, ldx, in, out);
+                store(2);
+            }
+            if (r < rows) {
+                dot_rows<1>(wo, x.data() + r * ldx, ldx, in, out);
+                store(1);
             }
         }
     }
@@ -119,8 +125,7 @@ private:
     }
 
     /// The bfloat16 weight. Many rows: widened a block of rows at a time, each block one
-    /// GEMM. One row: each weight row widened inside its dot product. A few rows: each
-    /// weight row widened once into a small buffer and dotted with every input row.
+    /// GEMM. A few rows: each weight row widened inside the dot products (`few_rows`).
     void forward_bf16(ConstStridedMap x, StridedMap y, bool accumulate) const {
         const index rows = x.rows(), in = in_features();
         if (rows >= kGemmRows) {
@@ -139,19 +144,7 @@ private:
             return;
         }
         parallel_for(out_features(), kRowsPerThread, [&](index begin, index end) {
-            if (rows == 1) {
-                const float* xr = x.data();
-                for (index o = begin; o < end; ++o) {
-                    const float v = dot_bf16(weight_.bf16_row(o), xr, in);
-                    y(0, o) = accumulate ? y(0, o) + v : v;
-                }
-            } else {
-                Matrix w(1, in);
-                for (index o = begin; o < end; ++o) {
-                    weight_.rows_f32(o, 1, w.data());
-                    few_rows(x, y, w, o, accumulate);
-                }
-            }
+            few_rows(x, y, weight_.bf16_row(0), begin, end, accumulate);
             add_bias(y, begin, end);
         });
     }
