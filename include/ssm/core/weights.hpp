@@ -26,19 +26,18 @@ using f32x16 = float __attribute__((vector_size(64)));
 using u32x16 = std::uint32_t __attribute__((vector_size(64)));
 using u16x16 = std::uint16_t __attribute__((vector_size(32)));
 
-[[nodiscard]] inline f32x16 load16(const float* p) noexcept {
-    f32x16 v;
-    std::memcpy(&v, p, sizeof v);
-    return v;
-}
-[[nodiscard]] inline f32x16 load16(const std::uint16_t* p) noexcept {  // bf16, widened
+// Vectors are passed by reference only: by value, a 64-byte vector's calling convention
+// depends on whether AVX-512 is enabled (GCC's -Wpsabi).
+inline void load16(f32x16& v, const float* p) noexcept { std::memcpy(&v, p, sizeof v); }
+inline void load16(f32x16& v, const std::uint16_t* p) noexcept {  // bf16, widened
     u16x16 h;
     std::memcpy(&h, p, sizeof h);
-    return std::bit_cast<f32x16>(__builtin_convertvector(h, u32x16) << 16);
+    const u32x16 bits = __builtin_convertvector(h, u32x16) << 16;
+    std::memcpy(&v, &bits, sizeof v);
 }
 
 /// The sum of the 16 lanes, as a tree of vector halvings (not 15 scalar adds in a row).
-[[nodiscard]] inline float sum16(f32x16 a) noexcept {
+[[nodiscard]] inline float sum16(const f32x16& a) noexcept {
     using f32x8 = float __attribute__((vector_size(32)));
     using f32x4 = float __attribute__((vector_size(16)));
     const f32x8 s8 = __builtin_shufflevector(a, a, 0, 1, 2, 3, 4, 5, 6, 7) +
@@ -56,15 +55,21 @@ using u16x16 = std::uint16_t __attribute__((vector_size(32)));
 /// latency. What decoding does with every weight row. Scalar without GCC/Clang.
 template <int R, class T>
 inline void dot_rows(const T* w, const float* x, index ldx, index n, float* out) noexcept {
-    index i = 0;
     float sum[R] = {};
+    index vector_end = 0;  // [0, vector_end) in vectors, the rest one by one
 #if defined(__GNUC__) || defined(__clang__)
-    constexpr int kChunks = R >= 4 ? 1 : 4 / R;  // 16-float chunks per step: ≥ 4 chains
+    constexpr index kStep = 16 * (R >= 4 ? 1 : 4 / R);  // ≥ 4 independent sums per step
+    constexpr int kChunks = static_cast<int>(kStep / 16);
+    vector_end = n - n % kStep;
     detail::f32x16 acc[kChunks][R] = {};
-    for (; i + 16 * kChunks <= n; i += 16 * kChunks) {
+    for (index i = 0; i < vector_end; i += kStep) {
         for (int c = 0; c < kChunks; ++c) {
-            const detail::f32x16 wv = detail::load16(w + i + 16 * c);
-            for (int r = 0; r < R; ++r) acc[c][r] += wv * detail::load16(x + r * ldx + i + 16 * c);
+            detail::f32x16 wv, xv;
+            detail::load16(wv, w + i + 16 * c);
+            for (int r = 0; r < R; ++r) {
+                detail::load16(xv, x + r * ldx + i + 16 * c);
+                acc[c][r] += wv * xv;
+            }
         }
     }
     for (int r = 0; r < R; ++r) {
@@ -73,7 +78,7 @@ inline void dot_rows(const T* w, const float* x, index ldx, index n, float* out)
         sum[r] = detail::sum16(a);
     }
 #endif
-    for (; i < n; ++i) {
+    for (index i = vector_end; i < n; ++i) {
         const float wv = detail::widen(w[i]);
         for (int r = 0; r < R; ++r) sum[r] += wv * x[r * ldx + i];
     }
