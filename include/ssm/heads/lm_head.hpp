@@ -41,6 +41,7 @@ public:
         else
             proj_.store_bf16();
     }
+
     [[nodiscard]] index vocab_size() const { return proj_.out_features(); }
 
     /// logits (rows, vocab) = hidden (rows, D) · Wᵀ.

@@ -16,9 +16,9 @@ namespace ssm {
 ///
 /// Many rows (prefill) run as one matrix product on Eigen's blocked GEMM; a few rows
 /// (decoding) run as matrix-vector products split over threads by output rows, where
-/// the cost is reading the weight once. The weight may be stored as bfloat16
-/// (`store_bf16`): it is then widened to float32 a block of rows at a time, so decoding
-/// reads half the bytes and the arithmetic stays float32.
+/// the cost is reading the weight once (`dot_rows`). The weight may be stored as bfloat16
+/// (`store_bf16`): decoding then widens it inside the dot products and reads half the
+/// bytes, prefill widens a block of rows per GEMM; the arithmetic stays float32.
 class Linear {
 public:
     Linear() = default;
