@@ -382,6 +382,35 @@ struct ScanCase {
     }
 };
 
+/// The device operands of `c` in the mixer's layout for `rows` rows: Δ raw with the bias and
+/// softplus done inside, D and the z gate on, no state. Tests switch parts off afterwards.
+template <class In>
+cu::ScanParams<In> case_params(const ScanCase& c, ssm::index rows, const In* u, const In* dt,
+                               const float* dt_bias, const float* A, const In* xdbl,
+                               const float* D, const In* xz, In* y) {
+    cu::ScanParams<In> p;
+    p.T = rows;
+    p.E = c.E;
+    p.N = static_cast<int>(c.N);
+    p.u = u;
+    p.ld_u = c.E;
+    p.dt = dt;
+    p.ld_dt = c.E;
+    p.dt_bias = dt_bias;
+    p.dt_softplus = true;
+    p.A = A;
+    p.B = xdbl + ScanCase::R;
+    p.ld_B = c.ldx();
+    p.C = xdbl + ScanCase::R + c.N;
+    p.ld_C = c.ldx();
+    p.D = D;
+    p.z = xz + c.E;
+    p.ld_z = 2 * c.E;
+    p.y = y;
+    p.ld_y = c.E;
+    return p;
+}
+
 }  // namespace
 
 TEST_CASE("cuda op: selective scan equals the CPU sequential scan over packed sequences",
@@ -417,26 +446,10 @@ TEST_CASE("cuda op: selective scan equals the CPU sequential scan over packed se
                 auto d_state = cu::upload(c.state0);
                 auto d_final = poisoned(state_cpu.size());
                 auto d_y = poisoned(y_cpu.size());
-                cu::ScanParams<float> p;
-                p.T = c.T;
-                p.E = E;
-                p.N = static_cast<int>(N);
-                p.u = d_u.data();
-                p.ld_u = E;
-                p.dt = d_dt.data();
-                p.ld_dt = E;
-                p.dt_bias = d_bias.data();
-                p.dt_softplus = true;
-                p.A = d_A.data();
-                p.B = d_xdbl.data() + ScanCase::R;
-                p.ld_B = c.ldx();
-                p.C = d_xdbl.data() + ScanCase::R + N;
-                p.ld_C = c.ldx();
-                p.D = with_D ? d_D.data() : nullptr;
-                p.z = with_z ? d_xz.data() + E : nullptr;
-                p.ld_z = 2 * E;
-                p.y = d_y.data();
-                p.ld_y = E;
+                auto p = case_params<float>(c, c.T, d_u.data(), d_dt.data(), d_bias.data(), d_A.data(),
+                                            d_xdbl.data(), d_D.data(), d_xz.data(), d_y.data());
+                if (!with_D) p.D = nullptr;
+                if (!with_z) p.z = nullptr;
                 p.initial_state = with_state ? d_state.data() : nullptr;
                 p.final_state = in_place && with_state ? d_state.data() : d_final.data();
                 cu::selective_scan(p, d_off, nullptr);
@@ -471,26 +484,12 @@ TEST_CASE(
                 const auto d_state = cu::upload(c.state0);
                 auto d_final = poisoned(state_cpu.size());
                 auto d_y = poisoned(y_cpu.size());
-                cu::ScanParams<float> p;
-                p.T = c.T;
-                p.E = c.E;
-                p.N = static_cast<int>(N);
-                p.u = d_u.data();
-                p.ld_u = c.E;
-                p.dt = d_dt.data();
-                p.ld_dt = c.E;
-                p.dt_bias = softplus_inside ? d_bias.data() : nullptr;
-                p.dt_softplus = softplus_inside;
-                p.A = d_A.data();
-                p.B = d_xdbl.data() + ScanCase::R;
-                p.ld_B = c.ldx();
-                p.C = d_xdbl.data() + ScanCase::R + N;
-                p.ld_C = c.ldx();
-                p.D = d_D.data();
-                p.z = d_xz.data() + c.E;
-                p.ld_z = 2 * c.E;
-                p.y = d_y.data();
-                p.ld_y = c.E;
+                auto p = case_params<float>(c, c.T, d_u.data(), d_dt.data(), d_bias.data(), d_A.data(),
+                                            d_xdbl.data(), d_D.data(), d_xz.data(), d_y.data());
+                if (!softplus_inside) {
+                    p.dt_bias = nullptr;
+                    p.dt_softplus = false;
+                }
                 p.initial_state = d_state.data();
                 p.final_state = d_final.data();
                 cu::selective_scan(p, d_off, nullptr);
@@ -533,26 +532,9 @@ TEST_CASE("cuda op: bf16 selective scan equals the CPU on the same rounded input
             auto d_final = poisoned(state_cpu.size());
             cu::DeviceBuffer<__nv_bfloat16> d_y(y_cpu.size());
             d_y.poison();
-            cu::ScanParams<__nv_bfloat16> p;
-            p.T = c.T;
-            p.E = c.E;
-            p.N = static_cast<int>(N);
-            p.u = d_u.data();
-            p.ld_u = c.E;
-            p.dt = d_dt.data();
-            p.ld_dt = c.E;
-            p.dt_bias = d_bias.data();
-            p.dt_softplus = true;
-            p.A = d_A.data();
-            p.B = d_xdbl.data() + ScanCase::R;
-            p.ld_B = c.ldx();
-            p.C = d_xdbl.data() + ScanCase::R + N;
-            p.ld_C = c.ldx();
-            p.D = d_D.data();
-            p.z = d_xz.data() + c.E;
-            p.ld_z = 2 * c.E;
-            p.y = d_y.data();
-            p.ld_y = c.E;
+            auto p = case_params<__nv_bfloat16>(c, c.T, d_u.data(), d_dt.data(), d_bias.data(),
+                                                d_A.data(), d_xdbl.data(), d_D.data(), d_xz.data(),
+                                                d_y.data());
             p.initial_state = d_state.data();
             p.final_state = d_final.data();
             cu::selective_scan(p, d_off, nullptr);
@@ -613,26 +595,9 @@ TEST_CASE("cuda op: selective state update equals ssm::selective_state_update, s
                     const auto d_xdbl = cu::upload(c.xdbl);
                     const auto d_xz = cu::upload(c.xz);
                     auto d_y = poisoned(y_cpu.size());
-                    cu::ScanParams<float> p;
-                    p.T = B;
-                    p.E = E;
-                    p.N = static_cast<int>(N);
-                    p.u = d_u.data();
-                    p.ld_u = E;
-                    p.dt = d_dt.data();
-                    p.ld_dt = E;
-                    p.dt_bias = d_bias.data();
-                    p.dt_softplus = true;
-                    p.A = d_A.data();
-                    p.B = d_xdbl.data() + ScanCase::R;
-                    p.ld_B = c.ldx();
-                    p.C = d_xdbl.data() + ScanCase::R + N;
-                    p.ld_C = c.ldx();
-                    p.D = d_D.data();
-                    p.z = d_xz.data() + E;
-                    p.ld_z = 2 * E;
-                    p.y = d_y.data();
-                    p.ld_y = E;
+                    const auto p = case_params<float>(c, B, d_u.data(), d_dt.data(), d_bias.data(),
+                                                      d_A.data(), d_xdbl.data(), d_D.data(), d_xz.data(),
+                                                      d_y.data());
                     cu::selective_state_update(p, d_state.data(), nullptr);
                     check_close(d_y.to_host(), y_cpu, kTol, "y");
                     check_close(d_state.to_host(), state, kTol, "state");
