@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "ssm/ssm.hpp"
+#include "model/generation_check.hpp"
 #include "test_util.hpp"
 
 namespace {
@@ -67,39 +68,6 @@ void check_packed_batch(const Model& model, const ssm::SafetensorsFile& ref, int
     }
 }
 
-template <class Model>
-void check_generation(const Model& model, const ssm::SafetensorsFile& ref) {
-    const auto prompt = ids_of(ref, "generate.prompt");
-    const auto expected = ids_of(ref, "generate.output");
-    const ssm::Tensor full_logits = ref.load_f32("generate.full_logits");  // (len(expected), vocab)
-    const ssm::index V = model.vocab_size();
-    REQUIRE(expected.size() > prompt.size());
-
-    // Full forward over the whole output.
-    const auto full = model.forward(ssm::Batch::of({expected}), {ssm::Logits::All, false});
-    CHECK(rel_error(span_of(full.logits), full_logits.values()) < kTol);
-
-    // Prefill the prompt into a state, then greedy decoding one token at a time.
-    auto state = model.make_state(1);
-    const auto pre = model.forward(ssm::Batch::of({prompt}), {ssm::Logits::All, false}, &state);
-    CHECK(rel_error(span_of(pre.logits),
-                    full_logits.values().subspan(0, prompt.size() * static_cast<std::size_t>(V))) < kTol);
-    std::vector<std::int32_t> out = prompt;
-    ssm::Matrix logits = pre.logits.bottomRows(1);
-    while (out.size() < expected.size()) {
-        ssm::index next = 0;
-        logits.row(0).maxCoeff(&next);
-        out.push_back(static_cast<std::int32_t>(next));
-        const std::int32_t tok[] = {static_cast<std::int32_t>(next)};
-        logits = model.step(tok, state);
-        if (out.size() < expected.size()) {
-            INFO("decode step at position " << out.size() - 1);
-            CHECK(rel_error(span_of(logits), full_logits.values().subspan((out.size() - 1) * static_cast<std::size_t>(V),
-                                                                          static_cast<std::size_t>(V))) < kTol);
-        }
-    }
-    CHECK(out == expected);
-}
 
 }  // namespace
 
@@ -169,7 +137,7 @@ TEST_CASE("parity: prefill then step-by-step decoding reproduces greedy generati
         INFO(c.folder);
         const auto dir = ssm::test::data_dir() / c.folder;
         const auto ref = ssm::SafetensorsFile::open(dir / "reference.safetensors");
-        check_generation(ssm::MambaLM::load(dir), ref);
+        ssm::test::check_generation(ssm::MambaLM::load(dir), ref, kTol);
     }
 }
 
@@ -199,7 +167,7 @@ TEST_CASE("parity: bfloat16 weights are exact for a BF16 checkpoint, close for a
         REQUIRE(model.embedding().table().is_bf16());
         check_sequences_one_by_one(model, ref, 2);
         check_packed_batch(model, ref, 2);
-        check_generation(model, ref);
+        ssm::test::check_generation(model, ref, kTol);
     }
     {  // float32 weights rounded to bf16: logits move, but only by bf16's precision
         const auto dir = ssm::test::data_dir() / "mamba-tiny";
