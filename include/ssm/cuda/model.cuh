@@ -389,6 +389,8 @@ private:
     }
 
     /// One token per sequence through every layer and the head: logits (B, V) in ws_.logits.
+    /// Per layer: norm, in_proj, the fused step (`mamba_decode_step`: conv, x_proj, dt_proj,
+    /// state update), out_proj.
     index decode(std::span<const std::int32_t> tokens, MambaState& state) {
         const index B = static_cast<index>(tokens.size());
         require(B == state.batch_ && state.num_layers() == num_layers(),
@@ -397,7 +399,6 @@ private:
         check_ids(tokens);
         const index D = hidden_size(), E = config_.intermediate_size, N = config_.state_size,
                     K = config_.conv_kernel, R = config_.time_step_rank, V = vocab_size();
-        const index ldx = R + 2 * N;
         reserve(B);
         ws_.logits.reserve(static_cast<std::size_t>(B * V));
         ws_.ids.upload(tokens, stream_);
@@ -410,14 +411,28 @@ private:
                      stream_);
             gemm<float>(blas_, B, 2 * E, D, ws_.h.data(), D, L.in_proj_w.data(), D, ws_.xz.data(),
                         2 * E, L.in_proj_b.data());
-            causal_conv1d_step<float>(ws_.xz.data(), 2 * E, B, E, static_cast<int>(K),
-                                      L.conv_taps.data(), L.conv_b.data(), state.conv(l), true,
-                                      ws_.u.data(), E, stream_);
-            gemm<float>(blas_, B, ldx, E, ws_.u.data(), E, L.x_proj_w.data(), E, ws_.xdbl.data(),
-                        ldx);
-            gemm<float>(blas_, B, E, R, ws_.xdbl.data(), ldx, L.dt_proj_w.data(), R, ws_.dt.data(),
-                        E);
-            selective_state_update(scan_params(L, B), state.ssm(l), stream_);
+            MambaStepParams<float> p;
+            p.batch = B;
+            p.E = E;
+            p.N = static_cast<int>(N);
+            p.K = static_cast<int>(K);
+            p.R = static_cast<int>(R);
+            p.xz = ws_.xz.data();
+            p.ld_xz = 2 * E;
+            p.conv_taps = L.conv_taps.data();
+            p.conv_bias = L.conv_b.data();
+            p.conv_state = state.conv(l);
+            p.x_proj = L.x_proj_w.data();
+            p.dt_proj = L.dt_proj_w.data();
+            p.dt_bias = L.dt_proj_b.data();
+            p.A = L.A.data();
+            p.D = L.D.data();
+            p.ssm_state = state.ssm(l);
+            p.u = ws_.u.data();
+            p.xdbl = ws_.xdbl.data();
+            p.y = ws_.y.data();
+            p.ld_y = E;
+            mamba_decode_step(p, stream_);
             gemm<float>(blas_, B, D, E, ws_.y.data(), E, L.out_proj_w.data(), E, ws_.delta.data(),
                         D, L.out_proj_b.data());
         }
