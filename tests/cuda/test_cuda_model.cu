@@ -2,25 +2,26 @@
 // (float64 forward from the saved float32 weights) and against the CPU model: every hidden
 // state and the logits of every sequence, packed batches, the 2048-token sequence (also
 // prefilled in chunks through the state), the recurrent state itself, prefill + step-by-step
-// decoding == the full forward, greedy generation, and batch decoding == one by one.
+// decoding == the full forward, greedy generation, and batch decoding == one by one; and
+// the same model with bf16 weights on the device, to a tolerance set by bf16 rounding.
 #include <algorithm>
 #include <cstdint>
 #include <span>
 #include <string>
 #include <vector>
 
+#include "model/generation_check.hpp"
 #include "ssm/cuda/model.cuh"
 #include "ssm/ssm.hpp"
-#include "model/generation_check.hpp"
 #include "test_util.hpp"
 
 namespace {
 
 namespace cu = ssm::cuda;
-using ssm::test::rel_error;
 using ssm::test::ids_of;
-using ssm::test::span_of;
+using ssm::test::rel_error;
 using ssm::test::rows_of;
+using ssm::test::span_of;
 
 constexpr double kTol = 1e-5;   // against the float64 references and the CPU
 constexpr double kSelf = 1e-6;  // the same computation packed or split differently
@@ -193,6 +194,107 @@ TEST_CASE("cuda model: decoding a batch of sequences at once equals decoding eac
         const ssm::Matrix alone = gpu.step(tok, one);
         CHECK(rel_error(rows_of(together, static_cast<ssm::index>(i), 1), span_of(alone)) < kSelf);
     }
+}
+namespace {
+
+// bf16 weights on the device (`store_weights_bf16`). The bf16 checkpoint's weights are bf16
+// values already, so the only difference from its float64 references is that every GEMM's
+// activation is rounded to bf16 first (2⁻⁹ relative per element). An emulation of exactly
+// that rounding in float32 (tests/cuda/bf16_rounding_estimate.py, PyTorch on the CPU) puts
+// the hidden states ~1.5e-3 and the logits ~2.2e-3 from the references (mamba-tiny, whose
+// fp32 weights both sides round alike: ~3.6e-3 from the CPU's bf16 model); kBf16Tol leaves a
+// factor of about 3 to 5 over that, while a wrong weight or index is off by orders of
+// magnitude.
+constexpr double kBf16Tol = 1e-2;
+// Greedy decoding can part from generate.output only where the reference's two best logits
+// are closer than the rounding moves them. Along generate.output the closest gap is 7.5e-3
+// and the emulation keeps 6e-3 of it, so the tokens should match exactly; a departure is
+// accepted only at a near-tie of kTieBand (twice a 1e-2 error on each of the two logits).
+constexpr double kTieBand = 2e-2;
+
+}  // namespace
+
+TEST_CASE(
+    "cuda model: bf16 weights on the device match the bf16 checkpoint's references to bf16 "
+    "rounding of the GEMM inputs",
+    "[cuda]") {
+    const auto dir = ssm::test::data_dir() / "mamba-tiny-bf16-sharded";
+    const auto ref = ssm::SafetensorsFile::open(dir / "reference.safetensors");
+    const auto cpu = ssm::MambaLM::load(dir);  // fp32 arithmetic on the same bf16 values
+    auto gpu = cu::MambaModel::load(dir);
+    const auto fp32_bytes = gpu.weight_bytes();
+    gpu.store_weights_bf16();
+    REQUIRE(gpu.weights_bf16());
+    CHECK(static_cast<double>(gpu.weight_bytes()) < 0.6 * static_cast<double>(fp32_bytes));
+    const auto layers = gpu.num_layers();
+    for (int i = 0; i < 2; ++i) {
+        const std::string p = "seq" + std::to_string(i);
+        const auto ids = ids_of(ref, p + ".input_ids");
+        INFO(p << " (" << ids.size() << " tokens)");
+        const auto batch = ssm::Batch::of({ids});
+        const auto r = gpu.forward(batch, {ssm::Logits::All, true});
+        const auto rc = cpu.forward(batch, {ssm::Logits::All, true});
+        REQUIRE(static_cast<ssm::index>(r.layer_outputs.size()) == layers);
+        for (ssm::index j = 0; j < layers; ++j) {
+            INFO("hidden." << j);
+            const auto& out = r.layer_outputs[static_cast<std::size_t>(j)];
+            CHECK(rel_error(span_of(out),
+                            ref.load_f32(p + ".hidden." + std::to_string(j)).values()) < kBf16Tol);
+            CHECK(rel_error(span_of(out), span_of(rc.layer_outputs[static_cast<std::size_t>(j)])) <
+                  kBf16Tol);
+        }
+        CHECK(rel_error(span_of(r.hidden),
+                        ref.load_f32(p + ".hidden." + std::to_string(layers)).values()) < kBf16Tol);
+        CHECK(rel_error(span_of(r.logits), ref.load_f32(p + ".logits").values()) < kBf16Tol);
+        CHECK(rel_error(span_of(r.logits), span_of(rc.logits)) < kBf16Tol);
+    }
+
+    // Prefill + step-by-step decoding (the fused step with bf16 x_proj / dt_proj) against
+    // generate.full_logits, and greedy generation, on the host and with the argmax on the
+    // device.
+    ssm::test::check_generation(gpu, ref, kBf16Tol, kTieBand);
+    const auto prompt = ids_of(ref, "generate.prompt");
+    const auto expected = ids_of(ref, "generate.output");
+    const auto generated =
+        gpu.generate_greedy(prompt, static_cast<ssm::index>(expected.size() - prompt.size()));
+    (void)ssm::test::check_tokens(generated, expected, ref.load_f32("generate.full_logits"),
+                                  gpu.vocab_size(), kTieBand);
+
+    // A packed batch decoded together equals the CPU's, state and logits.
+    const std::vector<std::vector<std::int32_t>> prompts = {{5, 9, 13}, {7}, {1, 2, 3, 4, 5, 6}};
+    auto cs = cpu.make_state(3);
+    auto gs = gpu.make_state(3);
+    (void)cpu.forward(ssm::Batch::of(prompts), {ssm::Logits::None, false}, &cs);
+    (void)gpu.forward(ssm::Batch::of(prompts), {ssm::Logits::None, false}, &gs);
+    const std::int32_t next[] = {42, 17, 499};
+    const auto gl = gpu.step(next, gs);
+    const auto cl = cpu.step(next, cs);
+    CHECK(rel_error(span_of(gl), span_of(cl)) < kBf16Tol);
+    const auto host = gs.to_host();
+    for (std::size_t l = 0; l < cs.layers.size(); ++l) {
+        INFO("layer " << l);
+        CHECK(rel_error(host.layers[l].ssm, cs.layers[l].ssm) < kBf16Tol);
+        CHECK(rel_error(host.layers[l].conv, cs.layers[l].conv) < kBf16Tol);
+    }
+}
+
+TEST_CASE(
+    "cuda model: bf16 weights with a tied head over the 2048-token sequence equal the CPU's "
+    "bf16 model to bf16 rounding of the GEMM inputs",
+    "[cuda]") {
+    const auto dir = ssm::test::data_dir() / "mamba-tiny";
+    const auto ref = ssm::SafetensorsFile::open(dir / "reference.safetensors");
+    auto cpu = ssm::MambaLM::load(dir);
+    cpu.store_weights_bf16();  // the same rounding of the fp32 weights as the device's
+    auto gpu = cu::MambaModel::load(dir);
+    gpu.store_weights_bf16();
+    const auto batch = ssm::Batch::of({ids_of(ref, "long.input_ids")});
+    const auto r = gpu.forward(batch, {ssm::Logits::Last, false});
+    const auto rc = cpu.forward(batch, {ssm::Logits::Last, false});
+    CHECK(rel_error(span_of(r.hidden), span_of(rc.hidden)) < kBf16Tol);
+    CHECK(rel_error(span_of(r.logits), span_of(rc.logits)) < kBf16Tol);
+    const auto last = gpu.last_hidden(batch);
+    CHECK(rel_error(span_of(last), rows_of(r.hidden, 2047, 1)) < kSelf);
 }
 
 TEST_CASE("cuda model: bad input is an ssm::Error naming what is wrong", "[cuda]") {

@@ -1,9 +1,13 @@
 // ssm/cuda/model.cuh — a whole Mamba-1 language model on the GPU: weights uploaded once
-// (fp32), prefill over packed batches, and recurrent decoding with a device-resident state.
+// (fp32, or the large matrices in bf16), prefill over packed batches, and recurrent decoding
+// with a device-resident state.
 // The API mirrors `ssm::Model` (`forward`, `make_state`, `step`) and returns the same
 // host types (`ForwardResult`, `Matrix`), so a test can compare the two directly.
 #pragma once
 
+#include <cuda_bf16.h>
+
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
@@ -47,6 +51,43 @@ struct WeightSource {
                 },
                 [&ckpt](const std::string& name) { return ckpt.contains(name); }};
     }
+};
+
+/// A weight matrix on the device: fp32 as uploaded, or bf16 after `to_bf16` (which frees
+/// the fp32 copy). Move-only.
+class DeviceWeight {
+public:
+    DeviceWeight() = default;
+    explicit DeviceWeight(DeviceBuffer<float> f32) : f32_(std::move(f32)) {}
+
+    [[nodiscard]] bool is_bf16() const noexcept { return !bf16_.empty(); }
+    [[nodiscard]] const float* f32() const noexcept { return f32_.data(); }
+    [[nodiscard]] const __nv_bfloat16* bf16() const noexcept { return bf16_.data(); }
+    /// The values as W (fp32 or bf16): null when they are stored as the other type.
+    template <class W>
+    [[nodiscard]] const W* as() const noexcept {
+        if constexpr (std::is_same_v<W, float>)
+            return f32();
+        else
+            return bf16();
+    }
+    [[nodiscard]] std::size_t bytes() const noexcept { return f32_.bytes() + bf16_.bytes(); }
+
+    /// Rounds the fp32 values to bf16 (to nearest even, as the CPU's `store_bf16`) on
+    /// `stream`, waits, and frees the fp32 copy. Does nothing when already bf16.
+    void to_bf16(cudaStream_t stream) {
+        if (f32_.empty()) return;
+        DeviceBuffer<__nv_bfloat16> b(f32_.size());
+        convert<float, __nv_bfloat16>(f32_.data(), b.data(), static_cast<dindex>(f32_.size()),
+                                      stream);
+        SSM_CUDA_CHECK(cudaStreamSynchronize(stream));  // done reading before the free
+        bf16_ = std::move(b);
+        f32_ = DeviceBuffer<float>();
+    }
+
+private:
+    DeviceBuffer<float> f32_;
+    DeviceBuffer<__nv_bfloat16> bf16_;
 };
 
 /// The recurrent state of every layer for `batch` sequences, on the device. Same layouts
@@ -108,6 +149,7 @@ private:
 
 /// A Mamba-1 LM (RMSNorm or LayerNorm, tied or untied head) on one GPU.
 ///
+/// Weights are fp32 until `store_weights_bf16()`, which keeps the large matrices in bf16.
 /// Not thread-safe: a model owns one stream, one cuBLAS handle and one activation
 /// workspace (grown to the largest batch seen, never shrunk), so calls on one model must
 /// not overlap. Results are copied back to the host before each call returns.
@@ -141,13 +183,13 @@ public:
             n.weight = up(prefix + ".weight", {D});
             if (layer_norm && source.contains(prefix + ".bias")) n.bias = up(prefix + ".bias", {D});
         };
-        m.embedding_ = up("backbone.embeddings.weight", {V, D});
+        m.embedding_ = DeviceWeight(up("backbone.embeddings.weight", {V, D}));
         for (index i = 0; i < config.num_hidden_layers; ++i) {
             const std::string p = "backbone.layers." + std::to_string(i);
             const std::string x = p + ".mixer";
             Layer L;
             norm(p + ".norm", L.norm);
-            L.in_proj_w = up(x + ".in_proj.weight", {2 * E, D});
+            L.in_proj_w = DeviceWeight(up(x + ".in_proj.weight", {2 * E, D}));
             if (config.use_bias) L.in_proj_b = up(x + ".in_proj.bias", {2 * E});
             {  // (E, 1, K) → taps (K, E): tap k of every channel is one contiguous row
                 const std::vector<index> shape{E, 1, K};
@@ -159,8 +201,8 @@ public:
                 L.conv_taps = upload(taps);
             }
             if (config.use_conv_bias) L.conv_b = up(x + ".conv1d.bias", {E});
-            L.x_proj_w = up(x + ".x_proj.weight", {R + 2 * N, E});
-            L.dt_proj_w = up(x + ".dt_proj.weight", {E, R});
+            L.x_proj_w = DeviceWeight(up(x + ".x_proj.weight", {R + 2 * N, E}));
+            L.dt_proj_w = DeviceWeight(up(x + ".dt_proj.weight", {E, R}));
             L.dt_proj_b = up(x + ".dt_proj.bias", {E});
             {  // A = −exp(A_log), on the host exactly as the CPU mixer computes it
                 const std::vector<index> shape{E, N};
@@ -170,14 +212,51 @@ public:
                 L.A = upload(a);
             }
             L.D = up(x + ".D", {E});
-            L.out_proj_w = up(x + ".out_proj.weight", {D, E});
+            L.out_proj_w = DeviceWeight(up(x + ".out_proj.weight", {D, E}));
             if (config.use_bias) L.out_proj_b = up(x + ".out_proj.bias", {D});
             m.layers_.push_back(std::move(L));
         }
         norm("backbone.norm_f", m.norm_f_);
-        if (!config.tie_word_embeddings) m.lm_head_ = up("lm_head.weight", {V, D});
+        if (!config.tie_word_embeddings) m.lm_head_ = DeviceWeight(up("lm_head.weight", {V, D}));
         SSM_CUDA_CHECK(cudaDeviceSynchronize());
         return m;
+    }
+
+    /// Keeps the large weight matrices — the embedding (and a tied head), in_proj, x_proj,
+    /// dt_proj, out_proj and an untied head — in bf16 on the device from now on, as
+    /// `ssm::Model::store_weights_bf16` does on the CPU: half the memory, and half the weight
+    /// bytes every decoding step reads. Weights from a bf16 checkpoint lose nothing; fp32 ones
+    /// are rounded to nearest even. The norms, the conv, A, D, biases, the residual stream,
+    /// the scan and the recurrent state stay fp32.
+    ///
+    /// cuBLAS multiplies bf16 only by bf16, so each GEMM's fp32 activation is rounded to bf16
+    /// first (`convert_rows`) and the products are summed in fp32. That rounding (2⁻⁹
+    /// relative per element) is where this differs from the CPU's bf16 model, which widens
+    /// the weights and keeps its activations fp32: expect agreement to ~1e-3 relative, not
+    /// ~1e-6. The decoding step's x_proj and dt_proj run inside `mamba_decode_step`, which
+    /// widens the bf16 weights and keeps the activations fp32, as the CPU does.
+    void store_weights_bf16() {
+        embedding_.to_bf16(stream_);
+        lm_head_.to_bf16(stream_);
+        for (Layer& L : layers_)
+            for (DeviceWeight* w : {&L.in_proj_w, &L.x_proj_w, &L.dt_proj_w, &L.out_proj_w})
+                w->to_bf16(stream_);
+        weights_bf16_ = true;
+    }
+
+    /// Whether `store_weights_bf16()` has been called.
+    [[nodiscard]] bool weights_bf16() const noexcept { return weights_bf16_; }
+
+    /// Bytes of weights on the device.
+    [[nodiscard]] std::size_t weight_bytes() const noexcept {
+        std::size_t n =
+            embedding_.bytes() + lm_head_.bytes() + norm_f_.weight.bytes() + norm_f_.bias.bytes();
+        for (const Layer& L : layers_)
+            n += L.norm.weight.bytes() + L.norm.bias.bytes() + L.in_proj_w.bytes() +
+                 L.in_proj_b.bytes() + L.conv_taps.bytes() + L.conv_b.bytes() + L.x_proj_w.bytes() +
+                 L.dt_proj_w.bytes() + L.dt_proj_b.bytes() + L.A.bytes() + L.D.bytes() +
+                 L.out_proj_w.bytes() + L.out_proj_b.bytes();
+        return n;
     }
 
     [[nodiscard]] const MambaConfig& config() const noexcept { return config_; }
@@ -213,7 +292,7 @@ public:
         ws_.h.download({r.hidden.data(), static_cast<std::size_t>(T * D)}, stream_);
         if (opt.logits == Logits::All) {
             ws_.logits.reserve(static_cast<std::size_t>(T * V));
-            gemm<float>(blas_, T, V, D, ws_.h.data(), D, head(), D, ws_.logits.data(), V);
+            project(T, V, D, ws_.h.data(), D, head(), ws_.logits.data(), V, nullptr);
             r.logits.resize(T, V);
             ws_.logits.download({r.logits.data(), static_cast<std::size_t>(T * V)}, stream_);
         } else if (opt.logits == Logits::Last) {
@@ -287,12 +366,15 @@ private:
     };
     struct Layer {
         Norm norm;
-        DeviceBuffer<float> in_proj_w, in_proj_b;    // (2E, D), (2E) optional
-        DeviceBuffer<float> conv_taps, conv_b;       // (K, E), (E) optional
-        DeviceBuffer<float> x_proj_w;                // (R+2N, E)
-        DeviceBuffer<float> dt_proj_w, dt_proj_b;    // (E, R), (E)
-        DeviceBuffer<float> A, D;                    // (E, N) = −exp(A_log), (E)
-        DeviceBuffer<float> out_proj_w, out_proj_b;  // (D, E), (D) optional
+        DeviceWeight in_proj_w;                 // (2E, D)
+        DeviceBuffer<float> in_proj_b;          // (2E) optional
+        DeviceBuffer<float> conv_taps, conv_b;  // (K, E), (E) optional
+        DeviceWeight x_proj_w;                  // (R+2N, E)
+        DeviceWeight dt_proj_w;                 // (E, R)
+        DeviceBuffer<float> dt_proj_b;          // (E)
+        DeviceBuffer<float> A, D;               // (E, N) = −exp(A_log), (E)
+        DeviceWeight out_proj_w;                // (D, E)
+        DeviceBuffer<float> out_proj_b;         // (D) optional
     };
     /// Activations, sized for the largest batch so far (rows = tokens, or sequences when decoding).
     struct Workspace {
@@ -301,19 +383,44 @@ private:
         DeviceBuffer<float> h;   // (T, D) normed input of a layer; after the last, the hidden state
         DeviceBuffer<float> xz;  // (T, 2E) [x | z]
         DeviceBuffer<float> u;   // (T, E) silu(conv(x))
-        DeviceBuffer<float> xdbl;    // (T, R+2N) [dt_low | B | C]
-        DeviceBuffer<float> dt;      // (T, E) dt_proj output before bias + softplus
-        DeviceBuffer<float> y;       // (T, E) scan output, gated
-        DeviceBuffer<float> last;    // (nseq, D) last hidden row of every sequence
-        DeviceBuffer<float> logits;  // (rows, V)
+        DeviceBuffer<float> xdbl;         // (T, R+2N) [dt_low | B | C]
+        DeviceBuffer<float> dt;           // (T, E) dt_proj output before bias + softplus
+        DeviceBuffer<float> y;            // (T, E) scan output, gated
+        DeviceBuffer<float> last;         // (nseq, D) last hidden row of every sequence
+        DeviceBuffer<float> logits;       // (rows, V)
+        DeviceBuffer<__nv_bfloat16> x16;  // (rows, ≤ max(D, E)) a GEMM input rounded to bf16
         DeviceBuffer<std::int32_t> ids;
         DeviceBuffer<std::int32_t> next;
     };
 
     MambaModel() = default;
 
-    [[nodiscard]] const float* head() const {
-        return lm_head_.empty() ? embedding_.data() : lm_head_.data();
+    [[nodiscard]] const DeviceWeight& head() const {
+        return config_.tie_word_embeddings ? embedding_ : lm_head_;
+    }
+
+    /// y (rows, out; ldy) = x (rows, in; ldx) · Wᵀ + bias, W (out, in) fp32 or bf16. With bf16
+    /// weights x is rounded to bf16 into the workspace first (cuBLAS takes both operands bf16);
+    /// the sums are fp32 either way.
+    void project(index rows, index out, index in, const float* x, index ldx, const DeviceWeight& w,
+                 float* y, index ldy, const float* bias) {
+        if (!w.is_bf16()) {
+            gemm<float>(blas_, rows, out, in, x, ldx, w.f32(), in, y, ldy, bias);
+            return;
+        }
+        ws_.x16.reserve(static_cast<std::size_t>(rows * in));
+        convert_rows<float, __nv_bfloat16>(x, ldx, rows, in, ws_.x16.data(), in, stream_);
+        gemm<__nv_bfloat16>(blas_, rows, out, in, ws_.x16.data(), in, w.bf16(), in, y, ldy, bias);
+    }
+
+    /// out (rows, D) = the embedding rows of the ids in ws_.ids.
+    void embed(index rows, float* out) {
+        const index V = vocab_size(), D = hidden_size();
+        if (embedding_.is_bf16())
+            embedding<__nv_bfloat16>(embedding_.bf16(), V, D, ws_.ids.data(), rows, out, D,
+                                     stream_);
+        else
+            embedding<float>(embedding_.f32(), V, D, ws_.ids.data(), rows, out, D, stream_);
     }
     [[nodiscard]] NormType norm_type() const {
         return config_.norm == NormKind::LayerNorm ? NormType::LayerNorm : NormType::RMSNorm;
@@ -332,6 +439,7 @@ private:
         ws_.xdbl.reserve(n(R + 2 * N));
         ws_.dt.reserve(n(E));
         ws_.y.reserve(n(E));
+        if (weights_bf16_) ws_.x16.reserve(n(std::max(D, E)));
         ws_.ids.reserve(static_cast<std::size_t>(rows));
     }
 
@@ -357,30 +465,27 @@ private:
         reserve(T);
         offsets_.assign(batch.offsets(), stream_);
         ws_.ids.upload(batch.tokens(), stream_);
-        embedding<float>(embedding_.data(), vocab_size(), D, ws_.ids.data(), T, ws_.residual.data(),
-                         D, stream_);
+        embed(T, ws_.residual.data());
         for (index l = 0; l < num_layers(); ++l) {
             const Layer& L = layers_[static_cast<std::size_t>(l)];
             add_norm(norm_type(), ws_.residual.data(), D, l > 0 ? ws_.delta.data() : nullptr, D,
                      L.norm.weight.data(), L.norm.bias.data(), T, D, eps(), ws_.h.data(), D,
                      stream_);
             if (layer_outputs && l > 0) layer_outputs->push_back(download_rows(ws_.residual, T, D));
-            gemm<float>(blas_, T, 2 * E, D, ws_.h.data(), D, L.in_proj_w.data(), D, ws_.xz.data(),
-                        2 * E, L.in_proj_b.data());
+            project(T, 2 * E, D, ws_.h.data(), D, L.in_proj_w, ws_.xz.data(), 2 * E,
+                    L.in_proj_b.data());
             float* conv_state = state ? state->conv(l) : nullptr;
             causal_conv1d<float>(ws_.xz.data(), 2 * E, E, static_cast<int>(K), L.conv_taps.data(),
                                  L.conv_b.data(), offsets_, conv_state, conv_state, true,
                                  ws_.u.data(), E, stream_);
-            gemm<float>(blas_, T, ldx, E, ws_.u.data(), E, L.x_proj_w.data(), E, ws_.xdbl.data(),
-                        ldx);
-            gemm<float>(blas_, T, E, R, ws_.xdbl.data(), ldx, L.dt_proj_w.data(), R, ws_.dt.data(),
-                        E);
+            project(T, ldx, E, ws_.u.data(), E, L.x_proj_w, ws_.xdbl.data(), ldx, nullptr);
+            project(T, E, R, ws_.xdbl.data(), ldx, L.dt_proj_w, ws_.dt.data(), E, nullptr);
             ScanParams<float> p = scan_params(L, T);
             p.initial_state = state ? state->ssm(l) : nullptr;
             p.final_state = state ? state->ssm(l) : nullptr;
             selective_scan(p, offsets_, stream_);
-            gemm<float>(blas_, T, D, E, ws_.y.data(), E, L.out_proj_w.data(), E, ws_.delta.data(),
-                        D, L.out_proj_b.data());
+            project(T, D, E, ws_.y.data(), E, L.out_proj_w, ws_.delta.data(), D,
+                    L.out_proj_b.data());
         }
         add_norm(norm_type(), ws_.residual.data(), D, ws_.delta.data(), D, norm_f_.weight.data(),
                  norm_f_.bias.data(), T, D, eps(), ws_.h.data(), D, stream_);
@@ -397,49 +502,58 @@ private:
                 "cuda::MambaModel::step: ", B, " tokens given for a state of ", state.batch_,
                 " sequences");
         check_ids(tokens);
-        const index D = hidden_size(), E = config_.intermediate_size, N = config_.state_size,
-                    K = config_.conv_kernel, R = config_.time_step_rank, V = vocab_size();
+        const index D = hidden_size(), E = config_.intermediate_size, V = vocab_size();
         reserve(B);
         ws_.logits.reserve(static_cast<std::size_t>(B * V));
         ws_.ids.upload(tokens, stream_);
-        embedding<float>(embedding_.data(), V, D, ws_.ids.data(), B, ws_.residual.data(), D,
-                         stream_);
+        embed(B, ws_.residual.data());
         for (index l = 0; l < num_layers(); ++l) {
             const Layer& L = layers_[static_cast<std::size_t>(l)];
             add_norm(norm_type(), ws_.residual.data(), D, l > 0 ? ws_.delta.data() : nullptr, D,
                      L.norm.weight.data(), L.norm.bias.data(), B, D, eps(), ws_.h.data(), D,
                      stream_);
-            gemm<float>(blas_, B, 2 * E, D, ws_.h.data(), D, L.in_proj_w.data(), D, ws_.xz.data(),
-                        2 * E, L.in_proj_b.data());
-            MambaStepParams<float> p;
-            p.batch = B;
-            p.E = E;
-            p.N = static_cast<int>(N);
-            p.K = static_cast<int>(K);
-            p.R = static_cast<int>(R);
-            p.xz = ws_.xz.data();
-            p.ld_xz = 2 * E;
-            p.conv_taps = L.conv_taps.data();
-            p.conv_bias = L.conv_b.data();
-            p.conv_state = state.conv(l);
-            p.x_proj = L.x_proj_w.data();
-            p.dt_proj = L.dt_proj_w.data();
-            p.dt_bias = L.dt_proj_b.data();
-            p.A = L.A.data();
-            p.D = L.D.data();
-            p.ssm_state = state.ssm(l);
-            p.u = ws_.u.data();
-            p.xdbl = ws_.xdbl.data();
-            p.y = ws_.y.data();
-            p.ld_y = E;
-            mamba_decode_step(p, stream_);
-            gemm<float>(blas_, B, D, E, ws_.y.data(), E, L.out_proj_w.data(), E, ws_.delta.data(),
-                        D, L.out_proj_b.data());
+            project(B, 2 * E, D, ws_.h.data(), D, L.in_proj_w, ws_.xz.data(), 2 * E,
+                    L.in_proj_b.data());
+            if (L.x_proj_w.is_bf16())
+                decode_step<__nv_bfloat16>(L, B, state.conv(l), state.ssm(l));
+            else
+                decode_step<float>(L, B, state.conv(l), state.ssm(l));
+            project(B, D, E, ws_.y.data(), E, L.out_proj_w, ws_.delta.data(), D,
+                    L.out_proj_b.data());
         }
         add_norm(norm_type(), ws_.residual.data(), D, ws_.delta.data(), D, norm_f_.weight.data(),
                  norm_f_.bias.data(), B, D, eps(), ws_.h.data(), D, stream_);
-        gemm<float>(blas_, B, V, D, ws_.h.data(), D, head(), D, ws_.logits.data(), V);
+        project(B, V, D, ws_.h.data(), D, head(), ws_.logits.data(), V, nullptr);
         return B;
+    }
+
+    /// The fused step of layer L (`mamba_decode_step`) on the workspace: xz in, u, xdbl and
+    /// y out, both states advanced. W: how x_proj and dt_proj are stored.
+    template <class W>
+    void decode_step(const Layer& L, index B, float* conv_state, float* ssm_state) {
+        const index E = config_.intermediate_size;
+        MambaStepParams<W> p;
+        p.batch = B;
+        p.E = E;
+        p.N = static_cast<int>(config_.state_size);
+        p.K = static_cast<int>(config_.conv_kernel);
+        p.R = static_cast<int>(config_.time_step_rank);
+        p.xz = ws_.xz.data();
+        p.ld_xz = 2 * E;
+        p.conv_taps = L.conv_taps.data();
+        p.conv_bias = L.conv_b.data();
+        p.conv_state = conv_state;
+        p.x_proj = L.x_proj_w.as<W>();
+        p.dt_proj = L.dt_proj_w.as<W>();
+        p.dt_bias = L.dt_proj_b.data();
+        p.A = L.A.data();
+        p.D = L.D.data();
+        p.ssm_state = ssm_state;
+        p.u = ws_.u.data();
+        p.xdbl = ws_.xdbl.data();
+        p.y = ws_.y.data();
+        p.ld_y = E;
+        mamba_decode_step(p, stream_);
     }
 
     /// The scan's operands in the workspace for `rows` rows of layer L.
@@ -476,7 +590,7 @@ private:
         ws_.last.reserve(static_cast<std::size_t>(S * D));
         ws_.logits.reserve(static_cast<std::size_t>(S * V));
         gather_last_rows<float>(ws_.h.data(), D, D, offsets_, ws_.last.data(), D, stream_);
-        gemm<float>(blas_, S, V, D, ws_.last.data(), D, head(), D, ws_.logits.data(), V);
+        project(S, V, D, ws_.last.data(), D, head(), ws_.logits.data(), V, nullptr);
     }
 
     std::vector<std::int32_t> argmax_of_logits(index rows) {
@@ -494,10 +608,11 @@ private:
     }
 
     MambaConfig config_;
-    DeviceBuffer<float> embedding_;  // (V, D); also the head when tied
+    DeviceWeight embedding_;  // (V, D); also the head when tied
     std::vector<Layer> layers_;
     Norm norm_f_;
-    DeviceBuffer<float> lm_head_;  // (V, D) when untied
+    DeviceWeight lm_head_;  // (V, D) when untied
+    bool weights_bf16_ = false;
     Stream stream_;
     Cublas blas_{stream_.get()};
     Workspace ws_;
