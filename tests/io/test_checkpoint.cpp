@@ -71,7 +71,7 @@ TEST_CASE("broken folders, indexes and shards are errors naming what is wrong", 
     expect(dir / "absent", "absent");
     expect(dir, "no model.safetensors");
     std::ofstream(dir / "pytorch_model.bin") << "x";
-    expect(dir, "pytorch_model.bin");
+    expect(dir, "pytorch_model.bin: not a PyTorch checkpoint");
     fs::remove(dir / "pytorch_model.bin");
 
     for (const auto& e : fs::directory_iterator(src)) fs::copy_file(e.path(), dir / e.path().filename());

@@ -170,6 +170,10 @@ TEST_CASE("malformed files are rejected with the file and tensor named", "[safet
     CHECK(error_opening(cut).find("outside the data region") != std::string::npos);
     const auto tiny = write("cut_header.safetensors", full.substr(0, 100));
     CHECK(error_opening(tiny).find("past the end") != std::string::npos);
+    // Empty tensors take no bytes: one may sit at the offset where another begins.
+    const auto with_empty = write("empty_at_start.safetensors",
+                                  raw_file("{" + ok_entry + R"(, "e": {"dtype": "F32", "shape": [0, 3], "data_offsets": [0, 0]}})", 8));
+    CHECK(ssm::SafetensorsFile::open(with_empty).load_f32("e").size() == 0);
     // A valid file: asking for an absent tensor names it.
     const auto good = write("good.safetensors", raw_file("{" + ok_entry + "}", 8));
     CHECK(ssm::test::error_of([&] { (void)ssm::SafetensorsFile::open(good).info("nope"); }).find("'nope'") !=

@@ -1,5 +1,6 @@
-// ssm/io/checkpoint.hpp — a checkpoint's tensors across one or many safetensors files,
-// looked up by canonical (HuggingFace) name with the aliases other exports use.
+// ssm/io/checkpoint.hpp — a checkpoint's tensors across one or many files (safetensors or
+// PyTorch `pytorch_model.bin`), looked up by canonical (HuggingFace) name with the aliases
+// other exports use.
 #pragma once
 
 #include <filesystem>
@@ -10,6 +11,7 @@
 #include <sstream>
 #include <string>
 #include <string_view>
+#include <variant>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -17,6 +19,7 @@
 #include "ssm/core/error.hpp"
 #include "ssm/core/tensor.hpp"
 #include "ssm/io/safetensors.hpp"
+#include "ssm/io/torch_file.hpp"
 
 namespace ssm {
 
@@ -39,8 +42,50 @@ namespace ssm {
     return names;
 }
 
-/// All tensors of a checkpoint: a folder with `model.safetensors`, a folder with shards
-/// listed in `model.safetensors.index.json`, or a single `.safetensors` file.
+/// One file of tensors, safetensors or PyTorch, told apart by its first bytes (and, for
+/// a file that is neither, by its extension, so the error speaks of the intended format).
+class TensorFile {
+public:
+    [[nodiscard]] static TensorFile open(const std::filesystem::path& path) {
+        std::byte head[16]{};
+        std::size_t n = 0;
+        if (std::ifstream in{path, std::ios::binary}) {
+            in.read(reinterpret_cast<char*>(head), sizeof head);
+            n = static_cast<std::size_t>(in.gcount());
+        }
+        const auto ext = path.extension();
+        const bool torch_name = ext == ".bin" || ext == ".pt" || ext == ".pth" || ext == ".ckpt";
+        if (TorchFile::looks_like_torch({head, n}) || (torch_name && std::filesystem::exists(path)))
+            return TensorFile(TorchFile::open(path));
+        return TensorFile(SafetensorsFile::open(path));
+    }
+
+    [[nodiscard]] const std::filesystem::path& path() const {
+        return std::visit([](const auto& f) -> const std::filesystem::path& { return f.path(); }, f_);
+    }
+    [[nodiscard]] bool contains(std::string_view name) const {
+        return std::visit([&](const auto& f) { return f.contains(name); }, f_);
+    }
+    [[nodiscard]] const TensorInfo& info(std::string_view name) const {
+        return std::visit([&](const auto& f) -> const TensorInfo& { return f.info(name); }, f_);
+    }
+    [[nodiscard]] std::vector<std::string> names() const {
+        return std::visit([](const auto& f) { return f.names(); }, f_);
+    }
+    [[nodiscard]] Tensor load_f32(std::string_view name) const {
+        return std::visit([&](const auto& f) { return f.load_f32(name); }, f_);
+    }
+
+private:
+    explicit TensorFile(SafetensorsFile f) : f_(std::move(f)) {}
+    explicit TensorFile(TorchFile f) : f_(std::move(f)) {}
+    std::variant<SafetensorsFile, TorchFile> f_;
+};
+
+/// All tensors of a checkpoint: a folder with `model.safetensors` or `pytorch_model.bin`, a
+/// folder with shards listed in `model.safetensors.index.json` or
+/// `pytorch_model.bin.index.json`, or a single file of either kind. A folder holding both
+/// kinds is read from its safetensors.
 class Checkpoint {
 public:
     [[nodiscard]] static Checkpoint open(const std::filesystem::path& dir_or_file) {
@@ -52,25 +97,25 @@ public:
             c.add_file(dir_or_file, std::nullopt);
             return c;
         }
-        const auto index_file = dir_or_file / "model.safetensors.index.json";
-        const auto single = dir_or_file / "model.safetensors";
-        if (fs::exists(index_file)) {
-            c.open_index(index_file);
-        } else if (fs::exists(single)) {
-            c.add_file(single, std::nullopt);
-        } else if (fs::exists(dir_or_file / "pytorch_model.bin")) {
-            fail(dir_or_file.string(), ": holds pytorch_model.bin, which is not read; convert it to "
-                 "model.safetensors (e.g. with the safetensors package) first");
-        } else {
-            fail(dir_or_file.string(), ": no model.safetensors or model.safetensors.index.json in the folder");
+        for (const char* stem : {"model.safetensors", "pytorch_model.bin"}) {
+            const auto index_file = dir_or_file / (std::string(stem) + ".index.json");
+            if (fs::exists(index_file)) {
+                c.open_index(index_file);
+                return c;
+            }
+            if (fs::exists(dir_or_file / stem)) {
+                c.add_file(dir_or_file / stem, std::nullopt);
+                return c;
+            }
         }
-        return c;
+        fail(dir_or_file.string(), ": no model.safetensors, pytorch_model.bin or their .index.json in the folder");
     }
 
-    /// Adds the tensors of another safetensors file (e.g. a head trained apart from the
-    /// backbone). A name the checkpoint already holds is an error naming both files.
+    /// Adds the tensors of another file, safetensors or PyTorch (e.g. a head trained apart
+    /// from the backbone). A name the checkpoint already holds is an error naming both files.
     void add_extra(const std::filesystem::path& file) {
-        auto extra = SafetensorsFile::open(file);
+        if (!std::filesystem::exists(file)) fail(file.string(), ": no such file");
+        auto extra = TensorFile::open(file);
         const auto names = extra.names();
         for (const auto& n : names)
             if (auto it = where_.find(n); it != where_.end())
@@ -106,7 +151,7 @@ public:
     /// an `ssm::Error` naming the file (or folder), the tensor and the expected shape.
     [[nodiscard]] Tensor load_f32(std::string_view canonical, std::span<const index> expected_shape) const {
         const std::string name = stored(canonical);
-        const SafetensorsFile& f = files_[where_.at(name)];
+        const TensorFile& f = files_[where_.at(name)];
         const TensorInfo& t = f.info(name);
         if (!std::equal(t.shape.begin(), t.shape.end(), expected_shape.begin(), expected_shape.end()))
             fail(f.path().string(), ": tensor '", name, "': expected shape ", shape_string(expected_shape),
@@ -121,12 +166,12 @@ private:
         for (const auto& n : checkpoint_aliases(canonical)) tried += (tried.empty() ? "" : ", ") + n;
         fail(source_.string(), ": missing tensor '", canonical, "' (looked for: ", tried, ")");
     }
-    [[nodiscard]] const SafetensorsFile& file(std::string_view canonical) const {
+    [[nodiscard]] const TensorFile& file(std::string_view canonical) const {
         return files_[where_.at(stored(canonical))];
     }
 
     void add_file(const std::filesystem::path& path, const std::optional<std::vector<std::string>>& expected) {
-        files_.push_back(SafetensorsFile::open(path));
+        files_.push_back(TensorFile::open(path));
         const std::size_t k = files_.size() - 1;
         if (expected) {
             for (const auto& n : *expected) {
@@ -171,7 +216,7 @@ private:
     }
 
     std::filesystem::path source_;
-    std::vector<SafetensorsFile> files_;
+    std::vector<TensorFile> files_;
     std::map<std::string, std::size_t, std::less<>> where_;  // stored name → index in files_
 };
 

@@ -233,7 +233,7 @@ private:
             t.end = static_cast<std::size_t>(end);
             auto [pos, fresh] = tensors_.emplace(name, std::move(t));
             if (!fresh) where("appears twice");
-            by_offset.push_back(&pos->second);
+            if (end > begin) by_offset.push_back(&pos->second);  // empty tensors occupy no bytes
         }
         std::sort(by_offset.begin(), by_offset.end(),
                   [](const TensorInfo* a, const TensorInfo* b) { return a->begin < b->begin; });
