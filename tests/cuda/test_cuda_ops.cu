@@ -171,13 +171,15 @@ const std::vector<std::vector<ssm::index>> kLengthSets = {{1},
                                                           {257, 256, 255, 513},
                                                           {32768},
                                                           {9000, 1, 0, 23767}};
-constexpr ssm::index kLong = 4096;  // above this many tokens a set is long: one shape, not quick
+constexpr ssm::index kLong = 4096;         // past this many tokens a set runs at one shape only
+constexpr ssm::index kQuickTokens = 1500;  // quick mode: sets of at most this many tokens
 
-/// Whether a sweep runs `lengths` at all (quick mode drops the long sets), and whether a
-/// long set runs at this shape (`main_shape`: the one shape the long sets use).
+/// Whether a sweep runs `lengths` at a shape: a long set only at the sweep's one main shape
+/// (`main_shape`), and in quick mode only sets of up to kQuickTokens.
 bool runs(const std::vector<ssm::index>& lengths, bool main_shape) {
-    if (total(lengths) <= kLong) return true;
-    return !quick() && main_shape;
+    const ssm::index t = total(lengths);
+    if (quick()) return t <= kQuickTokens;
+    return t <= kLong || main_shape;
 }
 
 }  // namespace
@@ -867,6 +869,57 @@ TEST_CASE("cuda op: argmax of every row is Eigen's maxCoeff (first of equal maxi
                 INFO("row " << r);
                 CHECK(got[static_cast<std::size_t>(r)] == best);
             }
+        }
+}
+
+TEST_CASE(
+    "cuda op: convert_rows and convert round fp32 to bf16 as ssm::f32_to_bf16 does (nearest "
+    "even), bit for bit",
+    "[cuda]") {
+    for (ssm::index rows : {1, 7, 300})
+        for (ssm::index cols : {1, 48, 1000}) {
+            INFO("rows " << rows << " cols " << cols);
+            const ssm::index ld_src = cols + 5, ld_dst = cols + 3;  // a slice into a padded operand
+            auto x = random_floats(static_cast<std::size_t>(rows * ld_src), -3, 3,
+                                   case_seed(static_cast<std::uint64_t>(rows * 7919 + cols)));
+            // Values that test the rounding: exact ties (the low 16 bits 0x8000) both ways,
+            // just past a tie, a subnormal, a large value, zero and minus zero.
+            const std::uint32_t special[] = {0x3F808000u, 0x3F818000u, 0xBF808001u, 0x00012345u,
+                                             0x7F7FFFFFu, 0x00000000u, 0x80000000u};
+            for (std::size_t k = 0; k < std::size(special) && k < x.size(); ++k)
+                std::memcpy(&x[k * static_cast<std::size_t>(ld_src) % x.size()], &special[k], 4);
+            const auto d_x = cu::upload(x);
+            cu::DeviceBuffer<__nv_bfloat16> d_y(static_cast<std::size_t>(rows * ld_dst));
+            d_y.poison();
+            cu::convert_rows<float, __nv_bfloat16>(d_x.data(), ld_src, rows, cols, d_y.data(),
+                                                   ld_dst, nullptr);
+            std::vector<std::uint16_t> bits(d_y.size());
+            SSM_CUDA_CHECK(cudaMemcpy(bits.data(), d_y.data(), bits.size() * sizeof(std::uint16_t),
+                                      cudaMemcpyDeviceToHost));
+            std::size_t wrong = 0, touched = 0;
+            for (ssm::index r = 0; r < rows; ++r)
+                for (ssm::index c = 0; c < ld_dst; ++c) {
+                    const std::uint16_t got = bits[static_cast<std::size_t>(r * ld_dst + c)];
+                    if (c < cols)
+                        wrong +=
+                            got != ssm::f32_to_bf16(x[static_cast<std::size_t>(r * ld_src + c)]);
+                    else
+                        touched += got != 0xFFFFu;  // padding past the row: left as it was
+                }
+            CHECK(wrong == 0);
+            CHECK(touched == 0);
+
+            // The flat conversion (store_weights_bf16), and back to fp32 exactly.
+            cu::DeviceBuffer<__nv_bfloat16> d_flat(x.size());
+            d_flat.poison();
+            cu::convert<float, __nv_bfloat16>(d_x.data(), d_flat.data(),
+                                              static_cast<cu::dindex>(x.size()), nullptr);
+            const auto back_expected = round_bf16(x);
+            auto d_back = poisoned(x.size());
+            cu::convert<__nv_bfloat16, float>(d_flat.data(), d_back.data(),
+                                              static_cast<cu::dindex>(x.size()), nullptr);
+            const auto back = d_back.to_host();
+            CHECK(std::memcmp(back.data(), back_expected.data(), back.size() * sizeof(float)) == 0);
         }
 }
 
