@@ -1,11 +1,17 @@
-// The whole model at mamba-130m's shape (D 768, 24 layers, E 1536, N 16, vocab 50280;
-// random weights): encode throughput (final hidden state at each sequence's last token,
-// as a bi-encoder reads it) at lengths 512 to 32k with ~64k-token packed batches, and
-// greedy decoding: per-token latency at batch 1, tokens/s at batch 64. Beside each
-// figure its floor: for encoding the GEMM FLOPs at the device's fp32 peak (estimated),
-// for decoding one read of every weight at peak DRAM bandwidth.
+// The whole model at mamba-130m's shape (D 768, 24 layers, E 1536, dt_rank 48, N 16, vocab
+// 50280; random weights), with fp32 weights and then with bf16 weights on the device
+// (`store_weights_bf16`):
+//   - encoding: the final hidden state at each sequence's last token (what a bi-encoder
+//     reads) for packed batches of ~64k tokens at lengths 512, 2k, 8k and 32k: tokens/s;
+//   - greedy decoding (argmax on the device, the chosen ids copied back every step):
+//     per-token latency at batch 1 and tokens/s at batch 64.
+// Beside each figure its floor, from ceilings measured in the same run: for encoding the
+// projections' FLOPs at the throughput of one large cuBLAS GEMM of the same input type; for
+// decoding the bytes a step must move (every weight once, each sequence's state read and
+// written, the logits written) at the device-to-device copy bandwidth.
 //
 //   ssm_bench_cuda_model [decode_steps]
+#include <cuda_bf16.h>
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
@@ -19,11 +25,13 @@
 #include <string>
 #include <vector>
 
+#include "device_ceilings.cuh"
 #include "ssm/cuda/model.cuh"
 
 namespace {
 
 namespace cu = ssm::cuda;
+namespace bench = ssm::bench;
 
 ssm::MambaConfig mamba_130m() {
     ssm::MambaConfig c;
@@ -80,27 +88,6 @@ cu::WeightSource random_weights() {
     return src;
 }
 
-struct Timer {
-    cudaEvent_t start{}, stop{};
-    cudaStream_t stream;
-    explicit Timer(cudaStream_t s) : stream(s) {
-        SSM_CUDA_CHECK(cudaEventCreate(&start));
-        SSM_CUDA_CHECK(cudaEventCreate(&stop));
-    }
-    ~Timer() {
-        (void)cudaEventDestroy(start);
-        (void)cudaEventDestroy(stop);
-    }
-    void begin() { SSM_CUDA_CHECK(cudaEventRecord(start, stream)); }
-    double end_seconds() {
-        SSM_CUDA_CHECK(cudaEventRecord(stop, stream));
-        SSM_CUDA_CHECK(cudaEventSynchronize(stop));
-        float ms = 0;
-        SSM_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
-        return ms / 1e3;
-    }
-};
-
 std::vector<std::int32_t> random_tokens(ssm::index n, ssm::index vocab, std::uint64_t seed) {
     std::vector<std::int32_t> t(static_cast<std::size_t>(n));
     for (auto& v : t) {
@@ -108,6 +95,65 @@ std::vector<std::int32_t> random_tokens(ssm::index n, ssm::index vocab, std::uin
         v = static_cast<std::int32_t>((seed >> 33) % static_cast<std::uint64_t>(vocab));
     }
     return t;
+}
+
+struct Ceilings {
+    double copy_bytes_per_s, gemm_fp32, gemm_bf16;  // bytes/s, FLOP/s, FLOP/s
+};
+
+/// Encoding at each length, ~64k tokens per batch: tokens/s and the projections' FLOP/s
+/// against the GEMM ceiling for the model's weight type.
+void encode_table(cu::MambaModel& model, double gemm_flops_per_token, double gemm_ceiling) {
+    const ssm::index V = model.vocab_size();
+    std::printf(
+        "|      L |  nseq | ms / batch |     tokens/s | GEMM TFLOP/s | of GEMM ceiling |\n");
+    std::printf(
+        "|--------|-------|------------|--------------|--------------|-----------------|\n");
+    bench::EventTimer timer(model.stream());
+    for (const ssm::index L : {512, 2048, 8192, 32768}) {
+        const ssm::index nseq = std::max<ssm::index>(1, 65536 / L);
+        ssm::Batch batch;
+        for (ssm::index s = 0; s < nseq; ++s)
+            batch.add(random_tokens(L, V, static_cast<std::uint64_t>(s + 1)));
+        (void)model.last_hidden(batch);  // warm-up: sizes the workspace
+        constexpr int kRepeats = 3;
+        timer.begin();
+        for (int i = 0; i < kRepeats; ++i) (void)model.last_hidden(batch);
+        const double sec = timer.seconds() / kRepeats;
+        const double tokens = static_cast<double>(nseq * L);
+        const double flops = gemm_flops_per_token * tokens;
+        std::printf("| %6lld | %5lld | %10.2f | %12.3e | %12.1f | %14.1f%% |\n",
+                    static_cast<long long>(L), static_cast<long long>(nseq), sec * 1e3,
+                    tokens / sec, flops / sec / 1e12, 100.0 * flops / sec / gemm_ceiling);
+    }
+}
+
+/// Greedy decoding at batch 1 and 64 after a 16-token prompt each: per-step latency,
+/// tokens/s, and the time the step's unavoidable bytes take at the copy bandwidth.
+void decode_table(cu::MambaModel& model, int steps, double state_bytes_per_seq,
+                  double copy_bytes_per_s) {
+    const ssm::index V = model.vocab_size();
+    std::printf("| batch | ms / step |     tokens/s | MB moved / step | floor ms | of floor |\n");
+    std::printf("|-------|-----------|--------------|-----------------|----------|----------|\n");
+    bench::EventTimer timer(model.stream());
+    for (const ssm::index B : {1, 64}) {
+        ssm::Batch prompts;
+        for (ssm::index s = 0; s < B; ++s)
+            prompts.add(random_tokens(16, V, static_cast<std::uint64_t>(100 + s)));
+        auto state = model.make_state(B);
+        std::vector<std::int32_t> next = model.prefill_greedy(prompts, state);
+        next = model.step_greedy(next, state);  // warm-up
+        timer.begin();
+        for (int i = 0; i < steps; ++i) next = model.step_greedy(next, state);
+        const double sec = timer.seconds() / steps;
+        const double bytes = static_cast<double>(model.weight_bytes()) +
+                             2.0 * state_bytes_per_seq * static_cast<double>(B) +
+                             4.0 * static_cast<double>(B * V);
+        const double floor_s = bytes / copy_bytes_per_s;
+        std::printf("| %5lld | %9.3f | %12.1f | %15.1f | %8.3f | %7.1f%% |\n",
+                    static_cast<long long>(B), sec * 1e3, static_cast<double>(B) / sec, bytes / 1e6,
+                    floor_s * 1e3, 100.0 * floor_s / sec);
+    }
 }
 
 }  // namespace
@@ -119,79 +165,46 @@ int main(int argc, char** argv) {
             return 77;
         }
         const int steps = argc > 1 ? std::atoi(argv[1]) : 100;
+        if (steps < 1) {
+            std::fprintf(stderr, "usage: ssm_bench_cuda_model [decode_steps >= 1]\n");
+            return 2;
+        }
         const auto config = mamba_130m();
         const ssm::index D = config.hidden_size, E = config.intermediate_size,
-                         N = config.state_size, R = config.time_step_rank, V = config.vocab_size,
+                         N = config.state_size, R = config.time_step_rank, K = config.conv_kernel,
                          layers = config.num_hidden_layers;
-        // Weights read per token (projections, conv, A, D) and the head; FLOPs per token of the
-        // GEMMs.
-        const double layer_params =
-            static_cast<double>(2 * E * D + E * (R + 2 * N) + E * R + D * E + 4 * E + 2 * E * N);
-        const double body_params = layers * layer_params;
-        const double head_params = static_cast<double>(V * D);
+        // Per token, the projections' FLOPs (2 per weight: in_proj, x_proj, dt_proj, out_proj).
+        const double gemm_flops_per_token =
+            2.0 * layers * static_cast<double>(2 * E * D + (R + 2 * N) * E + E * R + D * E);
+        // Per sequence, the recurrent state: conv (K−1, E) and SSM (E, N) in every layer.
+        const double state_bytes_per_seq = 4.0 * layers * static_cast<double>((K - 1) * E + E * N);
 
         cudaDeviceProp prop{};
         SSM_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
-        int device = 0, clock_khz = 0, mem_khz = 0, bus_bits = 0;
-        SSM_CUDA_CHECK(cudaGetDevice(&device));
-        SSM_CUDA_CHECK(cudaDeviceGetAttribute(&clock_khz, cudaDevAttrClockRate, device));
-        SSM_CUDA_CHECK(cudaDeviceGetAttribute(&mem_khz, cudaDevAttrMemoryClockRate, device));
-        SSM_CUDA_CHECK(cudaDeviceGetAttribute(&bus_bits, cudaDevAttrGlobalMemoryBusWidth, device));
-        const double peak_bw = 2.0 * mem_khz * 1e3 * (bus_bits / 8.0);  // bytes/s
-        const int fp32_lanes = prop.major >= 9 ? 128 : 64;  // per SM: sm_90 128, sm_80 64
-        const double peak_flops =
-            2.0 * fp32_lanes * prop.multiProcessorCount * clock_khz * 1e3;  // FMA = 2
-
+        const Ceilings top{bench::copy_bandwidth(), bench::gemm_throughput<float>(),
+                           bench::gemm_throughput<__nv_bfloat16>()};
         std::printf(
-            "mamba-130m shape (D %lld, %lld layers, E %lld, N %lld, vocab %lld), random fp32 "
-            "weights\n",
+            "mamba-130m shape (D %lld, %lld layers, E %lld, dt_rank %lld, N %lld, vocab %lld), "
+            "random weights\n"
+            "device: %s, %d SMs\n"
+            "ceilings measured in this run: device-to-device copy %.0f GB/s (data sheet %.0f "
+            "GB/s); cuBLAS GEMM 8192^3 fp32 %.1f TFLOP/s, bf16 inputs %.1f TFLOP/s (fp32 sums)\n",
             static_cast<long long>(D), static_cast<long long>(layers), static_cast<long long>(E),
-            static_cast<long long>(N), static_cast<long long>(V));
-        std::printf(
-            "device: %s, %d SMs; peak DRAM %.0f GB/s, fp32 peak ~%.1f TFLOP/s (estimated)\n\n",
-            prop.name, prop.multiProcessorCount, peak_bw / 1e9, peak_flops / 1e12);
+            static_cast<long long>(R), static_cast<long long>(N),
+            static_cast<long long>(config.vocab_size), prop.name, prop.multiProcessorCount,
+            top.copy_bytes_per_s / 1e9, bench::dram_bandwidth() / 1e9, top.gemm_fp32 / 1e12,
+            top.gemm_bf16 / 1e12);
         auto model = cu::MambaModel::from_source(config, random_weights());
-        Timer timer(model.stream());
 
-        std::printf("encode (last hidden state per sequence, no logits)\n");
-        std::printf(
-            "|      L |  nseq | ms / batch |     tokens/s | GEMM TFLOP/s | of fp32 peak |\n");
-        std::printf(
-            "|--------|-------|------------|--------------|--------------|--------------|\n");
-        for (const ssm::index L : {512, 2048, 8192, 32768}) {
-            const ssm::index nseq = std::max<ssm::index>(1, 65536 / L);
-            ssm::Batch batch;
-            for (ssm::index s = 0; s < nseq; ++s)
-                batch.add(random_tokens(L, V, static_cast<std::uint64_t>(s + 1)));
-            (void)model.last_hidden(batch);  // warm-up: sizes the workspace
-            const int repeats = 3;
-            timer.begin();
-            for (int i = 0; i < repeats; ++i) (void)model.last_hidden(batch);
-            const double sec = timer.end_seconds() / repeats;
-            const double tokens = static_cast<double>(nseq * L);
-            const double flops = 2.0 * body_params * tokens;
-            std::printf("| %6lld | %5lld | %10.2f | %12.3e | %12.2f | %11.1f%% |\n",
-                        static_cast<long long>(L), static_cast<long long>(nseq), sec * 1e3,
-                        tokens / sec, flops / sec / 1e12, 100.0 * flops / sec / peak_flops);
-        }
-
-        std::printf("\ngreedy decoding (argmax on the device, %d steps)\n", steps);
-        std::printf("| batch | ms / step |     tokens/s | weight-read floor ms | of floor |\n");
-        std::printf("|-------|-----------|--------------|----------------------|----------|\n");
-        const double floor_s = (body_params + head_params) * sizeof(float) / peak_bw;
-        for (const ssm::index B : {1, 64}) {
-            ssm::Batch prompts;
-            for (ssm::index s = 0; s < B; ++s)
-                prompts.add(random_tokens(16, V, static_cast<std::uint64_t>(100 + s)));
-            auto state = model.make_state(B);
-            std::vector<std::int32_t> next = model.prefill_greedy(prompts, state);
-            next = model.step_greedy(next, state);  // warm-up
-            timer.begin();
-            for (int i = 0; i < steps; ++i) next = model.step_greedy(next, state);
-            const double sec = timer.end_seconds() / steps;
-            std::printf("| %5lld | %9.3f | %12.1f | %20.3f | %7.1f%% |\n",
-                        static_cast<long long>(B), sec * 1e3, static_cast<double>(B) / sec,
-                        floor_s * 1e3, 100.0 * floor_s / sec);
+        for (const bool bf16 : {false, true}) {
+            if (bf16) model.store_weights_bf16();
+            std::printf("\n== %s weights (%.0f MB on the device)\n", bf16 ? "bf16" : "fp32",
+                        static_cast<double>(model.weight_bytes()) / 1e6);
+            std::printf("\nencode (last hidden state per sequence, no logits)\n");
+            encode_table(model, gemm_flops_per_token, bf16 ? top.gemm_bf16 : top.gemm_fp32);
+            std::printf("\ngreedy decoding, %d steps (argmax on the device, ids copied back)\n",
+                        steps);
+            decode_table(model, steps, state_bytes_per_seq, top.copy_bytes_per_s);
         }
         return 0;
     } catch (const std::exception& e) {

@@ -1,7 +1,10 @@
-// The selective scan alone: tokens/s per layer and achieved memory bandwidth, at
-// mamba-130m's inner size (E 1536, N 16), sequence lengths 512 to 32k with about 65k
-// tokens per call, fp32 and bf16 activations. The floor beside each figure is the time
-// the bytes the scan must move take at the device's peak DRAM bandwidth.
+// The selective scan alone, one layer at mamba-130m's inner size (E 1536, N 16): packed
+// batches of about 65k tokens per call at sequence lengths 512 to 32k, bf16 activations
+// (and fp32 for comparison), Δ finished inside (bias + softplus), the D skip and the silu(z)
+// gate fused, the final states written. For each call: tokens/s, the bytes the scan must
+// move per second, and exp evaluations per second — beside the ceilings measured in the
+// same run: device-to-device copy bandwidth and the expf throughput of a kernel that
+// touches no memory.
 //
 //   ssm_bench_cuda_scan [repeats]
 #include <cuda_bf16.h>
@@ -11,52 +14,24 @@
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
-#include <type_traits>
 #include <vector>
 
+#include "device_ceilings.cuh"
 #include "ssm/cuda/buffer.cuh"
 #include "ssm/cuda/kernels.cuh"
 
 namespace {
 
 namespace cu = ssm::cuda;
+namespace bench = ssm::bench;
 using cu::dindex;
 
-/// Fills x with uniform values in [lo, hi) from a hash of the index (no host traffic).
-template <class T>
-__global__ void fill_uniform(T* x, dindex n, float lo, float hi, std::uint32_t seed) {
-    for (dindex i = blockIdx.x * static_cast<dindex>(blockDim.x) + threadIdx.x; i < n;
-         i += static_cast<dindex>(gridDim.x) * blockDim.x) {
-        std::uint32_t h = static_cast<std::uint32_t>(i) * 2654435761u ^ seed;
-        h ^= h >> 16;
-        h *= 0x7feb352du;
-        h ^= h >> 15;
-        h *= 0x846ca68bu;
-        h ^= h >> 16;
-        const float v = lo + (hi - lo) * (static_cast<float>(h >> 8) * (1.0f / 16777216.0f));
-        if constexpr (std::is_same_v<T, float>)
-            x[i] = v;
-        else
-            x[i] = __float2bfloat16_rn(v);
-    }
-}
-
-template <class T>
-void fill(cu::DeviceBuffer<T>& b, float lo, float hi, std::uint32_t seed) {
-    fill_uniform<T><<<1024, 256>>>(b.data(), static_cast<dindex>(b.size()), lo, hi, seed);
-    SSM_CUDA_CHECK_LAUNCH("fill_uniform");
-}
-
-double peak_bandwidth_gbs() {
-    int device = 0, clock_khz = 0, bus_bits = 0;
-    SSM_CUDA_CHECK(cudaGetDevice(&device));
-    SSM_CUDA_CHECK(cudaDeviceGetAttribute(&clock_khz, cudaDevAttrMemoryClockRate, device));
-    SSM_CUDA_CHECK(cudaDeviceGetAttribute(&bus_bits, cudaDevAttrGlobalMemoryBusWidth, device));
-    return 2.0 * clock_khz * 1e3 * (bus_bits / 8.0) / 1e9;  // double data rate
-}
+struct Ceilings {
+    double copy_bytes_per_s, exp_per_s;
+};
 
 template <class In>
-void run(const char* type, dindex L, int repeats, double peak) {
+void run(const char* type, dindex L, int repeats, const Ceilings& top) {
     constexpr dindex E = 1536, N = 16, R = 48, kTokens = 65536;
     const dindex nseq = kTokens / L > 0 ? kTokens / L : 1;
     const dindex T = nseq * L, ldx = R + 2 * N;
@@ -65,13 +40,13 @@ void run(const char* type, dindex L, int repeats, double peak) {
         y(u.size());
     cu::DeviceBuffer<float> A(static_cast<std::size_t>(E * N)), D(static_cast<std::size_t>(E)),
         bias(D.size()), state(static_cast<std::size_t>(nseq * E * N));
-    fill(u, -1, 1, 1);
-    fill(dt, -1, 1, 2);
-    fill(xz, -2, 2, 3);
-    fill(xdbl, -1, 1, 4);
-    fill(A, -16, -1, 5);
-    fill(D, 0.5f, 1.5f, 6);
-    fill(bias, -4, -2, 7);
+    bench::fill_uniform(u, -1, 1, 1);
+    bench::fill_uniform(dt, -1, 1, 2);
+    bench::fill_uniform(xz, -2, 2, 3);
+    bench::fill_uniform(xdbl, -1, 1, 4);
+    bench::fill_uniform(A, -16, -1, 5);
+    bench::fill_uniform(D, 0.5f, 1.5f, 6);
+    bench::fill_uniform(bias, -4, -2, 7);
     std::vector<dindex> offsets(static_cast<std::size_t>(nseq + 1));
     for (dindex s = 0; s <= nseq; ++s) offsets[static_cast<std::size_t>(s)] = s * L;
     const cu::DeviceOffsets off(offsets);
@@ -98,27 +73,23 @@ void run(const char* type, dindex L, int repeats, double peak) {
     p.ld_y = E;
     p.final_state = state.data();
 
-    cudaEvent_t start, stop;
-    SSM_CUDA_CHECK(cudaEventCreate(&start));
-    SSM_CUDA_CHECK(cudaEventCreate(&stop));
     cu::selective_scan(p, off, nullptr);  // warm-up (and the shared-memory opt-in)
     SSM_CUDA_CHECK(cudaDeviceSynchronize());
-    SSM_CUDA_CHECK(cudaEventRecord(start));
+    bench::EventTimer timer;
+    timer.begin();
     for (int i = 0; i < repeats; ++i) cu::selective_scan(p, off, nullptr);
-    SSM_CUDA_CHECK(cudaEventRecord(stop));
-    SSM_CUDA_CHECK(cudaEventSynchronize(stop));
-    float ms = 0;
-    SSM_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
-    SSM_CUDA_CHECK(cudaEventDestroy(start));
-    SSM_CUDA_CHECK(cudaEventDestroy(stop));
-    const double seconds = ms / 1e3 / repeats;
-    // Bytes the scan must move: u, Δ, z in and y out per (t, e); B, C per (t, n); the state out.
+    const double seconds = timer.seconds() / repeats;
+    // Bytes the scan must move: u, Δ, z in and y out per (t, e); B, C per (t, n); the final
+    // state out. Exps: exp(Δ·A) per (t, e, n), and per (t, e) one in softplus and one in silu.
     const double bytes =
         static_cast<double>(T) * (4.0 * E + 2.0 * N) * sizeof(In) + 4.0 * nseq * E * N;
-    const double gbs = bytes / seconds / 1e9;
-    std::printf("| %-5s | %6lld | %5lld | %9.3f | %12.3e | %8.1f | %5.1f%% |\n", type,
-                static_cast<long long>(L), static_cast<long long>(nseq), seconds * 1e3,
-                static_cast<double>(T) / seconds, gbs, 100.0 * gbs / peak);
+    const double exps = static_cast<double>(T) * E * (N + 2);
+    const double bytes_per_s = bytes / seconds, exp_per_s = exps / seconds;
+    std::printf("| %-5s | %6lld | %5lld | %9.3f | %12.3e | %8.1f | %6.1f%% | %10.3e | %6.1f%% |\n",
+                type, static_cast<long long>(L), static_cast<long long>(nseq), seconds * 1e3,
+                static_cast<double>(T) / seconds, bytes_per_s / 1e9,
+                100.0 * bytes_per_s / top.copy_bytes_per_s, exp_per_s,
+                100.0 * exp_per_s / top.exp_per_s);
 }
 
 }  // namespace
@@ -130,17 +101,29 @@ int main(int argc, char** argv) {
             return 77;
         }
         const int repeats = argc > 1 ? std::atoi(argv[1]) : 10;
+        if (repeats < 1) {
+            std::fprintf(stderr, "usage: ssm_bench_cuda_scan [repeats >= 1]\n");
+            return 2;
+        }
         cudaDeviceProp prop{};
         SSM_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
-        const double peak = peak_bandwidth_gbs();
-        std::printf("selective scan, one layer: E 1536, N 16, ~65k tokens per call, %d repeats\n",
-                    repeats);
-        std::printf("device: %s, peak DRAM bandwidth %.0f GB/s\n\n", prop.name, peak);
-        std::printf("| type  |      L |  nseq | ms / call |     tokens/s |     GB/s | of peak |\n");
-        std::printf("|-------|--------|-------|-----------|--------------|----------|---------|\n");
-        for (const dindex L : {512, 2048, 8192, 32768}) run<float>("fp32", L, repeats, peak);
-        for (const dindex L : {512, 2048, 8192, 32768})
-            run<__nv_bfloat16>("bf16", L, repeats, peak);
+        const Ceilings top{bench::copy_bandwidth(), bench::exp_throughput()};
+        const double sheet = bench::dram_bandwidth();
+        std::printf(
+            "selective scan, one layer: E 1536, N 16, ~65k tokens per call, %d repeats\n"
+            "device: %s, %d SMs\n"
+            "ceilings measured in this run: device-to-device copy %.0f GB/s (data sheet %.0f "
+            "GB/s), expf %.3e /s\n\n",
+            repeats, prop.name, prop.multiProcessorCount, top.copy_bytes_per_s / 1e9, sheet / 1e9,
+            top.exp_per_s);
+        std::printf(
+            "| type  |      L |  nseq | ms / call |     tokens/s |     GB/s | of copy |      exp/s "
+            "| of expf |\n");
+        std::printf(
+            "|-------|--------|-------|-----------|--------------|----------|---------|------------"
+            "|---------|\n");
+        for (const dindex L : {512, 2048, 8192, 32768}) run<__nv_bfloat16>("bf16", L, repeats, top);
+        for (const dindex L : {512, 2048, 8192, 32768}) run<float>("fp32", L, repeats, top);
         return 0;
     } catch (const std::exception& e) {
         std::fprintf(stderr, "error: %s\n", e.what());
