@@ -19,7 +19,7 @@ constexpr const char* kHelp = R"(ssm-embed — embed texts with a Mamba bi-encod
 
 usage: ssm-embed --model DIR --input FILE.jsonl --out FILE.npy [options]
 
-  --model DIR          checkpoint folder (config.json, safetensors; tokenizer.json for text)
+  --model DIR          checkpoint folder (config.json, safetensors or pytorch_model.bin; tokenizer.json for text)
   --input FILE.jsonl   one object per line: {"id": ..., "text": "..."} or
                        {"id": ..., "input_ids": [3, 17, ...]}
   --out FILE.npy       float32 [n, hidden], row i = line i (blank lines skipped)

@@ -27,7 +27,7 @@ usage: ssm-rerank --model DIR --input FILE.jsonl [options]
 
   --model DIR        checkpoint folder with the scoring head `score.weight` [1, hidden]
                      (and optionally `score.bias` [1]) beside the Mamba weights
-  --head FILE        a safetensors file holding score.weight / score.bias, when they are
+  --head FILE        a safetensors or PyTorch file holding score.weight / score.bias, when they are
                      not in the checkpoint
   --input FILE       one object per line: {"query": "...", "document": "..."} or
                      {"input_ids": [...]}; prints one score per line, in input order

@@ -26,7 +26,7 @@ usage: ssm-retrieve --model DIR --corpus corpus.jsonl --queries queries.jsonl
                     [--qrels qrels.tsv] [--top-k 100] [--run out.trec] [options]
        ssm-retrieve --model DIR --beir DIR [...]
 
-  --model DIR            checkpoint folder (config.json, safetensors, tokenizer.json)
+  --model DIR            checkpoint folder (config.json, safetensors or pytorch_model.bin, tokenizer.json)
   --corpus FILE          BEIR corpus.jsonl: {"_id": ..., "title": ..., "text": ...} per line
   --queries FILE         BEIR queries.jsonl: {"_id": ..., "text": ...} per line
   --qrels FILE           relevance judgements: BEIR TSV (query-id, corpus-id, score) or

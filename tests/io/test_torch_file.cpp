@@ -40,7 +40,87 @@ void check_same_tensors(const ssm::TorchFile& file, const ssm::SafetensorsFile& 
     }
 }
 
+// A stored ZIP archive of `records` (name, bytes), as torch.save lays one out.
+std::string make_zip(const std::vector<std::pair<std::string, std::string>>& records) {
+    const auto le = [](std::string& out, std::uint64_t v, int n) {
+        for (int i = 0; i < n; ++i) out += static_cast<char>((v >> (8 * i)) & 0xff);
+    };
+    std::string out, central;
+    for (const auto& [name, data] : records) {
+        const std::size_t offset = out.size();
+        le(out, 0x04034b50, 4), le(out, 20, 2), le(out, 0, 2), le(out, 0, 2), le(out, 0, 4), le(out, 0, 4);
+        le(out, data.size(), 4), le(out, data.size(), 4), le(out, name.size(), 2), le(out, 0, 2);
+        out += name + data;
+        le(central, 0x02014b50, 4), le(central, 20, 2), le(central, 20, 2), le(central, 0, 2), le(central, 0, 2);
+        le(central, 0, 4), le(central, 0, 4), le(central, data.size(), 4), le(central, data.size(), 4);
+        le(central, name.size(), 2), le(central, 0, 2), le(central, 0, 2), le(central, 0, 2), le(central, 0, 2);
+        le(central, 0, 4), le(central, offset, 4);
+        central += name;
+    }
+    const std::size_t dir_offset = out.size();
+    out += central;
+    le(out, 0x06054b50, 4), le(out, 0, 2), le(out, 0, 2), le(out, records.size(), 2), le(out, records.size(), 2);
+    le(out, central.size(), 4), le(out, dir_offset, 4), le(out, 0, 2);
+    return out;
+}
+
+// A pickle string op: BINUNICODE with its 4-byte length.
+std::string unicode(const std::string& s) {
+    std::string out = "X";
+    for (int i = 0; i < 4; ++i) out += static_cast<char>((s.size() >> (8 * i)) & 0xff);
+    return out + s;
+}
+
 }  // namespace
+
+TEST_CASE("torch files: hand-made pickles: cycles, deep nesting, unknown objects and opcodes", "[torch]") {
+    using namespace std::string_literals;  // the pickles hold NUL bytes
+    const auto dir = ssm::test::scratch_dir("torch-pickles");
+    const auto open_pickle = [&](const std::string& pickle, const std::string& tag) {
+        const auto path = dir / (tag + ".pt");
+        ssm::test::write_bytes(path, make_zip({{"archive/data.pkl", pickle},
+                                               {"archive/data/0", std::string(16, '\0')}}));
+        return ssm::test::error_of([&] { (void)ssm::TorchFile::open(path); });
+    };
+    const std::string proto = "\x80\x02";
+    // A float storage of 4 elements (key "0") and a tensor [2, 2] over it.
+    const std::string storage = "(" + unicode("storage") + "ctorch\nFloatStorage\n" + unicode("0") + unicode("cpu") +
+                                "K\x04tQ";
+    const std::string tensor = "ctorch._utils\n_rebuild_tensor_v2\n(" + storage + "K\x00K\x02K\x02\x86K\x02K\x01\x86\x89tR"s;
+
+    // A dict holding a tensor and things no state dict needs: an unknown class called,
+    // instantiated and given state, which are kept inert (never run).
+    const std::string odd = "cos\nsystem\n(" + unicode("echo no") + "tR" + unicode("y") + "cbuiltins\nobject\n)\x81}b";
+    const auto path = dir / "odd.pt";
+    ssm::test::write_bytes(path, make_zip({{"archive/data.pkl", proto + "}(" + unicode("w") + tensor + unicode("x") +
+                                                                    odd + "u."},
+                                           {"archive/data/0", std::string(16, '\0')}}));
+    const auto f = ssm::TorchFile::open(path);
+    CHECK(f.names() == std::vector<std::string>{"w"});
+    CHECK(f.load_f32("w").size() == 4);
+
+    // A list that holds itself, and 200000 nested lists: released without a leak or a
+    // deep recursion; neither is a dict of tensors.
+    CHECK(open_pickle(proto + "}" + unicode("k") + "]q\x01h\x01" "as.", "cycle").find("no dict of tensors") !=
+          std::string::npos);
+    CHECK(open_pickle(proto + "}" + unicode("k") + std::string(200000, ']') + std::string(199999, 'a') + "s.", "deep")
+              .find("no dict of tensors") != std::string::npos);
+    // Malformed pickles name the byte.
+    CHECK(open_pickle(proto + "}\xff.", "opcode").find("opcode 0xff") != std::string::npos);
+    CHECK(open_pickle(proto + "a.", "underflow").find("underflow") != std::string::npos);
+    CHECK(open_pickle(proto + "}}.", "stop").find("STOP with 2 values") != std::string::npos);
+    CHECK(open_pickle(proto + "h\x07.", "memo").find("memo entry 7") != std::string::npos);
+    CHECK(open_pickle(proto + "}" + unicode("k"), "early").find("ends early") != std::string::npos);
+    // Tensors that reach outside their storage, or storages that do not match their record.
+    const std::string big = "ctorch._utils\n_rebuild_tensor_v2\n(" + storage + "K\x01K\x02K\x02\x86K\x02K\x01\x86\x89tR";
+    CHECK(open_pickle(proto + "}" + unicode("w") + big + "s.", "reach").find("reaches element 4") != std::string::npos);
+    std::string wrong = storage;
+    wrong.replace(wrong.find("K\x04"), 2, "K\x05");
+    const std::string short_storage = "ctorch._utils\n_rebuild_tensor_v2\n(" + wrong + "K\x00K\x02\x85K\x01\x85\x89tR"s;
+    CHECK(open_pickle(proto + "}" + unicode("w") + short_storage + "s.", "numel").find("holds 16 bytes") !=
+          std::string::npos);
+    fs::remove_all(dir);
+}
 
 TEST_CASE("torch files: every dtype and view, from torch 1.x and 2.x writers and as ZIP64", "[torch]") {
     const auto expected = ssm::SafetensorsFile::open(torch_dir() / "tensors.expected.safetensors");

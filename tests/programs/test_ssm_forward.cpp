@@ -20,11 +20,19 @@ Run run(const std::string& args) { return ssm::test::run_program(SSM_FORWARD_EXE
 
 TEST_CASE("ssm-forward writes logits and last_hidden_state matching transformers", "[ssm-forward]") {
     const auto scratch = ssm::test::scratch_dir("forward");
-    const std::pair<const char*, int> cases[] = {{"mamba-tiny", 4}, {"mambabyte-tiny", 2},
-                                                 {"mamba-tiny-bf16-sharded", 2}};
-    for (const auto& [folder, nseq] : cases) {
+    struct Case {
+        const char* folder;
+        int nseq;
+        const char* reference_folder;
+    };
+    // mambabyte-tiny-torch: the same weights as a state-spaces pytorch_model.bin checkpoint.
+    const Case cases[] = {{"mamba-tiny", 4, "mamba-tiny"},
+                          {"mambabyte-tiny", 2, "mambabyte-tiny"},
+                          {"mamba-tiny-bf16-sharded", 2, "mamba-tiny-bf16-sharded"},
+                          {"mambabyte-tiny-torch", 2, "mambabyte-tiny"}};
+    for (const auto& [folder, nseq, reference_folder] : cases) {
         const auto dir = ssm::test::data_dir() / folder;
-        const auto ref = ssm::SafetensorsFile::open(dir / "reference.safetensors");
+        const auto ref = ssm::SafetensorsFile::open(ssm::test::data_dir() / reference_folder / "reference.safetensors");
         const int layers = static_cast<int>(ssm::MambaConfig::load(dir).num_hidden_layers);
         for (int i = 0; i < nseq; ++i) {
             const std::string p = "seq" + std::to_string(i);

@@ -111,12 +111,27 @@ private:
 }
 
 /// Reads one pickle. `load_storage` turns a persistent id into a Storage value.
+/// The values `run()` returns are valid while the Unpickler lives: on destruction it
+/// empties every list and dict it made, so reference cycles a pickle can build (a list
+/// appended to itself) are released too.
 class Unpickler {
 public:
     using StorageLoader = std::function<Ref(const Value& pid)>;
 
     Unpickler(std::span<const std::byte> bytes, std::string where, StorageLoader load_storage)
         : bytes_(bytes), where_(std::move(where)), load_storage_(std::move(load_storage)) {}
+    Unpickler(const Unpickler&) = delete;
+    Unpickler& operator=(const Unpickler&) = delete;
+    ~Unpickler() {
+        stack_.clear();
+        memo_.clear();
+        for (auto& c : mutables_) {
+            std::vector<Ref> items = std::move(c->items);
+            std::vector<std::pair<Ref, Ref>> entries = std::move(c->entries);
+            c->items.clear();
+            c->entries.clear();
+        }
+    }
 
     [[nodiscard]] Ref run() {
         for (;;) {
@@ -154,8 +169,8 @@ public:
                 case 'C': push(make_text(Value::Kind::Bytes, u8())); break;    // SHORT_BINBYTES
                 case 0x8e: push(make_text(Value::Kind::Bytes, le(8))); break;  // BINBYTES8
                 case 0x96: push(make_text(Value::Kind::Bytes, le(8))); break;  // BYTEARRAY8
-                case '}': push(make(Value::Kind::Dict)); break;
-                case ']': push(make(Value::Kind::List)); break;
+                case '}': push(make_mutable(Value::Kind::Dict)); break;
+                case ']': push(make_mutable(Value::Kind::List)); break;
                 case ')': push(make(Value::Kind::Tuple)); break;
                 case 't': push(tuple_of(pop_mark(op_at))); break;
                 case 0x85: push(tuple_of(pop_n(1, op_at))); break;
@@ -264,6 +279,11 @@ private:
     }
 
     static Ref make(Value::Kind k) { return std::make_shared<Value>(k); }
+    Ref make_mutable(Value::Kind k) {
+        auto v = make(k);
+        mutables_.push_back(v);
+        return v;
+    }
     static Ref make_bool(bool b) {
         auto v = make(Value::Kind::Bool);
         v->i = b;
@@ -339,9 +359,9 @@ private:
         target.items.insert(target.items.end(), vs.begin(), vs.end());
     }
 
-    static Ref instantiate(const Value& cls) {
+    Ref instantiate(const Value& cls) {
         if (cls.kind == Value::Kind::Global && (cls.s == "collections.OrderedDict" || cls.s == "builtins.dict"))
-            return make(Value::Kind::Dict);
+            return make_mutable(Value::Kind::Dict);
         auto v = make(Value::Kind::Object);
         v->s = cls.kind == Value::Kind::Global ? cls.s : "?";
         return v;
@@ -394,6 +414,7 @@ private:
     std::vector<Ref> stack_;
     std::vector<std::size_t> marks_;
     std::unordered_map<std::uint64_t, Ref> memo_;
+    std::vector<Ref> mutables_;  // every list and dict made, emptied on destruction
 };
 
 }  // namespace detail::pickle
@@ -541,7 +562,8 @@ private:
         };
 
         const ZipEntry* pkl = zip.find(prefix + "data.pkl");
-        Ref root = detail::pickle::Unpickler(zip.data(*pkl), file + ": " + prefix + "data.pkl", load_storage).run();
+        detail::pickle::Unpickler unpickler(zip.data(*pkl), file + ": " + prefix + "data.pkl", load_storage);
+        const Ref root = unpickler.run();
         const Value* dict = state_dict_of(*root);
         if (!dict) fail(file, ": holds no dict of tensors (nor one under 'state_dict' or 'model')");
 
