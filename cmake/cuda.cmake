@@ -65,4 +65,13 @@ if(SSM_BUILD_CUDA)
   if(EXISTS "${SSM_CUDA_ROOT}/benchmarks/cuda/CMakeLists.txt")
     add_subdirectory("${SSM_CUDA_ROOT}/benchmarks/cuda" "${CMAKE_CURRENT_BINARY_DIR}/benchmarks/cuda")
   endif()
+
+  # Every CUDA test and benchmark as one target: `--target ssm_cuda_all -j N` compiles them
+  # side by side (with Makefiles, targets named one by one are built one after another).
+  add_custom_target(ssm_cuda_all)
+  foreach(t IN ITEMS ssm_test_cuda_ops ssm_test_cuda_model ssm_bench_cuda_scan ssm_bench_cuda_model)
+    if(TARGET ${t})
+      add_dependencies(ssm_cuda_all ${t})
+    endif()
+  endforeach()
 endif()

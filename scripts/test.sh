@@ -23,7 +23,7 @@ if [[ "${SSM_SKIP_CUDA:-0}" != 1 && -n "$nvcc_path" ]]; then
   echo "== CUDA backend: compile with $nvcc_path (sm_90, sm_80), run where a GPU exists"
   cmake -S . -B build-cuda -DCMAKE_BUILD_TYPE=Release -DSSM_BUILD_CUDA=ON -DCMAKE_CUDA_COMPILER="$nvcc_path" \
         -DCMAKE_CUDA_ARCHITECTURES="90;80" -DSSM_BUILD_EXAMPLES=OFF -DSSM_INSTALL=OFF >/dev/null
-  cmake --build build-cuda -j "$jobs" --target ssm_test_cuda_ops ssm_test_cuda_model ssm_bench_cuda_scan ssm_bench_cuda_model
+  cmake --build build-cuda -j "$jobs" --target ssm_cuda_all
   ctest --test-dir build-cuda --output-on-failure -L cuda
 elif [[ "${SSM_SKIP_CUDA:-0}" != 1 ]]; then
   echo "== CUDA backend: SKIPPED (no nvcc on this machine)"
