@@ -123,7 +123,9 @@ inline bool convert_to_f32(DType src_type, const void* src, float* dst, std::siz
         return v;
     };
     switch (src_type) {
-        case DType::F32: std::memcpy(dst, src, n * 4); return true;
+        case DType::F32:
+            if (n) std::memcpy(dst, src, n * 4);  // an empty tensor may have no storage at all
+            return true;
         case DType::F16:
             for (std::size_t i = 0; i < n; ++i) dst[i] = f16_to_f32(load(i, std::uint16_t{}));
             return true;
