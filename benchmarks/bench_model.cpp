@@ -146,5 +146,5 @@ void BM_Decode(benchmark::State& state) {
 BENCHMARK(ssm::bench::BM_PeakFma)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(ssm::bench::BM_MemoryRead)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_Prefill)->ArgsProduct({{512, 2048, 8192}, {0, 1}})->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(BM_Decode)->ArgsProduct({{1, 8}, {0, 1}})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_Decode)->ArgsProduct({{1, 8, 16, 32, 64}, {0, 1}})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_MAIN();

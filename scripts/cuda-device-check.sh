@@ -25,6 +25,9 @@
 #   SSM_CUDA_ARCH=ARCHS      CMAKE_CUDA_ARCHITECTURES (default: native, falling back to 90)
 #   SSM_JOBS=N               parallel build jobs (default: number of cores)
 #   SSM_PYTHON=PATH          the Python with PyTorch for the baseline (default: python3)
+#
+# A machine without Eigen, nlohmann_json or Catch2: run scripts/device-deps.sh where they
+# are installed and carry the .device-deps folder it writes; configure puts it first.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 root=$PWD
@@ -97,6 +100,11 @@ configure() {
     local archs=${SSM_CUDA_ARCH:-native}
     local args=(-S . -B "$build" -G "Unix Makefiles" -DCMAKE_BUILD_TYPE=Release -DSSM_BUILD_CUDA=ON
                 -DSSM_BUILD_EXAMPLES=OFF -DSSM_INSTALL=OFF)
+    # Headers gathered by scripts/device-deps.sh (Eigen, nlohmann_json, Catch2 v2), when carried.
+    if [[ -d $root/.device-deps ]]; then
+        echo "using $root/.device-deps (scripts/device-deps.sh) before the system folders"
+        args+=(-DCMAKE_PREFIX_PATH="$root/.device-deps")
+    fi
     if cmake "${args[@]}" -DCMAKE_CUDA_ARCHITECTURES="$archs"; then return 0; fi
     [[ -n ${SSM_CUDA_ARCH:-} ]] && return 1
     echo "configure with CMAKE_CUDA_ARCHITECTURES=native failed; again with 90"

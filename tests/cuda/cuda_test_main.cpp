@@ -1,10 +1,10 @@
 // The CUDA tests' runner: with no usable CUDA device it says so and exits 77, which CTest
 // (SKIP_RETURN_CODE 77) reports as skipped rather than passed or failed.
-#if __has_include(<catch2/catch_session.hpp>)
-#include <catch2/catch_session.hpp>
-#else
+#if __has_include(<catch2/catch.hpp>)  // v2 first, as in tests/catch.hpp
 #define CATCH_CONFIG_RUNNER
 #include <catch2/catch.hpp>
+#else
+#include <catch2/catch_session.hpp>
 #endif
 
 #include <cuda_runtime_api.h>
