@@ -256,12 +256,7 @@ private:
         return s;
     }
     std::uint8_t u8() { return static_cast<std::uint8_t>(take(1)[0]); }
-    std::uint64_t le(int n) {
-        std::uint64_t v = 0;
-        const auto b = take(static_cast<std::uint64_t>(n));
-        for (int i = n - 1; i >= 0; --i) v = (v << 8) | static_cast<std::uint8_t>(b[static_cast<std::size_t>(i)]);
-        return v;
-    }
+    std::uint64_t le(int n) { return load_le(take(static_cast<std::uint64_t>(n)), 0, n); }
     std::int64_t long_int(std::uint64_t n, std::size_t at) {
         if (n > 8) bad(at, "integer of ", n, " bytes is too large");
         if (n == 0) return 0;

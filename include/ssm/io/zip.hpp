@@ -17,6 +17,15 @@
 
 namespace ssm {
 
+namespace detail {
+/// The `n`-byte (n ≤ 8) little-endian unsigned integer at `b[at]`; the caller checks bounds.
+[[nodiscard]] inline std::uint64_t load_le(std::span<const std::byte> b, std::size_t at, int n) noexcept {
+    std::uint64_t v = 0;
+    for (int i = n - 1; i >= 0; --i) v = (v << 8) | static_cast<std::uint8_t>(b[at + static_cast<std::size_t>(i)]);
+    return v;
+}
+}  // namespace detail
+
 /// One stored entry: its bytes are `file[offset, offset + size)`.
 struct ZipEntry {
     std::string name;
@@ -62,9 +71,7 @@ private:
     static constexpr std::size_t kCentralSize = 46, kLocalSize = 30;
 
     static std::uint64_t le(std::span<const std::byte> b, std::size_t at, int n) noexcept {
-        std::uint64_t v = 0;
-        for (int i = n - 1; i >= 0; --i) v = (v << 8) | static_cast<std::uint8_t>(b[at + static_cast<std::size_t>(i)]);
-        return v;
+        return detail::load_le(b, at, n);
     }
     static std::uint32_t u32_at(std::span<const std::byte> b, std::size_t at) noexcept {
         return static_cast<std::uint32_t>(le(b, at, 4));
