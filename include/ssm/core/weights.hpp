@@ -13,6 +13,7 @@
 #include "ssm/core/tensor.hpp"
 #include "ssm/core/threads.hpp"
 
+
 namespace ssm {
 
 namespace detail {
@@ -60,9 +61,14 @@ inline void dot_rows(const T* w, const float* x, index ldx, index n, float* out)
 #if defined(__GNUC__) || defined(__clang__)
     constexpr index kStep = 16 * (R >= 4 ? 1 : 4 / R);  // ≥ 4 independent sums per step
     constexpr int kChunks = static_cast<int>(kStep / 16);
+    constexpr index kPrefetchBytes = 4096;
     vector_end = n - n % kStep;
     detail::f32x16 acc[kChunks][R] = {};
     for (index i = 0; i < vector_end; i += kStep) {
+        // Several rows make each weight byte take longer, and the input rows' own streams
+        // crowd the hardware prefetcher: ask for the weight row 4 KiB ahead (into the next
+        // row at its end), or the loop waits on memory at a fraction of its bandwidth.
+        if constexpr (R > 1) __builtin_prefetch(reinterpret_cast<const char*>(w + i) + kPrefetchBytes, 0, 0);
         for (int c = 0; c < kChunks; ++c) {
             detail::f32x16 wv, xv;
             detail::load16(wv, w + i + 16 * c);
