@@ -32,6 +32,31 @@ struct Case {
 };
 const Case kCases[] = {{"mamba-tiny", 4}, {"mambabyte-tiny", 2}, {"mamba-tiny-bf16-sharded", 2}};
 
+// The first `nseq` reference sequences one at a time: every hidden state, the final hidden
+// state and the logits against the references, and against the CPU model, within `tol`.
+void check_sequences(cu::MambaModel& gpu, const ssm::MambaLM& cpu, const ssm::SafetensorsFile& ref, int nseq,
+                     double tol) {
+    const auto layers = gpu.num_layers();
+    for (int i = 0; i < nseq; ++i) {
+        const std::string p = "seq" + std::to_string(i);
+        const auto ids = ids_of(ref, p + ".input_ids");
+        INFO(p << " (" << ids.size() << " tokens)");
+        const auto batch = ssm::Batch::of({ids});
+        const auto r = gpu.forward(batch, {ssm::Logits::All, true});
+        const auto rc = cpu.forward(batch, {ssm::Logits::All, true});
+        REQUIRE(static_cast<ssm::index>(r.layer_outputs.size()) == layers);
+        for (ssm::index j = 0; j < layers; ++j) {
+            INFO("hidden." << j);
+            const auto& out = r.layer_outputs[static_cast<std::size_t>(j)];
+            CHECK(rel_error(span_of(out), ref.load_f32(p + ".hidden." + std::to_string(j)).values()) < tol);
+            CHECK(rel_error(span_of(out), span_of(rc.layer_outputs[static_cast<std::size_t>(j)])) < tol);
+        }
+        CHECK(rel_error(span_of(r.hidden), ref.load_f32(p + ".hidden." + std::to_string(layers)).values()) < tol);
+        CHECK(rel_error(span_of(r.logits), ref.load_f32(p + ".logits").values()) < tol);
+        CHECK(rel_error(span_of(r.logits), span_of(rc.logits)) < tol);
+    }
+}
+
 }  // namespace
 
 TEST_CASE(
@@ -41,30 +66,8 @@ TEST_CASE(
         INFO(c.folder);
         const auto dir = ssm::test::data_dir() / c.folder;
         const auto ref = ssm::SafetensorsFile::open(dir / "reference.safetensors");
-        const auto cpu = ssm::MambaLM::load(dir);
         auto gpu = cu::MambaModel::load(dir);
-        const auto layers = gpu.num_layers();
-        for (int i = 0; i < c.sequences; ++i) {
-            const std::string p = "seq" + std::to_string(i);
-            const auto ids = ids_of(ref, p + ".input_ids");
-            INFO(p << " (" << ids.size() << " tokens)");
-            const auto batch = ssm::Batch::of({ids});
-            const auto r = gpu.forward(batch, {ssm::Logits::All, true});
-            const auto rc = cpu.forward(batch, {ssm::Logits::All, true});
-            REQUIRE(static_cast<ssm::index>(r.layer_outputs.size()) == layers);
-            for (ssm::index j = 0; j < layers; ++j) {
-                INFO("hidden." << j);
-                const auto& out = r.layer_outputs[static_cast<std::size_t>(j)];
-                CHECK(rel_error(span_of(out),
-                                ref.load_f32(p + ".hidden." + std::to_string(j)).values()) < kTol);
-                CHECK(rel_error(span_of(out),
-                                span_of(rc.layer_outputs[static_cast<std::size_t>(j)])) < kTol);
-            }
-            CHECK(rel_error(span_of(r.hidden),
-                            ref.load_f32(p + ".hidden." + std::to_string(layers)).values()) < kTol);
-            CHECK(rel_error(span_of(r.logits), ref.load_f32(p + ".logits").values()) < kTol);
-            CHECK(rel_error(span_of(r.logits), span_of(rc.logits)) < kTol);
-        }
+        check_sequences(gpu, ssm::MambaLM::load(dir), ref, c.sequences, kTol);
     }
 }
 
@@ -226,28 +229,7 @@ TEST_CASE(
     gpu.store_weights_bf16();
     REQUIRE(gpu.weights_bf16());
     CHECK(static_cast<double>(gpu.weight_bytes()) < 0.6 * static_cast<double>(fp32_bytes));
-    const auto layers = gpu.num_layers();
-    for (int i = 0; i < 2; ++i) {
-        const std::string p = "seq" + std::to_string(i);
-        const auto ids = ids_of(ref, p + ".input_ids");
-        INFO(p << " (" << ids.size() << " tokens)");
-        const auto batch = ssm::Batch::of({ids});
-        const auto r = gpu.forward(batch, {ssm::Logits::All, true});
-        const auto rc = cpu.forward(batch, {ssm::Logits::All, true});
-        REQUIRE(static_cast<ssm::index>(r.layer_outputs.size()) == layers);
-        for (ssm::index j = 0; j < layers; ++j) {
-            INFO("hidden." << j);
-            const auto& out = r.layer_outputs[static_cast<std::size_t>(j)];
-            CHECK(rel_error(span_of(out),
-                            ref.load_f32(p + ".hidden." + std::to_string(j)).values()) < kBf16Tol);
-            CHECK(rel_error(span_of(out), span_of(rc.layer_outputs[static_cast<std::size_t>(j)])) <
-                  kBf16Tol);
-        }
-        CHECK(rel_error(span_of(r.hidden),
-                        ref.load_f32(p + ".hidden." + std::to_string(layers)).values()) < kBf16Tol);
-        CHECK(rel_error(span_of(r.logits), ref.load_f32(p + ".logits").values()) < kBf16Tol);
-        CHECK(rel_error(span_of(r.logits), span_of(rc.logits)) < kBf16Tol);
-    }
+    check_sequences(gpu, cpu, ref, 2, kBf16Tol);
 
     // Prefill + step-by-step decoding (the fused step with bf16 x_proj / dt_proj) against
     // generate.full_logits, and greedy generation, on the host and with the argmax on the
