@@ -149,6 +149,33 @@ ssm::StridedMap map(std::vector<float>& v, ssm::index rows, ssm::index cols, ssm
     return {v.data(), rows, cols, Eigen::OuterStride<>(ld)};
 }
 
+/// CPU scan operands in the mixer's layout: u, dt and y are (T, E); each row of `xdbl` is
+/// [dt_low (R) | B (N) | C (N)], `ldx` floats apart; the gate z sits in rows 2E apart. D and
+/// z may be null (switched off).
+ssm::SelectiveScanArgs mixer_scan_args(ssm::index T, ssm::index E, ssm::index N, ssm::index R, ssm::index ldx,
+                                       const float* u, const float* dt, const float* A, const float* xdbl,
+                                       const float* D, const float* z, float* y) {
+    ssm::SelectiveScanArgs a;
+    a.T = T;
+    a.E = E;
+    a.N = N;
+    a.u = u;
+    a.ld_u = E;
+    a.dt = dt;
+    a.ld_dt = E;
+    a.A = A;
+    a.B = xdbl + R;
+    a.ld_B = ldx;
+    a.C = xdbl + R + N;
+    a.ld_C = ldx;
+    a.D = D;
+    a.z = z;
+    a.ld_z = 2 * E;
+    a.y = y;
+    a.ld_y = E;
+    return a;
+}
+
 ssm::index total(const std::vector<ssm::index>& lengths) {
     ssm::index t = 0;
     for (ssm::index l : lengths) t += l;
@@ -436,24 +463,9 @@ struct ScanCase {
              std::vector<float>& final_state) const {
         y.assign(static_cast<std::size_t>(T * E), 0.0f);
         final_state.assign(static_cast<std::size_t>(nseq * E * N), 0.0f);
-        ssm::SelectiveScanArgs a;
-        a.T = T;
-        a.E = E;
-        a.N = N;
-        a.u = u.data();
-        a.ld_u = E;
-        a.dt = dt.data();
-        a.ld_dt = E;
-        a.A = A.data();
-        a.B = xdbl.data() + R;
-        a.ld_B = ldx();
-        a.C = xdbl.data() + R + N;
-        a.ld_C = ldx();
-        a.D = with_D ? D.data() : nullptr;
-        a.z = with_z ? xz.data() + E : nullptr;
-        a.ld_z = 2 * E;
-        a.y = y.data();
-        a.ld_y = E;
+        ssm::SelectiveScanArgs a = mixer_scan_args(T, E, N, R, ldx(), u.data(), dt.data(), A.data(), xdbl.data(),
+                                                   with_D ? D.data() : nullptr, with_z ? xz.data() + E : nullptr,
+                                                   y.data());
         a.offsets = offsets;
         a.initial_state = with_state ? state0.data() : nullptr;
         a.final_state = final_state.data();
@@ -761,24 +773,8 @@ void check_decode_step(ssm::index B, ssm::index E, ssm::index N, int K, int R, i
         x_proj.forward(cmap(u, B, E, E), map(xdbl, B, J, J));
         dt_proj.forward(cmap(xdbl, B, R, J), map(dt, B, E, E));
         ssm::softplus_inplace(dt.data(), B * E);
-        ssm::SelectiveScanArgs a;
-        a.T = B;
-        a.E = E;
-        a.N = N;
-        a.u = u.data();
-        a.ld_u = E;
-        a.dt = dt.data();
-        a.ld_dt = E;
-        a.A = A.data();
-        a.B = xdbl.data() + R;
-        a.ld_B = J;
-        a.C = xdbl.data() + R + N;
-        a.ld_C = J;
-        a.D = Dskip.data();
-        a.z = xz.data() + E;
-        a.ld_z = 2 * E;
-        a.y = y.data();
-        a.ld_y = E;
+        const ssm::SelectiveScanArgs a = mixer_scan_args(B, E, N, R, J, u.data(), dt.data(), A.data(), xdbl.data(),
+                                                         Dskip.data(), xz.data() + E, y.data());
         ssm::selective_state_update<ssm::MambaDiscretization>(a, state.ssm.data());
 
         const auto d_xz = cu::upload(xz);
