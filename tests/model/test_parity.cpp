@@ -8,6 +8,7 @@
 
 #include "ssm/ssm.hpp"
 #include "model/generation_check.hpp"
+#include "model/parity_check.hpp"
 #include "test_util.hpp"
 
 namespace {
@@ -16,6 +17,8 @@ using ssm::test::rel_error;
 using ssm::test::ids_of;
 using ssm::test::span_of;
 using ssm::test::rows_of;
+using ssm::test::check_sequences_one_by_one;
+using ssm::test::check_packed_batch;
 
 constexpr double kTol = 1e-5;
 
@@ -36,49 +39,6 @@ const Case kCases[] = {{"mamba-tiny", 4},
 ssm::SafetensorsFile reference_of(const Case& c) {
     return ssm::SafetensorsFile::open(ssm::test::data_dir() / c.reference_folder / "reference.safetensors");
 }
-
-template <class Model>
-void check_sequences_one_by_one(const Model& model, const ssm::SafetensorsFile& ref, int nseq) {
-    const auto layers = model.config().num_hidden_layers;
-    for (int i = 0; i < nseq; ++i) {
-        const std::string p = "seq" + std::to_string(i);
-        const auto ids = ids_of(ref, p + ".input_ids");
-        const auto r = model.forward(ssm::Batch::of({ids}), {ssm::Logits::All, true});
-        INFO(p << " (" << ids.size() << " tokens)");
-        REQUIRE(static_cast<ssm::index>(r.layer_outputs.size()) == layers);
-        for (ssm::index j = 0; j < layers; ++j) {
-            INFO("hidden." << j);
-            CHECK(rel_error(span_of(r.layer_outputs[static_cast<std::size_t>(j)]),
-                            ref.load_f32(p + ".hidden." + std::to_string(j)).values()) < kTol);
-        }
-        CHECK(rel_error(span_of(r.hidden), ref.load_f32(p + ".hidden." + std::to_string(layers)).values()) <
-              kTol);
-        CHECK(rel_error(span_of(r.logits), ref.load_f32(p + ".logits").values()) < kTol);
-    }
-}
-
-template <class Model>
-void check_packed_batch(const Model& model, const ssm::SafetensorsFile& ref, int nseq) {
-    // Sequences packed in reverse order, so boundaries fall at different positions.
-    std::vector<std::vector<std::int32_t>> seqs;
-    for (int i = nseq - 1; i >= 0; --i) seqs.push_back(ids_of(ref, "seq" + std::to_string(i) + ".input_ids"));
-    const auto batch = ssm::Batch::of(seqs);
-    const auto packed = model.forward(batch, {ssm::Logits::All, false});
-    const auto last = model.forward(batch, {ssm::Logits::Last, false});
-    for (int k = 0; k < nseq; ++k) {
-        const int i = nseq - 1 - k;
-        const std::string p = "seq" + std::to_string(i);
-        INFO("packed " << p);
-        const auto begin = batch.offsets()[static_cast<std::size_t>(k)];
-        const auto len = batch.length(k);
-        const auto single = model.forward(ssm::Batch::of({seqs[static_cast<std::size_t>(k)]}), {ssm::Logits::All, false});
-        // Packed = one by one, up to summation order inside the products.
-        CHECK(rel_error(rows_of(packed.hidden, begin, len), span_of(single.hidden)) < 1e-6);
-        CHECK(rel_error(rows_of(packed.logits, begin, len), ref.load_f32(p + ".logits").values()) < kTol);
-        CHECK(rel_error(rows_of(last.logits, k, 1), rows_of(single.logits, len - 1, 1)) < 1e-6);
-    }
-}
-
 
 }  // namespace
 

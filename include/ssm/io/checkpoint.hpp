@@ -23,9 +23,38 @@
 
 namespace ssm {
 
+namespace detail {
+
+/// The lit-gpt name (SAMBA's training code) of a canonical name, or "" when it has none:
+/// `transformer.wte`, `transformer.ln_f`, `transformer.h.{i}.{norm_1, attn, norm_2, mlp}`,
+/// with the fused attention projections `attn.attn` / `attn.proj` and the SwiGLU weights
+/// `mlp.swiglu.w1/w2/w3` (or `mlp.fc_1/fc_2/proj`).
+[[nodiscard]] inline std::vector<std::string> lit_gpt_names(const std::string& c) {
+    if (c == "backbone.embeddings.weight") return {"transformer.wte.weight"};
+    if (c == "backbone.norm_f.weight") return {"transformer.ln_f.weight"};
+    const std::string layers = "backbone.layers.";
+    if (c.rfind(layers, 0) != 0) return {};
+    const std::size_t dot = c.find('.', layers.size());
+    if (dot == std::string::npos) return {};
+    const std::string block = "transformer.h." + c.substr(layers.size(), dot - layers.size()) + ".";
+    const std::string rest = c.substr(dot + 1);
+    const auto starts = [&](std::string_view p) { return rest.rfind(p, 0) == 0; };
+    if (rest == "norm.weight") return {block + "norm_1.weight"};
+    if (rest == "mlp_norm.weight") return {block + "norm_2.weight"};
+    if (rest == "mixer.qkv_proj.weight") return {block + "attn.attn.weight"};
+    if (rest == "mixer.o_proj.weight") return {block + "attn.proj.weight"};
+    if (starts("mixer.")) return {block + "attn." + rest.substr(6)};
+    if (rest == "mlp.gate_proj.weight") return {block + "mlp.swiglu.w1.weight", block + "mlp.fc_1.weight"};
+    if (rest == "mlp.up_proj.weight") return {block + "mlp.swiglu.w2.weight", block + "mlp.fc_2.weight"};
+    if (rest == "mlp.down_proj.weight") return {block + "mlp.swiglu.w3.weight", block + "mlp.proj.weight"};
+    return {};
+}
+
+}  // namespace detail
+
 /// The names a canonical tensor name may be stored under, canonical first:
 /// original state-spaces checkpoints say `backbone.embedding.weight`; some exports drop
-/// the `backbone.` prefix or use `model.` instead.
+/// the `backbone.` prefix or use `model.` instead; SAMBA checkpoints use lit-gpt names.
 [[nodiscard]] inline std::vector<std::string> checkpoint_aliases(std::string_view canonical) {
     std::vector<std::string> names{std::string(canonical)};
     const std::string c(canonical);
@@ -39,6 +68,7 @@ namespace ssm {
             names.push_back("model." + r);
         }
     }
+    for (auto& n : detail::lit_gpt_names(c)) names.push_back(std::move(n));
     return names;
 }
 
@@ -84,8 +114,8 @@ private:
 
 /// All tensors of a checkpoint: a folder with `model.safetensors` or `pytorch_model.bin`, a
 /// folder with shards listed in `model.safetensors.index.json` or
-/// `pytorch_model.bin.index.json`, or a single file of either kind. A folder holding both
-/// kinds is read from its safetensors.
+/// `pytorch_model.bin.index.json`, a lit-gpt folder with `lit_model.pth`, or a single file
+/// of either kind. A folder holding both kinds is read from its safetensors.
 class Checkpoint {
 public:
     [[nodiscard]] static Checkpoint open(const std::filesystem::path& dir_or_file) {
@@ -108,7 +138,12 @@ public:
                 return c;
             }
         }
-        fail(dir_or_file.string(), ": no model.safetensors, pytorch_model.bin or their .index.json in the folder");
+        if (fs::exists(dir_or_file / "lit_model.pth")) {  // lit-gpt (SAMBA) checkpoints
+            c.add_file(dir_or_file / "lit_model.pth", std::nullopt);
+            return c;
+        }
+        fail(dir_or_file.string(),
+             ": no model.safetensors, pytorch_model.bin, their .index.json or lit_model.pth in the folder");
     }
 
     /// Adds the tensors of another file, safetensors or PyTorch (e.g. a head trained apart

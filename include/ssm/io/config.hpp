@@ -2,6 +2,7 @@
 // state-spaces (mamba_ssm) form, as one typed struct.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
@@ -9,6 +10,7 @@
 #include <optional>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -17,9 +19,52 @@
 
 namespace ssm {
 
+namespace detail {
+
+/// Typed reads of config.json fields, with errors that name the file and the key.
+struct JsonFields {
+    const std::string& source;
+
+    [[nodiscard]] index integer(const nlohmann::json& obj, const char* key, std::optional<index> fallback) const {
+        if (!obj.contains(key) || obj.at(key).is_null()) {
+            if (!fallback) fail(source, ": missing '", key, "'");
+            return *fallback;
+        }
+        const auto& v = obj.at(key);
+        if (!v.is_number_integer()) fail(source, ": '", key, "' must be an integer, got ", v.dump());
+        return static_cast<index>(v.get<std::int64_t>());
+    }
+    [[nodiscard]] bool boolean(const nlohmann::json& obj, const char* key, bool fallback) const {
+        if (!obj.contains(key) || obj.at(key).is_null()) return fallback;
+        if (!obj.at(key).is_boolean()) fail(source, ": '", key, "' must be true or false, got ", obj.at(key).dump());
+        return obj.at(key).get<bool>();
+    }
+    [[nodiscard]] double number(const nlohmann::json& obj, const char* key, double fallback) const {
+        if (!obj.contains(key) || obj.at(key).is_null()) return fallback;
+        if (!obj.at(key).is_number()) fail(source, ": '", key, "' must be a number, got ", obj.at(key).dump());
+        return obj.at(key).get<double>();
+    }
+    [[nodiscard]] std::string string(const nlohmann::json& obj, const char* key, const std::string& fallback) const {
+        if (!obj.contains(key) || obj.at(key).is_null()) return fallback;
+        if (!obj.at(key).is_string()) fail(source, ": '", key, "' must be a string, got ", obj.at(key).dump());
+        return obj.at(key).get<std::string>();
+    }
+};
+
+}  // namespace detail
+
 enum class NormKind { RMSNorm, LayerNorm };
 
-/// The sizes and switches of a Mamba-1 model (REFERENCE names in comments).
+/// What a layer of a hybrid (SAMBA) model mixes with.
+enum class LayerKind { Mamba, Attention };
+
+/// The sizes and switches of a Mamba-1 model (REFERENCE names in comments), and of a
+/// SAMBA hybrid, whose extra fields are set only when `layer_kinds` is not empty.
+///
+/// Two config.json forms describe a plain Mamba model: HuggingFace (`hidden_size`, ...) and
+/// the original state-spaces one (`d_model`, `n_layer`, `ssm_cfg`). A SAMBA model is described
+/// by the lit-gpt `Config` fields its training code saves (`n_embd`, `n_layer`, `n_head`,
+/// `mb_per_layer`, `local_window`, ...), read from `config.json` or `lit_config.json`.
 struct MambaConfig {
     index vocab_size = 0;
     index hidden_size = 0;        // D (d_model)
@@ -37,33 +82,39 @@ struct MambaConfig {
     NormKind norm = NormKind::RMSNorm;
     std::optional<std::int64_t> bos_token_id, eos_token_id, pad_token_id;
 
-    /// Reads either form; `source` names the file in error messages.
+    // SAMBA hybrids: every layer is x += Mixer(RMSNorm(x)); x += SwiGLU(RMSNorm(x)), the
+    // mixer Mamba or sliding-window attention as `layer_kinds` says.
+    std::vector<LayerKind> layer_kinds;  // one per layer; empty for a plain Mamba model
+    index num_attention_heads = 0;
+    index num_key_value_heads = 0;
+    index head_dim = 0;
+    index rotary_dim = 0;                // features of each head RoPE rotates (0: no RoPE)
+    double rope_theta = 10000.0;
+    index sliding_window = 0;            // keys each token sees, itself included; 0: all earlier
+    index mlp_size = 0;                  // SwiGLU inner size
+
+    /// True for a SAMBA-style hybrid (attention layers and an MLP in every block).
+    [[nodiscard]] bool is_hybrid() const noexcept { return !layer_kinds.empty(); }
+
+    /// Reads any of the forms; `source` names the file in error messages.
     [[nodiscard]] static MambaConfig from_json(const nlohmann::json& j, const std::string& source) {
         if (!j.is_object()) fail(source, ": config is not a JSON object");
+        if (j.contains("n_embd")) return from_lit_gpt(j, source);
         MambaConfig c;
         const bool original = j.contains("d_model") && !j.contains("hidden_size");
         const nlohmann::json empty = nlohmann::json::object();
         const nlohmann::json& ssm_cfg = original && j.contains("ssm_cfg") ? j.at("ssm_cfg") : empty;
         if (!ssm_cfg.is_object()) fail(source, ": 'ssm_cfg' is not an object");
 
-        auto integer = [&](const nlohmann::json& obj, const char* key, std::optional<index> fallback) -> index {
-            if (!obj.contains(key) || obj.at(key).is_null()) {
-                if (!fallback) fail(source, ": missing '", key, "'");
-                return *fallback;
-            }
-            const auto& v = obj.at(key);
-            if (!v.is_number_integer()) fail(source, ": '", key, "' must be an integer, got ", v.dump());
-            return static_cast<index>(v.get<std::int64_t>());
+        const detail::JsonFields f{source};
+        const auto integer = [&](const nlohmann::json& obj, const char* key, std::optional<index> fallback) {
+            return f.integer(obj, key, fallback);
         };
-        auto boolean = [&](const nlohmann::json& obj, const char* key, bool fallback) {
-            if (!obj.contains(key) || obj.at(key).is_null()) return fallback;
-            if (!obj.at(key).is_boolean()) fail(source, ": '", key, "' must be true or false, got ", obj.at(key).dump());
-            return obj.at(key).get<bool>();
+        const auto boolean = [&](const nlohmann::json& obj, const char* key, bool fallback) {
+            return f.boolean(obj, key, fallback);
         };
-        auto number = [&](const nlohmann::json& obj, const char* key, double fallback) {
-            if (!obj.contains(key) || obj.at(key).is_null()) return fallback;
-            if (!obj.at(key).is_number()) fail(source, ": '", key, "' must be a number, got ", obj.at(key).dump());
-            return obj.at(key).get<double>();
+        const auto number = [&](const nlohmann::json& obj, const char* key, double fallback) {
+            return f.number(obj, key, fallback);
         };
         auto token = [&](const char* key) -> std::optional<std::int64_t> {
             if (!j.contains(key) || j.at(key).is_null()) return std::nullopt;
@@ -124,9 +175,77 @@ struct MambaConfig {
         return c;
     }
 
-    /// Reads `file_or_dir` (a folder means its config.json).
+    /// A SAMBA hybrid described by the lit-gpt `Config` fields (`n_embd`, `n_layer`, `n_head`,
+    /// `n_query_groups`, `head_size`, `intermediate_size`, `rotary_percentage`, `local_window`,
+    /// `mb_per_layer`, `vocab_size`, `padded_vocab_size`, `norm_eps`, ...). Layer i is Mamba
+    /// when `mb_per_layer` > 0 and i % mb_per_layer == 0, sliding-window attention otherwise.
+    /// Switches for variants this library does not implement are refused by name.
+    [[nodiscard]] static MambaConfig from_lit_gpt(const nlohmann::json& j, const std::string& source) {
+        const detail::JsonFields f{source};
+        MambaConfig c;
+        c.hidden_size = f.integer(j, "n_embd", std::nullopt);
+        c.num_hidden_layers = f.integer(j, "n_layer", std::nullopt);
+        const index multiple = f.integer(j, "padding_multiple", 512);
+        if (multiple <= 0) fail(source, ": 'padding_multiple' must be positive, got ", multiple);
+        const index vocab = f.integer(j, "vocab_size", std::nullopt);
+        c.vocab_size = f.integer(j, "padded_vocab_size", (vocab + multiple - 1) / multiple * multiple);
+        c.num_attention_heads = f.integer(j, "n_head", std::nullopt);
+        if (c.num_attention_heads <= 0) fail(source, ": 'n_head' must be positive, got ", c.num_attention_heads);
+        c.num_key_value_heads = f.integer(j, "n_query_groups", c.num_attention_heads);
+        c.head_dim = f.integer(j, "head_size", c.hidden_size / c.num_attention_heads);
+        const double rotary = f.number(j, "rotary_percentage", 1.0);
+        if (!(rotary >= 0.0 && rotary <= 1.0)) fail(source, ": 'rotary_percentage' must be in [0, 1], got ", rotary);
+        c.rotary_dim = f.boolean(j, "nope", false) ? 0 : static_cast<index>(rotary * static_cast<double>(c.head_dim));
+        c.rope_theta = f.number(j, "rope_base", 10000.0);
+        c.sliding_window = std::max<index>(0, f.integer(j, "local_window", 0));
+        c.mlp_size = f.integer(j, "intermediate_size", std::nullopt);
+        c.layer_norm_epsilon = f.number(j, "norm_eps", 1e-5);
+        c.tie_word_embeddings = f.boolean(j, "mamba_init", true) || f.boolean(j, "tie_embeddings", false);
+
+        // The Mamba layers are state-spaces Mamba-1 with its defaults.
+        c.expand = 2;
+        c.intermediate_size = c.expand * c.hidden_size;
+        c.time_step_rank = (c.hidden_size + 15) / 16;
+
+        const auto refuse = [&](const char* key, const std::string& why) {
+            fail(source, ": '", key, "' = ", j.at(key).dump(), " is not supported (", why, ")");
+        };
+        const auto truthy = [&](const char* key) {
+            if (!j.contains(key) || j.at(key).is_null()) return false;
+            const auto& v = j.at(key);
+            return v.is_boolean() ? v.get<bool>() : v.is_number() ? v.get<double>() != 0.0 : !v.empty();
+        };
+        if (f.boolean(j, "bias", false)) refuse("bias", "SAMBA layers have no biases");
+        if (f.boolean(j, "parallel_residual", false)) refuse("parallel_residual", "SAMBA blocks are sequential");
+        if (f.boolean(j, "shared_attention_norm", false)) refuse("shared_attention_norm", "SAMBA has two norms per block");
+        if (f.boolean(j, "mamba", false)) refuse("mamba", "a plain Mamba model needs a Mamba config.json, not lit-gpt fields");
+        if (f.number(j, "condense_ratio", 1.0) != 1.0) refuse("condense_ratio", "positions are not condensed");
+        const std::string mlp = f.string(j, "_mlp_class", "LLaMAMLP");
+        if (mlp != "LLaMAMLP") refuse("_mlp_class", "the MLP is SwiGLU (LLaMAMLP)");
+        const std::string norm = f.string(j, "_norm_class", "RMSNorm");
+        if (norm != "RMSNorm" && norm != "FusedRMSNorm") refuse("_norm_class", "the norm is RMSNorm");
+        for (const char* key : {"gla_per_layer", "ret_per_layer", "abl_mamba", "use_mega", "mamba_swa_mlp", "sc_attn",
+                                "attn_layer_pos", "mlp_per_layer", "use_cu_seqlen", "fused_add_norm"})
+            if (truthy(key)) refuse(key, "a variant this library does not implement");
+        const index full_every = f.integer(j, "full_per_layer", 1000000);
+        const index mb = f.integer(j, "mb_per_layer", 0);
+        if (mb < 0) fail(source, ": 'mb_per_layer' must be >= 0, got ", mb);
+        for (index i = 0; i < c.num_hidden_layers; ++i) {
+            const bool mamba = mb > 0 && i % mb == 0;
+            c.layer_kinds.push_back(mamba ? LayerKind::Mamba : LayerKind::Attention);
+            if (!mamba && c.sliding_window > 0 && full_every > 0 && i % full_every >= full_every - 1)
+                refuse("full_per_layer", "every attention layer must use the same window");
+        }
+        c.validate(source);
+        return c;
+    }
+
+    /// Reads `file_or_dir` (a folder means its config.json, or lit_config.json).
     [[nodiscard]] static MambaConfig load(const std::filesystem::path& file_or_dir) {
-        const auto file = std::filesystem::is_directory(file_or_dir) ? file_or_dir / "config.json" : file_or_dir;
+        auto file = std::filesystem::is_directory(file_or_dir) ? file_or_dir / "config.json" : file_or_dir;
+        if (std::filesystem::is_directory(file_or_dir) && !std::filesystem::exists(file) &&
+            std::filesystem::exists(file_or_dir / "lit_config.json"))
+            file = file_or_dir / "lit_config.json";
         if (!std::filesystem::exists(file_or_dir)) fail(file_or_dir.string(), ": no such file or folder");
         std::ifstream in(file);
         if (!in) fail(file.string(), ": cannot open (a checkpoint folder needs a config.json)");
@@ -156,6 +275,23 @@ struct MambaConfig {
         positive(time_step_rank, "time step rank");
         if (!(layer_norm_epsilon > 0) || !std::isfinite(layer_norm_epsilon))
             fail(source, ": layer norm epsilon must be a positive number, got ", layer_norm_epsilon);
+        if (is_hybrid()) {
+            if (static_cast<index>(layer_kinds.size()) != num_hidden_layers)
+                fail(source, ": ", layer_kinds.size(), " layer kinds given for ", num_hidden_layers, " layers");
+            positive(num_attention_heads, "number of attention heads");
+            positive(num_key_value_heads, "number of key/value heads (n_query_groups)");
+            positive(head_dim, "head size");
+            positive(mlp_size, "MLP size (intermediate_size)");
+            if (num_attention_heads % num_key_value_heads != 0)
+                fail(source, ": ", num_attention_heads, " attention heads cannot be shared by ", num_key_value_heads,
+                     " key/value heads");
+            if (rotary_dim < 0 || rotary_dim > head_dim || rotary_dim % 2 != 0)
+                fail(source, ": RoPE covers ", rotary_dim, " features of a ", head_dim,
+                     "-feature head; it must be an even number no larger than the head");
+            if (!(rope_theta > 0) || !std::isfinite(rope_theta))
+                fail(source, ": RoPE base must be a positive number, got ", rope_theta);
+            if (sliding_window < 0) fail(source, ": sliding window must be >= 0, got ", sliding_window);
+        }
         for (const auto& [id, name] : {std::pair{eos_token_id, "eos_token_id"}, std::pair{bos_token_id, "bos_token_id"},
                                        std::pair{pad_token_id, "pad_token_id"}})
             if (id && (*id < 0 || *id >= vocab_size))

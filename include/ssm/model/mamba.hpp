@@ -13,6 +13,7 @@
 #include "ssm/layers/layer_norm.hpp"
 #include "ssm/layers/mamba_mixer.hpp"
 #include "ssm/layers/rms_norm.hpp"
+#include "ssm/model/hybrid.hpp"
 #include "ssm/model/model.hpp"
 #include "ssm/model/residual.hpp"
 #include "ssm/model/stack.hpp"
@@ -42,8 +43,8 @@ using MambaRetriever = MambaWith<BiEncoderHead<LastToken>>;
 /// Reranking (RankMamba): `score.weight · h_EOS + score.bias`.
 using MambaReranker = MambaWith<RerankerHead>;
 
-/// Loads the checkpoint as `MambaWith<Head, RMSNorm>` or `MambaWith<Head, LayerNorm>`,
-/// whichever its config asks for, and calls `f(model)` (a non-const model, so a head's
+/// Loads the checkpoint as `MambaWith<Head, RMSNorm>`, `MambaWith<Head, LayerNorm>` or, for
+/// a SAMBA hybrid, `SambaWith<Head>`, whichever its config asks for, and calls `f(model)` (a non-const model, so a head's
 /// settings can be changed); returns what `f` returns. `extra` names safetensors files
 /// whose tensors are added to the checkpoint's (e.g. a separately trained head).
 template <class Head, class F>
@@ -52,6 +53,10 @@ decltype(auto) with_mamba(const std::filesystem::path& dir, F&& f,
     const MambaConfig config = MambaConfig::load(dir);
     Checkpoint ckpt = Checkpoint::open(dir);
     for (const auto& file : extra) ckpt.add_extra(file);
+    if (config.is_hybrid()) {
+        auto model = SambaWith<Head>::load(ckpt, config);
+        return std::forward<F>(f)(model);
+    }
     if (config.norm == NormKind::LayerNorm) {
         auto model = MambaWith<Head, LayerNorm>::load(ckpt, config);
         return std::forward<F>(f)(model);

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "ssm/io/checkpoint.hpp"
+#include "ssm/core/error.hpp"
 #include "ssm/io/config.hpp"
 
 namespace ssm {
@@ -20,6 +21,9 @@ public:
     Stack() = default;
 
     [[nodiscard]] static Stack load(const Checkpoint& ckpt, const MambaConfig& config) {
+        if (config.is_hybrid())
+            fail(ckpt.source().string(), ": the config describes a SAMBA hybrid (attention and MLP layers); "
+                                         "load it as ssm::Samba (or with ssm::with_mamba, which picks the type)");
         Stack s;
         s.layers_.reserve(static_cast<std::size_t>(config.num_hidden_layers));
         for (index i = 0; i < config.num_hidden_layers; ++i)

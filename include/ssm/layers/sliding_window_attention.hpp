@@ -1,0 +1,369 @@
+// ssm/layers/sliding_window_attention.hpp — causal multi-head attention over a sliding
+// window with RoPE (SAMBA's attention layers), prefill over packed sequences and a
+// one-token step over a bounded key/value cache.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "ssm/core/tensor.hpp"
+#include "ssm/core/threads.hpp"
+#include "ssm/core/workspace.hpp"
+#include "ssm/io/checkpoint.hpp"
+#include "ssm/io/config.hpp"
+#include "ssm/layers/linear.hpp"
+#include "ssm/layers/rotary.hpp"
+
+namespace ssm {
+
+/// The key/value cache one attention layer carries for a batch of sequences: per
+/// sequence, the rotated keys and the values of its last `window − 1` tokens (all of
+/// them for full attention) in a ring indexed by position, and how many tokens it has
+/// seen. Memory per sequence stops growing once the window is full.
+struct AttentionLayerState {
+    index batch = 0;
+    index width = 0;     // floats per cached token in k (and in v): kv heads × head dim
+    index capacity = 0;  // tokens kept per sequence: window − 1
+    std::vector<std::int64_t> pos;         // (batch): tokens seen so far
+    std::vector<std::vector<float>> k, v;  // (batch) × (min(pos, capacity), width)
+
+    AttentionLayerState() = default;
+    AttentionLayerState(index b, index w, index cap)
+        : batch(b), width(w), capacity(cap), pos(static_cast<std::size_t>(b), 0),
+          k(static_cast<std::size_t>(b)), v(static_cast<std::size_t>(b)) {}
+
+    /// Cached tokens of sequence `s` (the most recent min(pos, capacity)).
+    [[nodiscard]] index cached(index s) const {
+        return static_cast<index>(std::min<std::int64_t>(pos[static_cast<std::size_t>(s)], capacity));
+    }
+    /// Ring slot of absolute position `p`.
+    [[nodiscard]] index slot(std::int64_t p) const { return static_cast<index>(p % capacity); }
+
+    /// Stores the key and value of sequence `s` at absolute position `p` (the next one).
+    void put(index s, std::int64_t p, const float* key, const float* value) {
+        if (capacity == 0) return;
+        auto& ks = k[static_cast<std::size_t>(s)];
+        auto& vs = v[static_cast<std::size_t>(s)];
+        const index need = std::min<index>(static_cast<index>(p) + 1, capacity) * width;
+        if (static_cast<index>(ks.size()) < need) {
+            ks.resize(static_cast<std::size_t>(need));
+            vs.resize(static_cast<std::size_t>(need));
+        }
+        std::copy(key, key + width, ks.data() + slot(p) * width);
+        std::copy(value, value + width, vs.data() + slot(p) * width);
+    }
+};
+
+/// Causal attention in which each token sees itself and the `window − 1` tokens before it
+/// in its own sequence (window 0: every earlier token). `H` query heads share `G` key/value
+/// heads (G = H: multi-head; G < H: grouped-query), head size `hd`, scale 1/√hd, RoPE on
+/// the first `rotary_dim` features of queries and keys at the token's absolute position.
+///
+/// Weights: `qkv_proj` in the grouped layout SAMBA checkpoints store — for each of the G
+/// groups, its H/G query heads, then its key head, then its value head, each hd rows — or
+/// separate `q_proj`, `k_proj`, `v_proj`; and `o_proj` (D, H·hd). No biases.
+///
+/// Prefill costs O(T · window) per head — linear in sequence length, like the Mamba
+/// layers — as query blocks of 64 rows against only the keys their window reaches.
+class SlidingWindowAttention {
+public:
+    /// The attention's sizes: query heads, key/value heads, head size, window (0: none),
+    /// features RoPE rotates, RoPE base.
+    struct Shape {
+        index heads = 0, kv_heads = 0, head_dim = 0, window = 0, rotary_dim = 0;
+        double rope_theta = 10000.0;
+    };
+
+    SlidingWindowAttention() = default;
+
+    /// From separate projections, PyTorch `[out, in]` layout: `wq` (H·hd, D), `wk` and `wv`
+    /// (G·hd, D), `wo` (D, H·hd).
+    SlidingWindowAttention(const Shape& shape, const Tensor& wq, const Tensor& wk, const Tensor& wv, Tensor wo)
+        : H_(shape.heads), G_(shape.kv_heads), hd_(shape.head_dim), window_(shape.window) {
+        require(H_ > 0 && G_ > 0 && hd_ > 0 && H_ % G_ == 0 && window_ >= 0,
+                "SlidingWindowAttention: needs heads > 0, key/value heads dividing them, head size > 0 and "
+                "window >= 0 (got ",
+                H_, ", ", G_, ", ", hd_, ", ", window_, ")");
+        require(shape.rotary_dim >= 0 && shape.rotary_dim <= hd_ && shape.rotary_dim % 2 == 0,
+                "SlidingWindowAttention: rotary dimension ", shape.rotary_dim, " must be even and at most the head size ",
+                hd_);
+        rope_ = RotaryEmbedding(shape.rotary_dim, shape.rope_theta);
+        require(wq.rank() == 2 && wq.dim(0) == H_ * hd_, "SlidingWindowAttention: q weight is ",
+                shape_string(wq.shape()), ", expected [", H_ * hd_, ", D]");
+        D_ = wq.dim(1);
+        for (const Tensor* w : {&wk, &wv})
+            require(w->rank() == 2 && w->dim(0) == G_ * hd_ && w->dim(1) == D_, "SlidingWindowAttention: k/v weight is ",
+                    shape_string(w->shape()), ", expected [", G_ * hd_, ", ", D_, "]");
+        require(wo.rank() == 2 && wo.dim(0) == D_ && wo.dim(1) == H_ * hd_, "SlidingWindowAttention: output weight is ",
+                shape_string(wo.shape()), ", expected [", D_, ", ", H_ * hd_, "]");
+        std::vector<float> w;
+        w.reserve(static_cast<std::size_t>((H_ + 2 * G_) * hd_ * D_));
+        for (const Tensor* t : {&wq, &wk, &wv}) w.insert(w.end(), t->values().begin(), t->values().end());
+        qkv_ = Linear(Tensor::from({(H_ + 2 * G_) * hd_, D_}, std::move(w)), std::nullopt);
+        o_proj_ = Linear(std::move(wo), std::nullopt);
+    }
+
+    /// Loads `prefix.qkv_proj.weight` (grouped layout) or `prefix.{q,k,v}_proj.weight`, and
+    /// `prefix.o_proj.weight`, sizes from `config`.
+    [[nodiscard]] static SlidingWindowAttention load(const Checkpoint& ckpt, const MambaConfig& config,
+                                                     const std::string& prefix) {
+        const Shape shape{config.num_attention_heads, config.num_key_value_heads, config.head_dim,
+                          config.sliding_window, config.rotary_dim, config.rope_theta};
+        const index D = config.hidden_size, H = shape.heads, G = shape.kv_heads, hd = shape.head_dim;
+        require(H > 0 && G > 0 && hd > 0 && H % G == 0, ckpt.source().string(), ": ", prefix,
+                ": attention needs heads > 0, key/value heads dividing them and head size > 0 (got ", H, ", ", G,
+                ", ", hd, ")");
+        const index o_shape[] = {D, H * hd};
+        Tensor wo = ckpt.load_f32(prefix + ".o_proj.weight", o_shape);
+        if (!ckpt.contains(prefix + ".qkv_proj.weight")) {
+            const index q_shape[] = {H * hd, D}, kv_shape[] = {G * hd, D};
+            return SlidingWindowAttention(shape, ckpt.load_f32(prefix + ".q_proj.weight", q_shape),
+                                          ckpt.load_f32(prefix + ".k_proj.weight", kv_shape),
+                                          ckpt.load_f32(prefix + ".v_proj.weight", kv_shape), std::move(wo));
+        }
+        // Grouped: for each group g, its H/G query heads, its key head, its value head.
+        const index qkv_shape[] = {(H + 2 * G) * hd, D};
+        const Tensor qkv = ckpt.load_f32(prefix + ".qkv_proj.weight", qkv_shape);
+        const index per_group = H / G, group_rows = (per_group + 2) * hd;
+        Tensor wq = Tensor::zeros({H * hd, D}), wk = Tensor::zeros({G * hd, D}), wv = Tensor::zeros({G * hd, D});
+        const auto copy_rows = [&](index src_row, Tensor& dst, index dst_row, index rows) {
+            std::copy(qkv.data() + src_row * D, qkv.data() + (src_row + rows) * D, dst.mutable_data() + dst_row * D);
+        };
+        for (index g = 0; g < G; ++g) {
+            copy_rows(g * group_rows, wq, g * per_group * hd, per_group * hd);
+            copy_rows(g * group_rows + per_group * hd, wk, g * hd, hd);
+            copy_rows(g * group_rows + (per_group + 1) * hd, wv, g * hd, hd);
+        }
+        return SlidingWindowAttention(shape, wq, wk, wv, std::move(wo));
+    }
+
+    [[nodiscard]] index hidden_size() const noexcept { return D_; }
+    [[nodiscard]] index num_heads() const noexcept { return H_; }
+    [[nodiscard]] index num_kv_heads() const noexcept { return G_; }
+    [[nodiscard]] index head_dim() const noexcept { return hd_; }
+    [[nodiscard]] index window() const noexcept { return window_; }
+
+    /// An empty key/value cache for `batch` sequences.
+    [[nodiscard]] AttentionLayerState make_state(index batch) const {
+        const index cap = window_ > 0 ? window_ - 1 : std::numeric_limits<index>::max();
+        return AttentionLayerState(batch, G_ * hd_, cap);
+    }
+
+    /// Prefill over packed sequences: out (T, D) (+)= attention(h (T, D)). With
+    /// `state_in`, each sequence continues after its cached tokens (positions and keys);
+    /// `state_out` receives the cache after each sequence's last token. Both may be the
+    /// same object.
+    void forward(ConstStridedMap h, std::span<const index> offsets, StridedMap out, bool accumulate,
+                 Workspace& ws, const AttentionLayerState* state_in = nullptr,
+                 AttentionLayerState* state_out = nullptr) const {
+        const index T = h.rows(), nseq = static_cast<index>(offsets.size()) - 1;
+        check_state(state_in, nseq);
+        check_state(state_out, nseq);
+        const index qw = H_ * hd_, kw = G_ * hd_, ld = qw + 2 * kw;
+        StridedMap qkv = ws.matrix(T, ld);  // [Q | K | V]
+        qkv_.forward(h, qkv);
+
+        // Cached tokens ahead of each sequence's new ones, and where each sequence's
+        // keys begin in the context matrices (cached first, then new, in position order).
+        std::vector<index> cached(static_cast<std::size_t>(nseq), 0), ctx_begin(static_cast<std::size_t>(nseq) + 1, 0);
+        std::vector<std::int64_t> pos0(static_cast<std::size_t>(nseq), 0);
+        for (index s = 0; s < nseq; ++s) {
+            const auto us = static_cast<std::size_t>(s);
+            if (state_in) {
+                cached[us] = state_in->cached(s);
+                pos0[us] = state_in->pos[us];
+            }
+            ctx_begin[us + 1] = ctx_begin[us] + cached[us] + (offsets[us + 1] - offsets[us]);
+        }
+        const index ctx_rows = ctx_begin.back();
+        StridedMap K = ws.matrix(ctx_rows, kw), V = ws.matrix(ctx_rows, kw);
+
+        // RoPE on queries and keys; keys and values gathered into the context matrices.
+        for (index s = 0; s < nseq; ++s) {
+            const auto us = static_cast<std::size_t>(s);
+            const index b = offsets[us], n = offsets[us + 1] - b, c = cached[us];
+            for (index j = 0; j < c; ++j) {
+                const std::int64_t p = pos0[us] - c + j;
+                const index sl = state_in->slot(p);
+                const float* ks = state_in->k[us].data() + sl * kw;
+                const float* vs = state_in->v[us].data() + sl * kw;
+                std::copy(ks, ks + kw, K.data() + (ctx_begin[us] + j) * kw);
+                std::copy(vs, vs + kw, V.data() + (ctx_begin[us] + j) * kw);
+            }
+            parallel_for(n, 16, [&](index i0, index i1) {
+                std::vector<float> cs(static_cast<std::size_t>(std::max<index>(rope_.rotary_dim(), 1)));
+                for (index i = i0; i < i1; ++i) {
+                    float* row = qkv.data() + (b + i) * ld;
+                    if (rope_.rotary_dim() > 0) {
+                        rope_.angles(pos0[us] + i, cs.data());
+                        rope_.apply(row, H_, hd_, cs.data());
+                        rope_.apply(row + qw, G_, hd_, cs.data());
+                    }
+                    const index r = ctx_begin[us] + c + i;
+                    std::copy(row + qw, row + qw + kw, K.data() + r * kw);
+                    std::copy(row + qw + kw, row + qw + 2 * kw, V.data() + r * kw);
+                }
+            });
+        }
+
+        // One task per (sequence, head, block of 64 queries).
+        struct Task {
+            index seq, head, i0, i1;
+        };
+        std::vector<Task> tasks;
+        for (index s = 0; s < nseq; ++s) {
+            const index n = offsets[static_cast<std::size_t>(s) + 1] - offsets[static_cast<std::size_t>(s)];
+            for (index hh = 0; hh < H_; ++hh)
+                for (index i0 = 0; i0 < n; i0 += kQueryBlock) tasks.push_back({s, hh, i0, std::min(n, i0 + kQueryBlock)});
+        }
+        StridedMap attn = ws.matrix(T, qw);
+        const float scale = 1.0f / std::sqrt(static_cast<float>(hd_));
+        const index per_group = H_ / G_;
+        parallel_for(static_cast<index>(tasks.size()), 1, [&](index t0, index t1) {
+            Matrix S;
+            for (index t = t0; t < t1; ++t) {
+                const Task& task = tasks[static_cast<std::size_t>(t)];
+                const auto us = static_cast<std::size_t>(task.seq);
+                const index c = cached[us], cb = ctx_begin[us], row0 = offsets[us];
+                const index g = task.head / per_group;
+                // Context indices (within the sequence) the block reaches: [kb, ke).
+                const index kb = first_key(c + task.i0), ke = c + task.i1;
+                const index nq = task.i1 - task.i0, nk = ke - kb;
+                const ConstStridedMap q(qkv.data() + (row0 + task.i0) * ld + task.head * hd_, nq, hd_,
+                                        Eigen::OuterStride<>(ld));
+                const ConstStridedMap k(K.data() + (cb + kb) * kw + g * hd_, nk, hd_, Eigen::OuterStride<>(kw));
+                const ConstStridedMap v(V.data() + (cb + kb) * kw + g * hd_, nk, hd_, Eigen::OuterStride<>(kw));
+                S.resize(nq, nk);
+                S.noalias() = q * k.transpose();
+                for (index r = 0; r < nq; ++r) {
+                    const index self = c + task.i0 + r;  // this query's own context index
+                    const index lo = first_key(self) - kb, hi = self - kb + 1;  // allowed [lo, hi)
+                    float* srow = S.data() + r * nk;
+                    float m = -std::numeric_limits<float>::infinity();
+                    for (index j = lo; j < hi; ++j) {
+                        srow[j] *= scale;
+                        m = std::max(m, srow[j]);
+                    }
+                    float sum = 0.0f;
+                    for (index j = 0; j < nk; ++j) {
+                        const float e = (j >= lo && j < hi) ? std::exp(srow[j] - m) : 0.0f;
+                        srow[j] = e;
+                        sum += e;
+                    }
+                    const float inv = 1.0f / sum;
+                    for (index j = lo; j < hi; ++j) srow[j] *= inv;
+                }
+                StridedMap o(attn.data() + (row0 + task.i0) * qw + task.head * hd_, nq, hd_, Eigen::OuterStride<>(qw));
+                o.noalias() = S * v;
+            }
+        });
+
+        if (state_out) {
+            for (index s = 0; s < nseq; ++s) {
+                const auto us = static_cast<std::size_t>(s);
+                const index n = offsets[us + 1] - offsets[us], total = cached[us] + n;
+                const std::int64_t first = pos0[us] + n - static_cast<std::int64_t>(std::min(total, state_out->capacity));
+                for (std::int64_t p = first; p < pos0[us] + n; ++p) {
+                    const index r = ctx_begin[us] + cached[us] + static_cast<index>(p - pos0[us]);
+                    state_out->put(s, p, K.data() + r * kw, V.data() + r * kw);
+                }
+                state_out->pos[us] = pos0[us] + n;
+            }
+        }
+        o_proj_.forward(cview(attn), out, accumulate);
+    }
+
+    /// Decoding: one token per sequence. out (B, D) (+)= attention(h (B, D)); the token's
+    /// key and value join the cache, whose size stays below the window.
+    void step(ConstStridedMap h, AttentionLayerState& state, StridedMap out, bool accumulate, Workspace& ws) const {
+        const index B = h.rows();
+        check_state(&state, B);
+        const index qw = H_ * hd_, kw = G_ * hd_, ld = qw + 2 * kw;
+        StridedMap qkv = ws.matrix(B, ld);
+        qkv_.forward(h, qkv);
+        StridedMap attn = ws.matrix(B, qw);
+        for (index b = 0; b < B; ++b) {
+            if (rope_.rotary_dim() == 0) break;
+            std::vector<float> cs(static_cast<std::size_t>(rope_.rotary_dim()));
+            rope_.angles(state.pos[static_cast<std::size_t>(b)], cs.data());
+            float* row = qkv.data() + b * ld;
+            rope_.apply(row, H_, hd_, cs.data());
+            rope_.apply(row + qw, G_, hd_, cs.data());
+        }
+        const float scale = 1.0f / std::sqrt(static_cast<float>(hd_));
+        const index per_group = H_ / G_;
+        parallel_for(B * H_, 1, [&](index t0, index t1) {
+            std::vector<float> p;
+            for (index t = t0; t < t1; ++t) {
+                const index b = t / H_, hh = t % H_, g = hh / per_group;
+                const auto ub = static_cast<std::size_t>(b);
+                const index c = state.cached(b);
+                const std::int64_t pos = state.pos[ub];
+                const float* q = qkv.data() + b * ld + hh * hd_;
+                const float* self_k = qkv.data() + b * ld + qw + g * hd_;
+                const float* self_v = qkv.data() + b * ld + qw + kw + g * hd_;
+                // Scores over the cached tokens in position order, then the token itself.
+                p.resize(static_cast<std::size_t>(c + 1));
+                const auto key = [&](index j) {  // j-th cached token, oldest first
+                    return state.k[ub].data() + state.slot(pos - c + j) * kw + g * hd_;
+                };
+                const auto value = [&](index j) {
+                    return state.v[ub].data() + state.slot(pos - c + j) * kw + g * hd_;
+                };
+                const auto dot = [&](const float* x) {
+                    return ConstVectorMap(q, hd_).dot(ConstVectorMap(x, hd_)) * scale;
+                };
+                float m = -std::numeric_limits<float>::infinity();
+                for (index j = 0; j <= c; ++j) {
+                    p[static_cast<std::size_t>(j)] = dot(j < c ? key(j) : self_k);
+                    m = std::max(m, p[static_cast<std::size_t>(j)]);
+                }
+                float sum = 0.0f;
+                for (auto& x : p) sum += (x = std::exp(x - m));
+                VectorMap o(attn.data() + b * qw + hh * hd_, hd_);
+                o.setZero();
+                for (index j = 0; j <= c; ++j)
+                    o += (p[static_cast<std::size_t>(j)] / sum) * ConstVectorMap(j < c ? value(j) : self_v, hd_);
+            }
+        });
+        for (index b = 0; b < B; ++b) {
+            const auto ub = static_cast<std::size_t>(b);
+            const float* row = qkv.data() + b * ld;
+            state.put(b, state.pos[ub], row + qw, row + qw + kw);
+            ++state.pos[ub];
+        }
+        o_proj_.forward(cview(attn), out, accumulate);
+    }
+
+    /// Keeps the projections' weights in bfloat16.
+    void store_bf16() {
+        qkv_.store_bf16();
+        o_proj_.store_bf16();
+    }
+
+private:
+    static constexpr index kQueryBlock = 64;
+
+    /// The first context index a query at context index `self` may see.
+    [[nodiscard]] index first_key(index self) const { return window_ > 0 ? std::max<index>(0, self - window_ + 1) : 0; }
+
+    void check_state(const AttentionLayerState* s, index batch) const {
+        if (!s) return;
+        require(s->batch == batch && s->width == G_ * hd_ && s->pos.size() == static_cast<std::size_t>(batch) &&
+                    s->k.size() == static_cast<std::size_t>(batch) && s->v.size() == static_cast<std::size_t>(batch),
+                "SlidingWindowAttention: key/value cache is for ", s->batch, " sequences of width ", s->width,
+                ", the batch has ", batch, " of width ", G_ * hd_);
+    }
+
+    index D_ = 0, H_ = 0, G_ = 0, hd_ = 0, window_ = 0;
+    RotaryEmbedding rope_;
+    Linear qkv_;     // (H·hd + 2·G·hd, D): rows [Q | K | V]
+    Linear o_proj_;  // (D, H·hd)
+};
+
+}  // namespace ssm
