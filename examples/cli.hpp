@@ -2,6 +2,7 @@
 // `--flag value` parsing, `--help`, and one-line errors with a non-zero exit.
 #pragma once
 
+#include <algorithm>
 #include <charconv>
 #include <cstdint>
 #include <cstdio>
@@ -15,6 +16,7 @@
 #include <vector>
 
 #include "ssm/core/error.hpp"
+#include "ssm/io/config.hpp"
 
 namespace ssm::cli {
 
@@ -110,6 +112,23 @@ private:
 
 /// Runs `body()`, turning errors into one line on stderr and an exit status:
 /// 0 success, 1 runtime error (bad file, bad input), 2 usage error.
+/// One line naming a checkpoint's architecture and sizes, for the programs' reports.
+inline std::string describe(const MambaConfig& c, bool tied_head) {
+    const auto n = [](index v) { return std::to_string(v); };
+    const std::string tail = ", vocab " + n(c.vocab_size) + ", " + (tied_head ? "tied" : "untied") + " head";
+    const std::string norm = c.norm == NormKind::RMSNorm ? "RMSNorm" : "LayerNorm";
+    if (!c.is_hybrid())
+        return "Mamba-1, " + norm + ", " + n(c.num_hidden_layers) + " layers, hidden " + n(c.hidden_size) +
+               ", inner " + n(c.intermediate_size) + ", state " + n(c.state_size) + tail;
+    const auto mamba = std::count(c.layer_kinds.begin(), c.layer_kinds.end(), LayerKind::Mamba);
+    return "SAMBA hybrid, " + n(c.num_hidden_layers) + " layers (" + n(mamba) + " Mamba-1, " +
+           n(c.num_hidden_layers - mamba) + " attention), hidden " + n(c.hidden_size) + ", Mamba inner " +
+           n(c.intermediate_size) + ", state " + n(c.state_size) + ", " + n(c.num_attention_heads) + " heads (" +
+           n(c.num_key_value_heads) + " key/value) of " + n(c.head_dim) + ", window " +
+           (c.sliding_window > 0 ? n(c.sliding_window) : std::string("none")) + ", RoPE on " + n(c.rotary_dim) +
+           ", SwiGLU " + n(c.mlp_size) + tail;
+}
+
 template <class Body>
 int run_main(std::string_view program, Body&& body) {
     try {

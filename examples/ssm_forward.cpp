@@ -41,12 +41,7 @@ int run(const M& model, const std::string& model_dir, const std::vector<std::int
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
     const auto L = static_cast<ssm::index>(ids.size());
-    std::printf("model   %s\n        Mamba-1, %s, %lld layers, hidden %lld, inner %lld, state %lld, "
-                "vocab %lld, %s head\n",
-                model_dir.c_str(), c.norm == ssm::NormKind::RMSNorm ? "RMSNorm" : "LayerNorm",
-                static_cast<long long>(c.num_hidden_layers), static_cast<long long>(c.hidden_size),
-                static_cast<long long>(c.intermediate_size), static_cast<long long>(c.state_size),
-                static_cast<long long>(c.vocab_size), model.head().tied() ? "tied" : "untied");
+    std::printf("model   %s\n        %s\n", model_dir.c_str(), ssm::cli::describe(c, model.head().tied()).c_str());
     std::printf("tokens  %lld\n", static_cast<long long>(L));
     std::printf("time    %.3f ms (%.0f tokens/s, %d threads)\n", seconds * 1e3,
                 static_cast<double>(L) / seconds, ssm::num_threads());

@@ -29,7 +29,9 @@ TEST_CASE("ssm-forward writes logits and last_hidden_state matching transformers
     const Case cases[] = {{"mamba-tiny", 4, "mamba-tiny"},
                           {"mambabyte-tiny", 2, "mambabyte-tiny"},
                           {"mamba-tiny-bf16-sharded", 2, "mamba-tiny-bf16-sharded"},
-                          {"mambabyte-tiny-torch", 2, "mambabyte-tiny"}};
+                          {"mambabyte-tiny-torch", 2, "mambabyte-tiny"},
+                          {"samba-tiny", 6, "samba-tiny"},  // SAMBA: lit_config.json + lit_model.pth
+                          {"samba-tiny-mha", 2, "samba-tiny-mha"}};
     for (const auto& [folder, nseq, reference_folder] : cases) {
         const auto dir = ssm::test::data_dir() / folder;
         const auto ref = ssm::SafetensorsFile::open(ssm::test::data_dir() / reference_folder / "reference.safetensors");

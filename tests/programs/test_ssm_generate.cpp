@@ -1,5 +1,6 @@
 // ssm-generate end to end: greedy --format ids equals transformers' generate.output for
-// the token and the byte model; seeded sampling repeats; bad input gives one line.
+// the token and the byte model, and the SAMBA references; seeded sampling repeats; bad
+// input gives one line.
 #include <string>
 #include <vector>
 
@@ -16,7 +17,7 @@ ssm::test::ProgramRun generate(const std::string& args, bool merge_stderr = fals
 }  // namespace
 
 TEST_CASE("ssm-generate --greedy --format ids reproduces generate.output", "[ssm-generate]") {
-    for (const char* folder : {"mamba-tiny", "mambabyte-tiny", "mamba-tiny-bf16-sharded"}) {
+    for (const char* folder : {"mamba-tiny", "mambabyte-tiny", "mamba-tiny-bf16-sharded", "samba-tiny", "samba-tiny-mha"}) {
         INFO(folder);
         const auto dir = ssm::test::data_dir() / folder;
         const auto ref = ssm::SafetensorsFile::open(dir / "reference.safetensors");
