@@ -244,19 +244,9 @@ public:
                     const index self = c + task.i0 + r;  // this query's own context index
                     const index lo = first_key(self) - kb, hi = self - kb + 1;  // allowed [lo, hi)
                     float* srow = S.data() + r * nk;
-                    float m = -std::numeric_limits<float>::infinity();
-                    for (index j = lo; j < hi; ++j) {
-                        srow[j] *= scale;
-                        m = std::max(m, srow[j]);
-                    }
-                    float sum = 0.0f;
-                    for (index j = 0; j < nk; ++j) {
-                        const float e = (j >= lo && j < hi) ? std::exp(srow[j] - m) : 0.0f;
-                        srow[j] = e;
-                        sum += e;
-                    }
-                    const float inv = 1.0f / sum;
-                    for (index j = lo; j < hi; ++j) srow[j] *= inv;
+                    std::fill(srow, srow + lo, 0.0f);
+                    std::fill(srow + hi, srow + nk, 0.0f);
+                    softmax_inplace(srow + lo, hi - lo, scale);
                 }
                 StridedMap o(attn.data() + (row0 + task.i0) * qw + task.head * hd_, nq, hd_, Eigen::OuterStride<>(qw));
                 o.noalias() = S * v;
@@ -315,20 +305,13 @@ public:
                 const auto value = [&](index j) {
                     return state.v[ub].data() + state.slot(pos - c + j) * kw + g * hd_;
                 };
-                const auto dot = [&](const float* x) {
-                    return ConstVectorMap(q, hd_).dot(ConstVectorMap(x, hd_)) * scale;
-                };
-                float m = -std::numeric_limits<float>::infinity();
-                for (index j = 0; j <= c; ++j) {
-                    p[static_cast<std::size_t>(j)] = dot(j < c ? key(j) : self_k);
-                    m = std::max(m, p[static_cast<std::size_t>(j)]);
-                }
-                float sum = 0.0f;
-                for (auto& x : p) sum += (x = std::exp(x - m));
+                for (index j = 0; j <= c; ++j)
+                    p[static_cast<std::size_t>(j)] = ConstVectorMap(q, hd_).dot(ConstVectorMap(j < c ? key(j) : self_k, hd_));
+                softmax_inplace(p.data(), c + 1, scale);
                 VectorMap o(attn.data() + b * qw + hh * hd_, hd_);
                 o.setZero();
                 for (index j = 0; j <= c; ++j)
-                    o += (p[static_cast<std::size_t>(j)] / sum) * ConstVectorMap(j < c ? value(j) : self_v, hd_);
+                    o += p[static_cast<std::size_t>(j)] * ConstVectorMap(j < c ? value(j) : self_v, hd_);
             }
         });
         for (index b = 0; b < B; ++b) {
@@ -348,6 +331,14 @@ public:
 
 private:
     static constexpr index kQueryBlock = 64;
+
+    /// p ← softmax(scale · p) over `n` > 0 scores, vectorised.
+    static void softmax_inplace(float* p, index n, float scale) {
+        auto a = Eigen::Map<Eigen::ArrayXf>(p, n);
+        a *= scale;
+        a = (a - a.maxCoeff()).exp();
+        a *= 1.0f / a.sum();
+    }
 
     /// The first context index a query at context index `self` may see.
     [[nodiscard]] index first_key(index self) const { return window_ > 0 ? std::max<index>(0, self - window_ + 1) : 0; }
