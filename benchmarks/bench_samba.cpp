@@ -203,7 +203,7 @@ void BM_AttentionLayer(benchmark::State& state) {
 
 BENCHMARK(ssm::bench::BM_PeakFma)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(ssm::bench::BM_MemoryRead)->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(BM_SambaPrefill)->ArgsProduct({{512, 2048, 8192}, {kWindow, 0}})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_SambaPrefill)->ArgsProduct({{512, 2048, 8192, 32768}, {kWindow, 0}})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_AttentionLayer)->ArgsProduct({{2048, 8192}, {kWindow, 0}})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_SambaDecode)->ArgsProduct({{512, 8192}, {kWindow, 0}})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_MAIN();

@@ -26,6 +26,26 @@ TEST_CASE("opens a folder, a single file, and a sharded BF16 checkpoint", "[chec
     CHECK(sharded.load_f32("lm_head.weight", head).size() == 500 * 32);
 }
 
+TEST_CASE("aliases: lit-gpt (SAMBA) names resolve to canonical ones", "[checkpoint]") {
+    const auto has = [](const std::string& canonical, const std::string& stored) {
+        const auto a = ssm::checkpoint_aliases(canonical);
+        return std::find(a.begin(), a.end(), stored) != a.end();
+    };
+    CHECK(has("backbone.embeddings.weight", "transformer.wte.weight"));
+    CHECK(has("backbone.norm_f.weight", "transformer.ln_f.weight"));
+    CHECK(has("backbone.layers.11.norm.weight", "transformer.h.11.norm_1.weight"));
+    CHECK(has("backbone.layers.3.mlp_norm.weight", "transformer.h.3.norm_2.weight"));
+    CHECK(has("backbone.layers.0.mixer.A_log", "transformer.h.0.attn.A_log"));
+    CHECK(has("backbone.layers.0.mixer.conv1d.bias", "transformer.h.0.attn.conv1d.bias"));
+    CHECK(has("backbone.layers.1.mixer.qkv_proj.weight", "transformer.h.1.attn.attn.weight"));
+    CHECK(has("backbone.layers.1.mixer.o_proj.weight", "transformer.h.1.attn.proj.weight"));
+    CHECK(has("backbone.layers.2.mlp.gate_proj.weight", "transformer.h.2.mlp.swiglu.w1.weight"));
+    CHECK(has("backbone.layers.2.mlp.up_proj.weight", "transformer.h.2.mlp.fc_2.weight"));
+    CHECK(has("backbone.layers.2.mlp.down_proj.weight", "transformer.h.2.mlp.swiglu.w3.weight"));
+    CHECK_FALSE(has("backbone.layers.2.mlp.down_proj.weight", "transformer.h.2.mlp.swiglu.w1.weight"));
+    CHECK_FALSE(has("lm_head.weight", "transformer.wte.weight"));
+}
+
 TEST_CASE("aliases: original state-spaces and prefix-less names resolve to canonical ones", "[checkpoint]") {
     const auto aliases = ssm::checkpoint_aliases("backbone.embeddings.weight");
     CHECK(std::find(aliases.begin(), aliases.end(), "backbone.embedding.weight") != aliases.end());

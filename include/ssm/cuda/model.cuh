@@ -169,6 +169,9 @@ public:
     /// uploads it once.
     [[nodiscard]] static MambaModel from_source(const MambaConfig& config,
                                                 const WeightSource& source) {
+        if (config.is_hybrid())
+            fail("cuda::MambaModel: the config describes a SAMBA hybrid (attention and MLP layers), which the CUDA "
+                 "backend does not run yet; use ssm::Samba on the CPU");
         MambaModel m;
         m.config_ = config;
         const index V = config.vocab_size, D = config.hidden_size, E = config.intermediate_size,
