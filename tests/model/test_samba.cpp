@@ -2,7 +2,9 @@
 // tests/data/make_samba_reference.py: every hidden state and the logits, packed batches,
 // prefill in chunks through the key/value cache, greedy generation through the recurrent
 // path, and the lit-gpt config and checkpoint formats.
+#include <fstream>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "ssm/ssm.hpp"
@@ -186,4 +188,19 @@ TEST_CASE("samba: with_mamba picks the hybrid type from the config", "[samba]") 
         return rel_error(span_of(r.logits), ref.load_f32("seq1.logits").values());
     });
     CHECK(err < kTol);
+}
+
+TEST_CASE("samba: the hand-composed hybrid is the ssm::Samba type", "[samba]") {
+    using MambaBlock = ssm::MlpResidual<ssm::RMSNorm, ssm::MambaMixer<>, ssm::SwiGLU>;
+    using AttentionBlock = ssm::MlpResidual<ssm::RMSNorm, ssm::SlidingWindowAttention, ssm::SwiGLU>;
+    using Hybrid = ssm::Model<ssm::HybridStack<MambaBlock, AttentionBlock>, ssm::LmHead>;
+    STATIC_REQUIRE(std::is_same_v<Hybrid, ssm::Samba>);
+    const auto model = Hybrid::load(ssm::test::data_dir() / "samba-tiny");
+    REQUIRE(model.backbone().size() == 4);
+    CHECK(model.backbone()[0].kind() == ssm::LayerKind::Mamba);
+    CHECK(model.backbone()[1].kind() == ssm::LayerKind::Attention);
+    REQUIRE(model.backbone()[1].attention() != nullptr);
+    CHECK(model.backbone()[1].attention()->mixer().window() == 8);
+    CHECK(model.backbone()[1].attention()->mixer().num_kv_heads() == 2);
+    CHECK(model.backbone()[0].attention() == nullptr);
 }
