@@ -16,6 +16,7 @@
 
 #include <ssm/ssm.hpp>
 
+#include "bench_inputs.hpp"
 #include "machine_limits.hpp"
 
 namespace {
@@ -91,13 +92,7 @@ const ssm::MambaLM& model(bool bf16) {
     return half;
 }
 
-std::vector<std::int32_t> random_ids(ssm::index n, unsigned seed) {
-    std::mt19937 rng(seed);
-    std::uniform_int_distribution<std::int32_t> dist(0, static_cast<std::int32_t>(kVocab - 1));
-    std::vector<std::int32_t> ids(static_cast<std::size_t>(n));
-    for (auto& i : ids) i = dist(rng);
-    return ids;
-}
+std::vector<std::int32_t> random_ids(ssm::index n, unsigned seed) { return ssm::bench::random_ids(n, kVocab, seed); }
 
 /// Prefill of one sequence of L tokens, logits for the last position only. Second
 /// argument: 1 = weights stored as bfloat16.

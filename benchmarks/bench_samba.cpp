@@ -21,6 +21,7 @@
 
 #include <ssm/ssm.hpp>
 
+#include "bench_inputs.hpp"
 #include "machine_limits.hpp"
 
 namespace {
@@ -101,13 +102,7 @@ const ssm::Samba& model(ssm::index window) {
     return it->second;
 }
 
-std::vector<std::int32_t> random_ids(ssm::index n, unsigned seed) {
-    std::mt19937 rng(seed);
-    std::uniform_int_distribution<std::int32_t> dist(0, static_cast<std::int32_t>(kVocab - 1));
-    std::vector<std::int32_t> ids(static_cast<std::size_t>(n));
-    for (auto& i : ids) i = dist(rng);
-    return ids;
-}
+std::vector<std::int32_t> random_ids(ssm::index n, unsigned seed) { return ssm::bench::random_ids(n, kVocab, seed); }
 
 /// Query-key pairs one attention layer scores over a sequence of L tokens.
 double attention_pairs(ssm::index L, ssm::index window) {

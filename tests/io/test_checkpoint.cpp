@@ -31,17 +31,22 @@ TEST_CASE("aliases: lit-gpt (SAMBA) names resolve to canonical ones", "[checkpoi
         const auto a = ssm::checkpoint_aliases(canonical);
         return std::find(a.begin(), a.end(), stored) != a.end();
     };
-    CHECK(has("backbone.embeddings.weight", "transformer.wte.weight"));
-    CHECK(has("backbone.norm_f.weight", "transformer.ln_f.weight"));
-    CHECK(has("backbone.layers.11.norm.weight", "transformer.h.11.norm_1.weight"));
-    CHECK(has("backbone.layers.3.mlp_norm.weight", "transformer.h.3.norm_2.weight"));
-    CHECK(has("backbone.layers.0.mixer.A_log", "transformer.h.0.attn.A_log"));
-    CHECK(has("backbone.layers.0.mixer.conv1d.bias", "transformer.h.0.attn.conv1d.bias"));
-    CHECK(has("backbone.layers.1.mixer.qkv_proj.weight", "transformer.h.1.attn.attn.weight"));
-    CHECK(has("backbone.layers.1.mixer.o_proj.weight", "transformer.h.1.attn.proj.weight"));
-    CHECK(has("backbone.layers.2.mlp.gate_proj.weight", "transformer.h.2.mlp.swiglu.w1.weight"));
-    CHECK(has("backbone.layers.2.mlp.up_proj.weight", "transformer.h.2.mlp.fc_2.weight"));
-    CHECK(has("backbone.layers.2.mlp.down_proj.weight", "transformer.h.2.mlp.swiglu.w3.weight"));
+    const std::pair<const char*, const char*> pairs[] = {
+        {"backbone.embeddings.weight", "transformer.wte.weight"},
+        {"backbone.norm_f.weight", "transformer.ln_f.weight"},
+        {"backbone.layers.11.norm.weight", "transformer.h.11.norm_1.weight"},
+        {"backbone.layers.3.mlp_norm.weight", "transformer.h.3.norm_2.weight"},
+        {"backbone.layers.0.mixer.A_log", "transformer.h.0.attn.A_log"},
+        {"backbone.layers.0.mixer.conv1d.bias", "transformer.h.0.attn.conv1d.bias"},
+        {"backbone.layers.1.mixer.qkv_proj.weight", "transformer.h.1.attn.attn.weight"},
+        {"backbone.layers.1.mixer.o_proj.weight", "transformer.h.1.attn.proj.weight"},
+        {"backbone.layers.2.mlp.gate_proj.weight", "transformer.h.2.mlp.swiglu.w1.weight"},
+        {"backbone.layers.2.mlp.up_proj.weight", "transformer.h.2.mlp.fc_2.weight"},
+        {"backbone.layers.2.mlp.down_proj.weight", "transformer.h.2.mlp.swiglu.w3.weight"}};
+    for (const auto& [canonical, stored] : pairs) {
+        INFO(canonical << " as " << stored);
+        CHECK(has(canonical, stored));
+    }
     CHECK_FALSE(has("backbone.layers.2.mlp.down_proj.weight", "transformer.h.2.mlp.swiglu.w1.weight"));
     CHECK_FALSE(has("lm_head.weight", "transformer.wte.weight"));
 }
