@@ -87,14 +87,13 @@ int run(const Model& model, const ssm::cli::Args& args, const std::string& model
     std::function<std::string(std::int32_t)> token_text;
     if (format == "text" || !opt.stop_strings.empty()) {
         const auto& tok = tokenizer.get();
-        token_text = [&tok](std::int32_t id) { return tok.decode({&id, 1}); };
+        token_text = [&tok](std::int32_t id) { return tok.token_bytes(id); };
     }
     ssm::cli::Utf8Stream stream;
     std::function<bool(std::int32_t)> on_token;
     if (format == "text") {
-        std::string prompt_bytes;  // the prompt is printed first, then the continuation
-        for (auto id : prompt) prompt_bytes += token_text(id);
-        std::fputs(stream.push(prompt_bytes).c_str(), stdout);
+        // The prompt is printed first, then the continuation.
+        std::fputs(stream.push(tokenizer.get().decode(prompt)).c_str(), stdout);
         on_token = [&](std::int32_t id) {
             std::fputs(stream.push(token_text(id)).c_str(), stdout);
             std::fflush(stdout);

@@ -191,7 +191,10 @@ TEST_CASE("attention: a cache for another batch or width is refused", "[attentio
     const auto x = ssm::test::random_floats(32, -1, 1, 4);
     CHECK(ssm::test::error_of([&] { (void)run(attn, x, {0, 2}, ws, &state, &state); }).find("cache") !=
           std::string::npos);
-    const Weights w = random_weights(s, 16, 3);
+    const Shape wider{2, 1, 8, 6, 8, 10000.0};  // same width, another window
+    auto other = make(wider, 16, random_weights(wider, 16, 3)).make_state(1);
+    CHECK(ssm::test::error_of([&] { (void)run(attn, x, {0, 2}, ws, &other, &other); }).find("window") !=
+          std::string::npos);
     CHECK_THROWS_AS(ssm::SlidingWindowAttention({3, 2, 8, 4, 8, 1e4}, ssm::Tensor::from({24, 16}, std::vector<float>(384)),
                                                 ssm::Tensor::from({16, 16}, std::vector<float>(256)),
                                                 ssm::Tensor::from({16, 16}, std::vector<float>(256)),

@@ -1,11 +1,14 @@
 // ssm-generate end to end: greedy --format ids equals transformers' generate.output for
 // the token and the byte model, and the SAMBA references; seeded sampling repeats; bad
 // input gives one line.
+#include <algorithm>
+#include <filesystem>
 #include <string>
 #include <vector>
 
 #include "run_program.hpp"
 #include "ssm/ssm.hpp"
+#include "ssm/text/tokenizer.hpp"
 #include "test_util.hpp"
 
 namespace {
@@ -56,6 +59,33 @@ TEST_CASE("ssm-generate: seeded sampling repeats, text output streams the byte m
     CHECK(text.output.rfind("Hello, ", 0) == 0);  // the prompt, then the continuation
     CHECK(text.output.find("20 new tokens") != std::string::npos);
     CHECK(text.output.find("stopped: max new tokens") != std::string::npos);
+}
+
+TEST_CASE("ssm-generate: text through a LLaMA-kind tokenizer streams what decode gives", "[ssm-generate]") {
+    // mamba-tiny's weights (vocab 1000) with the 600-id LLaMA-kind test tokenizer.
+    namespace fs = std::filesystem;
+    const auto dir = ssm::test::scratch_dir("generate-llama");
+    for (const char* f : {"config.json", "model.safetensors"})
+        fs::copy_file(ssm::test::data_dir() / "mamba-tiny" / f, dir / f);
+    fs::copy_file(ssm::test::data_dir() / "tokenizer" / "tokenizer_llama.json", dir / "tokenizer.json");
+    const auto tok = ssm::BpeTokenizer::load(dir / "tokenizer.json");
+    const std::string common = "--model " + dir.string() + " --prompt 'Hello world' --greedy --no-eos-stop --max-new-tokens 12";
+    const auto ids = generate(common + " --format ids");
+    REQUIRE(ids.status == 0);
+    std::vector<std::int32_t> all = tok.encode("Hello world");
+    for (std::size_t at = 0; at < ids.output.size();) {
+        const std::size_t comma = std::min(ids.output.find_first_of(",\n", at), ids.output.size());
+        if (comma > at) all.push_back(std::stoi(ids.output.substr(at, comma - at)));
+        at = comma + 1;
+    }
+    REQUIRE(all.size() == tok.encode("Hello world").size() + 12);
+    const auto text = generate(common);
+    REQUIRE(text.status == 0);
+    // The prompt without the space the normalizer put before it, then the continuation
+    // token by token: the same text as decoding everything at once.
+    CHECK(text.output == ssm::printable_utf8(tok.decode(all)) + "\n");
+    CHECK(text.output.rfind("Hello world", 0) == 0);
+    fs::remove_all(dir);
 }
 
 TEST_CASE("ssm-generate: one clear line and exit != 0 on bad input", "[ssm-generate]") {

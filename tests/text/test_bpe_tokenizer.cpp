@@ -75,7 +75,7 @@ std::string ids_text(const std::vector<std::int32_t>& ids) {
 
 /// Checks every case; reports the first few differences in full.
 void check_cases(const ssm::BpeTokenizer& tok, const std::vector<Case>& cases) {
-    int encode_mismatches = 0, decode_mismatches = 0;
+    int encode_mismatches = 0, decode_mismatches = 0, stream_mismatches = 0;
     for (const Case& c : cases) {
         const auto ids = tok.encode(c.text);
         if (ids != c.ids && ++encode_mismatches <= 5) {
@@ -89,10 +89,20 @@ void check_cases(const ssm::BpeTokenizer& tok, const std::vector<Case>& cases) {
             FAIL_CHECK("decode(ids of \"" << escaped(c.text) << "\") gave \"" << escaped(text)
                                           << "\", expected \"" << escaped(c.decoded) << "\"");
         }
+        // Streaming: the first token decoded, then each later token's bytes, is the text.
+        if (!c.ids.empty()) {
+            std::string streamed = tok.decode(std::span(c.ids).first(1));
+            for (std::size_t i = 1; i < c.ids.size(); ++i) streamed += tok.token_bytes(c.ids[i]);
+            if (streamed != tok.decode(c.ids) && ++stream_mismatches <= 5) {
+                FAIL_CHECK("token by token, the ids of \"" << escaped(c.text) << "\" gave \""
+                                                          << escaped(ssm::printable_utf8(streamed)) << "\"");
+            }
+        }
     }
     INFO(cases.size() << " cases");
     CHECK(encode_mismatches == 0);
     CHECK(decode_mismatches == 0);
+    CHECK(stream_mismatches == 0);
 }
 
 nlohmann::json read_json(const fs::path& file) {
@@ -186,6 +196,42 @@ TEST_CASE("BPE: option variants (variants.json) encode exactly as HF tokenizers"
         }
         std::vector<Case> cases;
         for (const auto& c : v.at("cases")) cases.push_back(case_from_json(c));
+        INFO("variant " << name);
+        check_cases(ssm::BpeTokenizer::from_json(spec, name), cases);
+    }
+}
+
+TEST_CASE("BPE: tokenizer_llama.json (LLaMA kind: Prepend/Replace \u2581, byte fallback) as HF tokenizers",
+          "[text][bpe]") {
+    const auto tok = ssm::BpeTokenizer::load(tokenizer_dir() / "tokenizer_llama.json");
+    CHECK(tok.vocab_size() == 600);
+    CHECK(tok.token_to_id("<0x41>") == 3 + 0x41);
+    const auto cases = read_cases(tokenizer_dir() / "cases_llama.jsonl");
+    REQUIRE(cases.size() >= 3000);
+    check_cases(tok, cases);
+    // The decoder's Strip takes the space the normalizer put before the first word only.
+    const auto ids = tok.encode("Hello world");
+    CHECK(tok.decode(ids) == "Hello world");
+    CHECK(tok.token_bytes(ids.at(0)).front() == ' ');
+}
+
+TEST_CASE("BPE: LLaMA-kind variants (Metaspace forms, no decoder, per-token Strip) as HF tokenizers",
+          "[text][bpe]") {
+    const auto base = read_json(tokenizer_dir() / "tokenizer_llama.json");
+    const auto variants = read_json(tokenizer_dir() / "variants_llama.json");
+    REQUIRE(variants.size() >= 7);
+    for (const auto& v : variants) {
+        nlohmann::json spec = base;
+        for (const auto& [key, value] : v.at("patch").items()) {
+            if (key == "model") {
+                for (const auto& [model_key, model_value] : value.items()) spec["model"][model_key] = model_value;
+            } else {
+                spec[key] = value;
+            }
+        }
+        std::vector<Case> cases;
+        for (const auto& c : v.at("cases")) cases.push_back(case_from_json(c));
+        const std::string name = v.at("name").get<std::string>();
         INFO("variant " << name);
         check_cases(ssm::BpeTokenizer::from_json(spec, name), cases);
     }
@@ -345,13 +391,43 @@ TEST_CASE("BPE: unreadable, malformed and unsupported files name the file", "[te
     }
     {
         auto j = good;
-        j["pre_tokenizer"] = {{"type", "Metaspace"}, {"replacement", "_"}};
+        j["pre_tokenizer"] = {{"type", "Sequence"},
+                              {"pretokenizers",
+                               {{{"type", "Metaspace"}, {"replacement", "_"}},
+                                {{"type", "ByteLevel"}, {"add_prefix_space", false}}}}};
         CHECK(load_error(write_json(j, "metaspace.json")).find("Metaspace") != std::string::npos);
     }
     {
         auto j = good;
-        j["pre_tokenizer"] = nullptr;
-        CHECK(load_error(write_json(j, "no_pre.json")).find("ByteLevel") != std::string::npos);
+        j["pre_tokenizer"] = {{"type", "ByteLevel"}};
+        j["pre_tokenizer"] = {{"type", "Sequence"}, {"pretokenizers", {j["pre_tokenizer"], j["pre_tokenizer"]}}};
+        CHECK(load_error(write_json(j, "two_bytelevel.json")).find("ByteLevel") != std::string::npos);
+    }
+    const auto llama = read_json(tokenizer_dir() / "tokenizer_llama.json");
+    {
+        auto j = llama;
+        j["normalizer"]["normalizers"][1]["pattern"] = {{"Regex", " +"}};
+        CHECK(load_error(write_json(j, "replace_regex.json")).find("regex") != std::string::npos);
+    }
+    {
+        auto j = llama;
+        j["normalizer"]["normalizers"][0].erase("prepend");
+        CHECK(load_error(write_json(j, "prepend.json")).find("Prepend") != std::string::npos);
+    }
+    {
+        auto j = llama;
+        j["pre_tokenizer"] = {{"type", "Metaspace"}, {"replacement", "\u2581"}, {"prepend_scheme", "sometimes"}};
+        CHECK(load_error(write_json(j, "scheme.json")).find("sometimes") != std::string::npos);
+    }
+    {
+        auto j = llama;
+        j["decoder"]["decoders"][3]["start"] = -1;
+        CHECK(load_error(write_json(j, "strip.json")).find("Strip") != std::string::npos);
+    }
+    {
+        auto j = llama;
+        j["decoder"]["decoders"][0]["content"] = nullptr;
+        CHECK(load_error(write_json(j, "replace_content.json")).find("content") != std::string::npos);
     }
     {
         auto j = good;

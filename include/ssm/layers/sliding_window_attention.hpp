@@ -150,8 +150,12 @@ public:
 
     /// An empty key/value cache for `batch` sequences.
     [[nodiscard]] AttentionLayerState make_state(index batch) const {
-        const index cap = window_ > 0 ? window_ - 1 : std::numeric_limits<index>::max();
-        return AttentionLayerState(batch, G_ * hd_, cap);
+        return AttentionLayerState(batch, G_ * hd_, cache_capacity());
+    }
+
+    /// Tokens a sequence's cache keeps: window − 1 (all of them without a window).
+    [[nodiscard]] index cache_capacity() const noexcept {
+        return window_ > 0 ? window_ - 1 : std::numeric_limits<index>::max();
     }
 
     /// Prefill over packed sequences: out (T, D) (+)= attention(h (T, D)). With
@@ -349,6 +353,8 @@ private:
                     s->k.size() == static_cast<std::size_t>(batch) && s->v.size() == static_cast<std::size_t>(batch),
                 "SlidingWindowAttention: key/value cache is for ", s->batch, " sequences of width ", s->width,
                 ", the batch has ", batch, " of width ", G_ * hd_);
+        require(s->capacity == cache_capacity(), "SlidingWindowAttention: key/value cache keeps ", s->capacity,
+                " tokens, this layer's window needs ", cache_capacity());
     }
 
     index D_ = 0, H_ = 0, G_ = 0, hd_ = 0, window_ = 0;

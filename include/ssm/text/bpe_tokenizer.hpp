@@ -1,11 +1,14 @@
-// ssm/text/bpe_tokenizer.hpp — byte-level BPE read from a HuggingFace tokenizer.json
-// (the GPT-2 / GPT-NeoX kind), giving the same ids as HF `tokenizers`.
+// ssm/text/bpe_tokenizer.hpp — BPE read from a HuggingFace tokenizer.json, byte-level (the
+// GPT-2 / GPT-NeoX kind) or SentencePiece-style (the LLaMA kind: "▁" for spaces, <0xXX>
+// byte fallback), giving the same ids as HF `tokenizers`.
 //
 // Encoding follows HF step by step: added tokens that are not normalized (special ones,
-// usually) are cut out of the raw text; the rest is normalized (NFC) and cut at the
-// normalized added tokens; the pre-tokenizer splits what remains into words (the GPT-2
-// regex) and maps each byte to a printable character (ByteLevel); each word is merged
-// by BPE, lowest merge rank first, exactly as `tokenizers`' Word::merge_all does it.
+// usually) are cut out of the raw text; the rest is normalized (NFC, Prepend, Replace) and
+// cut at the normalized added tokens; the pre-tokenizer splits what remains into words
+// (the GPT-2 regex, literal Splits, Metaspace) and, for byte-level BPE, maps each byte to a
+// printable character (ByteLevel); each word is merged by BPE, lowest merge rank first,
+// exactly as `tokenizers`' Word::merge_all does it. Without ByteLevel a word's initial
+// symbols are its characters, each unknown one replaced by its <0xXX> byte tokens.
 #pragma once
 
 #include <algorithm>
@@ -101,14 +104,17 @@ inline constexpr std::string_view gpt2_pattern =
     return pieces;
 }
 
-/// Byte-level BPE from a HuggingFace tokenizer.json (GPT-2 / GPT-NeoX kind).
+/// BPE from a HuggingFace tokenizer.json.
 ///
 /// Supported: model BPE (vocab; merges as "a b" strings or ["a", "b"] pairs; unk_token,
 /// fuse_unk, byte_fallback, ignore_merges, continuing_subword_prefix, end_of_word_suffix;
-/// dropout null or 0), normalizer NFC / null / a Sequence of NFC, pre_tokenizer ByteLevel
-/// or a Sequence of Splits (the GPT-2 regex or a literal string, any behaviour, not
-/// inverted) ending in ByteLevel, decoder ByteLevel / null, added tokens with all their
-/// flags. The post_processor is ignored: encode never adds special tokens.
+/// dropout null or 0); normalizers NFC, Prepend, Replace (of a literal string) and Sequences
+/// of them, or none; pre_tokenizer ByteLevel or a Sequence of Splits (the GPT-2 regex or a
+/// literal string, any behaviour, not inverted) ending in ByteLevel — byte-level BPE — or,
+/// without ByteLevel, none, Metaspace, Splits — character-level BPE, as LLaMA and SAMBA
+/// tokenizers are; decoders ByteLevel, Replace (literal), ByteFallback, Fuse, Strip,
+/// Metaspace and Sequences of them; added tokens with all their flags. The post_processor
+/// is ignored: encode never adds special tokens.
 class BpeTokenizer {
 public:
     /// Reads `tokenizer_json`. An unreadable or malformed file, or one of a kind this class
@@ -161,15 +167,15 @@ public:
         }
         // 1. Added tokens matched on the raw text.
         std::vector<Piece> raw;
-        split_on_added_tokens(std::string(text), raw_matches_, raw);
+        split_on_added_tokens(std::string(text), raw_matches_, raw, true);
         // 2. The rest normalized, then cut at the normalized added tokens.
         std::vector<Piece> pieces;
         for (Piece& p : raw) {
             if (p.token >= 0) {
                 pieces.push_back(std::move(p));
             } else {
-                split_on_added_tokens(nfc_ ? unicode::nfc(p.text) : std::move(p.text),
-                                      normalized_matches_, pieces);
+                const bool at_start = p.at_start;
+                split_on_added_tokens(normalize(std::move(p.text)), normalized_matches_, pieces, at_start);
             }
         }
         // 3. Pre-tokenization, step by step, on the pieces not yet tokens.
@@ -180,7 +186,7 @@ public:
                 if (p.token >= 0) {
                     next.push_back(std::move(p));
                 } else {
-                    apply_pre_tokenizer_step(step, p.text, next);
+                    apply_pre_tokenizer_step(step, p, next);
                 }
             }
             pieces = std::move(next);
@@ -204,20 +210,20 @@ public:
     /// ids -> text (bytes joined; special tokens kept unless skip_special). The bytes may
     /// end inside a UTF-8 sequence. Ids outside the vocabulary: ssm::Error naming the
     /// position and id.
+    ///
+    /// Character-level tokenizers run their decoder chain as HF does, except that byte
+    /// tokens (<0xXX>) give their raw bytes: where HF writes one U+FFFD per byte of a run
+    /// that is not valid UTF-8, this returns the bytes themselves.
     [[nodiscard]] std::string decode(std::span<const std::int32_t> ids,
                                      bool skip_special = false) const {
-        std::string out;
-        for (std::size_t i = 0; i < ids.size(); ++i) {
-            const std::string* token = token_of(ids[i]);
-            if (token == nullptr) {
-                fail(source_, ": token id ", ids[i], " at position ", i,
-                     " is not in the vocabulary (", vocab_size_, " ids)");
-            }
-            if (skip_special && is_special(ids[i])) continue;
-            append_token_bytes(*token, out);
-        }
-        return out;
+        return decode_tokens(ids, skip_special, false);
     }
+
+    /// The bytes `id` adds when it follows other tokens: `decode` of a sequence is the
+    /// concatenation of the first token's `decode` and the later tokens' `token_bytes`
+    /// (what streaming output and stop strings need). It differs from `decode({id})` only
+    /// for decoders that treat the start of the text apart (Metaspace, Strip after Fuse).
+    [[nodiscard]] std::string token_bytes(std::int32_t id) const { return decode_tokens({&id, 1}, false, true); }
 
     /// Largest id (of the vocabulary and the added tokens) + 1.
     [[nodiscard]] std::int32_t vocab_size() const noexcept { return vocab_size_; }
@@ -252,8 +258,10 @@ private:
     };
 
     struct PreTokenizerStep {
-        enum class Kind { split_gpt2, split_literal, byte_level } kind = Kind::byte_level;
-        std::string literal;                               // split_literal: what to split on
+        enum class Kind { split_gpt2, split_literal, byte_level, metaspace } kind = Kind::byte_level;
+        std::string literal;                               // split_literal: what to split on; metaspace: the replacement
+        enum class Prepend { always, first, never } prepend = Prepend::always;  // metaspace
+        bool split = true;                                 // metaspace
         SplitBehavior behavior = SplitBehavior::isolated;  // split_*
         bool add_prefix_space = true;                      // byte_level
         bool use_regex = true;                             // byte_level
@@ -276,6 +284,19 @@ private:
     struct Piece {
         std::string text;
         std::int32_t token = -1;  // the added token this piece is, or -1
+        bool at_start = false;    // begins at the start of the text (Metaspace "first")
+    };
+
+    struct NormalizerStep {
+        enum class Kind { nfc, prepend, replace } kind = Kind::nfc;
+        std::string text, content;  // prepend: text; replace: text -> content
+    };
+
+    struct DecoderStep {
+        enum class Kind { byte_level, replace, byte_fallback, fuse, strip, metaspace } kind = Kind::fuse;
+        std::string text, content;    // replace: text -> content; strip, metaspace: text is the character
+        std::size_t start = 0, stop = 0;  // strip
+        bool strip_first = true;      // metaspace: prepend_scheme is not "never"
     };
 
     struct MergeResult {
@@ -431,7 +452,13 @@ private:
         if (normalizer == nullptr) return;
         const std::string type = type_of(*normalizer, source, "normalizer");
         if (type == "NFC") {
-            nfc_ = true;
+            normalizer_.push_back({NormalizerStep::Kind::nfc, {}, {}});
+        } else if (type == "Prepend") {
+            const auto text = text_field(*normalizer, "prepend", source);
+            if (!text) fail(source, ": Prepend normalizer has no \"prepend\" string");
+            normalizer_.push_back({NormalizerStep::Kind::prepend, *text, {}});
+        } else if (type == "Replace") {
+            normalizer_.push_back(read_replace(*normalizer, source, "normalizer"));
         } else if (type == "Sequence") {
             const nlohmann::json* list = value_of(*normalizer, "normalizers");
             if (list == nullptr || !list->is_array()) {
@@ -439,19 +466,24 @@ private:
             }
             for (const auto& n : *list) read_normalizer(&n, source);
         } else {
-            fail(source, ": normalizer \"", type, "\" is not supported (only NFC, or none)");
+            fail(source, ": normalizer \"", type,
+                 "\" is not supported (only NFC, Prepend, Replace of a string, Sequences of them, or none)");
         }
     }
 
     void read_pre_tokenizer(const nlohmann::json* pre, const std::string& source) {
         if (pre != nullptr) add_pre_tokenizer_steps(*pre, source);
-        const auto byte_levels = std::count_if(
-            pre_tokenizer_.begin(), pre_tokenizer_.end(),
-            [](const PreTokenizerStep& s) { return s.kind == PreTokenizerStep::Kind::byte_level; });
-        if (byte_levels != 1 || pre_tokenizer_.back().kind != PreTokenizerStep::Kind::byte_level) {
+        const auto count = [&](PreTokenizerStep::Kind kind) {
+            return std::count_if(pre_tokenizer_.begin(), pre_tokenizer_.end(),
+                                 [&](const PreTokenizerStep& s) { return s.kind == kind; });
+        };
+        const auto byte_levels = count(PreTokenizerStep::Kind::byte_level);
+        byte_level_ = byte_levels > 0;
+        if (byte_level_ && (byte_levels != 1 || pre_tokenizer_.back().kind != PreTokenizerStep::Kind::byte_level ||
+                            count(PreTokenizerStep::Kind::metaspace) > 0)) {
             fail(source,
-                 ": the pre_tokenizer must be ByteLevel, or a Sequence ending in one ByteLevel "
-                 "(this is not a byte-level BPE tokenizer of the GPT-2 kind)");
+                 ": a byte-level pre_tokenizer must be ByteLevel, or a Sequence of Splits ending in one "
+                 "ByteLevel (and no Metaspace)");
         }
     }
 
@@ -466,7 +498,24 @@ private:
             for (const auto& p : *list) add_pre_tokenizer_steps(p, source);
             return;
         }
-        if (type == "ByteLevel") {
+        if (type == "Metaspace") {
+            step.kind = PreTokenizerStep::Kind::metaspace;
+            step.literal = text_field(pre, "replacement", source).value_or("\xE2\x96\x81");
+            if (unicode::decode_utf8_at(step.literal, 0).length != step.literal.size() || step.literal.empty())
+                fail(source, ": Metaspace replacement \"", step.literal, "\" is not one character");
+            const auto scheme = text_field(pre, "prepend_scheme", source).value_or("always");
+            if (scheme == "always") {
+                step.prepend = PreTokenizerStep::Prepend::always;
+            } else if (scheme == "first") {
+                step.prepend = PreTokenizerStep::Prepend::first;
+            } else if (scheme == "never") {
+                step.prepend = PreTokenizerStep::Prepend::never;
+            } else {
+                fail(source, ": Metaspace prepend_scheme \"", scheme, "\" is unknown");
+            }
+            if (!flag(pre, "add_prefix_space", true, source)) step.prepend = PreTokenizerStep::Prepend::never;
+            step.split = flag(pre, "split", true, source);
+        } else if (type == "ByteLevel") {
             step.kind = PreTokenizerStep::Kind::byte_level;
             step.add_prefix_space = flag(pre, "add_prefix_space", true, source);
             step.use_regex = flag(pre, "use_regex", true, source);
@@ -507,15 +556,17 @@ private:
             }
         } else {
             fail(source, ": pre_tokenizer \"", type,
-                 "\" is not supported (only ByteLevel, Split and Sequence)");
+                 "\" is not supported (only ByteLevel, Metaspace, Split and Sequence)");
         }
         pre_tokenizer_.push_back(std::move(step));
     }
 
-    static void read_decoder(const nlohmann::json* decoder, const std::string& source) {
+    void read_decoder(const nlohmann::json* decoder, const std::string& source) {
         if (decoder == nullptr) return;
         const std::string type = type_of(*decoder, source, "decoder");
-        if (type == "ByteLevel") return;
+        has_decoder_ = true;
+        DecoderStep step;
+        using Kind = DecoderStep::Kind;
         if (type == "Sequence") {
             const nlohmann::json* list = value_of(*decoder, "decoders");
             if (list == nullptr || !list->is_array()) {
@@ -524,7 +575,55 @@ private:
             for (const auto& d : *list) read_decoder(&d, source);
             return;
         }
-        fail(source, ": decoder \"", type, "\" is not supported (only ByteLevel)");
+        if (type == "ByteLevel") {
+            step.kind = Kind::byte_level;
+        } else if (type == "Replace") {
+            const NormalizerStep r = read_replace(*decoder, source, "decoder");
+            step.kind = Kind::replace;
+            step.text = r.text;
+            step.content = r.content;
+        } else if (type == "ByteFallback") {
+            step.kind = Kind::byte_fallback;
+        } else if (type == "Fuse") {
+            step.kind = Kind::fuse;
+        } else if (type == "Strip") {
+            step.kind = Kind::strip;
+            step.text = text_field(*decoder, "content", source).value_or(" ");
+            if (unicode::decode_utf8_at(step.text, 0).length != step.text.size() || step.text.empty())
+                fail(source, ": Strip decoder content \"", step.text, "\" is not one character");
+            const auto count = [&](const char* key) {
+                const nlohmann::json* v = value_of(*decoder, key);
+                if (v == nullptr) return std::size_t{0};
+                if (!v->is_number_unsigned()) fail(source, ": Strip decoder \"", key, "\" must be a count, got ", v->dump());
+                return v->get<std::size_t>();
+            };
+            step.start = count("start");
+            step.stop = count("stop");
+        } else if (type == "Metaspace") {
+            step.kind = Kind::metaspace;
+            step.text = text_field(*decoder, "replacement", source).value_or("\xE2\x96\x81");
+            if (unicode::decode_utf8_at(step.text, 0).length != step.text.size() || step.text.empty())
+                fail(source, ": Metaspace replacement \"", step.text, "\" is not one character");
+            const auto scheme = text_field(*decoder, "prepend_scheme", source).value_or("always");
+            step.strip_first = scheme != "never" && flag(*decoder, "add_prefix_space", true, source);
+        } else {
+            fail(source, ": decoder \"", type,
+                 "\" is not supported (only ByteLevel, Replace, ByteFallback, Fuse, Strip, Metaspace, Sequence)");
+        }
+        decoder_.push_back(std::move(step));
+    }
+
+    /// A Replace normalizer or decoder of a literal string.
+    static NormalizerStep read_replace(const nlohmann::json& r, const std::string& source, const char* what) {
+        const nlohmann::json* pattern = value_of(r, "pattern");
+        if (pattern == nullptr || !pattern->is_object())
+            fail(source, ": Replace ", what, " has no \"pattern\" object");
+        const auto text = text_field(*pattern, "String", source);
+        if (!text) fail(source, ": Replace ", what, " pattern must be {\"String\": ...} (a regex is not supported)");
+        if (text->empty()) fail(source, ": Replace ", what, " of an empty string");
+        const auto content = text_field(r, "content", source);
+        if (!content) fail(source, ": Replace ", what, " has no \"content\" string");
+        return {NormalizerStep::Kind::replace, *text, *content};
     }
 
     void read_added_tokens(const nlohmann::json* list, const std::string& source) {
@@ -570,7 +669,7 @@ private:
             const AddedToken& t = added_[index];
             if (t.id != id) continue;  // an id whose entry was replaced
             MatchSet& set = t.normalized ? normalized_matches_ : raw_matches_;
-            std::string pattern = t.normalized && nfc_ ? unicode::nfc(t.content) : t.content;
+            std::string pattern = t.normalized ? normalize(t.content) : t.content;
             if (std::find(set.patterns.begin(), set.patterns.end(), pattern) !=
                 set.patterns.end()) {
                 continue;
@@ -605,11 +704,11 @@ private:
 
     /// Cuts `text` at the added tokens of `set` (HF AddedVocabulary::find_matches) and
     /// appends the non-empty pieces to `out`.
-    void split_on_added_tokens(std::string text, const MatchSet& set,
-                               std::vector<Piece>& out) const {
+    void split_on_added_tokens(std::string text, const MatchSet& set, std::vector<Piece>& out,
+                               bool at_start) const {
         if (text.empty()) return;
         if (set.patterns.empty()) {
-            out.push_back({std::move(text), -1});
+            out.push_back({std::move(text), -1, at_start});
             return;
         }
         const std::string_view view = text;
@@ -643,11 +742,13 @@ private:
                 start = std::max(start - trailing_white_space(view.substr(0, start)), start_offset);
             if (token.rstrip) stop += leading_white_space(view.substr(stop));
             if (start_offset < start)
-                out.push_back({std::string(view.substr(start_offset, start - start_offset)), -1});
-            out.push_back({std::string(view.substr(start, stop - start)), token.id});
+                out.push_back({std::string(view.substr(start_offset, start - start_offset)), -1,
+                               at_start && start_offset == 0});
+            out.push_back({std::string(view.substr(start, stop - start)), token.id, at_start && start == 0});
             start_offset = stop;
         }
-        if (start_offset < view.size()) out.push_back({std::string(view.substr(start_offset)), -1});
+        if (start_offset < view.size())
+            out.push_back({std::string(view.substr(start_offset)), -1, at_start && start_offset == 0});
     }
 
     static bool ends_with_word(std::string_view s) {
@@ -684,18 +785,45 @@ private:
     }
 
     /// One pre-tokenizer step on one piece; appends the non-empty results to `out`.
-    static void apply_pre_tokenizer_step(const PreTokenizerStep& step, std::string& piece,
-                                         std::vector<Piece>& out) {
+    static void apply_pre_tokenizer_step(const PreTokenizerStep& step, Piece& input, std::vector<Piece>& out) {
         using Kind = PreTokenizerStep::Kind;
+        std::string& piece = input.text;
+        const bool at_start = input.at_start;
         if (step.kind == Kind::byte_level) {
             if (step.add_prefix_space && piece.front() != ' ') piece.insert(piece.begin(), ' ');
             if (!step.use_regex) {
-                out.push_back({std::move(piece), -1});
+                out.push_back({std::move(piece), -1, at_start});
                 return;
             }
+            bool first = at_start;
             for (const std::string_view word : gpt2_pre_tokenize(piece)) {
-                out.push_back({std::string(word), -1});
+                out.push_back({std::string(word), -1, first});
+                first = false;
             }
+            return;
+        }
+        if (step.kind == Kind::metaspace) {  // HF Metaspace: spaces -> replacement, prefix, split
+            std::string replaced;
+            replaced.reserve(piece.size() + step.literal.size());
+            for (const char c : piece) {
+                if (c == ' ')
+                    replaced += step.literal;
+                else
+                    replaced += c;
+            }
+            const bool prepend = step.prepend == PreTokenizerStep::Prepend::always ||
+                                 (step.prepend == PreTokenizerStep::Prepend::first && at_start);
+            if (prepend && !replaced.starts_with(step.literal)) replaced.insert(0, step.literal);
+            if (!step.split) {
+                out.push_back({std::move(replaced), -1, at_start});
+                return;
+            }
+            PreTokenizerStep split;
+            split.kind = Kind::split_literal;
+            split.literal = step.literal;
+            split.behavior = SplitBehavior::merged_with_next;
+            Piece p{std::move(replaced), -1, at_start};
+            apply_pre_tokenizer_step(split, p, out);
             return;
         }
         // Split: the segments that cover the piece, each marked match or not ...
@@ -765,41 +893,56 @@ private:
                 break;
         }
         for (const auto& [begin, end] : kept) {
-            if (end > begin) out.push_back({std::string(view.substr(begin, end - begin)), -1});
+            if (end > begin) out.push_back({std::string(view.substr(begin, end - begin)), -1, at_start && begin == 0});
         }
     }
 
     /// The ids of one pre-tokenized word (raw bytes; each byte is one byte-level character).
+    /// With ByteLevel each byte of `word` is one byte-level character; without it the word
+    /// is text and each character is one symbol.
     [[nodiscard]] std::vector<std::int32_t> merge_word(std::string_view word) const {
         if (ignore_merges_) {
             std::string mapped;
-            for (const char c : word) mapped += byte_chars_[static_cast<unsigned char>(c)];
+            if (byte_level_) {
+                for (const char c : word) mapped += byte_chars_[static_cast<unsigned char>(c)];
+            } else {
+                mapped = word;
+            }
             if (const auto it = vocab_.find(mapped); it != vocab_.end()) return {it->second};
         }
-        // The initial symbols: one per byte (HF BPE::merge_word).
+        // The initial symbols: one per byte-level character or per character (HF
+        // BPE::merge_word).
         std::vector<std::int32_t> symbols;
         symbols.reserve(word.size());
         std::optional<std::int32_t> unk;  // an unknown-token symbol not yet added
-        const bool plain = !continuing_subword_prefix_ && !end_of_word_suffix_;
-        for (std::size_t k = 0; k < word.size(); ++k) {
-            const auto byte = static_cast<unsigned char>(word[k]);
+        const bool plain = byte_level_ && !continuing_subword_prefix_ && !end_of_word_suffix_;
+        for (std::size_t k = 0; k < word.size();) {
+            const std::size_t length = byte_level_ ? 1 : unicode::decode_utf8_at(word, k).length;
+            const std::string_view unit = word.substr(k, length);
+            const bool last = k + length == word.size();
             std::string s;
             std::int32_t id = -1;
             if (plain) {
-                id = byte_ids_[byte];
+                id = byte_ids_[static_cast<unsigned char>(unit[0])];
             } else {
                 if (k > 0 && continuing_subword_prefix_) s = *continuing_subword_prefix_;
-                s += byte_chars_[byte];
-                if (k + 1 == word.size() && end_of_word_suffix_) s += *end_of_word_suffix_;
+                if (byte_level_)
+                    s += byte_chars_[static_cast<unsigned char>(unit[0])];
+                else
+                    s += unit;
+                if (last && end_of_word_suffix_) s += *end_of_word_suffix_;
                 if (const auto it = vocab_.find(s); it != vocab_.end()) id = it->second;
             }
+            k += length;
             if (id >= 0) {
                 if (unk) symbols.push_back(*unk);
                 unk.reset();
                 symbols.push_back(id);
                 continue;
             }
-            if (plain) s = byte_chars_[byte];
+            // HF's byte fallback takes the bytes of the string it looked up, prefix and
+            // suffix included, and leaves a pending unknown token pending.
+            if (plain) s = byte_chars_[static_cast<unsigned char>(unit[0])];
             if (byte_fallback_ && add_byte_fallback(s, symbols)) continue;
             if (unk_token_) {
                 const auto it = vocab_.find(*unk_token_);
@@ -887,6 +1030,127 @@ private:
         symbols.resize(kept);
     }
 
+    // ---- normalization and decoding ------------------------------------------------------
+
+    /// Every occurrence of `from` in `s` (left to right, not overlapping) replaced by `to`.
+    static void replace_all(std::string& s, std::string_view from, std::string_view to) {
+        std::string out;
+        std::size_t prev = 0;
+        for (std::size_t at = s.find(from); at != std::string::npos; at = s.find(from, prev)) {
+            out.append(s, prev, at - prev);
+            out += to;
+            prev = at + from.size();
+        }
+        if (prev == 0) return;
+        out.append(s, prev, std::string::npos);
+        s = std::move(out);
+    }
+
+    /// The normalizer steps in order (HF: NFC; Prepend to a non-empty string; Replace).
+    [[nodiscard]] std::string normalize(std::string text) const {
+        for (const NormalizerStep& n : normalizer_) {
+            switch (n.kind) {
+                case NormalizerStep::Kind::nfc:
+                    text = unicode::nfc(text);
+                    break;
+                case NormalizerStep::Kind::prepend:
+                    if (!text.empty()) text.insert(0, n.text);
+                    break;
+                case NormalizerStep::Kind::replace:
+                    replace_all(text, n.text, n.content);
+                    break;
+            }
+        }
+        return text;
+    }
+
+    /// The byte of a byte-fallback token "<0xXX>", if `t` is one.
+    static std::optional<char> byte_token(std::string_view t) {
+        if (t.size() != 6 || !t.starts_with("<0x") || t[5] != '>') return std::nullopt;
+        const auto hex = [](char c) -> int {
+            if (c >= '0' && c <= '9') return c - '0';
+            if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+            return -1;
+        };
+        const int hi = hex(t[3]), lo = hex(t[4]);
+        if (hi < 0 || lo < 0) return std::nullopt;
+        return static_cast<char>(hi * 16 + lo);
+    }
+
+    /// `decode`, or with `continuation` the bytes `ids` add after earlier tokens.
+    [[nodiscard]] std::string decode_tokens(std::span<const std::int32_t> ids, bool skip_special,
+                                            bool continuation) const {
+        std::vector<std::string> tokens;
+        tokens.reserve(ids.size());
+        for (std::size_t i = 0; i < ids.size(); ++i) {
+            const std::string* token = token_of(ids[i]);
+            if (token == nullptr) {
+                fail(source_, ": token id ", ids[i], " at position ", i,
+                     " is not in the vocabulary (", vocab_size_, " ids)");
+            }
+            if (skip_special && is_special(ids[i])) continue;
+            tokens.push_back(*token);
+        }
+        std::string out;
+        if (byte_level_) {  // ByteLevel decoding, whatever the file says
+            for (const auto& t : tokens) append_token_bytes(t, out);
+            return out;
+        }
+        if (!has_decoder_) {  // HF joins the tokens with spaces
+            for (std::size_t i = 0; i < tokens.size(); ++i) out += (i > 0 || continuation ? " " : "") + tokens[i];
+            return out;
+        }
+        bool fused = false;  // the tokens were joined into one text
+        using Kind = DecoderStep::Kind;
+        for (const DecoderStep& d : decoder_) {
+            switch (d.kind) {
+                case Kind::byte_level: {
+                    std::string joined;
+                    for (const auto& t : tokens) append_token_bytes(t, joined);
+                    tokens.assign(1, std::move(joined));
+                    fused = true;
+                    break;
+                }
+                case Kind::fuse: {
+                    std::string joined;
+                    for (const auto& t : tokens) joined += t;
+                    tokens.assign(1, std::move(joined));
+                    fused = true;
+                    break;
+                }
+                case Kind::replace:
+                    for (auto& t : tokens) replace_all(t, d.text, d.content);
+                    break;
+                case Kind::byte_fallback:
+                    for (auto& t : tokens)
+                        if (const auto b = byte_token(t)) t.assign(1, *b);
+                    break;
+                case Kind::strip:
+                    // After a Fuse the one token is the whole text: a continuation is
+                    // neither its start nor (yet) its end.
+                    if (fused && continuation) break;
+                    for (auto& t : tokens) strip(t, d);
+                    break;
+                case Kind::metaspace:
+                    for (std::size_t i = 0; i < tokens.size(); ++i)
+                        replace_all(tokens[i], d.text, i == 0 && !continuation && d.strip_first ? "" : " ");
+                    break;
+            }
+        }
+        for (const auto& t : tokens) out += t;
+        return out;
+    }
+
+    /// HF's Strip decoder on one token: up to `start` leading and `stop` trailing copies of
+    /// the character removed.
+    static void strip(std::string& t, const DecoderStep& d) {
+        const std::size_t w = d.text.size();
+        std::size_t begin = 0, end = t.size();
+        for (std::size_t n = 0; n < d.start && end - begin >= w && t.compare(begin, w, d.text) == 0; ++n) begin += w;
+        for (std::size_t n = 0; n < d.stop && end - begin >= w && t.compare(end - w, w, d.text) == 0; ++n) end -= w;
+        t = t.substr(begin, end - begin);
+    }
+
     // ---- decoding --------------------------------------------------------------------------
 
     [[nodiscard]] const std::string* token_of(std::int32_t id) const {
@@ -922,7 +1186,10 @@ private:
     std::array<std::int16_t, 0x144> char_bytes_{};           // character -> byte, or -1
     std::optional<std::string> unk_token_, continuing_subword_prefix_, end_of_word_suffix_;
     bool fuse_unk_ = false, byte_fallback_ = false, ignore_merges_ = false;
-    bool nfc_ = false;
+    std::vector<NormalizerStep> normalizer_;
+    bool byte_level_ = true;     // the pre-tokenizer ends in ByteLevel
+    std::vector<DecoderStep> decoder_;
+    bool has_decoder_ = false;   // the file names a decoder
     std::vector<PreTokenizerStep> pre_tokenizer_;
     std::vector<AddedToken> added_;
     std::unordered_map<std::string, std::size_t> added_by_content_;

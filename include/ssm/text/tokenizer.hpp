@@ -55,6 +55,13 @@ public:
         return std::visit([&](const auto& t) { return t.decode(ids); }, impl_);
     }
 
+    /// The bytes token `id` adds after earlier tokens: the first token's `decode` followed
+    /// by the later tokens' `token_bytes` is the whole text's `decode` (for streaming).
+    [[nodiscard]] std::string token_bytes(std::int32_t id) const {
+        if (const auto* bpe = std::get_if<BpeTokenizer>(&impl_)) return bpe->token_bytes(id);
+        return std::get<ByteTokenizer>(impl_).decode({&id, 1});
+    }
+
     /// Whether this is the byte-level tokenizer (ids are bytes).
     [[nodiscard]] bool is_bytes() const noexcept {
         return std::holds_alternative<ByteTokenizer>(impl_);

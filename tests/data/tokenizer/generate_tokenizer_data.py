@@ -26,6 +26,17 @@ Writes, next to this script:
   "tokenizer" (the whole file) or "patch" (changes to tokenizer.json: each top-level key
   replaced, except "model", whose keys are replaced one by one)}.
 
+* tokenizer_llama.json — a character-level BPE of the LLaMA kind (what SAMBA and LLaMA-2
+  use), trained here: 600 ids — <unk> 0, <s> 1, </s> 2 (special, not normalized), the 256
+  byte tokens <0x00>..<0xFF> as 3..258, then the merges' tokens — with byte_fallback and
+  fuse_unk; normalizer Sequence[Prepend("▁"), Replace(" ", "▁")], no pre-tokenizer, decoder
+  Sequence[Replace("▁", " "), ByteFallback, Fuse, Strip(" ", 1, 0)] (the "legacy" LLaMA-2
+  file). Its alphabet is limited, so the rarer characters go through byte fallback.
+* cases_llama.jsonl — its cases: the texts of cases.jsonl plus a few with <s> and </s>.
+* variants_llama.json — the same model with the newer Metaspace forms (prepend_scheme
+  first / always / never, split or not, Metaspace decoder) and with no decoder, each with
+  its cases, in the form of variants.json (a "patch" of tokenizer_llama.json).
+
 Everything is seeded; a rerun with the same `tokenizers` version writes the same bytes.
 """
 import json
@@ -320,6 +331,71 @@ def train_split(corpus):
     return Tokenizer.from_str(json.dumps(spec)), spec
 
 
+LLAMA_DECODER = {"type": "Sequence", "decoders": [
+    {"type": "Replace", "pattern": {"String": "\u2581"}, "content": " "},
+    {"type": "ByteFallback"}, {"type": "Fuse"},
+    {"type": "Strip", "content": " ", "start": 1, "stop": 0}]}
+
+
+def train_llama(corpus):
+    """A LLaMA-style tokenizer.json (legacy form) trained on the corpus; returns its spec."""
+    tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    tok.normalizer = normalizers.Sequence([normalizers.Prepend("\u2581"), normalizers.Replace(" ", "\u2581")])
+    # Training sees words that begin at each "▁", as SentencePiece does.
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="never", split=True)
+    trainer = trainers.BpeTrainer(vocab_size=344, min_frequency=2, show_progress=False,
+                                  special_tokens=["<unk>", "<s>", "</s>"], limit_alphabet=120)
+    tok.train_from_iterator(corpus, trainer=trainer)
+    spec = json.loads(tok.to_str())
+    old = spec["model"]["vocab"]
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
+    for b in range(256):
+        vocab[f"<0x{b:02X}>"] = len(vocab)
+    for token, _ in sorted(old.items(), key=lambda kv: kv[1]):
+        if token not in vocab:
+            vocab[token] = len(vocab)
+    assert len(vocab) == 600, len(vocab)
+    spec["model"]["vocab"] = vocab
+    spec["added_tokens"] = [
+        {"id": vocab[t], "content": t, "single_word": False, "lstrip": False, "rstrip": False,
+         "normalized": False, "special": True} for t in ("<unk>", "<s>", "</s>")]
+    spec["pre_tokenizer"] = None
+    spec["decoder"] = LLAMA_DECODER
+    return spec
+
+
+def llama_variants(spec, texts):
+    def metaspace(scheme, split):
+        return {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": scheme, "split": split}
+
+    patches = {
+        "metaspace_first_nosplit": {"normalizer": None, "pre_tokenizer": metaspace("first", False)},
+        "metaspace_first_split": {"normalizer": None, "pre_tokenizer": metaspace("first", True)},
+        "metaspace_always_split_decoder": {"normalizer": None, "pre_tokenizer": metaspace("always", True),
+                                           "decoder": metaspace("always", True)},
+        "metaspace_never_decoder": {"normalizer": None, "pre_tokenizer": metaspace("never", False),
+                                    "decoder": {"type": "Sequence", "decoders": [
+                                        {"type": "ByteFallback"}, metaspace("never", False)]}},
+        "no_decoder": {"decoder": None},
+        "strip_each_token": {"decoder": {"type": "Sequence", "decoders": [
+            {"type": "Replace", "pattern": {"String": "\u2581"}, "content": " "},
+            {"type": "ByteFallback"}, {"type": "Strip", "content": " ", "start": 1, "stop": 0},
+            {"type": "Fuse"}]}},
+        "unk_no_byte_fallback": {"model": {"byte_fallback": False}},
+    }
+    out = []
+    for name, patch in patches.items():
+        variant = json.loads(json.dumps(spec))
+        for key, value in patch.items():
+            if key == "model":
+                variant["model"].update(value)
+            else:
+                variant[key] = value
+        tok = Tokenizer.from_str(json.dumps(variant))
+        out.append({"name": name, "patch": patch, "cases": [make_case(tok, t) for t in texts]})
+    return out
+
+
 def make_case(tok, text):
     ids = tok.encode(text, add_special_tokens=False).ids
     case = {"text": text, "ids": ids}
@@ -452,9 +528,22 @@ def main():
     variant_list = variants(json.loads(main_tok.to_str()))
     variants_text = json.dumps(variant_list, ensure_ascii=False, separators=(",", ":"))
     (HERE / "variants.json").write_text(variants_text + "\n", encoding="utf-8")
+    llama_spec = train_llama(corpus)
+    (HERE / "tokenizer_llama.json").write_text(
+        json.dumps(llama_spec, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    llama_tok = Tokenizer.from_file(str(HERE / "tokenizer_llama.json"))
+    llama_texts = cases_main() + ["<s>Hello</s>", "a <s> b </s>c", "<s> <s>", " leading space",
+                                  "double  space", "\n\nnew lines\n", "\u2581already marked",
+                                  "trailing ", "   ", "<unk>x"]
+    n_llama = write_cases(llama_tok, llama_texts, HERE / "cases_llama.jsonl")
+    variant_texts = llama_texts[:-10:25] + llama_texts[-10:]
+    llama_variant_list = llama_variants(llama_spec, variant_texts)
+    (HERE / "variants_llama.json").write_text(
+        json.dumps(llama_variant_list, ensure_ascii=False, separators=(",", ":")) + "\n", encoding="utf-8")
     print(f"tokenizers {tokenizers.__version__}, Python unicodedata {unicodedata.unidata_version}: "
           f"{n_main} cases for tokenizer.json, {n_split} for tokenizer_split.json, "
-          f"{len(variant_list)} variants")
+          f"{len(variant_list)} variants, {n_llama} cases for tokenizer_llama.json, "
+          f"{len(llama_variant_list)} LLaMA-kind variants")
 
 
 if __name__ == "__main__":
