@@ -30,6 +30,8 @@
 #include <cub/block/block_scan.cuh>
 
 #include <climits>
+#include <map>
+#include <mutex>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -91,6 +93,39 @@ private:
 };
 
 namespace detail {
+
+/// Lets `kernel` use `bytes` of dynamic shared memory on the current device, opting in past
+/// the default 48 KB when needed; returns the device's opt-in limit per block. The device
+/// query and `cudaFuncSetAttribute` run once per (kernel, device) and size: a decoding
+/// step calls this for every layer, and the answer does not change. (A request above the
+/// limit is left to the caller's check, and no attribute is set for it.)
+inline int allow_shared_memory(const void* kernel, std::size_t bytes) {
+    struct Key {
+        const void* kernel;
+        int device;
+        bool operator<(const Key& o) const { return kernel != o.kernel ? kernel < o.kernel : device < o.device; }
+    };
+    static std::mutex mutex;
+    static std::map<Key, std::size_t> granted;  // bytes already allowed
+    static std::map<int, int> limits;           // device -> opt-in limit
+    int device = 0;
+    SSM_CUDA_CHECK(cudaGetDevice(&device));
+    const std::lock_guard lock(mutex);
+    auto lim = limits.find(device);
+    if (lim == limits.end()) {
+        int limit = 0;
+        SSM_CUDA_CHECK(cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+        lim = limits.emplace(device, limit).first;
+    }
+    if (bytes > static_cast<std::size_t>(lim->second)) return lim->second;
+    std::size_t& done = granted[Key{kernel, device}];
+    if (bytes > done) {
+        SSM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                            static_cast<int>(bytes)));
+        done = bytes;
+    }
+    return lim->second;
+}
 
 __device__ __forceinline__ float to_float(float v) {
     return v;
@@ -822,14 +857,10 @@ void launch_selective_scan(const ScanParams<In>& p, cudaStream_t stream) {
                                        cub::BLOCK_SCAN_WARP_SCANS>::TempStorage);
     auto kernel = selective_scan_kernel<In, kThreads, kItems, kGroup, kLanes>;
     // N = 16 needs ~50 KB: past the default 48 KB, so opt in (up to the device's limit).
-    int device = 0, limit = 0;
-    SSM_CUDA_CHECK(cudaGetDevice(&device));
-    SSM_CUDA_CHECK(cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+    const int limit = allow_shared_memory(reinterpret_cast<const void*>(kernel), bytes);
     require(bytes + static_bytes <= static_cast<std::size_t>(limit),
             "cuda::selective_scan: state size N = ", p.N, " needs ", bytes + static_bytes,
             " bytes of shared memory per block, the device allows ", limit);
-    SSM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                        static_cast<int>(bytes)));
     const dindex groups = (p.E + kGroup - 1) / kGroup;
     require(groups <= 65535, "cuda::selective_scan: E = ", p.E, " is too many channels");
     const dim3 grid(static_cast<unsigned>(p.nseq), static_cast<unsigned>(groups));
@@ -896,14 +927,9 @@ void mamba_decode_step(const MambaStepParams<W>& p, cudaStream_t stream) {
     const std::size_t bytes =
         static_cast<std::size_t>(kSeqs) * static_cast<std::size_t>(p.E) * sizeof(float);
     if (bytes > 48 * 1024) {  // past the default limit: opt in, up to the device's
-        int device = 0, limit = 0;
-        SSM_CUDA_CHECK(cudaGetDevice(&device));
-        SSM_CUDA_CHECK(
-            cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+        const int limit = detail::allow_shared_memory(reinterpret_cast<const void*>(project), bytes);
         require(bytes <= static_cast<std::size_t>(limit), "cuda::mamba_decode_step: E = ", p.E,
                 " needs ", bytes, " bytes of shared memory per block, the device allows ", limit);
-        SSM_CUDA_CHECK(cudaFuncSetAttribute(project, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                            static_cast<int>(bytes)));
     }
     const dim3 grid(static_cast<unsigned>((p.batch + kSeqs - 1) / kSeqs),
                     static_cast<unsigned>((J + kRows - 1) / kRows));
