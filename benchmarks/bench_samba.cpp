@@ -26,11 +26,12 @@
 
 namespace {
 
-constexpr ssm::index kD = 768, kLayers = 12, kE = 1536, kN = 16, kR = 48, kK = 4, kHeads = 6, kHeadDim = 128,
-                     kMlp = 2048, kVocab = 32000, kWindow = 2048;
+constexpr ssm::index kD = 768, kLayers = 12, kE = 1536, kN = 16, kR = 48, kK = 4, kHeads = 6,
+                     kHeadDim = 128, kMlp = 2048, kVocab = 32000, kWindow = 2048;
 
 /// Matrix-product weights of one Mamba block and one attention block (mixer + SwiGLU).
-constexpr double kMambaParams = 2.0 * kE * kD + (kR + 2.0 * kN) * kE + kE * kR + kD * kE + 3.0 * kD * kMlp;
+constexpr double kMambaParams =
+    2.0 * kE * kD + (kR + 2.0 * kN) * kE + kE * kR + kD * kE + 3.0 * kD * kMlp;
 constexpr double kAttentionParams = 4.0 * kD * kHeads * kHeadDim + 3.0 * kD * kMlp;
 
 std::filesystem::path checkpoint_dir(ssm::index window) {
@@ -85,10 +86,11 @@ void make_checkpoint(const std::filesystem::path& dir, ssm::index window) {
     for (std::size_t i = 0; i < specs.size(); ++i)
         tensors.push_back(ssm::f32_tensor(specs[i].first, specs[i].second, store[i]));
     ssm::write_safetensors(dir / "model.safetensors", tensors);
-    std::ofstream(dir / "config.json") << R"({"name": "samba-bench", "n_embd": 768, "n_layer": 12, "n_head": 6,
+    std::ofstream(dir / "config.json")
+        << R"({"name": "samba-bench", "n_embd": 768, "n_layer": 12, "n_head": 6,
 "head_size": 128, "n_query_groups": 6, "intermediate_size": 2048, "vocab_size": 32000, "padded_vocab_size": 32000,
 "rotary_percentage": 1.0, "mb_per_layer": 2, "norm_eps": 1e-5, "local_window": )"
-                                       << window << "}";
+        << window << "}";
 }
 
 /// window 0: full causal attention.
@@ -102,7 +104,9 @@ const ssm::Samba& model(ssm::index window) {
     return it->second;
 }
 
-std::vector<std::int32_t> random_ids(ssm::index n, unsigned seed) { return ssm::bench::random_ids(n, kVocab, seed); }
+std::vector<std::int32_t> random_ids(ssm::index n, unsigned seed) {
+    return ssm::bench::random_ids(n, kVocab, seed);
+}
 
 /// Query-key pairs one attention layer scores over a sequence of L tokens.
 double attention_pairs(ssm::index L, ssm::index window) {
@@ -123,12 +127,16 @@ void BM_SambaPrefill(benchmark::State& state) {
         auto r = m.forward(batch, {ssm::Logits::Last, false}, nullptr, ws);
         benchmark::DoNotOptimize(r.logits.data());
     }
-    const double iters = static_cast<double>(state.iterations()), tokens = static_cast<double>(L) * iters;
+    const double iters = static_cast<double>(state.iterations()),
+                 tokens = static_cast<double>(L) * iters;
     state.SetItemsProcessed(static_cast<std::int64_t>(tokens));
     // QKᵀ and PV: 2 · 2 · head_dim FLOPs per query-key pair and head.
-    const double attention_flops = 4.0 * kHeadDim * kHeads * attention_pairs(L, window) * (kLayers / 2) * iters;
-    const double gemm_flops = 2.0 * (kMambaParams + kAttentionParams) * (kLayers / 2) * tokens + 2.0 * kD * kVocab * iters;
-    state.counters["FLOP/s"] = benchmark::Counter(gemm_flops + attention_flops, benchmark::Counter::kIsRate);
+    const double attention_flops =
+        4.0 * kHeadDim * kHeads * attention_pairs(L, window) * (kLayers / 2) * iters;
+    const double gemm_flops = 2.0 * (kMambaParams + kAttentionParams) * (kLayers / 2) * tokens +
+                              2.0 * kD * kVocab * iters;
+    state.counters["FLOP/s"] =
+        benchmark::Counter(gemm_flops + attention_flops, benchmark::Counter::kIsRate);
     state.counters["attn_share"] = attention_flops / (gemm_flops + attention_flops);
     state.counters["threads"] = ssm::num_threads();
 }
@@ -155,11 +163,13 @@ void BM_SambaDecode(benchmark::State& state) {
         benchmark::DoNotOptimize(logits.data());
     }
     state.SetItemsProcessed(state.iterations());
-    const double weight_bytes = 4.0 * ((kMambaParams + kAttentionParams) * (kLayers / 2) + static_cast<double>(kD) * kVocab);
+    const double weight_bytes = 4.0 * ((kMambaParams + kAttentionParams) * (kLayers / 2) +
+                                       static_cast<double>(kD) * kVocab);
     const double keys = static_cast<double>(window > 0 ? std::min(P, window - 1) : P);
     const double cache_bytes = 2.0 * 4.0 * keys * kHeads * kHeadDim * (kLayers / 2);
-    state.counters["bytes/s"] = benchmark::Counter((weight_bytes + cache_bytes) * static_cast<double>(state.iterations()),
-                                                   benchmark::Counter::kIsRate);
+    state.counters["bytes/s"] =
+        benchmark::Counter((weight_bytes + cache_bytes) * static_cast<double>(state.iterations()),
+                           benchmark::Counter::kIsRate);
     state.counters["cache_MB"] = cache_bytes / 1e6;
     state.counters["threads"] = ssm::num_threads();
 }
@@ -168,7 +178,8 @@ void BM_SambaDecode(benchmark::State& state) {
 /// projections plus the windowed softmax(QKᵀ)V. Second argument: the window (0 = full).
 void BM_AttentionLayer(benchmark::State& state) {
     const ssm::index L = state.range(0), window = state.range(1);
-    const ssm::SlidingWindowAttention::Shape shape{kHeads, kHeads, kHeadDim, window, kHeadDim, 10000.0};
+    const ssm::SlidingWindowAttention::Shape shape{kHeads, kHeads,   kHeadDim,
+                                                   window, kHeadDim, 10000.0};
     const auto w = [](ssm::index rows, ssm::index cols, unsigned seed) {
         std::mt19937 rng(seed);
         std::uniform_real_distribution<float> dist(-0.036f, 0.036f);
@@ -177,13 +188,15 @@ void BM_AttentionLayer(benchmark::State& state) {
         return ssm::Tensor::from({rows, cols}, std::move(v));
     };
     const ssm::index q = kHeads * kHeadDim;
-    const ssm::SlidingWindowAttention attn(shape, w(q, kD, 1), w(q, kD, 2), w(q, kD, 3), w(kD, q, 4));
+    const ssm::SlidingWindowAttention attn(shape, w(q, kD, 1), w(q, kD, 2), w(q, kD, 3),
+                                           w(kD, q, 4));
     ssm::Matrix x = ssm::Matrix::Random(L, kD), y(L, kD);
     const ssm::index offsets[] = {0, L};
     ssm::Workspace ws;
     for (auto _ : state) {
         ws.reset();
-        attn.forward(ssm::cview(x), offsets, ssm::StridedMap(y.data(), L, kD, Eigen::OuterStride<>(kD)), false, ws);
+        attn.forward(ssm::cview(x), offsets,
+                     ssm::StridedMap(y.data(), L, kD, Eigen::OuterStride<>(kD)), false, ws);
         benchmark::DoNotOptimize(y.data());
     }
     const double iters = static_cast<double>(state.iterations());
@@ -198,7 +211,16 @@ void BM_AttentionLayer(benchmark::State& state) {
 
 BENCHMARK(ssm::bench::BM_PeakFma)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(ssm::bench::BM_MemoryRead)->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(BM_SambaPrefill)->ArgsProduct({{512, 2048, 8192, 32768}, {kWindow, 0}})->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(BM_AttentionLayer)->ArgsProduct({{2048, 8192}, {kWindow, 0}})->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(BM_SambaDecode)->ArgsProduct({{512, 8192}, {kWindow, 0}})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_SambaPrefill)
+    ->ArgsProduct({{512, 2048, 8192, 32768}, {kWindow, 0}})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK(BM_AttentionLayer)
+    ->ArgsProduct({{2048, 8192}, {kWindow, 0}})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK(BM_SambaDecode)
+    ->ArgsProduct({{512, 8192}, {kWindow, 0}})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 BENCHMARK_MAIN();

@@ -29,38 +29,46 @@ Weights random_weights(const Shape& s, ssm::index D, std::uint64_t seed) {
 }
 
 ssm::SlidingWindowAttention make(const Shape& s, ssm::index D, const Weights& w) {
-    const auto t = [](const std::vector<float>& v, ssm::index rows, ssm::index cols) { return ssm::Tensor::from({rows, cols}, v); };
+    const auto t = [](const std::vector<float>& v, ssm::index rows, ssm::index cols) {
+        return ssm::Tensor::from({rows, cols}, v);
+    };
     const ssm::index q = s.heads * s.head_dim, kv = s.kv_heads * s.head_dim;
     return ssm::SlidingWindowAttention(s, t(w.q, q, D), t(w.k, kv, D), t(w.v, kv, D), t(w.o, D, q));
 }
 
 /// RoPE in double precision on float32 angles (the convention the layer documents).
-void rope(std::vector<double>& x, ssm::index heads, ssm::index hd, ssm::index r, double base, std::int64_t pos) {
+void rope(std::vector<double>& x, ssm::index heads, ssm::index hd, ssm::index r, double base,
+          std::int64_t pos) {
     for (ssm::index i = 0; i < r / 2; ++i) {
-        const float inv = 1.0f / static_cast<float>(std::pow(static_cast<double>(static_cast<float>(base)),
-                                                             static_cast<double>(static_cast<float>(2 * i) /
-                                                                                 static_cast<float>(r))));
+        const float inv =
+            1.0f / static_cast<float>(std::pow(
+                       static_cast<double>(static_cast<float>(base)),
+                       static_cast<double>(static_cast<float>(2 * i) / static_cast<float>(r))));
         const double a = static_cast<double>(static_cast<float>(pos) * inv);
         for (ssm::index h = 0; h < heads; ++h) {
             double& x1 = x[static_cast<std::size_t>(h * hd + i)];
             double& x2 = x[static_cast<std::size_t>(h * hd + i + r / 2)];
-            const double y1 = x1 * std::cos(a) - x2 * std::sin(a), y2 = x2 * std::cos(a) + x1 * std::sin(a);
+            const double y1 = x1 * std::cos(a) - x2 * std::sin(a),
+                         y2 = x2 * std::cos(a) + x1 * std::sin(a);
             x1 = y1;
             x2 = y2;
         }
     }
 }
 
-std::vector<double> project(const std::vector<float>& w, const float* x, ssm::index out, ssm::index in) {
+std::vector<double> project(const std::vector<float>& w, const float* x, ssm::index out,
+                            ssm::index in) {
     std::vector<double> y(static_cast<std::size_t>(out), 0.0);
     for (ssm::index o = 0; o < out; ++o)
-        for (ssm::index i = 0; i < in; ++i) y[static_cast<std::size_t>(o)] += static_cast<double>(w[static_cast<std::size_t>(o * in + i)]) * x[i];
+        for (ssm::index i = 0; i < in; ++i)
+            y[static_cast<std::size_t>(o)] +=
+                static_cast<double>(w[static_cast<std::size_t>(o * in + i)]) * x[i];
     return y;
 }
 
 /// The attention output (T, D) of packed sequences, each starting at position 0.
-std::vector<float> naive(const Shape& s, ssm::index D, const Weights& w, const std::vector<float>& x,
-                         const std::vector<ssm::index>& offsets) {
+std::vector<float> naive(const Shape& s, ssm::index D, const Weights& w,
+                         const std::vector<float>& x, const std::vector<ssm::index>& offsets) {
     const ssm::index T = offsets.back(), H = s.heads, G = s.kv_heads, hd = s.head_dim;
     std::vector<float> out(static_cast<std::size_t>(T * D));
     for (std::size_t q = 0; q + 1 < offsets.size(); ++q) {
@@ -93,19 +101,24 @@ std::vector<float> naive(const Shape& s, ssm::index D, const Weights& w, const s
                 for (ssm::index i = 0; i < hd; ++i) {
                     double acc = 0;
                     for (ssm::index j = lo; j <= t; ++j)
-                        acc += p[static_cast<std::size_t>(j - lo)] / sum * V[static_cast<std::size_t>(j)][static_cast<std::size_t>(g * hd + i)];
+                        acc += p[static_cast<std::size_t>(j - lo)] / sum *
+                               V[static_cast<std::size_t>(j)][static_cast<std::size_t>(g * hd + i)];
                     y[static_cast<std::size_t>(h * hd + i)] = static_cast<float>(acc);
                 }
             }
             const auto o = project(w.o, y.data(), D, H * hd);
-            for (ssm::index d = 0; d < D; ++d) out[static_cast<std::size_t>((b + t) * D + d)] = static_cast<float>(o[static_cast<std::size_t>(d)]);
+            for (ssm::index d = 0; d < D; ++d)
+                out[static_cast<std::size_t>((b + t) * D + d)] =
+                    static_cast<float>(o[static_cast<std::size_t>(d)]);
         }
     }
     return out;
 }
 
-ssm::Matrix run(const ssm::SlidingWindowAttention& a, const std::vector<float>& x, const std::vector<ssm::index>& offsets,
-                ssm::Workspace& ws, const ssm::AttentionLayerState* in = nullptr, ssm::AttentionLayerState* out = nullptr) {
+ssm::Matrix run(const ssm::SlidingWindowAttention& a, const std::vector<float>& x,
+                const std::vector<ssm::index>& offsets, ssm::Workspace& ws,
+                const ssm::AttentionLayerState* in = nullptr,
+                ssm::AttentionLayerState* out = nullptr) {
     const ssm::index T = offsets.back(), D = a.hidden_size();
     ssm::Matrix y = ssm::Matrix::Constant(T, D, std::nanf(""));
     ws.reset();
@@ -118,16 +131,21 @@ ssm::Matrix run(const ssm::SlidingWindowAttention& a, const std::vector<float>& 
 
 TEST_CASE("attention: prefill over packed sequences equals the naive attention", "[attention]") {
     const ssm::index D = 24;
-    const std::vector<ssm::index> offsets = {0, 5, 6, 23, 93};  // 5, 1, 17, 70 tokens (70 > one query block)
-    const Shape shapes[] = {{4, 2, 8, 3, 8, 10000.0},  {3, 3, 8, 1, 4, 10000.0}, {4, 1, 6, 0, 6, 500.0},
-                            {2, 2, 12, 0, 0, 10000.0}, {4, 2, 8, 64, 8, 10000.0}};
+    const std::vector<ssm::index> offsets = {0, 5, 6, 23,
+                                             93};  // 5, 1, 17, 70 tokens (70 > one query block)
+    const Shape shapes[] = {{4, 2, 8, 3, 8, 10000.0},
+                            {3, 3, 8, 1, 4, 10000.0},
+                            {4, 1, 6, 0, 6, 500.0},
+                            {2, 2, 12, 0, 0, 10000.0},
+                            {4, 2, 8, 64, 8, 10000.0}};
     std::uint64_t seed = 100;
     for (const Shape& s : shapes) {
-        INFO("heads " << s.heads << "/" << s.kv_heads << " hd " << s.head_dim << " window " << s.window << " rotary "
-                      << s.rotary_dim);
+        INFO("heads " << s.heads << "/" << s.kv_heads << " hd " << s.head_dim << " window "
+                      << s.window << " rotary " << s.rotary_dim);
         const Weights w = random_weights(s, D, seed += 10);
         const auto attn = make(s, D, w);
-        const auto x = ssm::test::random_floats(static_cast<std::size_t>(offsets.back() * D), -1, 1, seed + 5);
+        const auto x =
+            ssm::test::random_floats(static_cast<std::size_t>(offsets.back() * D), -1, 1, seed + 5);
         const auto expect = naive(s, D, w, x, offsets);
         for (int threads : {1, 3}) {
             ssm::set_num_threads(threads);
@@ -176,10 +194,14 @@ TEST_CASE("attention: prefill in chunks and one-token steps equal one prefill", 
             attn.step(ssm::ConstStridedMap(x.data() + t * D, 1, D, Eigen::OuterStride<>(D)), st,
                       ssm::StridedMap(y.data(), 1, D, Eigen::OuterStride<>(D)), false, ws);
             INFO("step at position " << t);
-            CHECK(ssm::test::rel_error(ssm::test::span_of(y), ssm::test::rows_of(whole, t, 1)) < 1e-6);
+            CHECK(ssm::test::rel_error(ssm::test::span_of(y), ssm::test::rows_of(whole, t, 1)) <
+                  1e-6);
         }
-        if (s.window > 0) CHECK(static_cast<ssm::index>(st.k[0].size()) == (s.window - 1) * s.kv_heads * s.head_dim);
-        else CHECK(static_cast<ssm::index>(st.k[0].size()) == 13 * s.kv_heads * s.head_dim);
+        if (s.window > 0)
+            CHECK(static_cast<ssm::index>(st.k[0].size()) ==
+                  (s.window - 1) * s.kv_heads * s.head_dim);
+        else
+            CHECK(static_cast<ssm::index>(st.k[0].size()) == 13 * s.kv_heads * s.head_dim);
     }
 }
 
@@ -189,22 +211,27 @@ TEST_CASE("attention: a cache for another batch or width is refused", "[attentio
     auto state = attn.make_state(3);
     ssm::Workspace ws;
     const auto x = ssm::test::random_floats(32, -1, 1, 4);
-    CHECK(ssm::test::error_of([&] { (void)run(attn, x, {0, 2}, ws, &state, &state); }).find("cache") !=
-          std::string::npos);
+    CHECK(ssm::test::error_of([&] {
+              (void)run(attn, x, {0, 2}, ws, &state, &state);
+          }).find("cache") != std::string::npos);
     const Shape wider{2, 1, 8, 6, 8, 10000.0};  // same width, another window
     auto other = make(wider, 16, random_weights(wider, 16, 3)).make_state(1);
-    CHECK(ssm::test::error_of([&] { (void)run(attn, x, {0, 2}, ws, &other, &other); }).find("window") !=
-          std::string::npos);
-    CHECK_THROWS_AS(ssm::SlidingWindowAttention({3, 2, 8, 4, 8, 1e4}, ssm::Tensor::from({24, 16}, std::vector<float>(384)),
-                                                ssm::Tensor::from({16, 16}, std::vector<float>(256)),
-                                                ssm::Tensor::from({16, 16}, std::vector<float>(256)),
-                                                ssm::Tensor::from({16, 24}, std::vector<float>(384))),
+    CHECK(ssm::test::error_of([&] {
+              (void)run(attn, x, {0, 2}, ws, &other, &other);
+          }).find("window") != std::string::npos);
+    CHECK_THROWS_AS(ssm::SlidingWindowAttention(
+                        {3, 2, 8, 4, 8, 1e4}, ssm::Tensor::from({24, 16}, std::vector<float>(384)),
+                        ssm::Tensor::from({16, 16}, std::vector<float>(256)),
+                        ssm::Tensor::from({16, 16}, std::vector<float>(256)),
+                        ssm::Tensor::from({16, 24}, std::vector<float>(384))),
                     ssm::Error);  // 3 heads cannot share 2 groups
 }
 
-TEST_CASE("rotary: rotations keep lengths, and scores depend on relative position only", "[attention]") {
+TEST_CASE("rotary: rotations keep lengths, and scores depend on relative position only",
+          "[attention]") {
     const ssm::RotaryEmbedding rope(16, 10000.0);
-    const auto q0 = ssm::test::random_floats(16, -1, 1, 1), k0 = ssm::test::random_floats(16, -1, 1, 2);
+    const auto q0 = ssm::test::random_floats(16, -1, 1, 1),
+               k0 = ssm::test::random_floats(16, -1, 1, 2);
     const auto rotated = [&](std::vector<float> v, std::int64_t pos) {
         std::vector<float> cs(16);
         rope.angles(pos, cs.data());
@@ -218,7 +245,8 @@ TEST_CASE("rotary: rotations keep lengths, and scores depend on relative positio
     };
     CHECK(rotated(q0, 0) == q0);
     CHECK(std::abs(dot(rotated(q0, 37), rotated(q0, 37)) - dot(q0, q0)) < 1e-6 * dot(q0, q0));
-    const double s1 = dot(rotated(q0, 10), rotated(k0, 3)), s2 = dot(rotated(q0, 50), rotated(k0, 43));
+    const double s1 = dot(rotated(q0, 10), rotated(k0, 3)),
+                 s2 = dot(rotated(q0, 50), rotated(k0, 43));
     CHECK(std::abs(s1 - s2) < 1e-5 * std::abs(s1));
     CHECK(std::abs(s1 - dot(rotated(q0, 10), rotated(k0, 4))) > 1e-3);  // and it does depend on it
 }

@@ -8,9 +8,9 @@
 
 namespace {
 
-
-std::vector<float> naive(const std::vector<float>& x, const std::vector<float>& g, const std::vector<float>& u,
-                         const std::vector<float>& d, ssm::index rows, ssm::index D, ssm::index F) {
+std::vector<float> naive(const std::vector<float>& x, const std::vector<float>& g,
+                         const std::vector<float>& u, const std::vector<float>& d, ssm::index rows,
+                         ssm::index D, ssm::index F) {
     std::vector<float> y(static_cast<std::size_t>(rows * D));
     for (ssm::index r = 0; r < rows; ++r) {
         std::vector<double> a(static_cast<std::size_t>(F));
@@ -25,7 +25,8 @@ std::vector<float> naive(const std::vector<float>& x, const std::vector<float>& 
         }
         for (ssm::index o = 0; o < D; ++o) {
             double acc = 0;
-            for (ssm::index f = 0; f < F; ++f) acc += d[static_cast<std::size_t>(o * F + f)] * a[static_cast<std::size_t>(f)];
+            for (ssm::index f = 0; f < F; ++f)
+                acc += d[static_cast<std::size_t>(o * F + f)] * a[static_cast<std::size_t>(f)];
             y[static_cast<std::size_t>(r * D + o)] = static_cast<float>(acc);
         }
     }
@@ -39,12 +40,14 @@ TEST_CASE("swiglu: down(silu(gate x) * up x) over few and many rows", "[swiglu]"
     const auto g = ssm::test::random_floats(static_cast<std::size_t>(F * D), -0.5f, 0.5f, 1);
     const auto u = ssm::test::random_floats(static_cast<std::size_t>(F * D), -0.5f, 0.5f, 2);
     const auto d = ssm::test::random_floats(static_cast<std::size_t>(D * F), -0.5f, 0.5f, 3);
-    ssm::SwiGLU mlp(ssm::Tensor::from({F, D}, g), ssm::Tensor::from({F, D}, u), ssm::Tensor::from({D, F}, d));
+    ssm::SwiGLU mlp(ssm::Tensor::from({F, D}, g), ssm::Tensor::from({F, D}, u),
+                    ssm::Tensor::from({D, F}, d));
     CHECK(mlp.hidden_size() == D);
     CHECK(mlp.inner_size() == F);
     for (ssm::index rows : {1, 3, 40}) {
         INFO("rows " << rows);
-        const auto x = ssm::test::random_floats(static_cast<std::size_t>(rows * D), -2, 2, 10 + static_cast<unsigned>(rows));
+        const auto x = ssm::test::random_floats(static_cast<std::size_t>(rows * D), -2, 2,
+                                                10 + static_cast<unsigned>(rows));
         const auto expect = naive(x, g, u, d, rows, D, F);
         ssm::Workspace ws;
         ssm::Matrix y = ssm::Matrix::Constant(rows, D, std::nanf(""));
@@ -75,5 +78,6 @@ TEST_CASE("swiglu: down(silu(gate x) * up x) over few and many rows", "[swiglu]"
 TEST_CASE("swiglu: weights of disagreeing shapes are refused", "[swiglu]") {
     const auto t = [](ssm::index r, ssm::index c) { return ssm::Tensor::zeros({r, c}); };
     CHECK_THROWS_AS(ssm::SwiGLU(t(8, 4), t(8, 5), t(4, 8)), ssm::Error);
-    CHECK(ssm::test::error_of([&] { ssm::SwiGLU(t(8, 4), t(8, 4), t(4, 9)); }).find("down") != std::string::npos);
+    CHECK(ssm::test::error_of([&] { ssm::SwiGLU(t(8, 4), t(8, 4), t(4, 9)); }).find("down") !=
+          std::string::npos);
 }

@@ -17,7 +17,8 @@ namespace ssm::test {
 /// Each `seq{i}` alone: the residual stream after every layer (`seq{i}.hidden.{j}`), the
 /// final hidden state and the logits, each within `tol` (relative).
 template <class Model>
-void check_sequences_one_by_one(const Model& model, const SafetensorsFile& ref, int nseq, double tol = 1e-5) {
+void check_sequences_one_by_one(const Model& model, const SafetensorsFile& ref, int nseq,
+                                double tol = 1e-5) {
     const auto layers = model.config().num_hidden_layers;
     for (int i = 0; i < nseq; ++i) {
         const std::string p = "seq" + std::to_string(i);
@@ -30,7 +31,8 @@ void check_sequences_one_by_one(const Model& model, const SafetensorsFile& ref, 
             CHECK(rel_error(span_of(r.layer_outputs[static_cast<std::size_t>(j)]),
                             ref.load_f32(p + ".hidden." + std::to_string(j)).values()) < tol);
         }
-        CHECK(rel_error(span_of(r.hidden), ref.load_f32(p + ".hidden." + std::to_string(layers)).values()) < tol);
+        CHECK(rel_error(span_of(r.hidden),
+                        ref.load_f32(p + ".hidden." + std::to_string(layers)).values()) < tol);
         CHECK(rel_error(span_of(r.logits), ref.load_f32(p + ".logits").values()) < tol);
     }
 }
@@ -44,7 +46,8 @@ void check_packed_batch(const Model& model, const SafetensorsFile& ref, int nseq
                         double same_tol = 1e-6) {
     // Sequences packed in reverse order, so boundaries fall at different positions.
     std::vector<std::vector<std::int32_t>> seqs;
-    for (int i = nseq - 1; i >= 0; --i) seqs.push_back(ids_of(ref, "seq" + std::to_string(i) + ".input_ids"));
+    for (int i = nseq - 1; i >= 0; --i)
+        seqs.push_back(ids_of(ref, "seq" + std::to_string(i) + ".input_ids"));
     const auto batch = Batch::of(seqs);
     const auto packed = model.forward(batch, {Logits::All, false});
     const auto last = model.forward(batch, {Logits::Last, false});
@@ -54,10 +57,12 @@ void check_packed_batch(const Model& model, const SafetensorsFile& ref, int nseq
         INFO("packed " << p);
         const auto begin = batch.offsets()[static_cast<std::size_t>(k)];
         const auto len = batch.length(k);
-        const auto single = model.forward(Batch::of({seqs[static_cast<std::size_t>(k)]}), {Logits::All, false});
+        const auto single =
+            model.forward(Batch::of({seqs[static_cast<std::size_t>(k)]}), {Logits::All, false});
         // Packed = one by one, up to summation order inside the products.
         CHECK(rel_error(rows_of(packed.hidden, begin, len), span_of(single.hidden)) < same_tol);
-        CHECK(rel_error(rows_of(packed.logits, begin, len), ref.load_f32(p + ".logits").values()) < tol);
+        CHECK(rel_error(rows_of(packed.logits, begin, len), ref.load_f32(p + ".logits").values()) <
+              tol);
         CHECK(rel_error(rows_of(last.logits, k, 1), rows_of(single.logits, len - 1, 1)) < same_tol);
     }
 }

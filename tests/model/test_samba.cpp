@@ -7,9 +7,9 @@
 #include <type_traits>
 #include <vector>
 
-#include "ssm/ssm.hpp"
 #include "model/generation_check.hpp"
 #include "model/parity_check.hpp"
+#include "ssm/ssm.hpp"
 #include "test_util.hpp"
 
 namespace {
@@ -49,8 +49,9 @@ TEST_CASE("samba: the lit-gpt config gives the layer pattern and sizes", "[samba
     const auto c = ssm::MambaConfig::load(ssm::test::data_dir() / "samba-tiny");
     REQUIRE(c.is_hybrid());
     CHECK(c.num_hidden_layers == 4);
-    CHECK(c.layer_kinds == std::vector<ssm::LayerKind>{ssm::LayerKind::Mamba, ssm::LayerKind::Attention,
-                                                       ssm::LayerKind::Mamba, ssm::LayerKind::Attention});
+    CHECK(c.layer_kinds ==
+          std::vector<ssm::LayerKind>{ssm::LayerKind::Mamba, ssm::LayerKind::Attention,
+                                      ssm::LayerKind::Mamba, ssm::LayerKind::Attention});
     CHECK(c.vocab_size == 320);  // padded_vocab_size
     CHECK(c.hidden_size == 64);
     CHECK(c.intermediate_size == 128);  // Mamba: expand 2
@@ -70,34 +71,43 @@ TEST_CASE("samba: the lit-gpt config gives the layer pattern and sizes", "[samba
 
 TEST_CASE("samba: configs of variants this library does not run are refused by name", "[samba]") {
     const std::pair<const char*, nlohmann::json> bad[] = {
-        {"parallel_residual", true}, {"bias", true},          {"_mlp_class", "GptNeoxMLP"},
-        {"condense_ratio", 4},       {"full_per_layer", 2},   {"gla_per_layer", 2},
-        {"n_query_groups", 3},       {"rotary_percentage", 2.0}, {"shared_attention_norm", true}};
+        {"parallel_residual", true},    {"bias", true},
+        {"_mlp_class", "GptNeoxMLP"},   {"condense_ratio", 4},
+        {"full_per_layer", 2},          {"gla_per_layer", 2},
+        {"n_query_groups", 3},          {"rotary_percentage", 2.0},
+        {"shared_attention_norm", true}};
     for (const auto& [key, value] : bad) {
         auto j = lit_config();
         j[key] = value;
         INFO(key);
-        const auto msg = ssm::test::error_of([&] { (void)ssm::MambaConfig::from_json(j, "cfg.json"); });
+        const auto msg =
+            ssm::test::error_of([&] { (void)ssm::MambaConfig::from_json(j, "cfg.json"); });
         CHECK(msg.find("cfg.json") != std::string::npos);
     }
     auto j = lit_config();
     j["abl_mamba"] = true;
-    CHECK(ssm::test::error_of([&] { (void)ssm::MambaConfig::from_json(j, "cfg.json"); }).find("abl_mamba") !=
-          std::string::npos);
+    CHECK(ssm::test::error_of([&] {
+              (void)ssm::MambaConfig::from_json(j, "cfg.json");
+          }).find("abl_mamba") != std::string::npos);
     j = lit_config();
     j.erase("intermediate_size");
-    CHECK(ssm::test::error_of([&] { (void)ssm::MambaConfig::from_json(j, "cfg.json"); }).find("intermediate_size") !=
+    CHECK(ssm::test::error_of([&] {
+              (void)ssm::MambaConfig::from_json(j, "cfg.json");
+          }).find("intermediate_size") != std::string::npos);
+}
+
+TEST_CASE("samba: a hybrid checkpoint loaded as a plain Mamba model, or the reverse, is refused",
+          "[samba]") {
+    const auto samba_dir = ssm::test::data_dir() / "samba-tiny";
+    CHECK(ssm::test::error_of([&] { (void)ssm::MambaLM::load(samba_dir); }).find("ssm::Samba") !=
+          std::string::npos);
+    const auto mamba_dir = ssm::test::data_dir() / "mamba-tiny";
+    CHECK(ssm::test::error_of([&] { (void)ssm::Samba::load(mamba_dir); }).find("plain Mamba") !=
           std::string::npos);
 }
 
-TEST_CASE("samba: a hybrid checkpoint loaded as a plain Mamba model, or the reverse, is refused", "[samba]") {
-    const auto samba_dir = ssm::test::data_dir() / "samba-tiny";
-    CHECK(ssm::test::error_of([&] { (void)ssm::MambaLM::load(samba_dir); }).find("ssm::Samba") != std::string::npos);
-    const auto mamba_dir = ssm::test::data_dir() / "mamba-tiny";
-    CHECK(ssm::test::error_of([&] { (void)ssm::Samba::load(mamba_dir); }).find("plain Mamba") != std::string::npos);
-}
-
-TEST_CASE("samba: every sequence, every hidden state and the logits match the reference", "[samba]") {
+TEST_CASE("samba: every sequence, every hidden state and the logits match the reference",
+          "[samba]") {
     for (const auto& c : kCases) {
         INFO(c.folder);
         const auto model = ssm::Samba::load(ssm::test::data_dir() / c.folder);
@@ -125,13 +135,16 @@ TEST_CASE("samba: prefill in chunks through the state equals one prefill", "[sam
     REQUIRE(ids.size() == 300);
     const auto whole = model.forward(ssm::Batch::of({ids}), {ssm::Logits::None, false});
     // Chunks shorter and longer than the window, and one of a single token.
-    for (const auto& lengths : {std::vector<std::size_t>{100, 1, 199}, std::vector<std::size_t>{3, 5, 4, 288}}) {
+    for (const auto& lengths :
+         {std::vector<std::size_t>{100, 1, 199}, std::vector<std::size_t>{3, 5, 4, 288}}) {
         auto state = model.make_state(1);
         std::size_t at = 0;
         for (std::size_t len : lengths) {
-            const std::vector<std::int32_t> chunk(ids.begin() + static_cast<std::ptrdiff_t>(at),
-                                                  ids.begin() + static_cast<std::ptrdiff_t>(at + len));
-            const auto part = model.forward(ssm::Batch::of({chunk}), {ssm::Logits::None, false}, &state);
+            const std::vector<std::int32_t> chunk(
+                ids.begin() + static_cast<std::ptrdiff_t>(at),
+                ids.begin() + static_cast<std::ptrdiff_t>(at + len));
+            const auto part =
+                model.forward(ssm::Batch::of({chunk}), {ssm::Logits::None, false}, &state);
             INFO("chunk at " << at << " of " << len);
             CHECK(rel_error(span_of(part.hidden), rows_of(whole.hidden, static_cast<ssm::index>(at),
                                                           static_cast<ssm::index>(len))) < kSame);
@@ -143,7 +156,8 @@ TEST_CASE("samba: prefill in chunks through the state equals one prefill", "[sam
 TEST_CASE("samba: prefill then step-by-step decoding reproduces greedy generation", "[samba]") {
     for (const auto& c : kCases) {
         INFO(c.folder);
-        ssm::test::check_generation(ssm::Samba::load(ssm::test::data_dir() / c.folder), reference_of(c.folder), kTol);
+        ssm::test::check_generation(ssm::Samba::load(ssm::test::data_dir() / c.folder),
+                                    reference_of(c.folder), kTol);
     }
 }
 
@@ -151,7 +165,10 @@ TEST_CASE("samba: decoding a batch of sequences at once equals decoding each alo
     const auto model = ssm::Samba::load(ssm::test::data_dir() / "samba-tiny");
     // Prompts shorter than, equal to and longer than the window of 8.
     const std::vector<std::vector<std::int32_t>> prompts = {
-        {5, 9, 13}, {7}, {1, 2, 3, 4, 5, 6, 7, 8}, {11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23}};
+        {5, 9, 13},
+        {7},
+        {1, 2, 3, 4, 5, 6, 7, 8},
+        {11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23}};
     auto state = model.make_state(4);
     (void)model.forward(ssm::Batch::of(prompts), {ssm::Logits::None, false}, &state);
     std::vector<ssm::Matrix> together;
@@ -164,7 +181,8 @@ TEST_CASE("samba: decoding a batch of sequences at once equals decoding each alo
             const std::int32_t tok[] = {next[s][i]};
             const ssm::Matrix alone = model.step(tok, one);
             INFO("sequence " << i << ", step " << s);
-            CHECK(rel_error(rows_of(together[s], static_cast<ssm::index>(i), 1), span_of(alone)) < kSame);
+            CHECK(rel_error(rows_of(together[s], static_cast<ssm::index>(i), 1), span_of(alone)) <
+                  kSame);
         }
     }
 }
@@ -183,10 +201,11 @@ TEST_CASE("samba: bfloat16 weights stay close to the float32 reference", "[samba
 TEST_CASE("samba: with_mamba picks the hybrid type from the config", "[samba]") {
     const auto ref = reference_of("samba-tiny-mha");
     const auto ids = ids_of(ref, "seq1.input_ids");
-    const double err = ssm::with_mamba_lm(ssm::test::data_dir() / "samba-tiny-mha", [&](const auto& model) {
-        const auto r = model.forward(ssm::Batch::of({ids}), {ssm::Logits::All, false});
-        return rel_error(span_of(r.logits), ref.load_f32("seq1.logits").values());
-    });
+    const double err =
+        ssm::with_mamba_lm(ssm::test::data_dir() / "samba-tiny-mha", [&](const auto& model) {
+            const auto r = model.forward(ssm::Batch::of({ids}), {ssm::Logits::All, false});
+            return rel_error(span_of(r.logits), ref.load_f32("seq1.logits").values());
+        });
     CHECK(err < kTol);
 }
 

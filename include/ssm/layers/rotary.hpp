@@ -21,16 +21,17 @@ class RotaryEmbedding {
 public:
     RotaryEmbedding() = default;
     RotaryEmbedding(index rotary_dim, double base) : dim_(rotary_dim) {
-        require(rotary_dim >= 0 && rotary_dim % 2 == 0, "RotaryEmbedding: rotary dimension must be even and >= 0, got ",
-                rotary_dim);
-        require(base > 0 && std::isfinite(base), "RotaryEmbedding: base must be a positive number, got ", base);
+        require(rotary_dim >= 0 && rotary_dim % 2 == 0,
+                "RotaryEmbedding: rotary dimension must be even and >= 0, got ", rotary_dim);
+        require(base > 0 && std::isfinite(base),
+                "RotaryEmbedding: base must be a positive number, got ", base);
         inv_freq_.resize(static_cast<std::size_t>(rotary_dim / 2));
         for (index i = 0; i < rotary_dim / 2; ++i) {
             // float32 exponent and power, then the reciprocal, as torch computes
             // 1 / base ** (arange(0, r, 2).float() / r)
             const float expo = static_cast<float>(2 * i) / static_cast<float>(rotary_dim);
-            const float p = static_cast<float>(std::pow(static_cast<double>(static_cast<float>(base)),
-                                                        static_cast<double>(expo)));
+            const float p = static_cast<float>(
+                std::pow(static_cast<double>(static_cast<float>(base)), static_cast<double>(expo)));
             inv_freq_[static_cast<std::size_t>(i)] = 1.0f / p;
         }
     }

@@ -27,19 +27,24 @@ namespace ssm {
 /// seen. Memory per sequence stops growing once the window is full.
 struct AttentionLayerState {
     index batch = 0;
-    index width = 0;     // floats per cached token in k (and in v): kv heads × head dim
-    index capacity = 0;  // tokens kept per sequence: window − 1
-    std::vector<std::int64_t> pos;         // (batch): tokens seen so far
+    index width = 0;                // floats per cached token in k (and in v): kv heads × head dim
+    index capacity = 0;             // tokens kept per sequence: window − 1
+    std::vector<std::int64_t> pos;  // (batch): tokens seen so far
     std::vector<std::vector<float>> k, v;  // (batch) × (min(pos, capacity), width)
 
     AttentionLayerState() = default;
     AttentionLayerState(index b, index w, index cap)
-        : batch(b), width(w), capacity(cap), pos(static_cast<std::size_t>(b), 0),
-          k(static_cast<std::size_t>(b)), v(static_cast<std::size_t>(b)) {}
+        : batch(b),
+          width(w),
+          capacity(cap),
+          pos(static_cast<std::size_t>(b), 0),
+          k(static_cast<std::size_t>(b)),
+          v(static_cast<std::size_t>(b)) {}
 
     /// Cached tokens of sequence `s` (the most recent min(pos, capacity)).
     [[nodiscard]] index cached(index s) const {
-        return static_cast<index>(std::min<std::int64_t>(pos[static_cast<std::size_t>(s)], capacity));
+        return static_cast<index>(
+            std::min<std::int64_t>(pos[static_cast<std::size_t>(s)], capacity));
     }
     /// Ring slot of absolute position `p`.
     [[nodiscard]] index slot(std::int64_t p) const { return static_cast<index>(p % capacity); }
@@ -83,56 +88,68 @@ public:
 
     /// From separate projections, PyTorch `[out, in]` layout: `wq` (H·hd, D), `wk` and `wv`
     /// (G·hd, D), `wo` (D, H·hd).
-    SlidingWindowAttention(const Shape& shape, const Tensor& wq, const Tensor& wk, const Tensor& wv, Tensor wo)
+    SlidingWindowAttention(const Shape& shape, const Tensor& wq, const Tensor& wk, const Tensor& wv,
+                           Tensor wo)
         : H_(shape.heads), G_(shape.kv_heads), hd_(shape.head_dim), window_(shape.window) {
         require(H_ > 0 && G_ > 0 && hd_ > 0 && H_ % G_ == 0 && window_ >= 0,
-                "SlidingWindowAttention: needs heads > 0, key/value heads dividing them, head size > 0 and "
+                "SlidingWindowAttention: needs heads > 0, key/value heads dividing them, head size "
+                "> 0 and "
                 "window >= 0 (got ",
                 H_, ", ", G_, ", ", hd_, ", ", window_, ")");
         require(shape.rotary_dim >= 0 && shape.rotary_dim <= hd_ && shape.rotary_dim % 2 == 0,
-                "SlidingWindowAttention: rotary dimension ", shape.rotary_dim, " must be even and at most the head size ",
-                hd_);
+                "SlidingWindowAttention: rotary dimension ", shape.rotary_dim,
+                " must be even and at most the head size ", hd_);
         rope_ = RotaryEmbedding(shape.rotary_dim, shape.rope_theta);
         require(wq.rank() == 2 && wq.dim(0) == H_ * hd_, "SlidingWindowAttention: q weight is ",
                 shape_string(wq.shape()), ", expected [", H_ * hd_, ", D]");
         D_ = wq.dim(1);
         for (const Tensor* w : {&wk, &wv})
-            require(w->rank() == 2 && w->dim(0) == G_ * hd_ && w->dim(1) == D_, "SlidingWindowAttention: k/v weight is ",
-                    shape_string(w->shape()), ", expected [", G_ * hd_, ", ", D_, "]");
-        require(wo.rank() == 2 && wo.dim(0) == D_ && wo.dim(1) == H_ * hd_, "SlidingWindowAttention: output weight is ",
-                shape_string(wo.shape()), ", expected [", D_, ", ", H_ * hd_, "]");
+            require(w->rank() == 2 && w->dim(0) == G_ * hd_ && w->dim(1) == D_,
+                    "SlidingWindowAttention: k/v weight is ", shape_string(w->shape()),
+                    ", expected [", G_ * hd_, ", ", D_, "]");
+        require(wo.rank() == 2 && wo.dim(0) == D_ && wo.dim(1) == H_ * hd_,
+                "SlidingWindowAttention: output weight is ", shape_string(wo.shape()),
+                ", expected [", D_, ", ", H_ * hd_, "]");
         std::vector<float> w;
         w.reserve(static_cast<std::size_t>((H_ + 2 * G_) * hd_ * D_));
-        for (const Tensor* t : {&wq, &wk, &wv}) w.insert(w.end(), t->values().begin(), t->values().end());
+        for (const Tensor* t : {&wq, &wk, &wv})
+            w.insert(w.end(), t->values().begin(), t->values().end());
         qkv_ = Linear(Tensor::from({(H_ + 2 * G_) * hd_, D_}, std::move(w)), std::nullopt);
         o_proj_ = Linear(std::move(wo), std::nullopt);
     }
 
     /// Loads `prefix.qkv_proj.weight` (grouped layout) or `prefix.{q,k,v}_proj.weight`, and
     /// `prefix.o_proj.weight`, sizes from `config`.
-    [[nodiscard]] static SlidingWindowAttention load(const Checkpoint& ckpt, const MambaConfig& config,
+    [[nodiscard]] static SlidingWindowAttention load(const Checkpoint& ckpt,
+                                                     const MambaConfig& config,
                                                      const std::string& prefix) {
-        const Shape shape{config.num_attention_heads, config.num_key_value_heads, config.head_dim,
-                          config.sliding_window, config.rotary_dim, config.rope_theta};
-        const index D = config.hidden_size, H = shape.heads, G = shape.kv_heads, hd = shape.head_dim;
-        require(H > 0 && G > 0 && hd > 0 && H % G == 0, ckpt.source().string(), ": ", prefix,
-                ": attention needs heads > 0, key/value heads dividing them and head size > 0 (got ", H, ", ", G,
-                ", ", hd, ")");
+        const Shape shape{
+            config.num_attention_heads, config.num_key_value_heads, config.head_dim,
+            config.sliding_window,      config.rotary_dim,          config.rope_theta};
+        const index D = config.hidden_size, H = shape.heads, G = shape.kv_heads,
+                    hd = shape.head_dim;
+        require(
+            H > 0 && G > 0 && hd > 0 && H % G == 0, ckpt.source().string(), ": ", prefix,
+            ": attention needs heads > 0, key/value heads dividing them and head size > 0 (got ", H,
+            ", ", G, ", ", hd, ")");
         const index o_shape[] = {D, H * hd};
         Tensor wo = ckpt.load_f32(prefix + ".o_proj.weight", o_shape);
         if (!ckpt.contains(prefix + ".qkv_proj.weight")) {
             const index q_shape[] = {H * hd, D}, kv_shape[] = {G * hd, D};
             return SlidingWindowAttention(shape, ckpt.load_f32(prefix + ".q_proj.weight", q_shape),
                                           ckpt.load_f32(prefix + ".k_proj.weight", kv_shape),
-                                          ckpt.load_f32(prefix + ".v_proj.weight", kv_shape), std::move(wo));
+                                          ckpt.load_f32(prefix + ".v_proj.weight", kv_shape),
+                                          std::move(wo));
         }
         // Grouped: for each group g, its H/G query heads, its key head, its value head.
         const index qkv_shape[] = {(H + 2 * G) * hd, D};
         const Tensor qkv = ckpt.load_f32(prefix + ".qkv_proj.weight", qkv_shape);
         const index per_group = H / G, group_rows = (per_group + 2) * hd;
-        Tensor wq = Tensor::zeros({H * hd, D}), wk = Tensor::zeros({G * hd, D}), wv = Tensor::zeros({G * hd, D});
+        Tensor wq = Tensor::zeros({H * hd, D}), wk = Tensor::zeros({G * hd, D}),
+               wv = Tensor::zeros({G * hd, D});
         const auto copy_rows = [&](index src_row, Tensor& dst, index dst_row, index rows) {
-            std::copy(qkv.data() + src_row * D, qkv.data() + (src_row + rows) * D, dst.mutable_data() + dst_row * D);
+            std::copy(qkv.data() + src_row * D, qkv.data() + (src_row + rows) * D,
+                      dst.mutable_data() + dst_row * D);
         };
         for (index g = 0; g < G; ++g) {
             copy_rows(g * group_rows, wq, g * per_group * hd, per_group * hd);
@@ -174,7 +191,8 @@ public:
 
         // Cached tokens ahead of each sequence's new ones, and where each sequence's
         // keys begin in the context matrices (cached first, then new, in position order).
-        std::vector<index> cached(static_cast<std::size_t>(nseq), 0), ctx_begin(static_cast<std::size_t>(nseq) + 1, 0);
+        std::vector<index> cached(static_cast<std::size_t>(nseq), 0),
+            ctx_begin(static_cast<std::size_t>(nseq) + 1, 0);
         std::vector<std::int64_t> pos0(static_cast<std::size_t>(nseq), 0);
         for (index s = 0; s < nseq; ++s) {
             const auto us = static_cast<std::size_t>(s);
@@ -200,7 +218,8 @@ public:
                 std::copy(vs, vs + kw, V.data() + (ctx_begin[us] + j) * kw);
             }
             parallel_for(n, 16, [&](index i0, index i1) {
-                std::vector<float> cs(static_cast<std::size_t>(std::max<index>(rope_.rotary_dim(), 1)));
+                std::vector<float> cs(
+                    static_cast<std::size_t>(std::max<index>(rope_.rotary_dim(), 1)));
                 for (index i = i0; i < i1; ++i) {
                     float* row = qkv.data() + (b + i) * ld;
                     if (rope_.rotary_dim() > 0) {
@@ -221,9 +240,11 @@ public:
         };
         std::vector<Task> tasks;
         for (index s = 0; s < nseq; ++s) {
-            const index n = offsets[static_cast<std::size_t>(s) + 1] - offsets[static_cast<std::size_t>(s)];
+            const index n =
+                offsets[static_cast<std::size_t>(s) + 1] - offsets[static_cast<std::size_t>(s)];
             for (index hh = 0; hh < H_; ++hh)
-                for (index i0 = 0; i0 < n; i0 += kQueryBlock) tasks.push_back({s, hh, i0, std::min(n, i0 + kQueryBlock)});
+                for (index i0 = 0; i0 < n; i0 += kQueryBlock)
+                    tasks.push_back({s, hh, i0, std::min(n, i0 + kQueryBlock)});
         }
         StridedMap attn = ws.matrix(T, qw);
         const float scale = 1.0f / std::sqrt(static_cast<float>(hd_));
@@ -238,10 +259,12 @@ public:
                 // Context indices (within the sequence) the block reaches: [kb, ke).
                 const index kb = first_key(c + task.i0), ke = c + task.i1;
                 const index nq = task.i1 - task.i0, nk = ke - kb;
-                const ConstStridedMap q(qkv.data() + (row0 + task.i0) * ld + task.head * hd_, nq, hd_,
-                                        Eigen::OuterStride<>(ld));
-                const ConstStridedMap k(K.data() + (cb + kb) * kw + g * hd_, nk, hd_, Eigen::OuterStride<>(kw));
-                const ConstStridedMap v(V.data() + (cb + kb) * kw + g * hd_, nk, hd_, Eigen::OuterStride<>(kw));
+                const ConstStridedMap q(qkv.data() + (row0 + task.i0) * ld + task.head * hd_, nq,
+                                        hd_, Eigen::OuterStride<>(ld));
+                const ConstStridedMap k(K.data() + (cb + kb) * kw + g * hd_, nk, hd_,
+                                        Eigen::OuterStride<>(kw));
+                const ConstStridedMap v(V.data() + (cb + kb) * kw + g * hd_, nk, hd_,
+                                        Eigen::OuterStride<>(kw));
                 S.resize(nq, nk);
                 S.noalias() = q * k.transpose();
                 for (index r = 0; r < nq; ++r) {
@@ -252,7 +275,8 @@ public:
                     std::fill(srow + hi, srow + nk, 0.0f);
                     softmax_inplace(srow + lo, hi - lo, scale);
                 }
-                StridedMap o(attn.data() + (row0 + task.i0) * qw + task.head * hd_, nq, hd_, Eigen::OuterStride<>(qw));
+                StridedMap o(attn.data() + (row0 + task.i0) * qw + task.head * hd_, nq, hd_,
+                             Eigen::OuterStride<>(qw));
                 o.noalias() = S * v;
             }
         });
@@ -261,7 +285,8 @@ public:
             for (index s = 0; s < nseq; ++s) {
                 const auto us = static_cast<std::size_t>(s);
                 const index n = offsets[us + 1] - offsets[us], total = cached[us] + n;
-                const std::int64_t first = pos0[us] + n - static_cast<std::int64_t>(std::min(total, state_out->capacity));
+                const std::int64_t first =
+                    pos0[us] + n - static_cast<std::int64_t>(std::min(total, state_out->capacity));
                 for (std::int64_t p = first; p < pos0[us] + n; ++p) {
                     const index r = ctx_begin[us] + cached[us] + static_cast<index>(p - pos0[us]);
                     state_out->put(s, p, K.data() + r * kw, V.data() + r * kw);
@@ -274,7 +299,8 @@ public:
 
     /// Decoding: one token per sequence. out (B, D) (+)= attention(h (B, D)); the token's
     /// key and value join the cache, whose size stays below the window.
-    void step(ConstStridedMap h, AttentionLayerState& state, StridedMap out, bool accumulate, Workspace& ws) const {
+    void step(ConstStridedMap h, AttentionLayerState& state, StridedMap out, bool accumulate,
+              Workspace& ws) const {
         const index B = h.rows();
         check_state(&state, B);
         const index qw = H_ * hd_, kw = G_ * hd_, ld = qw + 2 * kw;
@@ -310,12 +336,14 @@ public:
                     return state.v[ub].data() + state.slot(pos - c + j) * kw + g * hd_;
                 };
                 for (index j = 0; j <= c; ++j)
-                    p[static_cast<std::size_t>(j)] = ConstVectorMap(q, hd_).dot(ConstVectorMap(j < c ? key(j) : self_k, hd_));
+                    p[static_cast<std::size_t>(j)] =
+                        ConstVectorMap(q, hd_).dot(ConstVectorMap(j < c ? key(j) : self_k, hd_));
                 softmax_inplace(p.data(), c + 1, scale);
                 VectorMap o(attn.data() + b * qw + hh * hd_, hd_);
                 o.setZero();
                 for (index j = 0; j <= c; ++j)
-                    o += p[static_cast<std::size_t>(j)] * ConstVectorMap(j < c ? value(j) : self_v, hd_);
+                    o += p[static_cast<std::size_t>(j)] *
+                         ConstVectorMap(j < c ? value(j) : self_v, hd_);
             }
         });
         for (index b = 0; b < B; ++b) {
@@ -345,16 +373,20 @@ private:
     }
 
     /// The first context index a query at context index `self` may see.
-    [[nodiscard]] index first_key(index self) const { return window_ > 0 ? std::max<index>(0, self - window_ + 1) : 0; }
+    [[nodiscard]] index first_key(index self) const {
+        return window_ > 0 ? std::max<index>(0, self - window_ + 1) : 0;
+    }
 
     void check_state(const AttentionLayerState* s, index batch) const {
         if (!s) return;
-        require(s->batch == batch && s->width == G_ * hd_ && s->pos.size() == static_cast<std::size_t>(batch) &&
-                    s->k.size() == static_cast<std::size_t>(batch) && s->v.size() == static_cast<std::size_t>(batch),
-                "SlidingWindowAttention: key/value cache is for ", s->batch, " sequences of width ", s->width,
-                ", the batch has ", batch, " of width ", G_ * hd_);
-        require(s->capacity == cache_capacity(), "SlidingWindowAttention: key/value cache keeps ", s->capacity,
-                " tokens, this layer's window needs ", cache_capacity());
+        require(s->batch == batch && s->width == G_ * hd_ &&
+                    s->pos.size() == static_cast<std::size_t>(batch) &&
+                    s->k.size() == static_cast<std::size_t>(batch) &&
+                    s->v.size() == static_cast<std::size_t>(batch),
+                "SlidingWindowAttention: key/value cache is for ", s->batch, " sequences of width ",
+                s->width, ", the batch has ", batch, " of width ", G_ * hd_);
+        require(s->capacity == cache_capacity(), "SlidingWindowAttention: key/value cache keeps ",
+                s->capacity, " tokens, this layer's window needs ", cache_capacity());
     }
 
     index D_ = 0, H_ = 0, G_ = 0, hd_ = 0, window_ = 0;

@@ -24,7 +24,8 @@ public:
 
     /// `gate` (F, D), `up` (F, D), `down` (D, F), PyTorch `[out, in]` layout.
     SwiGLU(const Tensor& gate, const Tensor& up, Tensor down) {
-        require(gate.rank() == 2 && up.rank() == 2 && gate.dim(0) == up.dim(0) && gate.dim(1) == up.dim(1),
+        require(gate.rank() == 2 && up.rank() == 2 && gate.dim(0) == up.dim(0) &&
+                    gate.dim(1) == up.dim(1),
                 "SwiGLU: gate ", shape_string(gate.shape()), " and up ", shape_string(up.shape()),
                 " must have the same (F, D) shape");
         F_ = gate.dim(0);
@@ -40,7 +41,8 @@ public:
 
     /// Loads `prefix.{gate_proj,up_proj,down_proj}.weight` (or their aliases), checking
     /// shapes against hidden size `D` and inner size `F`.
-    [[nodiscard]] static SwiGLU load(const Checkpoint& ckpt, const std::string& prefix, index D, index F) {
+    [[nodiscard]] static SwiGLU load(const Checkpoint& ckpt, const std::string& prefix, index D,
+                                     index F) {
         const index in_shape[] = {F, D}, out_shape[] = {D, F};
         const Tensor gate = ckpt.load_f32(prefix + ".gate_proj.weight", in_shape);
         const Tensor up = ckpt.load_f32(prefix + ".up_proj.weight", in_shape);

@@ -39,11 +39,14 @@ public:
 
     MlpResidual() = default;
 
-    [[nodiscard]] static MlpResidual load(const Checkpoint& ckpt, const MambaConfig& config, const std::string& prefix) {
+    [[nodiscard]] static MlpResidual load(const Checkpoint& ckpt, const MambaConfig& config,
+                                          const std::string& prefix) {
         MlpResidual r;
-        r.norm_ = NormT::load(ckpt, prefix + ".norm", config.hidden_size, config.layer_norm_epsilon);
+        r.norm_ =
+            NormT::load(ckpt, prefix + ".norm", config.hidden_size, config.layer_norm_epsilon);
         r.mixer_ = MixerT::load(ckpt, config, prefix + ".mixer");
-        r.mlp_norm_ = NormT::load(ckpt, prefix + ".mlp_norm", config.hidden_size, config.layer_norm_epsilon);
+        r.mlp_norm_ =
+            NormT::load(ckpt, prefix + ".mlp_norm", config.hidden_size, config.layer_norm_epsilon);
         r.mlp_ = MlpT::load(ckpt, prefix + ".mlp", config.hidden_size, config.mlp_size);
         return r;
     }
@@ -53,13 +56,13 @@ public:
     [[nodiscard]] state_type make_state(index batch) const { return mixer_.make_state(batch); }
 
     void store_bf16() {
-        if constexpr (requires(MixerT& m) { m.store_bf16(); }) mixer_.store_bf16();
-        if constexpr (requires(MlpT& m) { m.store_bf16(); }) mlp_.store_bf16();
+        if constexpr (requires(MixerT & m) { m.store_bf16(); }) mixer_.store_bf16();
+        if constexpr (requires(MlpT & m) { m.store_bf16(); }) mlp_.store_bf16();
     }
 
     /// Prefill over packed sequences; the mixer's state as in `Residual::forward`.
-    void forward(StridedMap residual, std::span<const index> offsets, Workspace& ws, const state_type* state_in,
-                 state_type* state_out) const {
+    void forward(StridedMap residual, std::span<const index> offsets, Workspace& ws,
+                 const state_type* state_in, state_type* state_out) const {
         StridedMap h = ws.matrix(residual.rows(), residual.cols());
         norm_.forward(cview(residual), h);
         mixer_.forward(cview(h), offsets, residual, true, ws, state_in, state_out);
@@ -89,12 +92,13 @@ template <class MambaBlock, class AttentionBlock>
 class HybridLayer {
 public:
     using norm_type = typename MambaBlock::norm_type;
-    using state_type = std::variant<typename MambaBlock::state_type, typename AttentionBlock::state_type>;
+    using state_type =
+        std::variant<typename MambaBlock::state_type, typename AttentionBlock::state_type>;
 
     HybridLayer() = default;
 
-    [[nodiscard]] static HybridLayer load(const Checkpoint& ckpt, const MambaConfig& config, const std::string& prefix,
-                                          LayerKind kind) {
+    [[nodiscard]] static HybridLayer load(const Checkpoint& ckpt, const MambaConfig& config,
+                                          const std::string& prefix, LayerKind kind) {
         HybridLayer l;
         if (kind == LayerKind::Mamba)
             l.layer_ = MambaBlock::load(ckpt, config, prefix);
@@ -107,7 +111,9 @@ public:
         return layer_.index() == 0 ? LayerKind::Mamba : LayerKind::Attention;
     }
     [[nodiscard]] const MambaBlock* mamba() const noexcept { return std::get_if<0>(&layer_); }
-    [[nodiscard]] const AttentionBlock* attention() const noexcept { return std::get_if<1>(&layer_); }
+    [[nodiscard]] const AttentionBlock* attention() const noexcept {
+        return std::get_if<1>(&layer_);
+    }
 
     [[nodiscard]] state_type make_state(index batch) const {
         return std::visit([&](const auto& l) { return state_type(l.make_state(batch)); }, layer_);
@@ -117,8 +123,8 @@ public:
         std::visit([](auto& l) { l.store_bf16(); }, layer_);
     }
 
-    void forward(StridedMap residual, std::span<const index> offsets, Workspace& ws, const state_type* state_in,
-                 state_type* state_out) const {
+    void forward(StridedMap residual, std::span<const index> offsets, Workspace& ws,
+                 const state_type* state_in, state_type* state_out) const {
         std::visit(
             [&](const auto& l) {
                 using S = typename std::decay_t<decltype(l)>::state_type;
@@ -142,7 +148,8 @@ private:
     template <class S, class V>
     static auto& alternative(V& state) {
         auto* s = std::get_if<S>(&state);
-        require(s != nullptr, "HybridLayer: the recurrent state was made for a different kind of layer");
+        require(s != nullptr,
+                "HybridLayer: the recurrent state was made for a different kind of layer");
         return *s;
     }
 
@@ -162,18 +169,22 @@ public:
 
     [[nodiscard]] static HybridStack load(const Checkpoint& ckpt, const MambaConfig& config) {
         if (!config.is_hybrid())
-            fail(ckpt.source().string(), ": the config describes a plain Mamba model (no attention layers); "
-                                         "load it as ssm::MambaLM, not as a hybrid");
+            fail(ckpt.source().string(),
+                 ": the config describes a plain Mamba model (no attention layers); "
+                 "load it as ssm::MambaLM, not as a hybrid");
         HybridStack s;
         s.layers_.reserve(static_cast<std::size_t>(config.num_hidden_layers));
         for (index i = 0; i < config.num_hidden_layers; ++i)
-            s.layers_.push_back(layer_type::load(ckpt, config, "backbone.layers." + std::to_string(i),
+            s.layers_.push_back(layer_type::load(ckpt, config,
+                                                 "backbone.layers." + std::to_string(i),
                                                  config.layer_kinds[static_cast<std::size_t>(i)]));
         return s;
     }
 
     [[nodiscard]] index size() const noexcept { return static_cast<index>(layers_.size()); }
-    [[nodiscard]] const layer_type& operator[](index i) const { return layers_.at(static_cast<std::size_t>(i)); }
+    [[nodiscard]] const layer_type& operator[](index i) const {
+        return layers_.at(static_cast<std::size_t>(i));
+    }
     [[nodiscard]] auto begin() const noexcept { return layers_.begin(); }
     [[nodiscard]] auto end() const noexcept { return layers_.end(); }
 

@@ -175,7 +175,8 @@ public:
                 pieces.push_back(std::move(p));
             } else {
                 const bool at_start = p.at_start;
-                split_on_added_tokens(normalize(std::move(p.text)), normalized_matches_, pieces, at_start);
+                split_on_added_tokens(normalize(std::move(p.text)), normalized_matches_, pieces,
+                                      at_start);
             }
         }
         // 3. Pre-tokenization, step by step, on the pieces not yet tokens.
@@ -223,7 +224,9 @@ public:
     /// concatenation of the first token's `decode` and the later tokens' `token_bytes`
     /// (what streaming output and stop strings need). It differs from `decode({id})` only
     /// for decoders that treat the start of the text apart (Metaspace, Strip after Fuse).
-    [[nodiscard]] std::string token_bytes(std::int32_t id) const { return decode_tokens({&id, 1}, false, true); }
+    [[nodiscard]] std::string token_bytes(std::int32_t id) const {
+        return decode_tokens({&id, 1}, false, true);
+    }
 
     /// Largest id (of the vocabulary and the added tokens) + 1.
     [[nodiscard]] std::int32_t vocab_size() const noexcept { return vocab_size_; }
@@ -258,13 +261,18 @@ private:
     };
 
     struct PreTokenizerStep {
-        enum class Kind { split_gpt2, split_literal, byte_level, metaspace } kind = Kind::byte_level;
-        std::string literal;                               // split_literal: what to split on; metaspace: the replacement
+        enum class Kind {
+            split_gpt2,
+            split_literal,
+            byte_level,
+            metaspace
+        } kind = Kind::byte_level;
+        std::string literal;  // split_literal: what to split on; metaspace: the replacement
         enum class Prepend { always, first, never } prepend = Prepend::always;  // metaspace
-        bool split = true;                                 // metaspace
-        SplitBehavior behavior = SplitBehavior::isolated;  // split_*
-        bool add_prefix_space = true;                      // byte_level
-        bool use_regex = true;                             // byte_level
+        bool split = true;                                                      // metaspace
+        SplitBehavior behavior = SplitBehavior::isolated;                       // split_*
+        bool add_prefix_space = true;                                           // byte_level
+        bool use_regex = true;                                                  // byte_level
     };
 
     struct AddedToken {
@@ -293,10 +301,18 @@ private:
     };
 
     struct DecoderStep {
-        enum class Kind { byte_level, replace, byte_fallback, fuse, strip, metaspace } kind = Kind::fuse;
-        std::string text, content;    // replace: text -> content; strip, metaspace: text is the character
+        enum class Kind {
+            byte_level,
+            replace,
+            byte_fallback,
+            fuse,
+            strip,
+            metaspace
+        } kind = Kind::fuse;
+        std::string text,
+            content;  // replace: text -> content; strip, metaspace: text is the character
         std::size_t start = 0, stop = 0;  // strip
-        bool strip_first = true;      // metaspace: prepend_scheme is not "never"
+        bool strip_first = true;          // metaspace: prepend_scheme is not "never"
     };
 
     struct MergeResult {
@@ -467,7 +483,8 @@ private:
             for (const auto& n : *list) read_normalizer(&n, source);
         } else {
             fail(source, ": normalizer \"", type,
-                 "\" is not supported (only NFC, Prepend, Replace of a string, Sequences of them, or none)");
+                 "\" is not supported (only NFC, Prepend, Replace of a string, Sequences of them, "
+                 "or none)");
         }
     }
 
@@ -479,10 +496,12 @@ private:
         };
         const auto byte_levels = count(PreTokenizerStep::Kind::byte_level);
         byte_level_ = byte_levels > 0;
-        if (byte_level_ && (byte_levels != 1 || pre_tokenizer_.back().kind != PreTokenizerStep::Kind::byte_level ||
-                            count(PreTokenizerStep::Kind::metaspace) > 0)) {
+        if (byte_level_ &&
+            (byte_levels != 1 || pre_tokenizer_.back().kind != PreTokenizerStep::Kind::byte_level ||
+             count(PreTokenizerStep::Kind::metaspace) > 0)) {
             fail(source,
-                 ": a byte-level pre_tokenizer must be ByteLevel, or a Sequence of Splits ending in one "
+                 ": a byte-level pre_tokenizer must be ByteLevel, or a Sequence of Splits ending "
+                 "in one "
                  "ByteLevel (and no Metaspace)");
         }
     }
@@ -501,7 +520,8 @@ private:
         if (type == "Metaspace") {
             step.kind = PreTokenizerStep::Kind::metaspace;
             step.literal = text_field(pre, "replacement", source).value_or("\xE2\x96\x81");
-            if (unicode::decode_utf8_at(step.literal, 0).length != step.literal.size() || step.literal.empty())
+            if (unicode::decode_utf8_at(step.literal, 0).length != step.literal.size() ||
+                step.literal.empty())
                 fail(source, ": Metaspace replacement \"", step.literal, "\" is not one character");
             const auto scheme = text_field(pre, "prepend_scheme", source).value_or("always");
             if (scheme == "always") {
@@ -513,7 +533,8 @@ private:
             } else {
                 fail(source, ": Metaspace prepend_scheme \"", scheme, "\" is unknown");
             }
-            if (!flag(pre, "add_prefix_space", true, source)) step.prepend = PreTokenizerStep::Prepend::never;
+            if (!flag(pre, "add_prefix_space", true, source))
+                step.prepend = PreTokenizerStep::Prepend::never;
             step.split = flag(pre, "split", true, source);
         } else if (type == "ByteLevel") {
             step.kind = PreTokenizerStep::Kind::byte_level;
@@ -589,12 +610,14 @@ private:
         } else if (type == "Strip") {
             step.kind = Kind::strip;
             step.text = text_field(*decoder, "content", source).value_or(" ");
-            if (unicode::decode_utf8_at(step.text, 0).length != step.text.size() || step.text.empty())
+            if (unicode::decode_utf8_at(step.text, 0).length != step.text.size() ||
+                step.text.empty())
                 fail(source, ": Strip decoder content \"", step.text, "\" is not one character");
             const auto count = [&](const char* key) {
                 const nlohmann::json* v = value_of(*decoder, key);
                 if (v == nullptr) return std::size_t{0};
-                if (!v->is_number_unsigned()) fail(source, ": Strip decoder \"", key, "\" must be a count, got ", v->dump());
+                if (!v->is_number_unsigned())
+                    fail(source, ": Strip decoder \"", key, "\" must be a count, got ", v->dump());
                 return v->get<std::size_t>();
             };
             step.start = count("start");
@@ -602,24 +625,30 @@ private:
         } else if (type == "Metaspace") {
             step.kind = Kind::metaspace;
             step.text = text_field(*decoder, "replacement", source).value_or("\xE2\x96\x81");
-            if (unicode::decode_utf8_at(step.text, 0).length != step.text.size() || step.text.empty())
+            if (unicode::decode_utf8_at(step.text, 0).length != step.text.size() ||
+                step.text.empty())
                 fail(source, ": Metaspace replacement \"", step.text, "\" is not one character");
             const auto scheme = text_field(*decoder, "prepend_scheme", source).value_or("always");
-            step.strip_first = scheme != "never" && flag(*decoder, "add_prefix_space", true, source);
+            step.strip_first =
+                scheme != "never" && flag(*decoder, "add_prefix_space", true, source);
         } else {
             fail(source, ": decoder \"", type,
-                 "\" is not supported (only ByteLevel, Replace, ByteFallback, Fuse, Strip, Metaspace, Sequence)");
+                 "\" is not supported (only ByteLevel, Replace, ByteFallback, Fuse, Strip, "
+                 "Metaspace, Sequence)");
         }
         decoder_.push_back(std::move(step));
     }
 
     /// A Replace normalizer or decoder of a literal string.
-    static NormalizerStep read_replace(const nlohmann::json& r, const std::string& source, const char* what) {
+    static NormalizerStep read_replace(const nlohmann::json& r, const std::string& source,
+                                       const char* what) {
         const nlohmann::json* pattern = value_of(r, "pattern");
         if (pattern == nullptr || !pattern->is_object())
             fail(source, ": Replace ", what, " has no \"pattern\" object");
         const auto text = text_field(*pattern, "String", source);
-        if (!text) fail(source, ": Replace ", what, " pattern must be {\"String\": ...} (a regex is not supported)");
+        if (!text)
+            fail(source, ": Replace ", what,
+                 " pattern must be {\"String\": ...} (a regex is not supported)");
         if (text->empty()) fail(source, ": Replace ", what, " of an empty string");
         const auto content = text_field(r, "content", source);
         if (!content) fail(source, ": Replace ", what, " has no \"content\" string");
@@ -744,11 +773,13 @@ private:
             if (start_offset < start)
                 out.push_back({std::string(view.substr(start_offset, start - start_offset)), -1,
                                at_start && start_offset == 0});
-            out.push_back({std::string(view.substr(start, stop - start)), token.id, at_start && start == 0});
+            out.push_back(
+                {std::string(view.substr(start, stop - start)), token.id, at_start && start == 0});
             start_offset = stop;
         }
         if (start_offset < view.size())
-            out.push_back({std::string(view.substr(start_offset)), -1, at_start && start_offset == 0});
+            out.push_back(
+                {std::string(view.substr(start_offset)), -1, at_start && start_offset == 0});
     }
 
     static bool ends_with_word(std::string_view s) {
@@ -785,7 +816,8 @@ private:
     }
 
     /// One pre-tokenizer step on one piece; appends the non-empty results to `out`.
-    static void apply_pre_tokenizer_step(const PreTokenizerStep& step, Piece& input, std::vector<Piece>& out) {
+    static void apply_pre_tokenizer_step(const PreTokenizerStep& step, Piece& input,
+                                         std::vector<Piece>& out) {
         using Kind = PreTokenizerStep::Kind;
         std::string& piece = input.text;
         const bool at_start = input.at_start;
@@ -893,7 +925,9 @@ private:
                 break;
         }
         for (const auto& [begin, end] : kept) {
-            if (end > begin) out.push_back({std::string(view.substr(begin, end - begin)), -1, at_start && begin == 0});
+            if (end > begin)
+                out.push_back(
+                    {std::string(view.substr(begin, end - begin)), -1, at_start && begin == 0});
         }
     }
 
@@ -1097,7 +1131,8 @@ private:
             return out;
         }
         if (!has_decoder_) {  // HF joins the tokens with spaces
-            for (std::size_t i = 0; i < tokens.size(); ++i) out += (i > 0 || continuation ? " " : "") + tokens[i];
+            for (std::size_t i = 0; i < tokens.size(); ++i)
+                out += (i > 0 || continuation ? " " : "") + tokens[i];
             return out;
         }
         bool fused = false;  // the tokens were joined into one text
@@ -1133,7 +1168,8 @@ private:
                     break;
                 case Kind::metaspace:
                     for (std::size_t i = 0; i < tokens.size(); ++i)
-                        replace_all(tokens[i], d.text, i == 0 && !continuation && d.strip_first ? "" : " ");
+                        replace_all(tokens[i], d.text,
+                                    i == 0 && !continuation && d.strip_first ? "" : " ");
                     break;
             }
         }
@@ -1146,8 +1182,12 @@ private:
     static void strip(std::string& t, const DecoderStep& d) {
         const std::size_t w = d.text.size();
         std::size_t begin = 0, end = t.size();
-        for (std::size_t n = 0; n < d.start && end - begin >= w && t.compare(begin, w, d.text) == 0; ++n) begin += w;
-        for (std::size_t n = 0; n < d.stop && end - begin >= w && t.compare(end - w, w, d.text) == 0; ++n) end -= w;
+        for (std::size_t n = 0; n < d.start && end - begin >= w && t.compare(begin, w, d.text) == 0;
+             ++n)
+            begin += w;
+        for (std::size_t n = 0;
+             n < d.stop && end - begin >= w && t.compare(end - w, w, d.text) == 0; ++n)
+            end -= w;
         t = t.substr(begin, end - begin);
     }
 
@@ -1187,9 +1227,9 @@ private:
     std::optional<std::string> unk_token_, continuing_subword_prefix_, end_of_word_suffix_;
     bool fuse_unk_ = false, byte_fallback_ = false, ignore_merges_ = false;
     std::vector<NormalizerStep> normalizer_;
-    bool byte_level_ = true;     // the pre-tokenizer ends in ByteLevel
+    bool byte_level_ = true;  // the pre-tokenizer ends in ByteLevel
     std::vector<DecoderStep> decoder_;
-    bool has_decoder_ = false;   // the file names a decoder
+    bool has_decoder_ = false;  // the file names a decoder
     std::vector<PreTokenizerStep> pre_tokenizer_;
     std::vector<AddedToken> added_;
     std::unordered_map<std::string, std::size_t> added_by_content_;
