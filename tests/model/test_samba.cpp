@@ -223,3 +223,24 @@ TEST_CASE("samba: the hand-composed hybrid is the ssm::Samba type", "[samba]") {
     CHECK(model.backbone()[1].attention()->mixer().num_kv_heads() == 2);
     CHECK(model.backbone()[0].attention() == nullptr);
 }
+
+TEST_CASE("samba: a bi-encoder head on a SAMBA backbone embeds the last hidden state", "[samba]") {
+    const auto dir = ssm::test::data_dir() / "samba-tiny";
+    const auto ref = reference_of("samba-tiny");
+    const auto ids = ids_of(ref, "seq4.input_ids");  // 40 tokens
+    const std::vector<std::int32_t> prefix(ids.begin(), ids.begin() + 9);
+    const auto encoder = ssm::SambaWith<ssm::BiEncoderHead<ssm::LastToken>>::load(dir);
+    const ssm::Matrix emb = encoder.encode(ssm::Batch::of({ids, prefix}));
+    REQUIRE(emb.rows() == 2);
+    // The reference's final hidden state at the last token, L2-normalised.
+    const ssm::Tensor hidden = ref.load_f32("seq4.hidden.4");
+    Eigen::VectorXf expect = hidden.matrix().row(39).transpose();
+    expect.normalize();
+    CHECK(rel_error({emb.row(0).data(), 64}, {expect.data(), 64}) < kTol);
+    // The prefix: the language model's own final hidden state at its last token.
+    const auto lm = ssm::Samba::load(dir);
+    Eigen::VectorXf last =
+        lm.forward(ssm::Batch::of({prefix}), {ssm::Logits::None, false}).hidden.row(8).transpose();
+    last.normalize();
+    CHECK(rel_error({emb.row(1).data(), 64}, {last.data(), 64}) < kSame);
+}
