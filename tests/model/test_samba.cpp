@@ -244,3 +244,45 @@ TEST_CASE("samba: a bi-encoder head on a SAMBA backbone embeds the last hidden s
     last.normalize();
     CHECK(rel_error({emb.row(1).data(), 64}, {last.data(), 64}) < kSame);
 }
+
+TEST_CASE("samba: a missing tensor or a shape that disagrees with the config names both", "[samba]") {
+    namespace fs = std::filesystem;
+    const auto src = ssm::test::data_dir() / "samba-tiny-mha";
+    const auto original = ssm::SafetensorsFile::open(src / "model.safetensors");
+    const auto write_without = [&](const fs::path& dir, const std::string& drop) {
+        std::vector<ssm::Tensor> kept;
+        std::vector<ssm::TensorToWrite> tensors;
+        for (const auto& name : original.names()) {
+            if (name == drop) continue;
+            kept.push_back(original.load_f32(name));
+        }
+        std::size_t k = 0;
+        for (const auto& name : original.names()) {
+            if (name == drop) continue;
+            const auto shape = original.info(name).shape;
+            tensors.push_back(ssm::f32_tensor(name, {shape.begin(), shape.end()}, kept[k++].values()));
+        }
+        fs::create_directories(dir);
+        ssm::write_safetensors(dir / "model.safetensors", tensors);
+        fs::copy_file(src / "config.json", dir / "config.json");
+    };
+    const auto scratch = ssm::test::scratch_dir("samba-bad");
+    write_without(scratch / "no-proj", "transformer.h.1.attn.proj.weight");
+    const auto missing = ssm::test::error_of([&] { (void)ssm::Samba::load(scratch / "no-proj"); });
+    CHECK(missing.find("backbone.layers.1.mixer.o_proj.weight") != std::string::npos);
+    CHECK(missing.find("transformer.h.1.attn.proj.weight") != std::string::npos);
+
+    // 4 query heads in 2 groups in the config, 3 heads in the file: the fused projection
+    // has the wrong shape.
+    write_without(scratch / "heads", "");
+    auto config = nlohmann::json::parse(std::ifstream(src / "config.json"));
+    config["n_head"] = 4;
+    config["n_query_groups"] = 2;
+    config["head_size"] = 12;
+    std::ofstream(scratch / "heads" / "config.json") << config.dump();
+    const auto shape = ssm::test::error_of([&] { (void)ssm::Samba::load(scratch / "heads"); });
+    CHECK(shape.find("transformer.h.1.attn.attn.weight") != std::string::npos);
+    CHECK(shape.find("[96, 48]") != std::string::npos);   // (4 + 2·2) · 12 rows expected
+    CHECK(shape.find("[144, 48]") != std::string::npos);  // (3 + 2·3) · 16 rows found
+    fs::remove_all(scratch);
+}
