@@ -14,12 +14,13 @@
 
 namespace {
 
-constexpr const char* kHelp = R"(ssm-forward — run a Mamba checkpoint over token ids
+constexpr const char* kHelp = R"(ssm-forward — run a Mamba or SAMBA checkpoint over token ids
 
 usage: ssm-forward --model DIR --ids 3,17,5 [--out FILE.safetensors] [--threads N]
 
   --model DIR     checkpoint folder: config.json + model.safetensors or pytorch_model.bin
-                  (or shards with their .index.json), HuggingFace or state-spaces names
+                  (or shards with their .index.json), HuggingFace or state-spaces names;
+                  or a SAMBA hybrid: lit_config.json + lit_model.pth (lit-gpt names)
   --ids LIST      comma-separated token ids, each in [0, vocab_size)
   --out FILE      write `logits` (F32 [L, vocab]) and `last_hidden_state`
                   (F32 [L, hidden], after the final norm) to FILE (safetensors)

@@ -13,11 +13,12 @@
 
 namespace {
 
-constexpr const char* kHelp = R"(ssm-generate — generate bytes or tokens with a Mamba language model
+constexpr const char* kHelp = R"(ssm-generate — generate bytes or tokens with a Mamba or SAMBA language model
 
 usage: ssm-generate --model DIR (--prompt TEXT | --ids 1,2,3) [options]
 
-  --model DIR            checkpoint folder; text needs tokenizer.json unless the
+  --model DIR            checkpoint folder (Mamba, MambaByte or a SAMBA hybrid); text
+                         needs tokenizer.json (byte-level BPE or LLaMA kind) unless the
                          vocabulary is the 256 byte values (MambaByte)
   --prompt TEXT          the prompt as text
   --ids LIST             the prompt as comma-separated token ids
@@ -37,7 +38,8 @@ usage: ssm-generate --model DIR (--prompt TEXT | --ids 1,2,3) [options]
   --help                 this text
 
 The prompt is read once (a parallel prefill); each new token is one constant-cost step
-through the recurrent state, however long the text gets. Timing goes to stderr.
+through the recurrent state, however long the text gets (a SAMBA model's attention
+layers read a key/value cache of at most its window). Timing goes to stderr.
 )";
 
 float parse_float(const std::string& name, const std::string& v) {
