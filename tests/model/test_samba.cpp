@@ -2,6 +2,7 @@
 // tests/data/make_samba_reference.py: every hidden state and the logits, packed batches,
 // prefill in chunks through the key/value cache, greedy generation through the recurrent
 // path, and the lit-gpt config and checkpoint formats.
+#include <algorithm>
 #include <fstream>
 #include <string>
 #include <type_traits>
@@ -89,11 +90,40 @@ TEST_CASE("samba: configs of variants this library does not run are refused by n
     CHECK(ssm::test::error_of([&] {
               (void)ssm::MambaConfig::from_json(j, "cfg.json");
           }).find("abl_mamba") != std::string::npos);
+    // Keys absent from a hand-written file take lit-gpt's defaults, which describe a
+    // GPT-NeoX model: refused, and the message says the value was absent.
+    j = lit_config();
+    j.erase("parallel_residual");
+    CHECK(ssm::test::error_of([&] {
+              (void)ssm::MambaConfig::from_json(j, "cfg.json");
+          }).find("absent") != std::string::npos);
     j = lit_config();
     j.erase("intermediate_size");
     CHECK(ssm::test::error_of([&] {
               (void)ssm::MambaConfig::from_json(j, "cfg.json");
           }).find("intermediate_size") != std::string::npos);
+}
+
+TEST_CASE("samba: a full lit-gpt Config dump, with its off values, is read", "[samba]") {
+    // What `asdict(config)` writes for a SAMBA config: switches for other variants are
+    // present and off (-1 counts, false flags; fused_add_norm only matters for pure Mamba).
+    auto j = lit_config();
+    for (const char* key : {"gla_per_layer", "ret_per_layer", "mlp_per_layer"}) j[key] = -1;
+    j["fused_add_norm"] = true;
+    j["abl_mamba"] = false;
+    j["attn_layer_pos"] = nullptr;
+    j["eos_token_id"] = 2;
+    const auto c = ssm::MambaConfig::from_json(j, "cfg.json");
+    CHECK(c.layer_kinds.size() == 4);
+    CHECK(c.eos_token_id == 2);
+    // mb_per_layer -1 (lit-gpt's default): no Mamba layers, every layer attention.
+    j["mb_per_layer"] = -1;
+    const auto attention_only = ssm::MambaConfig::from_json(j, "cfg.json");
+    CHECK(std::count(attention_only.layer_kinds.begin(), attention_only.layer_kinds.end(),
+                     ssm::LayerKind::Attention) == 4);
+    // rotary_percentage absent: lit-gpt's default, a quarter of the head.
+    j.erase("rotary_percentage");
+    CHECK(ssm::MambaConfig::from_json(j, "cfg.json").rotary_dim == 4);
 }
 
 TEST_CASE("samba: a hybrid checkpoint loaded as a plain Mamba model, or the reverse, is refused",
@@ -245,7 +275,8 @@ TEST_CASE("samba: a bi-encoder head on a SAMBA backbone embeds the last hidden s
     CHECK(rel_error({emb.row(1).data(), 64}, {last.data(), 64}) < kSame);
 }
 
-TEST_CASE("samba: a missing tensor or a shape that disagrees with the config names both", "[samba]") {
+TEST_CASE("samba: a missing tensor or a shape that disagrees with the config names both",
+          "[samba]") {
     namespace fs = std::filesystem;
     const auto src = ssm::test::data_dir() / "samba-tiny-mha";
     const auto original = ssm::SafetensorsFile::open(src / "model.safetensors");
@@ -260,7 +291,8 @@ TEST_CASE("samba: a missing tensor or a shape that disagrees with the config nam
         for (const auto& name : original.names()) {
             if (name == drop) continue;
             const auto shape = original.info(name).shape;
-            tensors.push_back(ssm::f32_tensor(name, {shape.begin(), shape.end()}, kept[k++].values()));
+            tensors.push_back(
+                ssm::f32_tensor(name, {shape.begin(), shape.end()}, kept[k++].values()));
         }
         fs::create_directories(dir);
         ssm::write_safetensors(dir / "model.safetensors", tensors);

@@ -177,9 +177,10 @@ struct MambaConfig {
 
     /// A SAMBA hybrid described by the lit-gpt `Config` fields (`n_embd`, `n_layer`, `n_head`,
     /// `n_query_groups`, `head_size`, `intermediate_size`, `rotary_percentage`, `local_window`,
-    /// `mb_per_layer`, `vocab_size`, `padded_vocab_size`, `norm_eps`, ...). Layer i is Mamba
-    /// when `mb_per_layer` > 0 and i % mb_per_layer == 0, sliding-window attention otherwise.
-    /// Switches for variants this library does not implement are refused by name.
+    /// `mb_per_layer`, `vocab_size`, `padded_vocab_size`, `norm_eps`, ...), absent ones taking
+    /// lit-gpt's defaults. Layer i is Mamba when `mb_per_layer` > 0 and i % mb_per_layer == 0,
+    /// sliding-window attention otherwise. Switches for variants this library does not
+    /// implement are refused by name. `bos_token_id` / `eos_token_id` are read when present.
     [[nodiscard]] static MambaConfig from_lit_gpt(const nlohmann::json& j, const std::string& source) {
         const detail::JsonFields f{source};
         MambaConfig c;
@@ -193,43 +194,49 @@ struct MambaConfig {
         if (c.num_attention_heads <= 0) fail(source, ": 'n_head' must be positive, got ", c.num_attention_heads);
         c.num_key_value_heads = f.integer(j, "n_query_groups", c.num_attention_heads);
         c.head_dim = f.integer(j, "head_size", c.hidden_size / c.num_attention_heads);
-        const double rotary = f.number(j, "rotary_percentage", 1.0);
+        const double rotary = f.number(j, "rotary_percentage", 0.25);  // lit-gpt's default
         if (!(rotary >= 0.0 && rotary <= 1.0)) fail(source, ": 'rotary_percentage' must be in [0, 1], got ", rotary);
         c.rotary_dim = f.boolean(j, "nope", false) ? 0 : static_cast<index>(rotary * static_cast<double>(c.head_dim));
-        c.rope_theta = f.number(j, "rope_base", 10000.0);
+        c.rope_theta = f.number(j, "rope_base", 10000.0);  // SAMBA: always 10000
         c.sliding_window = std::max<index>(0, f.integer(j, "local_window", 0));
         c.mlp_size = f.integer(j, "intermediate_size", std::nullopt);
         c.layer_norm_epsilon = f.number(j, "norm_eps", 1e-5);
         c.tie_word_embeddings = f.boolean(j, "mamba_init", true) || f.boolean(j, "tie_embeddings", false);
+        // lit-gpt configs name no special tokens; a file may add them (LLaMA-2: bos 1, eos 2).
+        for (auto [key, id] : {std::pair{"bos_token_id", &c.bos_token_id}, std::pair{"eos_token_id", &c.eos_token_id}})
+            if (j.contains(key) && !j.at(key).is_null()) *id = f.integer(j, key, std::nullopt);
 
         // The Mamba layers are state-spaces Mamba-1 with its defaults.
         c.expand = 2;
         c.intermediate_size = c.expand * c.hidden_size;
         c.time_step_rank = (c.hidden_size + 15) / 16;
 
+        // A key absent from the file takes lit-gpt's `Config` default, as lit-gpt itself
+        // would (`asdict(config)` dumps every field, so absent keys come from hand-written
+        // files); several of those defaults describe a GPT-NeoX model, which is refused.
         const auto refuse = [&](const char* key, const std::string& why) {
-            fail(source, ": '", key, "' = ", j.at(key).dump(), " is not supported (", why, ")");
+            const std::string value = j.contains(key) ? j.at(key).dump() : std::string("absent: lit-gpt's default");
+            fail(source, ": '", key, "' (", value, ") is not supported (", why, ")");
         };
-        const auto truthy = [&](const char* key) {
+        const auto on = [&](const char* key) {  // a switch or a *_per_layer count that is set
             if (!j.contains(key) || j.at(key).is_null()) return false;
             const auto& v = j.at(key);
-            return v.is_boolean() ? v.get<bool>() : v.is_number() ? v.get<double>() != 0.0 : !v.empty();
+            return v.is_boolean() ? v.get<bool>() : v.is_number() ? v.get<double>() > 0.0 : !v.empty();
         };
-        if (f.boolean(j, "bias", false)) refuse("bias", "SAMBA layers have no biases");
-        if (f.boolean(j, "parallel_residual", false)) refuse("parallel_residual", "SAMBA blocks are sequential");
+        if (f.boolean(j, "bias", true)) refuse("bias", "SAMBA layers have no biases");
+        if (f.boolean(j, "parallel_residual", true)) refuse("parallel_residual", "SAMBA blocks are sequential");
         if (f.boolean(j, "shared_attention_norm", false)) refuse("shared_attention_norm", "SAMBA has two norms per block");
         if (f.boolean(j, "mamba", false)) refuse("mamba", "a plain Mamba model needs a Mamba config.json, not lit-gpt fields");
         if (f.number(j, "condense_ratio", 1.0) != 1.0) refuse("condense_ratio", "positions are not condensed");
-        const std::string mlp = f.string(j, "_mlp_class", "LLaMAMLP");
+        const std::string mlp = f.string(j, "_mlp_class", "GptNeoxMLP");
         if (mlp != "LLaMAMLP") refuse("_mlp_class", "the MLP is SwiGLU (LLaMAMLP)");
-        const std::string norm = f.string(j, "_norm_class", "RMSNorm");
+        const std::string norm = f.string(j, "_norm_class", "LayerNorm");
         if (norm != "RMSNorm" && norm != "FusedRMSNorm") refuse("_norm_class", "the norm is RMSNorm");
         for (const char* key : {"gla_per_layer", "ret_per_layer", "abl_mamba", "use_mega", "mamba_swa_mlp", "sc_attn",
-                                "attn_layer_pos", "mlp_per_layer", "use_cu_seqlen", "fused_add_norm"})
-            if (truthy(key)) refuse(key, "a variant this library does not implement");
+                                "attn_layer_pos", "mlp_per_layer"})
+            if (on(key)) refuse(key, "a variant this library does not implement");
         const index full_every = f.integer(j, "full_per_layer", 1000000);
-        const index mb = f.integer(j, "mb_per_layer", 0);
-        if (mb < 0) fail(source, ": 'mb_per_layer' must be >= 0, got ", mb);
+        const index mb = f.integer(j, "mb_per_layer", -1);  // <= 0: no Mamba layers
         for (index i = 0; i < c.num_hidden_layers; ++i) {
             const bool mamba = mb > 0 && i % mb == 0;
             c.layer_kinds.push_back(mamba ? LayerKind::Mamba : LayerKind::Attention);

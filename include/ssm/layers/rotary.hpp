@@ -15,8 +15,9 @@ namespace ssm {
 /// Feature i < r/2 pairs with i + r/2 (the GPT-NeoX / LLaMA "rotate half" layout, which
 /// SAMBA uses): x'ᵢ = xᵢ cos θ − x_{i+r/2} sin θ, x'_{i+r/2} = x_{i+r/2} cos θ + xᵢ sin θ,
 /// θ = pos · base^(−2i/r). The frequencies and the angle pos·freq are rounded to float32
-/// exactly as the PyTorch implementations do it (their models were trained with those
-/// angles); cos and sin of the rounded angle are then taken in double precision.
+/// as the PyTorch rope caches compute them; cos and sin of the rounded angle are then
+/// taken in double precision. (SAMBA's training code further rounds cos and sin to
+/// bfloat16; this keeps them in float32, like a float32 PyTorch forward.)
 class RotaryEmbedding {
 public:
     RotaryEmbedding() = default;
