@@ -26,62 +26,63 @@
 
 namespace ssm {
 
-/// A pre-norm block with a mixer and an MLP: `x += Mixer(Norm(x)); x += Mlp(Norm(x))`, the
-/// norms at `prefix.norm` and `prefix.mlp_norm`, the mixer at `prefix.mixer`, the MLP at
-/// `prefix.mlp` (inner size `config.mlp_size`).
+/// A pre-norm block with a mixer and an MLP: `x += Mixer(Norm(x)); x += Mlp(Norm(x))`. The
+/// first half is a `Residual<NormT, MixerT>` (norm at `prefix.norm`, mixer at
+/// `prefix.mixer`); the MLP's norm is at `prefix.mlp_norm`, the MLP at `prefix.mlp` (inner
+/// size `config.mlp_size`).
 template <Norm NormT, Mixer MixerT, class MlpT = SwiGLU>
 class MlpResidual {
 public:
     using norm_type = NormT;
     using mixer_type = MixerT;
     using mlp_type = MlpT;
-    using state_type = decltype(std::declval<const MixerT&>().make_state(index{}));
+    using state_type = typename Residual<NormT, MixerT>::state_type;
 
     MlpResidual() = default;
 
     [[nodiscard]] static MlpResidual load(const Checkpoint& ckpt, const MambaConfig& config,
                                           const std::string& prefix) {
         MlpResidual r;
-        r.norm_ =
-            NormT::load(ckpt, prefix + ".norm", config.hidden_size, config.layer_norm_epsilon);
-        r.mixer_ = MixerT::load(ckpt, config, prefix + ".mixer");
+        r.mixer_block_ = Residual<NormT, MixerT>::load(ckpt, config, prefix);
         r.mlp_norm_ =
             NormT::load(ckpt, prefix + ".mlp_norm", config.hidden_size, config.layer_norm_epsilon);
         r.mlp_ = MlpT::load(ckpt, prefix + ".mlp", config.hidden_size, config.mlp_size);
         return r;
     }
 
-    [[nodiscard]] const MixerT& mixer() const noexcept { return mixer_; }
+    [[nodiscard]] const MixerT& mixer() const noexcept { return mixer_block_.mixer(); }
     [[nodiscard]] const MlpT& mlp() const noexcept { return mlp_; }
-    [[nodiscard]] state_type make_state(index batch) const { return mixer_.make_state(batch); }
+    [[nodiscard]] state_type make_state(index batch) const {
+        return mixer_block_.make_state(batch);
+    }
 
     void store_bf16() {
-        if constexpr (requires(MixerT & m) { m.store_bf16(); }) mixer_.store_bf16();
+        mixer_block_.store_bf16();
         if constexpr (requires(MlpT & m) { m.store_bf16(); }) mlp_.store_bf16();
     }
 
     /// Prefill over packed sequences; the mixer's state as in `Residual::forward`.
     void forward(StridedMap residual, std::span<const index> offsets, Workspace& ws,
                  const state_type* state_in, state_type* state_out) const {
-        StridedMap h = ws.matrix(residual.rows(), residual.cols());
-        norm_.forward(cview(residual), h);
-        mixer_.forward(cview(h), offsets, residual, true, ws, state_in, state_out);
-        mlp_norm_.forward(cview(residual), h);
-        mlp_.forward(cview(h), residual, true, ws);
+        mixer_block_.forward(residual, offsets, ws, state_in, state_out);
+        add_mlp(residual, ws);
     }
 
     /// Decoding: one token per sequence.
     void step(StridedMap residual, state_type& state, Workspace& ws) const {
+        mixer_block_.step(residual, state, ws);
+        add_mlp(residual, ws);
+    }
+
+private:
+    /// residual += Mlp(Norm(residual)).
+    void add_mlp(StridedMap residual, Workspace& ws) const {
         StridedMap h = ws.matrix(residual.rows(), residual.cols());
-        norm_.forward(cview(residual), h);
-        mixer_.step(cview(h), state, residual, true, ws);
         mlp_norm_.forward(cview(residual), h);
         mlp_.forward(cview(h), residual, true, ws);
     }
 
-private:
-    NormT norm_;
-    MixerT mixer_;
+    Residual<NormT, MixerT> mixer_block_;
     NormT mlp_norm_;
     MlpT mlp_;
 };
