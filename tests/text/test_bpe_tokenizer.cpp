@@ -419,6 +419,11 @@ TEST_CASE("BPE: unreadable, malformed and unsupported files name the file", "[te
         j["pre_tokenizer"] = {{"type", "Metaspace"}, {"replacement", "\u2581"}, {"prepend_scheme", "sometimes"}};
         CHECK(load_error(write_json(j, "scheme.json")).find("sometimes") != std::string::npos);
     }
+    for (const char* replacement : {"", "ab"}) {
+        auto j = llama;
+        j["pre_tokenizer"] = {{"type", "Metaspace"}, {"replacement", replacement}};
+        CHECK(load_error(write_json(j, "replacement.json")).find("one character") != std::string::npos);
+    }
     {
         auto j = llama;
         j["decoder"]["decoders"][3]["start"] = -1;

@@ -519,10 +519,7 @@ private:
         }
         if (type == "Metaspace") {
             step.kind = PreTokenizerStep::Kind::metaspace;
-            step.literal = text_field(pre, "replacement", source).value_or("\xE2\x96\x81");
-            if (unicode::decode_utf8_at(step.literal, 0).length != step.literal.size() ||
-                step.literal.empty())
-                fail(source, ": Metaspace replacement \"", step.literal, "\" is not one character");
+            step.literal = one_character(pre, "replacement", "\xE2\x96\x81", source, "Metaspace");
             const auto scheme = text_field(pre, "prepend_scheme", source).value_or("always");
             if (scheme == "always") {
                 step.prepend = PreTokenizerStep::Prepend::always;
@@ -609,10 +606,7 @@ private:
             step.kind = Kind::fuse;
         } else if (type == "Strip") {
             step.kind = Kind::strip;
-            step.text = text_field(*decoder, "content", source).value_or(" ");
-            if (unicode::decode_utf8_at(step.text, 0).length != step.text.size() ||
-                step.text.empty())
-                fail(source, ": Strip decoder content \"", step.text, "\" is not one character");
+            step.text = one_character(*decoder, "content", " ", source, "Strip decoder");
             const auto count = [&](const char* key) {
                 const nlohmann::json* v = value_of(*decoder, key);
                 if (v == nullptr) return std::size_t{0};
@@ -624,10 +618,8 @@ private:
             step.stop = count("stop");
         } else if (type == "Metaspace") {
             step.kind = Kind::metaspace;
-            step.text = text_field(*decoder, "replacement", source).value_or("\xE2\x96\x81");
-            if (unicode::decode_utf8_at(step.text, 0).length != step.text.size() ||
-                step.text.empty())
-                fail(source, ": Metaspace replacement \"", step.text, "\" is not one character");
+            step.text =
+                one_character(*decoder, "replacement", "\xE2\x96\x81", source, "Metaspace decoder");
             const auto scheme = text_field(*decoder, "prepend_scheme", source).value_or("always");
             step.strip_first =
                 scheme != "never" && flag(*decoder, "add_prefix_space", true, source);
@@ -637,6 +629,16 @@ private:
                  "Metaspace, Sequence)");
         }
         decoder_.push_back(std::move(step));
+    }
+
+    /// `obj[key]` (or `fallback`), which must be one character (UTF-8).
+    static std::string one_character(const nlohmann::json& obj, const char* key,
+                                     const char* fallback, const std::string& source,
+                                     const char* what) {
+        const std::string c = text_field(obj, key, source).value_or(fallback);
+        if (c.empty() || unicode::decode_utf8_at(c, 0).length != c.size())
+            fail(source, ": ", what, " \"", key, "\" must be one character, got \"", c, "\"");
+        return c;
     }
 
     /// A Replace normalizer or decoder of a literal string.
@@ -1104,6 +1106,7 @@ private:
         const auto hex = [](char c) -> int {
             if (c >= '0' && c <= '9') return c - '0';
             if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+            if (c >= 'a' && c <= 'f') return c - 'a' + 10;  // HF parses either case
             return -1;
         };
         const int hi = hex(t[3]), lo = hex(t[4]);
