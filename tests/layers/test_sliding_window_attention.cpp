@@ -214,6 +214,15 @@ TEST_CASE("attention: a cache for another batch or width is refused", "[attentio
     CHECK(ssm::test::error_of([&] {
               (void)run(attn, x, {0, 2}, ws, &state, &state);
           }).find("cache") != std::string::npos);
+    {  // offsets that do not cover the 2 rows
+        ssm::Matrix y(2, 16);
+        const ssm::index offsets[] = {0, 1};
+        CHECK(ssm::test::error_of([&] {
+                  attn.forward(ssm::ConstStridedMap(x.data(), 2, 16, Eigen::OuterStride<>(16)),
+                               offsets, ssm::StridedMap(y.data(), 2, 16, Eigen::OuterStride<>(16)),
+                               false, ws);
+              }).find("offsets") != std::string::npos);
+    }
     const Shape wider{2, 1, 8, 6, 8, 10000.0};  // same width, another window
     auto other = make(wider, 16, random_weights(wider, 16, 3)).make_state(1);
     CHECK(ssm::test::error_of([&] {

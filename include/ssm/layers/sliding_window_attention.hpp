@@ -183,6 +183,8 @@ public:
                  Workspace& ws, const AttentionLayerState* state_in = nullptr,
                  AttentionLayerState* state_out = nullptr) const {
         const index T = h.rows(), nseq = static_cast<index>(offsets.size()) - 1;
+        require(nseq >= 0 && offsets.front() == 0 && offsets.back() == T,
+                "SlidingWindowAttention: sequence offsets must run from 0 to the ", T, " rows");
         check_state(state_in, nseq);
         check_state(state_out, nseq);
         const index qw = H_ * hd_, kw = G_ * hd_, ld = qw + 2 * kw;
