@@ -94,12 +94,14 @@ private:
 
 namespace detail {
 
-/// Lets `kernel` use `bytes` of dynamic shared memory on the current device, opting in past
-/// the default 48 KB when needed; returns the device's opt-in limit per block. The device
-/// query and `cudaFuncSetAttribute` run once per (kernel, device) and size: a decoding
-/// step calls this for every layer, and the answer does not change. (A request above the
-/// limit is left to the caller's check, and no attribute is set for it.)
-inline int allow_shared_memory(const void* kernel, std::size_t bytes) {
+/// Lets `kernel`, which has `static_bytes` of static shared memory, use `bytes` of dynamic
+/// shared memory on the current device, opting in past the default 48 KB; returns the
+/// device's opt-in limit per block. The device query and `cudaFuncSetAttribute` run once
+/// per (kernel, device) and size: a decoding step calls this for every layer, and the
+/// answer does not change. A request past the limit sets nothing: the caller's check
+/// reports it. (After `cudaDeviceReset`, which clears function attributes, the cache would
+/// be stale; the library never resets a device.)
+inline int allow_shared_memory(const void* kernel, std::size_t bytes, std::size_t static_bytes = 0) {
     struct Key {
         const void* kernel;
         int device;
@@ -117,7 +119,7 @@ inline int allow_shared_memory(const void* kernel, std::size_t bytes) {
         SSM_CUDA_CHECK(cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
         lim = limits.emplace(device, limit).first;
     }
-    if (bytes > static_cast<std::size_t>(lim->second)) return lim->second;
+    if (bytes + static_bytes > static_cast<std::size_t>(lim->second)) return lim->second;
     std::size_t& done = granted[Key{kernel, device}];
     if (bytes > done) {
         SSM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -857,7 +859,7 @@ void launch_selective_scan(const ScanParams<In>& p, cudaStream_t stream) {
                                        cub::BLOCK_SCAN_WARP_SCANS>::TempStorage);
     auto kernel = selective_scan_kernel<In, kThreads, kItems, kGroup, kLanes>;
     // N = 16 needs ~50 KB: past the default 48 KB, so opt in (up to the device's limit).
-    const int limit = allow_shared_memory(reinterpret_cast<const void*>(kernel), bytes);
+    const int limit = allow_shared_memory(reinterpret_cast<const void*>(kernel), bytes, static_bytes);
     require(bytes + static_bytes <= static_cast<std::size_t>(limit),
             "cuda::selective_scan: state size N = ", p.N, " needs ", bytes + static_bytes,
             " bytes of shared memory per block, the device allows ", limit);
