@@ -40,11 +40,17 @@ std::filesystem::path checkpoint_dir(ssm::index window) {
     return base / ("ssm-bench-samba-768-window-" + std::to_string(window));
 }
 
-/// Writes the random checkpoint (once; reused after): canonical tensor names, separate
-/// q/k/v projections, config.json with lit-gpt fields.
+/// Writes the random checkpoint: config.json with lit-gpt fields (every time), and the
+/// weights (once; reused after) with canonical tensor names and separate q/k/v.
 void make_checkpoint(const std::filesystem::path& dir, ssm::index window) {
-    if (std::filesystem::exists(dir / "model.safetensors")) return;
     std::filesystem::create_directories(dir);
+    std::ofstream(dir / "config.json")
+        << R"({"name": "samba-bench", "n_embd": 768, "n_layer": 12, "n_head": 6, "head_size": 128,
+"n_query_groups": 6, "intermediate_size": 2048, "vocab_size": 32000, "padded_vocab_size": 32000,
+"rotary_percentage": 1.0, "mb_per_layer": 2, "norm_eps": 1e-5, "parallel_residual": false,
+"bias": false, "_mlp_class": "LLaMAMLP", "_norm_class": "RMSNorm", "local_window": )"
+        << window << "}";
+    if (std::filesystem::exists(dir / "model.safetensors")) return;
     std::mt19937 rng(7);
     std::vector<std::vector<float>> store;
     std::vector<std::pair<std::string, std::vector<ssm::index>>> specs;
@@ -86,11 +92,6 @@ void make_checkpoint(const std::filesystem::path& dir, ssm::index window) {
     for (std::size_t i = 0; i < specs.size(); ++i)
         tensors.push_back(ssm::f32_tensor(specs[i].first, specs[i].second, store[i]));
     ssm::write_safetensors(dir / "model.safetensors", tensors);
-    std::ofstream(dir / "config.json")
-        << R"({"name": "samba-bench", "n_embd": 768, "n_layer": 12, "n_head": 6,
-"head_size": 128, "n_query_groups": 6, "intermediate_size": 2048, "vocab_size": 32000, "padded_vocab_size": 32000,
-"rotary_percentage": 1.0, "mb_per_layer": 2, "norm_eps": 1e-5, "local_window": )"
-        << window << "}";
 }
 
 /// window 0: full causal attention.
