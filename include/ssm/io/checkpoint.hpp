@@ -25,7 +25,7 @@ namespace ssm {
 
 namespace detail {
 
-/// The lit-gpt name (SAMBA's training code) of a canonical name, or "" when it has none:
+/// The lit-gpt names (SAMBA's training code) of a canonical name, an empty list when none:
 /// `transformer.wte`, `transformer.ln_f`, `transformer.h.{i}.{norm_1, attn, norm_2, mlp}`,
 /// with the fused attention projections `attn.attn` / `attn.proj` and the SwiGLU weights
 /// `mlp.swiglu.w1/w2/w3` (or `mlp.fc_1/fc_2/proj`).

@@ -44,6 +44,14 @@ struct JsonFields {
         if (!obj.at(key).is_number()) fail(source, ": '", key, "' must be a number, got ", obj.at(key).dump());
         return obj.at(key).get<double>();
     }
+    /// A token id (or the first of a list of them, as some configs give), if present.
+    [[nodiscard]] std::optional<std::int64_t> token_id(const nlohmann::json& obj, const char* key) const {
+        if (!obj.contains(key) || obj.at(key).is_null()) return std::nullopt;
+        const auto& v = obj.at(key);
+        if (v.is_array() && !v.empty() && v.at(0).is_number_integer()) return v.at(0).get<std::int64_t>();
+        if (!v.is_number_integer()) fail(source, ": '", key, "' must be an integer token id, got ", v.dump());
+        return v.get<std::int64_t>();
+    }
     [[nodiscard]] std::string string(const nlohmann::json& obj, const char* key, const std::string& fallback) const {
         if (!obj.contains(key) || obj.at(key).is_null()) return fallback;
         if (!obj.at(key).is_string()) fail(source, ": '", key, "' must be a string, got ", obj.at(key).dump());
@@ -107,58 +115,42 @@ struct MambaConfig {
         if (!ssm_cfg.is_object()) fail(source, ": 'ssm_cfg' is not an object");
 
         const detail::JsonFields f{source};
-        const auto integer = [&](const nlohmann::json& obj, const char* key, std::optional<index> fallback) {
-            return f.integer(obj, key, fallback);
-        };
-        const auto boolean = [&](const nlohmann::json& obj, const char* key, bool fallback) {
-            return f.boolean(obj, key, fallback);
-        };
-        const auto number = [&](const nlohmann::json& obj, const char* key, double fallback) {
-            return f.number(obj, key, fallback);
-        };
-        auto token = [&](const char* key) -> std::optional<std::int64_t> {
-            if (!j.contains(key) || j.at(key).is_null()) return std::nullopt;
-            const auto& v = j.at(key);
-            if (v.is_array() && !v.empty() && v.at(0).is_number_integer()) return v.at(0).get<std::int64_t>();
-            if (!v.is_number_integer()) fail(source, ": '", key, "' must be an integer token id, got ", v.dump());
-            return v.get<std::int64_t>();
-        };
 
         const nlohmann::json* rank_value = nullptr;
         if (original) {
-            c.hidden_size = integer(j, "d_model", std::nullopt);
-            c.num_hidden_layers = integer(j, "n_layer", std::nullopt);
-            c.vocab_size = integer(j, "vocab_size", std::nullopt);
-            const index multiple = integer(j, "pad_vocab_size_multiple", 1);
+            c.hidden_size = f.integer(j, "d_model", std::nullopt);
+            c.num_hidden_layers = f.integer(j, "n_layer", std::nullopt);
+            c.vocab_size = f.integer(j, "vocab_size", std::nullopt);
+            const index multiple = f.integer(j, "pad_vocab_size_multiple", 1);
             if (multiple <= 0) fail(source, ": 'pad_vocab_size_multiple' must be positive");
             c.vocab_size = (c.vocab_size + multiple - 1) / multiple * multiple;
-            c.state_size = integer(ssm_cfg, "d_state", 16);
-            c.conv_kernel = integer(ssm_cfg, "d_conv", 4);
-            c.expand = integer(ssm_cfg, "expand", 2);
+            c.state_size = f.integer(ssm_cfg, "d_state", 16);
+            c.conv_kernel = f.integer(ssm_cfg, "d_conv", 4);
+            c.expand = f.integer(ssm_cfg, "expand", 2);
             c.intermediate_size = c.expand * c.hidden_size;
-            c.use_bias = boolean(ssm_cfg, "bias", false);
-            c.use_conv_bias = boolean(ssm_cfg, "conv_bias", true);
-            c.norm = boolean(j, "rms_norm", true) ? NormKind::RMSNorm : NormKind::LayerNorm;
-            c.residual_in_fp32 = boolean(j, "residual_in_fp32", true);
-            c.tie_word_embeddings = boolean(j, "tie_embeddings", true);
-            c.layer_norm_epsilon = number(j, "norm_epsilon", 1e-5);
+            c.use_bias = f.boolean(ssm_cfg, "bias", false);
+            c.use_conv_bias = f.boolean(ssm_cfg, "conv_bias", true);
+            c.norm = f.boolean(j, "rms_norm", true) ? NormKind::RMSNorm : NormKind::LayerNorm;
+            c.residual_in_fp32 = f.boolean(j, "residual_in_fp32", true);
+            c.tie_word_embeddings = f.boolean(j, "tie_embeddings", true);
+            c.layer_norm_epsilon = f.number(j, "norm_epsilon", 1e-5);
             if (ssm_cfg.contains("dt_rank")) rank_value = &ssm_cfg.at("dt_rank");
             if (ssm_cfg.contains("layer") && ssm_cfg.at("layer") != "Mamba1")
                 fail(source, ": ssm_cfg.layer ", ssm_cfg.at("layer").dump(), " is not supported (Mamba1 only)");
         } else {
-            c.hidden_size = integer(j, "hidden_size", std::nullopt);
-            c.num_hidden_layers = integer(j, "num_hidden_layers", std::nullopt);
-            c.vocab_size = integer(j, "vocab_size", std::nullopt);
-            c.state_size = integer(j, "state_size", 16);
-            c.conv_kernel = integer(j, "conv_kernel", 4);
-            c.expand = integer(j, "expand", 2);
-            c.intermediate_size = integer(j, "intermediate_size", c.expand * c.hidden_size);
-            c.use_bias = boolean(j, "use_bias", false);
-            c.use_conv_bias = boolean(j, "use_conv_bias", true);
-            c.tie_word_embeddings = boolean(j, "tie_word_embeddings", true);
-            c.residual_in_fp32 = boolean(j, "residual_in_fp32", true);
-            c.layer_norm_epsilon = number(j, "layer_norm_epsilon", 1e-5);
-            if (j.contains("rms_norm")) c.norm = boolean(j, "rms_norm", true) ? NormKind::RMSNorm : NormKind::LayerNorm;
+            c.hidden_size = f.integer(j, "hidden_size", std::nullopt);
+            c.num_hidden_layers = f.integer(j, "num_hidden_layers", std::nullopt);
+            c.vocab_size = f.integer(j, "vocab_size", std::nullopt);
+            c.state_size = f.integer(j, "state_size", 16);
+            c.conv_kernel = f.integer(j, "conv_kernel", 4);
+            c.expand = f.integer(j, "expand", 2);
+            c.intermediate_size = f.integer(j, "intermediate_size", c.expand * c.hidden_size);
+            c.use_bias = f.boolean(j, "use_bias", false);
+            c.use_conv_bias = f.boolean(j, "use_conv_bias", true);
+            c.tie_word_embeddings = f.boolean(j, "tie_word_embeddings", true);
+            c.residual_in_fp32 = f.boolean(j, "residual_in_fp32", true);
+            c.layer_norm_epsilon = f.number(j, "layer_norm_epsilon", 1e-5);
+            if (j.contains("rms_norm")) c.norm = f.boolean(j, "rms_norm", true) ? NormKind::RMSNorm : NormKind::LayerNorm;
             if (j.contains("time_step_rank")) rank_value = &j.at("time_step_rank");
         }
         if (!rank_value || rank_value->is_null() || (rank_value->is_string() && rank_value->get<std::string>() == "auto")) {
@@ -168,9 +160,9 @@ struct MambaConfig {
         } else {
             fail(source, ": time step rank must be an integer or \"auto\", got ", rank_value->dump());
         }
-        c.bos_token_id = token("bos_token_id");
-        c.eos_token_id = token("eos_token_id");
-        c.pad_token_id = token("pad_token_id");
+        c.bos_token_id = f.token_id(j, "bos_token_id");
+        c.eos_token_id = f.token_id(j, "eos_token_id");
+        c.pad_token_id = f.token_id(j, "pad_token_id");
         c.validate(source);
         return c;
     }
@@ -203,8 +195,8 @@ struct MambaConfig {
         c.layer_norm_epsilon = f.number(j, "norm_eps", 1e-5);
         c.tie_word_embeddings = f.boolean(j, "mamba_init", true) || f.boolean(j, "tie_embeddings", false);
         // lit-gpt configs name no special tokens; a file may add them (LLaMA-2: bos 1, eos 2).
-        for (auto [key, id] : {std::pair{"bos_token_id", &c.bos_token_id}, std::pair{"eos_token_id", &c.eos_token_id}})
-            if (j.contains(key) && !j.at(key).is_null()) *id = f.integer(j, key, std::nullopt);
+        c.bos_token_id = f.token_id(j, "bos_token_id");
+        c.eos_token_id = f.token_id(j, "eos_token_id");
 
         // The Mamba layers are state-spaces Mamba-1 with its defaults.
         c.expand = 2;
