@@ -21,6 +21,7 @@
 #include "ssm/layers/swiglu.hpp"
 #include "ssm/model/model.hpp"
 #include "ssm/model/residual.hpp"
+#include "ssm/model/stack.hpp"
 #include "ssm/scan/discretization.hpp"
 #include "ssm/scan/selective_scan.hpp"
 
@@ -157,45 +158,10 @@ private:
     std::variant<MambaBlock, AttentionBlock> layer_;
 };
 
-/// The backbone of a hybrid: `num_hidden_layers` layers from `backbone.layers.{i}`, layer i
-/// a `MambaBlock` or an `AttentionBlock` as `config.layer_kinds[i]` says.
+/// The backbone of a hybrid: layer i of `backbone.layers.{i}` a `MambaBlock` or an
+/// `AttentionBlock`, as `config.layer_kinds[i]` says.
 template <class MambaBlock, class AttentionBlock>
-class HybridStack {
-public:
-    using layer_type = HybridLayer<MambaBlock, AttentionBlock>;
-    using norm_type = typename layer_type::norm_type;
-    using state_type = typename layer_type::state_type;
-
-    HybridStack() = default;
-
-    [[nodiscard]] static HybridStack load(const Checkpoint& ckpt, const MambaConfig& config) {
-        if (!config.is_hybrid())
-            fail(ckpt.source().string(),
-                 ": the config describes a plain Mamba model (no attention layers); "
-                 "load it as ssm::MambaLM, not as a hybrid");
-        HybridStack s;
-        s.layers_.reserve(static_cast<std::size_t>(config.num_hidden_layers));
-        for (index i = 0; i < config.num_hidden_layers; ++i)
-            s.layers_.push_back(layer_type::load(ckpt, config,
-                                                 "backbone.layers." + std::to_string(i),
-                                                 config.layer_kinds[static_cast<std::size_t>(i)]));
-        return s;
-    }
-
-    [[nodiscard]] index size() const noexcept { return static_cast<index>(layers_.size()); }
-    [[nodiscard]] const layer_type& operator[](index i) const {
-        return layers_.at(static_cast<std::size_t>(i));
-    }
-    [[nodiscard]] auto begin() const noexcept { return layers_.begin(); }
-    [[nodiscard]] auto end() const noexcept { return layers_.end(); }
-
-    void store_bf16() {
-        for (auto& l : layers_) l.store_bf16();
-    }
-
-private:
-    std::vector<layer_type> layers_;
-};
+using HybridStack = Stack<HybridLayer<MambaBlock, AttentionBlock>>;
 
 /// SAMBA's layers: RMSNorm, Mamba-1 or sliding-window attention with RoPE, then SwiGLU.
 template <Discretization Disc = MambaDiscretization, Scan ScanT = ParallelScan>
