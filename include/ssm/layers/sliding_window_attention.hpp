@@ -220,15 +220,10 @@ public:
                 std::copy(vs, vs + kw, V.data() + (ctx_begin[us] + j) * kw);
             }
             parallel_for(n, 16, [&](index i0, index i1) {
-                std::vector<float> cs(
-                    static_cast<std::size_t>(std::max<index>(rope_.rotary_dim(), 1)));
+                std::vector<float> cs(static_cast<std::size_t>(rope_.rotary_dim()));
                 for (index i = i0; i < i1; ++i) {
                     float* row = qkv.data() + (b + i) * ld;
-                    if (rope_.rotary_dim() > 0) {
-                        rope_.angles(pos0[us] + i, cs.data());
-                        rope_.apply(row, H_, hd_, cs.data());
-                        rope_.apply(row + qw, G_, hd_, cs.data());
-                    }
+                    rotate(row, pos0[us] + i, cs.data());
                     const index r = ctx_begin[us] + c + i;
                     std::copy(row + qw, row + qw + kw, K.data() + r * kw);
                     std::copy(row + qw + kw, row + qw + 2 * kw, V.data() + r * kw);
@@ -309,14 +304,9 @@ public:
         StridedMap qkv = ws.matrix(B, ld);
         qkv_.forward(h, qkv);
         StridedMap attn = ws.matrix(B, qw);
-        for (index b = 0; b < B; ++b) {
-            if (rope_.rotary_dim() == 0) break;
-            std::vector<float> cs(static_cast<std::size_t>(rope_.rotary_dim()));
-            rope_.angles(state.pos[static_cast<std::size_t>(b)], cs.data());
-            float* row = qkv.data() + b * ld;
-            rope_.apply(row, H_, hd_, cs.data());
-            rope_.apply(row + qw, G_, hd_, cs.data());
-        }
+        std::vector<float> cs(static_cast<std::size_t>(rope_.rotary_dim()));
+        for (index b = 0; b < B; ++b)
+            rotate(qkv.data() + b * ld, state.pos[static_cast<std::size_t>(b)], cs.data());
         const float scale = 1.0f / std::sqrt(static_cast<float>(hd_));
         const index per_group = H_ / G_;
         parallel_for(B * H_, 1, [&](index t0, index t1) {
@@ -372,6 +362,15 @@ private:
         a *= scale;
         a = (a - a.maxCoeff()).exp();
         a *= 1.0f / a.sum();
+    }
+
+    /// RoPE at position `pos` on the query heads and the key heads of one [Q | K | V] row;
+    /// `cs` is scratch for rotary_dim floats.
+    void rotate(float* row, std::int64_t pos, float* cs) const {
+        if (rope_.rotary_dim() == 0) return;
+        rope_.angles(pos, cs);
+        rope_.apply(row, H_, hd_, cs);
+        rope_.apply(row + H_ * hd_, G_, hd_, cs);
     }
 
     /// The first context index a query at context index `self` may see.
