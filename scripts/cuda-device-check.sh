@@ -14,8 +14,11 @@
 #   08 racecheck   compute-sanitizer racecheck on the ops tests whose kernels use shared
 #                  memory (norms, scans, the fused decoding step, argmax), quick mode
 #
-# The benchmarks run before the sanitizers: the sanitizers' duration is the least certain,
-# so they get what is left of the budget. Every step runs whatever happened before it (a
+#   03b isolate    only when 03 failed: every test case in a process of its own (one case that
+#                  breaks the CUDA context cannot hide the others), then 07-08, then 04-06
+#
+# When the tests pass, the benchmarks run before the sanitizers: the sanitizers' duration is
+# the least certain, so they get what is left of the budget. Every step runs whatever happened before it (a
 # step whose program did not build fails on its own), each under a time limit, and tees its
 # output to "$OUT"/NN-step.log; "$OUT"/summary.txt lists every step with its status and
 # time. Exits non-zero when any step failed, timed out or was not reached.
@@ -124,8 +127,35 @@ environment() {
     return 0
 }
 
+# Runs every test case of both CUDA test programs in a process of its own, so that one
+# case that breaks the CUDA context (an illegal address is sticky) or crashes does not hide
+# the others' results. Run only after the whole-program ctest step failed.
+isolate() {
+    local program names name spec rc failures=0
+    for program in "$build"/tests/cuda/ssm_test_cuda_ops "$build"/tests/cuda/ssm_test_cuda_model; do
+        [[ -x $program ]] || { echo "$program: not built"; failures=$((failures + 1)); continue; }
+        names=$("$program" --list-test-names-only 2>/dev/null) ||
+            names=$("$program" --list-tests --verbosity quiet 2>/dev/null)
+        while IFS= read -r name; do
+            [[ -n $name && $name != CUDA\ device* ]] || continue
+            spec=$(printf '%s' "$name" | sed 's/[][,\\]/\\&/g')
+            timeout --kill-after=5 60 "$program" "$spec" >/tmp/isolate.log 2>&1
+            rc=$?
+            if ((rc == 0)); then
+                echo "PASS      $name"
+            else
+                echo "FAIL rc=$rc  $name"
+                sed 's/^/    | /' /tmp/isolate.log | tail -40
+                failures=$((failures + 1))
+            fi
+        done <<<"$names"
+    done
+    echo "$failures test case(s) failed on their own"
+    ((failures == 0))
+}
+
 export build root python
-export -f configure environment
+export -f configure environment isolate
 
 sanitizer=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
 [[ -x $sanitizer ]] || echo "compute-sanitizer not found (neither on PATH nor in /usr/local/cuda/bin)"
@@ -138,15 +168,29 @@ run_step 01 configure 90 configure
 run_step 02 build 240 cmake --build "$build" -j "$jobs" --target ssm_cuda_all -- -k
 run_step 03 ctest 150 ctest --test-dir "$build" -L cuda --output-on-failure --timeout 140
 fail_if_skipped "$out/03-ctest.log"
-run_step 04 bench-scan 60 "$build/benchmarks/cuda/ssm_bench_cuda_scan"
-run_step 05 bench-model 120 "$build/benchmarks/cuda/ssm_bench_cuda_model"
-run_step 06 bert 120 "$python" benchmarks/cuda/bert_sdpa_baseline.py
-run_step 07 memcheck 120 env SSM_CUDA_TEST_QUICK=1 "$sanitizer" --tool memcheck --error-exitcode 99 \
-    "$ops"
-fail_if_skipped "$out/07-memcheck.log"
-run_step 08 racecheck 120 env SSM_CUDA_TEST_QUICK=1 "$sanitizer" --tool racecheck --error-exitcode 99 \
-    "$ops" "$shared_memory_tests"
-fail_if_skipped "$out/08-racecheck.log"
+benchmarks() {
+    run_step 04 bench-scan 60 "$build/benchmarks/cuda/ssm_bench_cuda_scan"
+    run_step 05 bench-model 120 "$build/benchmarks/cuda/ssm_bench_cuda_model"
+    run_step 06 bert 120 "$python" benchmarks/cuda/bert_sdpa_baseline.py
+}
+sanitizers() {
+    run_step 07 memcheck 120 env SSM_CUDA_TEST_QUICK=1 "$sanitizer" --tool memcheck --error-exitcode 99 \
+        "$ops"
+    fail_if_skipped "$out/07-memcheck.log"
+    run_step 08 racecheck 120 env SSM_CUDA_TEST_QUICK=1 "$sanitizer" --tool racecheck --error-exitcode 99 \
+        "$ops" "$shared_memory_tests"
+    fail_if_skipped "$out/08-racecheck.log"
+}
+# When the tests pass, the benchmarks come before the sanitizers; when they fail, each case
+# runs alone first and the memory checker next, since figures of a wrong result mean little.
+if [[ ${statuses[-1]} == PASS ]]; then
+    benchmarks
+    sanitizers
+else
+    run_step 03b isolate 150 isolate
+    sanitizers
+    benchmarks
+fi
 
 {
     echo "CUDA device check, $(date -u), $(elapsed)s of a ${budget}s budget"
