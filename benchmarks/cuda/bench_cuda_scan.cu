@@ -4,7 +4,10 @@
 // gate fused, the final states written. For each call: tokens/s, the bytes the scan must
 // move per second, and exp evaluations per second — beside the ceilings measured in the
 // same run: device-to-device copy bandwidth and the expf throughput of a kernel that
-// touches no memory.
+// touches no memory. Both algorithms of `cuda::selective_scan` run on the same inputs
+// (the one-pass CUB block scan first, as the baseline; then the three-pass chunked scan,
+// which evaluates the exponentials twice: the exp/s column counts the ones the scan needs,
+// once each).
 //
 //   ssm_bench_cuda_scan [repeats]
 #include <cuda_bf16.h>
@@ -73,23 +76,33 @@ void run(const char* type, dindex L, int repeats, const Ceilings& top) {
     p.ld_y = E;
     p.final_state = state.data();
 
-    cu::selective_scan(p, off, nullptr);  // warm-up (and the shared-memory opt-in)
-    SSM_CUDA_CHECK(cudaDeviceSynchronize());
-    bench::EventTimer timer;
-    timer.begin();
-    for (int i = 0; i < repeats; ++i) cu::selective_scan(p, off, nullptr);
-    const double seconds = timer.seconds() / repeats;
-    // Bytes the scan must move: u, Δ, z in and y out per (t, e); B, C per (t, n); the final
-    // state out. Exps: exp(Δ·A) per (t, e, n), and per (t, e) one in softplus and one in silu.
-    const double bytes =
-        static_cast<double>(T) * (4.0 * E + 2.0 * N) * sizeof(In) + 4.0 * nseq * E * N;
-    const double exps = static_cast<double>(T) * E * (N + 2);
-    const double bytes_per_s = bytes / seconds, exp_per_s = exps / seconds;
-    std::printf("| %-5s | %6lld | %5lld | %9.3f | %12.3e | %8.1f | %6.1f%% | %10.3e | %6.1f%% |\n",
-                type, static_cast<long long>(L), static_cast<long long>(nseq), seconds * 1e3,
-                static_cast<double>(T) / seconds, bytes_per_s / 1e9,
-                100.0 * bytes_per_s / top.copy_bytes_per_s, exp_per_s,
-                100.0 * exp_per_s / top.exp_per_s);
+    cu::DeviceBuffer<float> workspace;
+    double block_scan_seconds = 0;
+    for (const auto algorithm : {cu::ScanAlgorithm::BlockScan, cu::ScanAlgorithm::Chunked}) {
+        // Warm-up: sizes the workspace, opts in to the shared memory.
+        cu::selective_scan(p, off, workspace, nullptr, algorithm);
+        SSM_CUDA_CHECK(cudaDeviceSynchronize());
+        bench::EventTimer timer;
+        timer.begin();
+        for (int i = 0; i < repeats; ++i) cu::selective_scan(p, off, workspace, nullptr, algorithm);
+        const double seconds = timer.seconds() / repeats;
+        const bool chunked = algorithm == cu::ScanAlgorithm::Chunked;
+        if (!chunked) block_scan_seconds = seconds;
+        // Bytes the scan must move: u, Δ, z in and y out per (t, e); B, C per (t, n); the final
+        // state out. Exps: exp(Δ·A) per (t, e, n), and per (t, e) one in softplus and one in silu.
+        const double bytes =
+            static_cast<double>(T) * (4.0 * E + 2.0 * N) * sizeof(In) + 4.0 * nseq * E * N;
+        const double exps = static_cast<double>(T) * E * (N + 2);
+        const double bytes_per_s = bytes / seconds, exp_per_s = exps / seconds;
+        std::printf(
+            "| %-5s | %-10s | %6lld | %5lld | %9.3f | %12.2fx | %12.3e | %8.1f | %6.1f%% | %10.3e | "
+            "%6.1f%% |\n",
+            type, chunked ? "chunked" : "block scan", static_cast<long long>(L),
+            static_cast<long long>(nseq), seconds * 1e3, block_scan_seconds / seconds,
+            static_cast<double>(T) / seconds, bytes_per_s / 1e9,
+            100.0 * bytes_per_s / top.copy_bytes_per_s, exp_per_s,
+            100.0 * exp_per_s / top.exp_per_s);
+    }
 }
 
 }  // namespace
@@ -117,11 +130,13 @@ int main(int argc, char** argv) {
             repeats, prop.name, prop.multiProcessorCount, top.copy_bytes_per_s / 1e9, sheet / 1e9,
             top.exp_per_s);
         std::printf(
-            "| type  |      L |  nseq | ms / call |     tokens/s |     GB/s | of copy |      exp/s "
-            "| of expf |\n");
+            "| type  | algorithm  |      L |  nseq | ms / call | vs block scan |     tokens/s |    "
+            " "
+            "GB/s | of copy |      exp/s | of expf |\n");
         std::printf(
-            "|-------|--------|-------|-----------|--------------|----------|---------|------------"
-            "|---------|\n");
+            "|-------|------------|--------|-------|-----------|---------------|--------------|----"
+            "-"
+            "-----|---------|------------|---------|\n");
         for (const dindex L : {512, 2048, 8192, 32768}) run<__nv_bfloat16>("bf16", L, repeats, top);
         for (const dindex L : {512, 2048, 8192, 32768}) run<float>("fp32", L, repeats, top);
         return 0;

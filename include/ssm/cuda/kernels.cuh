@@ -30,11 +30,11 @@
 #include <cub/block/block_scan.cuh>
 
 #include <climits>
-#include <map>
-#include <mutex>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <map>
+#include <mutex>
 #include <span>
 #include <type_traits>
 #include <vector>
@@ -52,6 +52,11 @@ using dindex = std::ptrdiff_t;
 
 /// Sequence boundaries of a packed batch on the device: nseq + 1 entries
 /// 0 = o₀ ≤ o₁ ≤ … ≤ o_nseq = T, checked on the host before upload.
+/// Rows per chunk of the chunked selective scan (`selective_scan`): every sequence is cut
+/// into chunks of this many rows (its last one shorter), and the chunks are scanned side by
+/// side (`ScanAlgorithm::Chunked`).
+inline constexpr dindex kScanChunkRows = 256;
+
 class DeviceOffsets {
 public:
     DeviceOffsets() = default;
@@ -66,9 +71,18 @@ public:
                     offsets[i - 1], " then ", offsets[i], ")");
         require(offsets.size() - 1 <= static_cast<std::size_t>(INT_MAX),
                 "cuda offsets: too many sequences");
-        buffer_.reserve(offsets.size());
-        buffer_.upload(offsets, stream);
+        // One upload: the offsets, then the running count of each sequence's scan chunks.
         host_.assign(offsets.begin(), offsets.end());
+        host_.resize(2 * offsets.size());
+        dindex* chunks = host_.data() + offsets.size();
+        chunks[0] = 0;
+        for (std::size_t i = 1; i < offsets.size(); ++i)
+            chunks[i] =
+                chunks[i - 1] + (offsets[i] - offsets[i - 1] + kScanChunkRows - 1) / kScanChunkRows;
+        scan_chunks_ = chunks[offsets.size() - 1];
+        buffer_.reserve(host_.size());
+        buffer_.upload(host_, stream);
+        host_.resize(offsets.size());
         nseq_ = static_cast<int>(offsets.size() - 1);
         tokens_ = offsets.back();
     }
@@ -84,12 +98,19 @@ public:
     [[nodiscard]] std::span<const dindex> host() const noexcept { return host_; }
     [[nodiscard]] int sequences() const noexcept { return nseq_; }
     [[nodiscard]] dindex tokens() const noexcept { return tokens_; }
+    /// On the device, nseq + 1 entries: the number of `kScanChunkRows`-row chunks of the
+    /// sequences before each one (the last entry is their total, `scan_chunks()`).
+    [[nodiscard]] const dindex* scan_chunk_offsets() const noexcept {
+        return buffer_.data() + nseq_ + 1;
+    }
+    [[nodiscard]] dindex scan_chunks() const noexcept { return scan_chunks_; }
 
 private:
-    DeviceBuffer<dindex> buffer_;
-    std::vector<dindex> host_;
+    DeviceBuffer<dindex> buffer_;  // [offsets (nseq + 1) | scan chunk offsets (nseq + 1)]
+    std::vector<dindex> host_;     // the offsets
     int nseq_ = 0;
     dindex tokens_ = 0;
+    dindex scan_chunks_ = 0;
 };
 
 namespace detail {
@@ -101,11 +122,14 @@ namespace detail {
 /// answer does not change. A request past the limit sets nothing: the caller's check
 /// reports it. (After `cudaDeviceReset`, which clears function attributes, the cache would
 /// be stale; the library never resets a device.)
-inline int allow_shared_memory(const void* kernel, std::size_t bytes, std::size_t static_bytes = 0) {
+inline int allow_shared_memory(const void* kernel, std::size_t bytes,
+                               std::size_t static_bytes = 0) {
     struct Key {
         const void* kernel;
         int device;
-        bool operator<(const Key& o) const { return kernel != o.kernel ? kernel < o.kernel : device < o.device; }
+        bool operator<(const Key& o) const {
+            return kernel != o.kernel ? kernel < o.kernel : device < o.device;
+        }
     };
     static std::mutex mutex;
     static std::map<Key, std::size_t> granted;  // bytes already allowed
@@ -116,7 +140,8 @@ inline int allow_shared_memory(const void* kernel, std::size_t bytes, std::size_
     auto lim = limits.find(device);
     if (lim == limits.end()) {
         int limit = 0;
-        SSM_CUDA_CHECK(cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+        SSM_CUDA_CHECK(
+            cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
         lim = limits.emplace(device, limit).first;
     }
     if (bytes + static_bytes > static_cast<std::size_t>(lim->second)) return lim->second;
@@ -585,6 +610,154 @@ __global__ void __launch_bounds__(kThreads) selective_scan_kernel(const ScanPara
         }
 }
 
+/// Threads per block of the chunked scan's passes 1 and 3: one channel each.
+inline constexpr int kScanThreads = 128;
+
+/// The chunked scan, passes 1 and 3 (see `selective_scan`). Block (channel block, chunk):
+/// (grid x: the chunks of all sequences; grid y: blocks of kScanThreads channels) thread e
+/// of the block owns channel e of the chunk and holds its kN states in registers
+/// (kN ≥ N, a multiple of 4; states N..kN−1 have A = 0 and B = C = 0, so they stay 0 and add
+/// nothing). The chunk's B (and C) rows are staged in shared memory kStage rows at a time,
+/// read by every thread as broadcasts.
+///  - kOutput false (pass 1): walks the chunk from a zero state and writes the chunk's
+///    aggregate: its end state from zero (N values) and ΣΔ (∏Ā = exp(A·ΣΔ)).
+///  - kOutput true (pass 3): starts from the state pass 2 left for the chunk and writes
+///    y = (h·C + D·u)·silu(z) for every row.
+/// Aggregates and start states live in `agg`, (chunks, N + 1, E): [chunk][n][e], so that
+/// consecutive threads touch consecutive words.
+template <class In, int kN, bool kOutput>
+__global__ void __launch_bounds__(kScanThreads)
+    scan_chunk_kernel(const ScanParams<In> p, const dindex* __restrict__ chunk_offsets,
+                      float* __restrict__ agg) {
+    constexpr int kStage = 64;
+    constexpr int kCols = kOutput ? 2 * kN : kN;  // [B | C] or B
+    __shared__ __align__(16) float s_bc[kStage * kCols];
+    const int N = p.N;
+    const dindex chunk = blockIdx.x;
+    const int seq = find_sequence(chunk_offsets, p.nseq, chunk);
+    const dindex t0 = p.offsets[seq] + (chunk - chunk_offsets[seq]) * kScanChunkRows;
+    const dindex t1 = min(t0 + kScanChunkRows, p.offsets[seq + 1]);
+    const dindex e = static_cast<dindex>(blockIdx.y) * kScanThreads + threadIdx.x;
+    const bool active = e < p.E;
+    const dindex E = p.E;
+    float* chunk_agg = agg + chunk * (N + 1) * E;
+
+    float a[kN], h[kN];  // a = A·log2(e): Ā = 2^(Δ·a)
+#pragma unroll
+    for (int n = 0; n < kN; ++n) {
+        a[n] = active && n < N ? p.A[e * N + n] * 1.4426950408889634f : 0.0f;
+        h[n] = kOutput && active && n < N ? chunk_agg[n * E + e] : 0.0f;
+    }
+    float dt_sum = 0.0f;
+    const float d_skip = kOutput && active && p.D ? p.D[e] : 0.0f;
+    const float dt_bias = active && p.dt_bias ? p.dt_bias[e] : 0.0f;
+
+    for (dindex r0 = t0; r0 < t1; r0 += kStage) {
+        const int rows = static_cast<int>(min(static_cast<dindex>(kStage), t1 - r0));
+        __syncthreads();  // the previous stage is read
+        for (int i = threadIdx.x; i < rows * kCols; i += kScanThreads) {
+            const int r = i / kCols, c = i - r * kCols;
+            const dindex t = r0 + r;
+            float v = 0.0f;
+            if (c < kN) {
+                if (c < N) v = to_float(p.B[t * p.ld_B + c]);
+            } else if (c - kN < N) {
+                v = to_float(p.C[t * p.ld_C + (c - kN)]);
+            }
+            s_bc[i] = v;
+        }
+        __syncthreads();
+        if (!active) continue;
+        // Row r + 1's inputs are loaded before row r is computed, so that their latency
+        // overlaps the arithmetic (y may alias u, so the compiler cannot hoist them itself).
+        float dt_next = to_float(p.dt[r0 * p.ld_dt + e]);
+        float u_next = to_float(p.u[r0 * p.ld_u + e]);
+        float z_next = kOutput && p.z ? to_float(p.z[r0 * p.ld_z + e]) : 0.0f;
+        for (int r = 0; r < rows; ++r) {
+            const dindex t = r0 + r;
+            float dt = dt_next;
+            const float u = u_next, zv = z_next;
+            if (r + 1 < rows) {
+                dt_next = to_float(p.dt[(t + 1) * p.ld_dt + e]);
+                u_next = to_float(p.u[(t + 1) * p.ld_u + e]);
+                if (kOutput && p.z) z_next = to_float(p.z[(t + 1) * p.ld_z + e]);
+            }
+            if (p.dt_bias) dt += dt_bias;
+            if (p.dt_softplus) dt = softplus(dt);
+            const float du = dt * u;
+            const float4* bc = reinterpret_cast<const float4*>(s_bc + r * kCols);
+            float y = 0.0f;
+#pragma unroll
+            for (int q = 0; q < kN / 4; ++q) {
+                const float4 b = bc[q];
+                h[4 * q + 0] = exp2f(dt * a[4 * q + 0]) * h[4 * q + 0] + du * b.x;
+                h[4 * q + 1] = exp2f(dt * a[4 * q + 1]) * h[4 * q + 1] + du * b.y;
+                h[4 * q + 2] = exp2f(dt * a[4 * q + 2]) * h[4 * q + 2] + du * b.z;
+                h[4 * q + 3] = exp2f(dt * a[4 * q + 3]) * h[4 * q + 3] + du * b.w;
+                if constexpr (kOutput) {
+                    const float4 c = bc[kN / 4 + q];
+                    y += h[4 * q + 0] * c.x + h[4 * q + 1] * c.y + h[4 * q + 2] * c.z +
+                         h[4 * q + 3] * c.w;
+                }
+            }
+            if constexpr (kOutput) {
+                y += d_skip * u;
+                if (p.z) y *= silu(zv);
+                p.y[t * p.ld_y + e] = from_float<In>(y);
+            } else {
+                dt_sum += dt;
+            }
+        }
+    }
+    if constexpr (!kOutput) {
+        if (active) {
+#pragma unroll
+            for (int n = 0; n < kN; ++n)
+                if (n < N) chunk_agg[n * E + e] = h[n];
+            chunk_agg[N * E + e] = dt_sum;
+        }
+    }
+}
+
+/// The chunked scan, pass 2: one thread per (sequence, state n, channel e) walks the
+/// sequence's chunks in order, h ← exp(A·ΣΔ)·h + (end state from zero), starting from the
+/// initial state; each chunk's slot n of `agg` is replaced by the state before the chunk,
+/// and the state after the last chunk is the final state.
+template <class In>
+__global__ void scan_chunk_carry_kernel(const ScanParams<In> p,
+                                        const dindex* __restrict__ chunk_offsets,
+                                        float* __restrict__ agg) {
+    const dindex E = p.E;
+    const int N = p.N;
+    const dindex total = static_cast<dindex>(p.nseq) * N * E;
+    for (dindex i = global_thread(); i < total; i += grid_threads()) {
+        const dindex e = i % E;
+        const int n = static_cast<int>((i / E) % N);
+        const int seq = static_cast<int>(i / (E * N));
+        const float a = p.A[e * N + n];
+        const dindex state_at = (static_cast<dindex>(seq) * E + e) * N + n;
+        float h = p.initial_state ? p.initial_state[state_at] : 0.0f;
+        const dindex c0 = chunk_offsets[seq], c1 = chunk_offsets[seq + 1];
+        float end = 0.0f, sum = 0.0f;
+        if (c0 < c1) {
+            end = agg[(c0 * (N + 1) + n) * E + e];
+            sum = agg[(c0 * (N + 1) + N) * E + e];
+        }
+        for (dindex c = c0; c < c1; ++c) {
+            float next_end = 0.0f, next_sum = 0.0f;
+            if (c + 1 < c1) {  // loaded before this chunk's slot is overwritten
+                next_end = agg[((c + 1) * (N + 1) + n) * E + e];
+                next_sum = agg[((c + 1) * (N + 1) + N) * E + e];
+            }
+            agg[(c * (N + 1) + n) * E + e] = h;
+            h = expf(sum * a) * h + end;
+            end = next_end;
+            sum = next_sum;
+        }
+        if (p.final_state) p.final_state[state_at] = h;
+    }
+}
+
 /// Decoding: one thread per (b, e) walks the N states of the channel once.
 template <class In>
 __global__ void selective_state_update_kernel(const ScanParams<In> p, dindex batch,
@@ -859,7 +1032,8 @@ void launch_selective_scan(const ScanParams<In>& p, cudaStream_t stream) {
                                        cub::BLOCK_SCAN_WARP_SCANS>::TempStorage);
     auto kernel = selective_scan_kernel<In, kThreads, kItems, kGroup, kLanes>;
     // N = 16 needs ~50 KB: past the default 48 KB, so opt in (up to the device's limit).
-    const int limit = allow_shared_memory(reinterpret_cast<const void*>(kernel), bytes, static_bytes);
+    const int limit =
+        allow_shared_memory(reinterpret_cast<const void*>(kernel), bytes, static_bytes);
     require(bytes + static_bytes <= static_cast<std::size_t>(limit),
             "cuda::selective_scan: state size N = ", p.N, " needs ", bytes + static_bytes,
             " bytes of shared memory per block, the device allows ", limit);
@@ -872,21 +1046,110 @@ void launch_selective_scan(const ScanParams<In>& p, cudaStream_t stream) {
 
 }  // namespace detail
 
+/// How `selective_scan` walks time.
+enum class ScanAlgorithm {
+    /// `Chunked` when N ≤ 64, else `BlockScan`.
+    Automatic,
+    /// Three passes over 256-row chunks (`kScanChunkRows`) of every sequence, all chunks
+    /// side by side: (1) each chunk from a zero state, keeping its end state and ΣΔ;
+    /// (2) one thread per (sequence, state, channel) carries the state across the
+    /// sequence's chunks; (3) each chunk again from its true start state, writing y. Each
+    /// thread holds one channel's states in registers and walks its chunk's rows in order,
+    /// so there is no barrier per row and no shuffle: the work is the exponentials and the
+    /// reads. Needs N ≤ 64 and a workspace (`selective_scan_workspace`).
+    Chunked,
+    /// One pass: a block per (sequence, 8 channels) walks 256-row chunks, one CUB BlockScan
+    /// per 4 states and chunk. Any N; no workspace.
+    BlockScan,
+};
+
+/// Floats of workspace `selective_scan` needs with `ScanAlgorithm::Chunked`: for every
+/// chunk and channel, N states and ΣΔ.
+[[nodiscard]] inline std::size_t selective_scan_workspace(const DeviceOffsets& offsets, dindex E,
+                                                          int N) {
+    return static_cast<std::size_t>(offsets.scan_chunks()) * static_cast<std::size_t>(N + 1) *
+           static_cast<std::size_t>(E);
+}
+
+namespace detail {
+
+inline constexpr int kScanMaxChunkedN = 64;
+
+template <class In, int kN>
+void launch_chunked_scan(const ScanParams<In>& p, const DeviceOffsets& offsets, float* agg,
+                         cudaStream_t stream) {
+    const dindex chunks = offsets.scan_chunks();
+    const dindex channel_blocks = (p.E + kScanThreads - 1) / kScanThreads;
+    require(channel_blocks <= 65535 && chunks <= INT_MAX, "cuda::selective_scan: E = ", p.E,
+            " channels, ", chunks, " chunks: too many for one launch");
+    const dim3 grid(static_cast<unsigned>(chunks), static_cast<unsigned>(channel_blocks));
+    if (chunks > 0) {
+        scan_chunk_kernel<In, kN, false>
+            <<<grid, kScanThreads, 0, stream>>>(p, offsets.scan_chunk_offsets(), agg);
+        SSM_CUDA_CHECK_LAUNCH("scan_chunk_kernel (pass 1)");
+    }
+    scan_chunk_carry_kernel<In><<<grid_for(static_cast<dindex>(p.nseq) * p.N * p.E, kBlockThreads),
+                                  kBlockThreads, 0, stream>>>(p, offsets.scan_chunk_offsets(), agg);
+    SSM_CUDA_CHECK_LAUNCH("scan_chunk_carry_kernel (pass 2)");
+    if (chunks > 0) {
+        scan_chunk_kernel<In, kN, true>
+            <<<grid, kScanThreads, 0, stream>>>(p, offsets.scan_chunk_offsets(), agg);
+        SSM_CUDA_CHECK_LAUNCH("scan_chunk_kernel (pass 3)");
+    }
+}
+
+}  // namespace detail
+
 /// The selective scan over packed sequences (the CUDA `Scan` of `SelectiveScanArgs`), with
 /// Δ finished inside (`dt_bias`, `dt_softplus`). `p.offsets` / `p.nseq` are set from
-/// `offsets`. Writes y for every row and, when asked, the final state of every sequence.
+/// `offsets`. Writes y for every row and, when asked, the final state of every sequence
+/// (which may be the initial state's buffer). y may be u's buffer (same row stride).
+/// `workspace` is grown to `selective_scan_workspace` floats when the chunked algorithm
+/// runs; reused across calls it never allocates again for the same shape.
 template <class In>
-void selective_scan(ScanParams<In> p, const DeviceOffsets& offsets, cudaStream_t stream) {
+void selective_scan(ScanParams<In> p, const DeviceOffsets& offsets, DeviceBuffer<float>& workspace,
+                    cudaStream_t stream, ScanAlgorithm algorithm = ScanAlgorithm::Automatic) {
     p.offsets = offsets.data();
     p.nseq = offsets.sequences();
     require(p.T == offsets.tokens(), "cuda::selective_scan: offsets end at ", offsets.tokens(),
             ", T is ", p.T);
     detail::validate(p, "cuda::selective_scan");
     if (p.nseq == 0) return;
-    if (p.N % 4 == 0)
-        detail::launch_selective_scan<In, 4>(p, stream);
+    if (algorithm == ScanAlgorithm::Automatic)
+        algorithm =
+            p.N <= detail::kScanMaxChunkedN ? ScanAlgorithm::Chunked : ScanAlgorithm::BlockScan;
+    if (algorithm == ScanAlgorithm::BlockScan) {
+        if (p.N % 4 == 0)
+            detail::launch_selective_scan<In, 4>(p, stream);
+        else
+            detail::launch_selective_scan<In, 1>(p, stream);
+        return;
+    }
+    require(p.N <= detail::kScanMaxChunkedN,
+            "cuda::selective_scan: the chunked algorithm takes N ≤ ", detail::kScanMaxChunkedN,
+            ", N is ", p.N, " (use ScanAlgorithm::BlockScan)");
+    workspace.reserve(selective_scan_workspace(offsets, p.E, p.N));
+    float* agg = workspace.data();
+    if (p.N <= 4)
+        detail::launch_chunked_scan<In, 4>(p, offsets, agg, stream);
+    else if (p.N <= 8)
+        detail::launch_chunked_scan<In, 8>(p, offsets, agg, stream);
+    else if (p.N <= 16)
+        detail::launch_chunked_scan<In, 16>(p, offsets, agg, stream);
+    else if (p.N <= 32)
+        detail::launch_chunked_scan<In, 32>(p, offsets, agg, stream);
     else
-        detail::launch_selective_scan<In, 1>(p, stream);
+        detail::launch_chunked_scan<In, 64>(p, offsets, agg, stream);
+}
+
+/// `selective_scan` with a workspace of its own, freed before returning: waits for
+/// `stream`. For repeated calls pass a workspace instead.
+template <class In>
+void selective_scan(const ScanParams<In>& p, const DeviceOffsets& offsets, cudaStream_t stream,
+                    ScanAlgorithm algorithm = ScanAlgorithm::Automatic) {
+    DeviceBuffer<float> workspace;
+    selective_scan(p, offsets, workspace, stream, algorithm);
+    SSM_CUDA_CHECK(cudaStreamSynchronize(stream));
 }
 
 /// Decoding (`ssm::selective_state_update`): one token for each of `p.T` sequences (row b
@@ -929,7 +1192,8 @@ void mamba_decode_step(const MambaStepParams<W>& p, cudaStream_t stream) {
     const std::size_t bytes =
         static_cast<std::size_t>(kSeqs) * static_cast<std::size_t>(p.E) * sizeof(float);
     if (bytes > 48 * 1024) {  // past the default limit: opt in, up to the device's
-        const int limit = detail::allow_shared_memory(reinterpret_cast<const void*>(project), bytes);
+        const int limit =
+            detail::allow_shared_memory(reinterpret_cast<const void*>(project), bytes);
         require(bytes <= static_cast<std::size_t>(limit), "cuda::mamba_decode_step: E = ", p.E,
                 " needs ", bytes, " bytes of shared memory per block, the device allows ", limit);
     }

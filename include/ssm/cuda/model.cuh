@@ -170,8 +170,9 @@ public:
     [[nodiscard]] static MambaModel from_source(const MambaConfig& config,
                                                 const WeightSource& source) {
         if (config.is_hybrid())
-            fail("cuda::MambaModel: the config describes a SAMBA hybrid (attention and MLP layers), which the CUDA "
-                 "backend does not run yet; use ssm::Samba on the CPU");
+            fail(
+                "cuda::MambaModel: the config describes a SAMBA hybrid (attention and MLP "
+                "layers), which the CUDA backend does not run yet; use ssm::Samba on the CPU");
         MambaModel m;
         m.config_ = config;
         const index V = config.vocab_size, D = config.hidden_size, E = config.intermediate_size,
@@ -389,6 +390,7 @@ private:
         DeviceBuffer<float> xdbl;         // (T, R+2N) [dt_low | B | C]
         DeviceBuffer<float> dt;           // (T, E) dt_proj output before bias + softplus
         DeviceBuffer<float> y;            // (T, E) scan output, gated
+        DeviceBuffer<float> scan;         // the chunked scan's (chunks, N + 1, E)
         DeviceBuffer<float> last;         // (nseq, D) last hidden row of every sequence
         DeviceBuffer<float> logits;       // (rows, V)
         DeviceBuffer<__nv_bfloat16> x16;  // (rows, ≤ max(D, E)) a GEMM input rounded to bf16
@@ -486,7 +488,7 @@ private:
             ScanParams<float> p = scan_params(L, T);
             p.initial_state = state ? state->ssm(l) : nullptr;
             p.final_state = state ? state->ssm(l) : nullptr;
-            selective_scan(p, offsets_, stream_);
+            selective_scan(p, offsets_, ws_.scan, stream_);
             project(T, D, E, ws_.y.data(), E, L.out_proj_w, ws_.delta.data(), D,
                     L.out_proj_b.data());
         }
