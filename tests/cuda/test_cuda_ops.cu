@@ -559,8 +559,12 @@ TEST_CASE("cuda op: selective scan equals the CPU sequential scan over packed se
                 c.cpu(with_z, with_D, with_state, y_cpu, state_cpu);
 
                 const cu::DeviceOffsets d_off(c.offsets);
-                for (const auto algorithm : kScanAlgorithms) {
-                    INFO("algorithm " << algorithm_name(algorithm));
+                // The chunked scan at every chunk length and at its own choice, then the block
+                // scan.
+                for (const ssm::index chunk_rows : {256, 512, 1024, 2048, 0, -1}) {
+                    const auto algorithm =
+                        chunk_rows < 0 ? cu::ScanAlgorithm::BlockScan : cu::ScanAlgorithm::Chunked;
+                    INFO("algorithm " << algorithm_name(algorithm) << " chunk rows " << chunk_rows);
                     const auto d_u = cu::upload(c.u);
                     const auto d_dt = cu::upload(c.dt_raw);
                     const auto d_bias = cu::upload(c.dt_bias);
@@ -581,7 +585,7 @@ TEST_CASE("cuda op: selective scan equals the CPU sequential scan over packed se
                     // The chunked scan with one workspace for the whole sweep (grown, reused);
                     // the others with a workspace of the call's own.
                     if (algorithm == cu::ScanAlgorithm::Chunked)
-                        cu::selective_scan(p, d_off, workspace, nullptr, algorithm);
+                        cu::selective_scan(p, d_off, workspace, nullptr, algorithm, chunk_rows);
                     else
                         cu::selective_scan(p, d_off, nullptr, algorithm);
                     if (c.T > 0) check_close(d_y.to_host(), y_cpu, kTol, "y");
@@ -1010,6 +1014,13 @@ TEST_CASE("cuda op: bad arguments are ssm::Error naming the call", "[cuda]") {
     p.E = 1;
     p.N = 1;
     CHECK_THROWS_AS(cu::selective_scan(p, off, nullptr), ssm::Error);
+    p.u = p.dt = p.A = p.B = p.C = x.data();
+    p.ld_u = p.ld_dt = p.ld_B = p.ld_C = p.ld_y = 1;
+    p.y = out.data();
+    cu::DeviceBuffer<float> workspace;
+    const auto rows = ssm::test::error_of(
+        [&] { cu::selective_scan(p, off, workspace, nullptr, cu::ScanAlgorithm::Chunked, 300); });
+    CHECK(rows.find("chunk_rows 300") != std::string::npos);
     const auto oom =
         ssm::test::error_of([] { cu::DeviceBuffer<float> huge(std::size_t{1} << 50); });
     CHECK(oom.find("cudaMalloc") != std::string::npos);

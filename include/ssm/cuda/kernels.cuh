@@ -29,6 +29,8 @@
 #include <cub/block/block_reduce.cuh>
 #include <cub/block/block_scan.cuh>
 
+#include <algorithm>
+#include <array>
 #include <climits>
 #include <cmath>
 #include <cstddef>
@@ -50,13 +52,17 @@ namespace ssm::cuda {
 /// nseq · E · N never overflow.
 using dindex = std::ptrdiff_t;
 
-/// Sequence boundaries of a packed batch on the device: nseq + 1 entries
-/// 0 = o₀ ≤ o₁ ≤ … ≤ o_nseq = T, checked on the host before upload.
-/// Rows per chunk of the chunked selective scan (`selective_scan`): every sequence is cut
-/// into chunks of this many rows (its last one shorter), and the chunks are scanned side by
-/// side (`ScanAlgorithm::Chunked`).
-inline constexpr dindex kScanChunkRows = 256;
+/// The chunk lengths, in rows, the chunked selective scan (`ScanAlgorithm::Chunked`) picks
+/// from: every sequence is cut into chunks of one of these lengths (its last chunk shorter),
+/// and all chunks are scanned side by side. Longer chunks mean less work (a sequence in one
+/// chunk is scanned in a single pass), shorter ones more parallel threads; `selective_scan`
+/// takes the longest that still fills the device.
+inline constexpr std::array<dindex, 4> kScanChunkRows = {256, 512, 1024, 2048};
 
+/// Sequence boundaries of a packed batch on the device: nseq + 1 entries
+/// 0 = o₀ ≤ o₁ ≤ … ≤ o_nseq = T, checked on the host before upload. Beside them, for the
+/// chunked scan, the running count of each sequence's chunks for every length in
+/// `kScanChunkRows`.
 class DeviceOffsets {
 public:
     DeviceOffsets() = default;
@@ -71,20 +77,25 @@ public:
                     offsets[i - 1], " then ", offsets[i], ")");
         require(offsets.size() - 1 <= static_cast<std::size_t>(INT_MAX),
                 "cuda offsets: too many sequences");
-        // One upload: the offsets, then the running count of each sequence's scan chunks.
+        // One upload: the offsets, then for each chunk length the running chunk counts.
+        const std::size_t n = offsets.size();
+        std::vector<dindex> all(n * (1 + kScanChunkRows.size()));
+        std::copy(offsets.begin(), offsets.end(), all.begin());
+        std::array<dindex, kScanChunkRows.size()> totals{};
+        for (std::size_t k = 0; k < kScanChunkRows.size(); ++k) {
+            dindex* chunks = all.data() + n * (1 + k);
+            const dindex rows = kScanChunkRows[k];
+            chunks[0] = 0;
+            for (std::size_t i = 1; i < n; ++i)
+                chunks[i] = chunks[i - 1] + (offsets[i] - offsets[i - 1] + rows - 1) / rows;
+            totals[k] = chunks[n - 1];
+        }
+        buffer_.reserve(all.size());
+        buffer_.upload(all, stream);
         host_.assign(offsets.begin(), offsets.end());
-        host_.resize(2 * offsets.size());
-        dindex* chunks = host_.data() + offsets.size();
-        chunks[0] = 0;
-        for (std::size_t i = 1; i < offsets.size(); ++i)
-            chunks[i] =
-                chunks[i - 1] + (offsets[i] - offsets[i - 1] + kScanChunkRows - 1) / kScanChunkRows;
-        scan_chunks_ = chunks[offsets.size() - 1];
-        buffer_.reserve(host_.size());
-        buffer_.upload(host_, stream);
-        host_.resize(offsets.size());
-        nseq_ = static_cast<int>(offsets.size() - 1);
+        nseq_ = static_cast<int>(n - 1);
         tokens_ = offsets.back();
+        scan_chunks_ = totals;
     }
 
     /// True when no sequence is empty (every sequence has a last token).
@@ -98,19 +109,20 @@ public:
     [[nodiscard]] std::span<const dindex> host() const noexcept { return host_; }
     [[nodiscard]] int sequences() const noexcept { return nseq_; }
     [[nodiscard]] dindex tokens() const noexcept { return tokens_; }
-    /// On the device, nseq + 1 entries: the number of `kScanChunkRows`-row chunks of the
-    /// sequences before each one (the last entry is their total, `scan_chunks()`).
-    [[nodiscard]] const dindex* scan_chunk_offsets() const noexcept {
-        return buffer_.data() + nseq_ + 1;
+    /// On the device, nseq + 1 entries: how many chunks of `kScanChunkRows[k]` rows the
+    /// sequences before each one hold (the last entry is their total, `scan_chunks(k)`).
+    [[nodiscard]] const dindex* scan_chunk_offsets(std::size_t k) const noexcept {
+        return buffer_.data() + (nseq_ + 1) * static_cast<std::ptrdiff_t>(1 + k);
     }
-    [[nodiscard]] dindex scan_chunks() const noexcept { return scan_chunks_; }
+    [[nodiscard]] dindex scan_chunks(std::size_t k) const noexcept { return scan_chunks_[k]; }
 
 private:
-    DeviceBuffer<dindex> buffer_;  // [offsets (nseq + 1) | scan chunk offsets (nseq + 1)]
-    std::vector<dindex> host_;     // the offsets
+    DeviceBuffer<dindex>
+        buffer_;                // [offsets | chunk offsets for each kScanChunkRows], nseq + 1 each
+    std::vector<dindex> host_;  // the offsets
     int nseq_ = 0;
     dindex tokens_ = 0;
-    dindex scan_chunks_ = 0;
+    std::array<dindex, kScanChunkRows.size()> scan_chunks_{};
 };
 
 namespace detail {
@@ -613,30 +625,43 @@ __global__ void __launch_bounds__(kThreads) selective_scan_kernel(const ScanPara
 /// Threads per block of the chunked scan's passes 1 and 3: one channel each.
 inline constexpr int kScanThreads = 128;
 
-/// The chunked scan, passes 1 and 3 (see `selective_scan`). Block (channel block, chunk):
-/// (grid x: the chunks of all sequences; grid y: blocks of kScanThreads channels) thread e
-/// of the block owns channel e of the chunk and holds its kN states in registers
+/// 2^x by the hardware's approximation (ex2.approx.ftz: relative error about 2⁻²², results
+/// below 2⁻¹²⁶ flushed to 0), one instruction where exp2f adds range handling around it.
+/// The scan evaluates one per (row, channel, state), which is most of its instructions.
+__device__ __forceinline__ float fast_exp2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+
+/// The chunked scan, passes 1 and 3 (see `ScanAlgorithm::Chunked`). Block (chunk, channel
+/// block) — grid x: the chunks of all sequences; grid y: blocks of kScanThreads channels;
+/// thread e of the block owns channel e of the chunk and holds its kN states in registers
 /// (kN ≥ N, a multiple of 4; states N..kN−1 have A = 0 and B = C = 0, so they stay 0 and add
 /// nothing). The chunk's B (and C) rows are staged in shared memory kStage rows at a time,
-/// read by every thread as broadcasts.
+/// read by every thread as broadcasts. Chunks are `chunk_rows` long.
 ///  - kOutput false (pass 1): walks the chunk from a zero state and writes the chunk's
-///    aggregate: its end state from zero (N values) and ΣΔ (∏Ā = exp(A·ΣΔ)).
+///    aggregate: its end state from zero (N values) and ΣΔ (∏Ā = exp(A·ΣΔ)). The last chunk
+///    of each sequence is skipped: no later chunk needs it.
 ///  - kOutput true (pass 3): starts from the state pass 2 left for the chunk and writes
-///    y = (h·C + D·u)·silu(z) for every row.
+///    y = (h·C + D·u)·silu(z) for every row; the last chunk of each sequence writes the
+///    final state too.
 /// Aggregates and start states live in `agg`, (chunks, N + 1, E): [chunk][n][e], so that
 /// consecutive threads touch consecutive words.
 template <class In, int kN, bool kOutput>
 __global__ void __launch_bounds__(kScanThreads)
     scan_chunk_kernel(const ScanParams<In> p, const dindex* __restrict__ chunk_offsets,
-                      float* __restrict__ agg) {
+                      dindex chunk_rows, float* __restrict__ agg) {
     constexpr int kStage = 64;
     constexpr int kCols = kOutput ? 2 * kN : kN;  // [B | C] or B
     __shared__ __align__(16) float s_bc[kStage * kCols];
     const int N = p.N;
     const dindex chunk = blockIdx.x;
     const int seq = find_sequence(chunk_offsets, p.nseq, chunk);
-    const dindex t0 = p.offsets[seq] + (chunk - chunk_offsets[seq]) * kScanChunkRows;
-    const dindex t1 = min(t0 + kScanChunkRows, p.offsets[seq + 1]);
+    const bool last = chunk + 1 == chunk_offsets[seq + 1];
+    if (!kOutput && last) return;  // the whole block: no barrier is left waiting
+    const dindex t0 = p.offsets[seq] + (chunk - chunk_offsets[seq]) * chunk_rows;
+    const dindex t1 = min(t0 + chunk_rows, p.offsets[seq + 1]);
     const dindex e = static_cast<dindex>(blockIdx.y) * kScanThreads + threadIdx.x;
     const bool active = e < p.E;
     const dindex E = p.E;
@@ -690,10 +715,10 @@ __global__ void __launch_bounds__(kScanThreads)
 #pragma unroll
             for (int q = 0; q < kN / 4; ++q) {
                 const float4 b = bc[q];
-                h[4 * q + 0] = exp2f(dt * a[4 * q + 0]) * h[4 * q + 0] + du * b.x;
-                h[4 * q + 1] = exp2f(dt * a[4 * q + 1]) * h[4 * q + 1] + du * b.y;
-                h[4 * q + 2] = exp2f(dt * a[4 * q + 2]) * h[4 * q + 2] + du * b.z;
-                h[4 * q + 3] = exp2f(dt * a[4 * q + 3]) * h[4 * q + 3] + du * b.w;
+                h[4 * q + 0] = fast_exp2(dt * a[4 * q + 0]) * h[4 * q + 0] + du * b.x;
+                h[4 * q + 1] = fast_exp2(dt * a[4 * q + 1]) * h[4 * q + 1] + du * b.y;
+                h[4 * q + 2] = fast_exp2(dt * a[4 * q + 2]) * h[4 * q + 2] + du * b.z;
+                h[4 * q + 3] = fast_exp2(dt * a[4 * q + 3]) * h[4 * q + 3] + du * b.w;
                 if constexpr (kOutput) {
                     const float4 c = bc[kN / 4 + q];
                     y += h[4 * q + 0] * c.x + h[4 * q + 1] * c.y + h[4 * q + 2] * c.z +
@@ -709,20 +734,27 @@ __global__ void __launch_bounds__(kScanThreads)
             }
         }
     }
-    if constexpr (!kOutput) {
-        if (active) {
+    if (!active) return;
+    if constexpr (kOutput) {
+        if (last && p.final_state) {
+            float* out = p.final_state + (static_cast<dindex>(seq) * E + e) * N;
 #pragma unroll
             for (int n = 0; n < kN; ++n)
-                if (n < N) chunk_agg[n * E + e] = h[n];
-            chunk_agg[N * E + e] = dt_sum;
+                if (n < N) out[n] = h[n];
         }
+    } else {
+#pragma unroll
+        for (int n = 0; n < kN; ++n)
+            if (n < N) chunk_agg[n * E + e] = h[n];
+        chunk_agg[N * E + e] = dt_sum;
     }
 }
 
 /// The chunked scan, pass 2: one thread per (sequence, state n, channel e) walks the
-/// sequence's chunks in order, h ← exp(A·ΣΔ)·h + (end state from zero), starting from the
-/// initial state; each chunk's slot n of `agg` is replaced by the state before the chunk,
-/// and the state after the last chunk is the final state.
+/// sequence's chunks in order from the initial state, writing into each chunk's slot n of
+/// `agg` the state before the chunk, and advancing over every chunk but the last by its
+/// aggregate: h ← exp(A·ΣΔ)·h + (end state from zero). An empty sequence's final state is
+/// its initial state; the others' are written by pass 3.
 template <class In>
 __global__ void scan_chunk_carry_kernel(const ScanParams<In> p,
                                         const dindex* __restrict__ chunk_offsets,
@@ -738,23 +770,28 @@ __global__ void scan_chunk_carry_kernel(const ScanParams<In> p,
         const dindex state_at = (static_cast<dindex>(seq) * E + e) * N + n;
         float h = p.initial_state ? p.initial_state[state_at] : 0.0f;
         const dindex c0 = chunk_offsets[seq], c1 = chunk_offsets[seq + 1];
+        if (c0 == c1) {
+            if (p.final_state) p.final_state[state_at] = h;
+            continue;
+        }
+        // Chunk c's aggregate is read before its slot n takes the start state; the next
+        // chunk's is loaded a step ahead, so the loads overlap the chain of updates.
         float end = 0.0f, sum = 0.0f;
-        if (c0 < c1) {
+        if (c0 + 1 < c1) {
             end = agg[(c0 * (N + 1) + n) * E + e];
             sum = agg[(c0 * (N + 1) + N) * E + e];
         }
         for (dindex c = c0; c < c1; ++c) {
             float next_end = 0.0f, next_sum = 0.0f;
-            if (c + 1 < c1) {  // loaded before this chunk's slot is overwritten
+            if (c + 2 < c1) {
                 next_end = agg[((c + 1) * (N + 1) + n) * E + e];
                 next_sum = agg[((c + 1) * (N + 1) + N) * E + e];
             }
             agg[(c * (N + 1) + n) * E + e] = h;
-            h = expf(sum * a) * h + end;
+            h = expf(sum * a) * h + end;  // past the last chunk h is unused: pass 3 has it
             end = next_end;
             sum = next_sum;
         }
-        if (p.final_state) p.final_state[state_at] = h;
     }
 }
 
@@ -1050,24 +1087,25 @@ void launch_selective_scan(const ScanParams<In>& p, cudaStream_t stream) {
 enum class ScanAlgorithm {
     /// `Chunked` when N ≤ 64, else `BlockScan`.
     Automatic,
-    /// Three passes over 256-row chunks (`kScanChunkRows`) of every sequence, all chunks
-    /// side by side: (1) each chunk from a zero state, keeping its end state and ΣΔ;
-    /// (2) one thread per (sequence, state, channel) carries the state across the
-    /// sequence's chunks; (3) each chunk again from its true start state, writing y. Each
-    /// thread holds one channel's states in registers and walks its chunk's rows in order,
-    /// so there is no barrier per row and no shuffle: the work is the exponentials and the
-    /// reads. Needs N ≤ 64 and a workspace (`selective_scan_workspace`).
+    /// Up to three passes over chunks of every sequence (`kScanChunkRows`), all chunks side
+    /// by side: (1) each chunk but a sequence's last from a zero state, keeping its end state
+    /// and ΣΔ; (2) one thread per (sequence, state, channel) carries the state across the
+    /// sequence's chunks; (3) each chunk again from its true start state, writing y (and,
+    /// for the last chunk, the final state). Each thread holds one channel's states in
+    /// registers and walks its chunk's rows in order: no barrier per row, no shuffle, and a
+    /// sequence that fits in one chunk is read once. Needs N ≤ 64 and a workspace
+    /// (`selective_scan_workspace`).
     Chunked,
     /// One pass: a block per (sequence, 8 channels) walks 256-row chunks, one CUB BlockScan
     /// per 4 states and chunk. Any N; no workspace.
     BlockScan,
 };
 
-/// Floats of workspace `selective_scan` needs with `ScanAlgorithm::Chunked`: for every
-/// chunk and channel, N states and ΣΔ.
+/// At most how many floats of workspace `selective_scan` needs with `ScanAlgorithm::Chunked`:
+/// for every chunk of the shortest length and every channel, N states and ΣΔ.
 [[nodiscard]] inline std::size_t selective_scan_workspace(const DeviceOffsets& offsets, dindex E,
                                                           int N) {
-    return static_cast<std::size_t>(offsets.scan_chunks()) * static_cast<std::size_t>(N + 1) *
+    return static_cast<std::size_t>(offsets.scan_chunks(0)) * static_cast<std::size_t>(N + 1) *
            static_cast<std::size_t>(E);
 }
 
@@ -1075,25 +1113,53 @@ namespace detail {
 
 inline constexpr int kScanMaxChunkedN = 64;
 
+/// The current device's multiprocessor count (queried once per device).
+inline int multiprocessors() {
+    static std::mutex mutex;
+    static std::map<int, int> counts;
+    int device = 0;
+    SSM_CUDA_CHECK(cudaGetDevice(&device));
+    const std::lock_guard lock(mutex);
+    auto it = counts.find(device);
+    if (it == counts.end()) {
+        int count = 0;
+        SSM_CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device));
+        it = counts.emplace(device, count).first;
+    }
+    return it->second;
+}
+
+/// Which of `kScanChunkRows` the chunked scan uses: the longest whose chunks give every
+/// multiprocessor at least 1024 threads (a channel of a chunk each), else the shortest.
+inline std::size_t scan_chunk_choice(const DeviceOffsets& offsets, dindex E) {
+    const dindex channels = (E + kScanThreads - 1) / kScanThreads * kScanThreads;
+    const dindex wanted = static_cast<dindex>(multiprocessors()) * 1024;
+    for (std::size_t k = kScanChunkRows.size(); k-- > 1;)
+        if (offsets.scan_chunks(k) * channels >= wanted) return k;
+    return 0;
+}
+
 template <class In, int kN>
-void launch_chunked_scan(const ScanParams<In>& p, const DeviceOffsets& offsets, float* agg,
-                         cudaStream_t stream) {
-    const dindex chunks = offsets.scan_chunks();
+void launch_chunked_scan(const ScanParams<In>& p, const DeviceOffsets& offsets, std::size_t k,
+                         float* agg, cudaStream_t stream) {
+    const dindex chunks = offsets.scan_chunks(k);
+    const dindex* chunk_offsets = offsets.scan_chunk_offsets(k);
     const dindex channel_blocks = (p.E + kScanThreads - 1) / kScanThreads;
     require(channel_blocks <= 65535 && chunks <= INT_MAX, "cuda::selective_scan: E = ", p.E,
             " channels, ", chunks, " chunks: too many for one launch");
     const dim3 grid(static_cast<unsigned>(chunks), static_cast<unsigned>(channel_blocks));
+    // (Pass 1's blocks for a sequence's last chunk return at once.)
     if (chunks > 0) {
         scan_chunk_kernel<In, kN, false>
-            <<<grid, kScanThreads, 0, stream>>>(p, offsets.scan_chunk_offsets(), agg);
+            <<<grid, kScanThreads, 0, stream>>>(p, chunk_offsets, kScanChunkRows[k], agg);
         SSM_CUDA_CHECK_LAUNCH("scan_chunk_kernel (pass 1)");
     }
     scan_chunk_carry_kernel<In><<<grid_for(static_cast<dindex>(p.nseq) * p.N * p.E, kBlockThreads),
-                                  kBlockThreads, 0, stream>>>(p, offsets.scan_chunk_offsets(), agg);
+                                  kBlockThreads, 0, stream>>>(p, chunk_offsets, agg);
     SSM_CUDA_CHECK_LAUNCH("scan_chunk_carry_kernel (pass 2)");
     if (chunks > 0) {
         scan_chunk_kernel<In, kN, true>
-            <<<grid, kScanThreads, 0, stream>>>(p, offsets.scan_chunk_offsets(), agg);
+            <<<grid, kScanThreads, 0, stream>>>(p, chunk_offsets, kScanChunkRows[k], agg);
         SSM_CUDA_CHECK_LAUNCH("scan_chunk_kernel (pass 3)");
     }
 }
@@ -1104,11 +1170,15 @@ void launch_chunked_scan(const ScanParams<In>& p, const DeviceOffsets& offsets, 
 /// Δ finished inside (`dt_bias`, `dt_softplus`). `p.offsets` / `p.nseq` are set from
 /// `offsets`. Writes y for every row and, when asked, the final state of every sequence
 /// (which may be the initial state's buffer). y may be u's buffer (same row stride).
-/// `workspace` is grown to `selective_scan_workspace` floats when the chunked algorithm
-/// runs; reused across calls it never allocates again for the same shape.
+/// `workspace` is grown to what the chunked algorithm needs (at most
+/// `selective_scan_workspace` floats); reused across calls it stops allocating.
+///
+/// `chunk_rows` (chunked algorithm only): 0 lets the scan choose from `kScanChunkRows`;
+/// one of those lengths forces it (the results agree to rounding; tests use this).
 template <class In>
 void selective_scan(ScanParams<In> p, const DeviceOffsets& offsets, DeviceBuffer<float>& workspace,
-                    cudaStream_t stream, ScanAlgorithm algorithm = ScanAlgorithm::Automatic) {
+                    cudaStream_t stream, ScanAlgorithm algorithm = ScanAlgorithm::Automatic,
+                    dindex chunk_rows = 0) {
     p.offsets = offsets.data();
     p.nseq = offsets.sequences();
     require(p.T == offsets.tokens(), "cuda::selective_scan: offsets end at ", offsets.tokens(),
@@ -1128,18 +1198,26 @@ void selective_scan(ScanParams<In> p, const DeviceOffsets& offsets, DeviceBuffer
     require(p.N <= detail::kScanMaxChunkedN,
             "cuda::selective_scan: the chunked algorithm takes N ≤ ", detail::kScanMaxChunkedN,
             ", N is ", p.N, " (use ScanAlgorithm::BlockScan)");
-    workspace.reserve(selective_scan_workspace(offsets, p.E, p.N));
+    std::size_t k = detail::scan_chunk_choice(offsets, p.E);
+    if (chunk_rows != 0) {
+        const auto it = std::find(kScanChunkRows.begin(), kScanChunkRows.end(), chunk_rows);
+        require(it != kScanChunkRows.end(), "cuda::selective_scan: chunk_rows ", chunk_rows,
+                " is not one of 256, 512, 1024, 2048 (or 0: chosen by the scan)");
+        k = static_cast<std::size_t>(it - kScanChunkRows.begin());
+    }
+    workspace.reserve(static_cast<std::size_t>(offsets.scan_chunks(k)) *
+                      static_cast<std::size_t>(p.N + 1) * static_cast<std::size_t>(p.E));
     float* agg = workspace.data();
     if (p.N <= 4)
-        detail::launch_chunked_scan<In, 4>(p, offsets, agg, stream);
+        detail::launch_chunked_scan<In, 4>(p, offsets, k, agg, stream);
     else if (p.N <= 8)
-        detail::launch_chunked_scan<In, 8>(p, offsets, agg, stream);
+        detail::launch_chunked_scan<In, 8>(p, offsets, k, agg, stream);
     else if (p.N <= 16)
-        detail::launch_chunked_scan<In, 16>(p, offsets, agg, stream);
+        detail::launch_chunked_scan<In, 16>(p, offsets, k, agg, stream);
     else if (p.N <= 32)
-        detail::launch_chunked_scan<In, 32>(p, offsets, agg, stream);
+        detail::launch_chunked_scan<In, 32>(p, offsets, k, agg, stream);
     else
-        detail::launch_chunked_scan<In, 64>(p, offsets, agg, stream);
+        detail::launch_chunked_scan<In, 64>(p, offsets, k, agg, stream);
 }
 
 /// `selective_scan` with a workspace of its own, freed before returning: waits for

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <exception>
 #include <filesystem>
 #include <functional>
 #include <initializer_list>
@@ -246,7 +247,22 @@ public:
             for (DeviceWeight* w : {&L.in_proj_w, &L.x_proj_w, &L.dt_proj_w, &L.out_proj_w})
                 w->to_bf16(stream_);
         weights_bf16_ = true;
+        graph_.forget();  // it points at the fp32 weights
     }
+
+    /// Decoding steps run as one CUDA graph (on by default): the second step with the same
+    /// batch size, state and workspace is captured, later ones replay it — one launch per
+    /// step instead of several per layer, which is most of a small batch's step time. Off,
+    /// every step launches its kernels one by one. The results are the same either way.
+    void use_decode_graph(bool on) {
+        graph_.forget();
+        graph_.enabled = on;
+    }
+    /// Whether the last decoding step replayed (or was captured into) the graph. False
+    /// after a failed capture too: the model then launches directly and says why in
+    /// `decode_graph_error()`.
+    [[nodiscard]] bool decode_graph_used() const noexcept { return graph_.used; }
+    [[nodiscard]] const std::string& decode_graph_error() const noexcept { return graph_.error; }
 
     /// Whether `store_weights_bf16()` has been called.
     [[nodiscard]] bool weights_bf16() const noexcept { return weights_bf16_; }
@@ -507,10 +523,96 @@ private:
                 "cuda::MambaModel::step: ", B, " tokens given for a state of ", state.batch_,
                 " sequences");
         check_ids(tokens);
-        const index D = hidden_size(), E = config_.intermediate_size, V = vocab_size();
+        const index V = vocab_size();
         reserve(B);
         ws_.logits.reserve(static_cast<std::size_t>(B * V));
         ws_.ids.upload(tokens, stream_);
+        graph_.used = false;
+        if (!graph_.enabled) {
+            decode_layers(B, state);
+            return B;
+        }
+        std::vector<const void*> key = decode_key(B, state);
+        if (graph_.exec && key == graph_.key) {
+            SSM_CUDA_CHECK(cudaGraphLaunch(graph_.exec, stream_));
+            graph_.used = true;
+            return B;
+        }
+        // Captured on the second call with these buffers: the first has sized every
+        // workspace and set every kernel attribute, so nothing is allocated while capturing.
+        if (key == graph_.seen && capture_decode(B, state)) {
+            graph_.key = std::move(key);
+            SSM_CUDA_CHECK(cudaGraphLaunch(graph_.exec, stream_));
+            graph_.used = true;
+            return B;
+        }
+        decode_layers(B, state);
+        graph_.seen = std::move(key);
+        return B;
+    }
+
+    /// Every buffer (and the batch size) a decoding step's kernels are given: a graph
+    /// captured for one key replays only for the same key.
+    std::vector<const void*> decode_key(index B, MambaState& state) {
+        std::vector<const void*> k = {reinterpret_cast<const void*>(static_cast<std::uintptr_t>(B)),
+                                      ws_.residual.data(),
+                                      ws_.delta.data(),
+                                      ws_.h.data(),
+                                      ws_.xz.data(),
+                                      ws_.u.data(),
+                                      ws_.xdbl.data(),
+                                      ws_.y.data(),
+                                      ws_.logits.data(),
+                                      ws_.x16.data(),
+                                      ws_.ids.data()};
+        for (index l = 0; l < num_layers(); ++l) {
+            k.push_back(state.conv(l));
+            k.push_back(state.ssm(l));
+        }
+        return k;
+    }
+
+    /// Records one decoding step into graph_.exec without running it. On any failure the
+    /// capture is ended and dropped, graphs are switched off for this model (the reason is
+    /// kept in graph_.error), and false is returned: the caller launches directly.
+    bool capture_decode(index B, MambaState& state) {
+        graph_.forget();
+        const auto give_up = [this](const std::string& why) {
+            cudaGraph_t partial = nullptr;
+            cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
+            if (cudaStreamIsCapturing(stream_, &capturing) == cudaSuccess &&
+                capturing != cudaStreamCaptureStatusNone)
+                (void)cudaStreamEndCapture(stream_, &partial);
+            if (partial) (void)cudaGraphDestroy(partial);
+            (void)cudaGetLastError();
+            graph_.enabled = false;
+            graph_.error = why;
+            return false;
+        };
+        if (const cudaError_t st =
+                cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal);
+            st != cudaSuccess)
+            return give_up(std::string("cudaStreamBeginCapture: ") + cudaGetErrorString(st));
+        try {
+            decode_layers(B, state);
+        } catch (const std::exception& e) {
+            return give_up(e.what());
+        }
+        cudaGraph_t graph = nullptr;
+        if (const cudaError_t st = cudaStreamEndCapture(stream_, &graph); st != cudaSuccess)
+            return give_up(std::string("cudaStreamEndCapture: ") + cudaGetErrorString(st));
+        cudaGraphExec_t exec = nullptr;
+        const cudaError_t st = cudaGraphInstantiate(&exec, graph, 0);
+        (void)cudaGraphDestroy(graph);
+        if (st != cudaSuccess)
+            return give_up(std::string("cudaGraphInstantiate: ") + cudaGetErrorString(st));
+        graph_.exec = exec;
+        return true;
+    }
+
+    /// The kernels of one decoding step (ids already in ws_.ids): logits (B, V) in ws_.logits.
+    void decode_layers(index B, MambaState& state) {
+        const index D = hidden_size(), E = config_.intermediate_size, V = vocab_size();
         embed(B, ws_.residual.data());
         for (index l = 0; l < num_layers(); ++l) {
             const Layer& L = layers_[static_cast<std::size_t>(l)];
@@ -529,7 +631,6 @@ private:
         add_norm(norm_type(), ws_.residual.data(), D, ws_.delta.data(), D, norm_f_.weight.data(),
                  norm_f_.bias.data(), B, D, eps(), ws_.h.data(), D, stream_);
         project(B, V, D, ws_.h.data(), D, head(), ws_.logits.data(), V, nullptr);
-        return B;
     }
 
     /// The fused step of layer L (`mamba_decode_step`) on the workspace: xz in, u, xdbl and
@@ -622,6 +723,49 @@ private:
     Cublas blas_{stream_.get()};
     Workspace ws_;
     DeviceOffsets offsets_;
+    /// The captured decoding step (see `use_decode_graph`). Move-only; declared after the
+    /// stream so that it is destroyed first.
+    struct DecodeGraph {
+        bool enabled = true;
+        bool used = false;
+        std::string error;
+        std::vector<const void*> seen;  // the last direct step's key
+        std::vector<const void*> key;   // exec's key
+        cudaGraphExec_t exec = nullptr;
+
+        DecodeGraph() = default;
+        DecodeGraph(const DecodeGraph&) = delete;
+        DecodeGraph& operator=(const DecodeGraph&) = delete;
+        DecodeGraph(DecodeGraph&& o) noexcept
+            : enabled(o.enabled),
+              used(o.used),
+              error(std::move(o.error)),
+              seen(std::move(o.seen)),
+              key(std::move(o.key)),
+              exec(std::exchange(o.exec, nullptr)) {}
+        DecodeGraph& operator=(DecodeGraph&& o) noexcept {
+            if (this != &o) {
+                forget();
+                enabled = o.enabled;
+                used = o.used;
+                error = std::move(o.error);
+                seen = std::move(o.seen);
+                key = std::move(o.key);
+                exec = std::exchange(o.exec, nullptr);
+            }
+            return *this;
+        }
+        ~DecodeGraph() { forget(); }
+        /// Drops the graph and the keys (buffers or weights changed).
+        void forget() noexcept {
+            if (exec) (void)cudaGraphExecDestroy(exec);
+            exec = nullptr;
+            seen.clear();
+            key.clear();
+            used = false;
+        }
+    };
+    DecodeGraph graph_;
 };
 
 }  // namespace ssm::cuda
