@@ -174,7 +174,12 @@ prebuilt_ok() {
     for f in ssm_test_cuda_ops ssm_test_cuda_model ssm_bench_cuda_scan ssm_bench_cuda_model; do
         [[ -x $dir/$f ]] || { echo "$dir/$f: missing"; return 1; }
     done
-    "$dir/ssm_test_cuda_ops" --list-test-names-only >/dev/null || { echo "$dir: does not start here"; return 1; }
+    local log
+    if ! log=$("$dir/ssm_test_cuda_ops" --list-test-names-only 2>&1); then
+        echo "$dir/ssm_test_cuda_ops does not start here:"
+        printf '%s\n' "$log" | tail -5
+        return 1
+    fi
     mkdir -p "$build/tests/cuda" "$build/benchmarks/cuda"
     cp "$dir"/ssm_test_cuda_* "$build/tests/cuda/"
     cp "$dir"/ssm_bench_cuda_* "$build/benchmarks/cuda/"
