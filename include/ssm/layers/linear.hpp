@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "ssm/core/tensor.hpp"
 #include "ssm/core/threads.hpp"
@@ -124,16 +125,26 @@ private:
         if (bias_) y.middleCols(begin, end - begin).rowwise() += bias_->vector().segment(begin, end - begin).transpose();
     }
 
-    /// The bfloat16 weight. Many rows: widened a block of rows at a time, each block one
-    /// GEMM. A few rows: each weight row widened inside the dot products (`few_rows`).
+    /// The bfloat16 weight. Many rows: widened a block of rows at a time (in parallel, into
+    /// a buffer reused across calls), each block one GEMM. A few rows: each weight row widened inside the dot products (`few_rows`).
     void forward_bf16(ConstStridedMap x, StridedMap y, bool accumulate) const {
         const index rows = x.rows(), in = in_features();
         if (rows >= kGemmRows) {
             const index block = std::min(kWidenGemmRows, out_features());
-            Matrix w(block, in);
+            // The widened block (up to 6 MB) lives in a buffer kept per calling thread, so a
+            // decoding step does not allocate and fault in fresh pages for every projection;
+            // the widening is split over the threads.
+            thread_local std::vector<float> scratch;
+            const auto need = static_cast<std::size_t>(block * in);
+            if (scratch.size() < need) scratch.resize(need);
+            float* const widened = scratch.data();  // (a thread_local is per thread: the
+                                                     // workers below must get the pointer)
+            MatrixMap w(widened, block, in);
             for (index o0 = 0; o0 < out_features(); o0 += block) {
                 const index n = std::min(block, out_features() - o0);
-                weight_.rows_f32(o0, n, w.data());
+                parallel_for(n, 64, [&, widened](index b, index e) {
+                    weight_.rows_f32(o0 + b, e - b, widened + b * in);
+                });
                 auto yblock = y.middleCols(o0, n);
                 if (accumulate)
                     yblock.noalias() += x * w.topRows(n).transpose();
