@@ -90,6 +90,12 @@ public:
                 chunks[i] = chunks[i - 1] + (offsets[i] - offsets[i - 1] + rows - 1) / rows;
             totals[k] = chunks[n - 1];
         }
+        // Until the upload has succeeded this describes no batch (a scan given it does
+        // nothing), never the previous batch over a buffer that reserve() may have freed.
+        host_.clear();
+        nseq_ = 0;
+        tokens_ = 0;
+        scan_chunks_ = {};
         buffer_.reserve(all.size());
         buffer_.upload(all, stream);
         host_.assign(offsets.begin(), offsets.end());
@@ -112,7 +118,8 @@ public:
     /// On the device, nseq + 1 entries: how many chunks of `kScanChunkRows[k]` rows the
     /// sequences before each one hold (the last entry is their total, `scan_chunks(k)`).
     [[nodiscard]] const dindex* scan_chunk_offsets(std::size_t k) const noexcept {
-        return buffer_.data() + (nseq_ + 1) * static_cast<std::ptrdiff_t>(1 + k);
+        return buffer_.data() +
+               (static_cast<std::ptrdiff_t>(nseq_) + 1) * static_cast<std::ptrdiff_t>(1 + k);
     }
     [[nodiscard]] dindex scan_chunks(std::size_t k) const noexcept { return scan_chunks_[k]; }
 

@@ -241,13 +241,13 @@ public:
     /// ~1e-6. The decoding step's x_proj and dt_proj run inside `mamba_decode_step`, which
     /// widens the bf16 weights and keeps the activations fp32, as the CPU does.
     void store_weights_bf16() {
+        graph_.forget();  // it points at the fp32 weights, which are freed one by one below
         embedding_.to_bf16(stream_);
         lm_head_.to_bf16(stream_);
         for (Layer& L : layers_)
             for (DeviceWeight* w : {&L.in_proj_w, &L.x_proj_w, &L.dt_proj_w, &L.out_proj_w})
                 w->to_bf16(stream_);
         weights_bf16_ = true;
-        graph_.forget();  // it points at the fp32 weights
     }
 
     /// Decoding steps run as one CUDA graph (on by default): the second step with the same

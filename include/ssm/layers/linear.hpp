@@ -131,9 +131,9 @@ private:
         const index rows = x.rows(), in = in_features();
         if (rows >= kGemmRows) {
             const index block = std::min(kWidenGemmRows, out_features());
-            // The widened block (up to 6 MB) lives in a buffer kept per calling thread, so a
-            // decoding step does not allocate and fault in fresh pages for every projection;
-            // the widening is split over the threads.
+            // The widened block (at most 1024 rows × in floats) lives in a buffer kept, and
+            // never given back, per calling thread, so a decoding step does not allocate and
+            // fault in fresh pages for every projection; the widening is split over the threads.
             thread_local std::vector<float> scratch;
             const auto need = static_cast<std::size_t>(block * in);
             if (scratch.size() < need) scratch.resize(need);
