@@ -138,10 +138,14 @@ isolate() {
     local program names name spec rc failures=0
     for program in "$build"/tests/cuda/ssm_test_cuda_ops "$build"/tests/cuda/ssm_test_cuda_model; do
         [[ -x $program ]] || { echo "$program: not built"; failures=$((failures + 1)); continue; }
-        names=$("$program" --list-test-names-only 2>/dev/null) ||
-            names=$("$program" --list-tests --verbosity quiet 2>/dev/null)
+        # Catch2 v2 lists with --list-test-names-only and exits with the number of tests it
+        # listed (not 0); v3 lists names alone with --list-tests --verbosity quiet. Every
+        # test name here starts with "cuda " (the runner's own first line with "CUDA").
+        names=$("$program" --list-test-names-only 2>/dev/null | grep '^cuda ')
+        [[ -n $names ]] || names=$("$program" --list-tests --verbosity quiet 2>/dev/null | grep '^cuda ')
+        [[ -n $names ]] || { echo "$program: lists no test"; failures=$((failures + 1)); continue; }
         while IFS= read -r name; do
-            [[ -n $name && $name != CUDA\ device* ]] || continue
+            [[ -n $name ]] || continue
             spec=$(printf '%s' "$name" | sed 's/[][,\\]/\\&/g')
             timeout --kill-after=5 60 "$program" "$spec" >/tmp/isolate.log 2>&1
             rc=$?
@@ -174,8 +178,10 @@ prebuilt_ok() {
     for f in ssm_test_cuda_ops ssm_test_cuda_model ssm_bench_cuda_scan ssm_bench_cuda_model; do
         [[ -x $dir/$f ]] || { echo "$dir/$f: missing"; return 1; }
     done
+    # Started, it lists its tests (Catch2 v2 then exits with their number, not 0).
     local log
-    if ! log=$("$dir/ssm_test_cuda_ops" --list-test-names-only 2>&1); then
+    log=$("$dir/ssm_test_cuda_ops" --list-test-names-only 2>&1)
+    if ! grep -q '^cuda op:' <<<"$log"; then
         echo "$dir/ssm_test_cuda_ops does not start here:"
         printf '%s\n' "$log" | tail -5
         return 1
