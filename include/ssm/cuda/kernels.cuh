@@ -39,6 +39,7 @@
 #include <mutex>
 #include <span>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "ssm/core/error.hpp"
@@ -134,6 +135,24 @@ private:
 
 namespace detail {
 
+/// `attribute` of the current device, queried once per (device, attribute): callers ask
+/// for every layer of every step, and the answer does not change.
+inline int device_attribute(cudaDeviceAttr attribute) {
+    static std::mutex mutex;
+    static std::map<std::pair<int, int>, int> values;  // (device, attribute) -> value
+    int device = 0;
+    SSM_CUDA_CHECK(cudaGetDevice(&device));
+    const std::lock_guard lock(mutex);
+    const auto key = std::make_pair(device, static_cast<int>(attribute));
+    auto it = values.find(key);
+    if (it == values.end()) {
+        int value = 0;
+        SSM_CUDA_CHECK(cudaDeviceGetAttribute(&value, attribute, device));
+        it = values.emplace(key, value).first;
+    }
+    return it->second;
+}
+
 /// Lets `kernel`, which has `static_bytes` of static shared memory, use `bytes` of dynamic
 /// shared memory on the current device, opting in past the default 48 KB; returns the
 /// device's opt-in limit per block. The device query and `cudaFuncSetAttribute` run once
@@ -152,25 +171,18 @@ inline int allow_shared_memory(const void* kernel, std::size_t bytes,
     };
     static std::mutex mutex;
     static std::map<Key, std::size_t> granted;  // bytes already allowed
-    static std::map<int, int> limits;           // device -> opt-in limit
+    const int limit = device_attribute(cudaDevAttrMaxSharedMemoryPerBlockOptin);
+    if (bytes + static_bytes > static_cast<std::size_t>(limit)) return limit;
     int device = 0;
     SSM_CUDA_CHECK(cudaGetDevice(&device));
     const std::lock_guard lock(mutex);
-    auto lim = limits.find(device);
-    if (lim == limits.end()) {
-        int limit = 0;
-        SSM_CUDA_CHECK(
-            cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-        lim = limits.emplace(device, limit).first;
-    }
-    if (bytes + static_bytes > static_cast<std::size_t>(lim->second)) return lim->second;
     std::size_t& done = granted[Key{kernel, device}];
     if (bytes > done) {
         SSM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                             static_cast<int>(bytes)));
         done = bytes;
     }
-    return lim->second;
+    return limit;
 }
 
 __device__ __forceinline__ float to_float(float v) {
@@ -1120,27 +1132,12 @@ namespace detail {
 
 inline constexpr int kScanMaxChunkedN = 64;
 
-/// The current device's multiprocessor count (queried once per device).
-inline int multiprocessors() {
-    static std::mutex mutex;
-    static std::map<int, int> counts;
-    int device = 0;
-    SSM_CUDA_CHECK(cudaGetDevice(&device));
-    const std::lock_guard lock(mutex);
-    auto it = counts.find(device);
-    if (it == counts.end()) {
-        int count = 0;
-        SSM_CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device));
-        it = counts.emplace(device, count).first;
-    }
-    return it->second;
-}
-
 /// Which of `kScanChunkRows` the chunked scan uses: the longest whose chunks give every
 /// multiprocessor at least 1024 threads (a channel of a chunk each), else the shortest.
 inline std::size_t scan_chunk_choice(const DeviceOffsets& offsets, dindex E) {
     const dindex channels = (E + kScanThreads - 1) / kScanThreads * kScanThreads;
-    const dindex wanted = static_cast<dindex>(multiprocessors()) * 1024;
+    const dindex wanted =
+        static_cast<dindex>(device_attribute(cudaDevAttrMultiProcessorCount)) * 1024;
     for (std::size_t k = kScanChunkRows.size(); k-- > 1;)
         if (offsets.scan_chunks(k) * channels >= wanted) return k;
     return 0;
