@@ -217,26 +217,9 @@ void layer_ops_table(const ssm::MambaConfig& c, const Ceilings& top) {
                              off, nullptr, nullptr, true, u.data(), E, stream);
     cu::convert_rows<float, __nv_bfloat16>(u.data(), E, T, E, x16.data(), E, stream);
     cu::gemm<__nv_bfloat16>(blas, T, J, E, x16.data(), E, w_x.data(), E, xdbl.data(), J);
-    cu::ScanParams<float> p;
-    p.T = T;
-    p.E = E;
-    p.N = static_cast<int>(N);
-    p.u = u.data();
-    p.ld_u = E;
-    p.dt = dt.data();
-    p.ld_dt = E;
-    p.dt_bias = dt_b.data();
-    p.dt_softplus = true;
-    p.A = A.data();
-    p.B = xdbl.data() + R;
-    p.ld_B = J;
-    p.C = xdbl.data() + R + N;
-    p.ld_C = J;
-    p.D = Dskip.data();
-    p.z = xz.data() + E;
-    p.ld_z = 2 * E;
-    p.y = y.data();
-    p.ld_y = E;
+    const cu::ScanParams<float> p =
+        bench::mixer_scan_params<float>(T, E, N, R, u.data(), dt.data(), dt_b.data(), A.data(),
+                                        xdbl.data(), Dskip.data(), xz.data(), y.data());
 
     struct Op {
         const char* name;

@@ -54,26 +54,9 @@ void run(const char* type, dindex L, int repeats, const Ceilings& top) {
     for (dindex s = 0; s <= nseq; ++s) offsets[static_cast<std::size_t>(s)] = s * L;
     const cu::DeviceOffsets off(offsets);
 
-    cu::ScanParams<In> p;
-    p.T = T;
-    p.E = E;
-    p.N = static_cast<int>(N);
-    p.u = u.data();
-    p.ld_u = E;
-    p.dt = dt.data();
-    p.ld_dt = E;
-    p.dt_bias = bias.data();
-    p.dt_softplus = true;
-    p.A = A.data();
-    p.B = xdbl.data() + R;
-    p.ld_B = ldx;
-    p.C = xdbl.data() + R + N;
-    p.ld_C = ldx;
-    p.D = D.data();
-    p.z = xz.data() + E;
-    p.ld_z = 2 * E;
-    p.y = y.data();
-    p.ld_y = E;
+    cu::ScanParams<In> p =
+        bench::mixer_scan_params<In>(T, E, N, R, u.data(), dt.data(), bias.data(), A.data(),
+                                     xdbl.data(), D.data(), xz.data(), y.data());
     p.final_state = state.data();
 
     cu::DeviceBuffer<float> workspace;
@@ -95,7 +78,8 @@ void run(const char* type, dindex L, int repeats, const Ceilings& top) {
         const double exps = static_cast<double>(T) * E * (N + 2);
         const double bytes_per_s = bytes / seconds, exp_per_s = exps / seconds;
         std::printf(
-            "| %-5s | %-10s | %6lld | %5lld | %9.3f | %12.2fx | %12.3e | %8.1f | %6.1f%% | %10.3e | "
+            "| %-5s | %-10s | %6lld | %5lld | %9.3f | %12.2fx | %12.3e | %8.1f | %6.1f%% | %10.3e "
+            "| "
             "%6.1f%% |\n",
             type, chunked ? "chunked" : "block scan", static_cast<long long>(L),
             static_cast<long long>(nseq), seconds * 1e3, block_scan_seconds / seconds,
