@@ -218,8 +218,8 @@ void layer_ops_table(const ssm::MambaConfig& c, const Ceilings& top) {
     cu::convert_rows<float, __nv_bfloat16>(u.data(), E, T, E, x16.data(), E, stream);
     cu::gemm<__nv_bfloat16>(blas, T, J, E, x16.data(), E, w_x.data(), E, xdbl.data(), J);
     const cu::ScanParams<float> p =
-        bench::mixer_scan_params<float>(T, E, N, R, u.data(), dt.data(), dt_b.data(), A.data(),
-                                        xdbl.data(), Dskip.data(), xz.data(), y.data());
+        cu::mixer_scan_params<float>(T, E, N, R, u.data(), dt.data(), dt_b.data(), A.data(),
+                                     xdbl.data(), Dskip.data(), xz.data(), y.data());
 
     struct Op {
         const char* name;

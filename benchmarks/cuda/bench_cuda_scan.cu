@@ -55,8 +55,8 @@ void run(const char* type, dindex L, int repeats, const Ceilings& top) {
     const cu::DeviceOffsets off(offsets);
 
     cu::ScanParams<In> p =
-        bench::mixer_scan_params<In>(T, E, N, R, u.data(), dt.data(), bias.data(), A.data(),
-                                     xdbl.data(), D.data(), xz.data(), y.data());
+        cu::mixer_scan_params<In>(T, E, N, R, u.data(), dt.data(), bias.data(), A.data(),
+                                  xdbl.data(), D.data(), xz.data(), y.data());
     p.final_state = state.data();
 
     cu::DeviceBuffer<float> workspace;

@@ -7,8 +7,7 @@
 //   gemm_throughput    FLOP/s of one large cuBLAS GEMM (fp32 or bf16 inputs, fp32 sums)
 //   dram_bandwidth     the data-sheet figure from the device attributes (0 when not reported)
 //
-// and `fill_uniform`, random inputs made on the device, and `mixer_scan_params`, the scan's
-// operands in a Mamba mixer's layout.
+// and `fill_uniform`, random inputs made on the device.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -166,37 +165,6 @@ double gemm_throughput(long long n = 8192, int repeats = 5) {
     for (int i = 0; i < repeats; ++i)
         cuda::gemm<In>(blas, n, n, n, x.data(), n, w.data(), n, y.data(), n);
     return 2.0 * static_cast<double>(n) * n * n * repeats / t.seconds();
-}
-
-/// The scan's operands as a Mamba mixer lays them out for T rows: u and Δ (T, E) with Δ raw
-/// (bias + softplus inside), B and C inside xdbl (T, R + 2N) = [dt_low | B | C], the gate z
-/// the second half of xz (T, 2E), y (T, E); no states.
-template <class In>
-cuda::ScanParams<In> mixer_scan_params(std::ptrdiff_t T, std::ptrdiff_t E, std::ptrdiff_t N,
-                                       std::ptrdiff_t R, const In* u, const In* dt,
-                                       const float* dt_bias, const float* A, const In* xdbl,
-                                       const float* D, const In* xz, In* y) {
-    cuda::ScanParams<In> p;
-    p.T = T;
-    p.E = E;
-    p.N = static_cast<int>(N);
-    p.u = u;
-    p.ld_u = E;
-    p.dt = dt;
-    p.ld_dt = E;
-    p.dt_bias = dt_bias;
-    p.dt_softplus = true;
-    p.A = A;
-    p.B = xdbl + R;
-    p.ld_B = R + 2 * N;
-    p.C = xdbl + R + N;
-    p.ld_C = R + 2 * N;
-    p.D = D;
-    p.z = xz + E;
-    p.ld_z = 2 * E;
-    p.y = y;
-    p.ld_y = E;
-    return p;
 }
 
 }  // namespace ssm::bench

@@ -510,27 +510,8 @@ template <class In>
 cu::ScanParams<In> case_params(const ScanCase& c, ssm::index rows, const In* u, const In* dt,
                                const float* dt_bias, const float* A, const In* xdbl, const float* D,
                                const In* xz, In* y) {
-    cu::ScanParams<In> p;
-    p.T = rows;
-    p.E = c.E;
-    p.N = static_cast<int>(c.N);
-    p.u = u;
-    p.ld_u = c.E;
-    p.dt = dt;
-    p.ld_dt = c.E;
-    p.dt_bias = dt_bias;
-    p.dt_softplus = true;
-    p.A = A;
-    p.B = xdbl + ScanCase::R;
-    p.ld_B = c.ldx();
-    p.C = xdbl + ScanCase::R + c.N;
-    p.ld_C = c.ldx();
-    p.D = D;
-    p.z = xz + c.E;
-    p.ld_z = 2 * c.E;
-    p.y = y;
-    p.ld_y = c.E;
-    return p;
+    return cu::mixer_scan_params<In>(rows, c.E, c.N, ScanCase::R, u, dt, dt_bias, A, xdbl, D, xz,
+                                     y);
 }
 
 }  // namespace

@@ -462,6 +462,36 @@ struct ScanParams {
     float* final_state = nullptr;          // (nseq, E, N), optional; may equal initial_state
 };
 
+/// The scan's operands as a Mamba-1 mixer lays them out for T rows: u, Δ and y (T, E), Δ
+/// raw (`dt_bias` and softplus applied inside), B and C inside xdbl (T, R + 2N) =
+/// [dt_low | B | C], the gate z the second half of xz (T, 2E) = [x | z]. No states.
+template <class In>
+ScanParams<In> mixer_scan_params(dindex T, dindex E, dindex N, dindex R, const In* u, const In* dt,
+                                 const float* dt_bias, const float* A, const In* xdbl,
+                                 const float* D, const In* xz, In* y) {
+    ScanParams<In> p;
+    p.T = T;
+    p.E = E;
+    p.N = static_cast<int>(N);
+    p.u = u;
+    p.ld_u = E;
+    p.dt = dt;
+    p.ld_dt = E;
+    p.dt_bias = dt_bias;
+    p.dt_softplus = true;
+    p.A = A;
+    p.B = xdbl + R;
+    p.ld_B = R + 2 * N;
+    p.C = xdbl + R + N;
+    p.ld_C = R + 2 * N;
+    p.D = D;
+    p.z = xz + E;
+    p.ld_z = 2 * E;
+    p.y = y;
+    p.ld_y = E;
+    return p;
+}
+
 /// The operands of one decoding step of a Mamba-1 mixer between its two big projections
 /// (`ssm::MambaMixer::step` after in_proj and before out_proj), for `batch` sequences, one
 /// token each: the conv window update, x_proj, dt_proj + softplus and the selective state

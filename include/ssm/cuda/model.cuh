@@ -664,30 +664,10 @@ private:
 
     /// The scan's operands in the workspace for `rows` rows of layer L.
     ScanParams<float> scan_params(const Layer& L, index rows) {
-        const index E = config_.intermediate_size, N = config_.state_size,
-                    R = config_.time_step_rank;
-        const index ldx = R + 2 * N;
-        ScanParams<float> p;
-        p.T = rows;
-        p.E = E;
-        p.N = static_cast<int>(N);
-        p.u = ws_.u.data();
-        p.ld_u = E;
-        p.dt = ws_.dt.data();
-        p.ld_dt = E;
-        p.dt_bias = L.dt_proj_b.data();
-        p.dt_softplus = true;
-        p.A = L.A.data();
-        p.B = ws_.xdbl.data() + R;
-        p.ld_B = ldx;
-        p.C = ws_.xdbl.data() + R + N;
-        p.ld_C = ldx;
-        p.D = L.D.data();
-        p.z = ws_.xz.data() + E;
-        p.ld_z = 2 * E;
-        p.y = ws_.y.data();
-        p.ld_y = E;
-        return p;
+        return mixer_scan_params<float>(rows, config_.intermediate_size, config_.state_size,
+                                        config_.time_step_rank, ws_.u.data(), ws_.dt.data(),
+                                        L.dt_proj_b.data(), L.A.data(), ws_.xdbl.data(), L.D.data(),
+                                        ws_.xz.data(), ws_.y.data());
     }
 
     /// Logits (S, V) of the last token of each of the S sequences, in ws_.logits.
