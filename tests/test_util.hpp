@@ -1,6 +1,7 @@
 // tests/test_util.hpp — small helpers shared by the tests (Catch2 v2 and v3 alike).
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
@@ -50,8 +51,10 @@ std::string error_of(F&& f) {
     return {};
 }
 
-/// ‖a − b‖ / ‖b‖ in double precision (‖a‖ when b is all zeros).
-inline double rel_error(std::span<const float> a, std::span<const float> b) {
+/// ‖a − b‖ / ‖b‖ in double precision (‖a‖ when b is all zeros). With `floor_rms` > 0 the
+/// divisor is max(‖b‖, floor_rms·√n): a reference whose RMS is below the floor is measured
+/// against the floor instead of its own (possibly cancelled-out) size.
+inline double rel_error(std::span<const float> a, std::span<const float> b, double floor_rms = 0.0) {
     REQUIRE(a.size() == b.size());
     double num = 0, den = 0;
     for (std::size_t i = 0; i < a.size(); ++i) {
@@ -59,6 +62,7 @@ inline double rel_error(std::span<const float> a, std::span<const float> b) {
         num += d * d;
         den += static_cast<double>(b[i]) * static_cast<double>(b[i]);
     }
+    den = std::max(den, floor_rms * floor_rms * static_cast<double>(a.size()));
     return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
 }
 

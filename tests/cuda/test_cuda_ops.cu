@@ -89,27 +89,15 @@ void require_written(std::span<const float> v, const char* what) {
     REQUIRE(bad == 0);
 }
 
-/// ‖gpu − cpu‖ / max(‖cpu‖, 0.05·√n): relative, except that a reference whose RMS is below
-/// 0.05 is measured against 0.05. The inputs here are O(1), so a short output of a few
-/// elements can be a sum that nearly cancels (one y of a 1-token scan, say): fp32 rounding
-/// of its O(1) terms is then large against the value itself, and a plain relative error
-/// would fail a correct kernel on some seeds. A wrong kernel is off by O(0.1) or more.
-double scaled_error(std::span<const float> gpu, std::span<const float> cpu) {
-    REQUIRE(gpu.size() == cpu.size());
-    double num = 0, den = 0;
-    for (std::size_t i = 0; i < gpu.size(); ++i) {
-        const double d = static_cast<double>(gpu[i]) - static_cast<double>(cpu[i]);
-        num += d * d;
-        den += static_cast<double>(cpu[i]) * static_cast<double>(cpu[i]);
-    }
-    const double floor = 0.05 * 0.05 * static_cast<double>(gpu.size());
-    return std::sqrt(num / std::max(den, floor));
-}
-
 void check_close(std::span<const float> gpu, std::span<const float> cpu, double tol,
                  const char* what) {
     require_written(gpu, what);
-    const double err = scaled_error(gpu, cpu);
+    // Relative, but a reference whose RMS is below 0.05 is measured against 0.05. The inputs
+    // are O(1), so a short output of a few elements can be a sum that nearly cancels (one y of
+    // a 1-token scan, say): fp32 rounding of its O(1) terms is then large against the value
+    // itself, and a plain relative error would fail a correct kernel on some seeds. A wrong
+    // kernel is off by O(0.1) or more.
+    const double err = ssm::test::rel_error(gpu, cpu, 0.05);
     INFO(what << ": relative error " << err << " (tolerance " << tol << "); run seed "
               << run_seed());
     CHECK(err < tol);
