@@ -126,7 +126,8 @@ private:
     }
 
     /// The bfloat16 weight. Many rows: widened a block of rows at a time (in parallel, into
-    /// a buffer reused across calls), each block one GEMM. A few rows: each weight row widened inside the dot products (`few_rows`).
+    /// a buffer reused across calls), each block one GEMM. A few rows: each weight row
+    /// widened inside the dot products (`few_rows`).
     void forward_bf16(ConstStridedMap x, StridedMap y, bool accumulate) const {
         const index rows = x.rows(), in = in_features();
         if (rows >= kGemmRows) {
