@@ -18,8 +18,14 @@
 
 namespace ssm::test {
 
-/// Folder of the bundled reference checkpoints (tests/data).
+/// Folder of the bundled reference checkpoints (tests/data). The unit-test executable
+/// takes it from tests/data_dir.cpp, so no other file of it depends on where the checkout
+/// lies (a compiler cache then serves every checkout); other targets define it themselves.
+#ifdef SSM_TEST_DATA_DIR
 inline std::filesystem::path data_dir() { return SSM_TEST_DATA_DIR; }
+#else
+std::filesystem::path data_dir();
+#endif
 
 /// A fresh, empty scratch folder under the system temp dir, unique per call.
 inline std::filesystem::path scratch_dir(const std::string& tag) {
