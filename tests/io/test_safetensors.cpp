@@ -120,6 +120,30 @@ TEST_CASE("writes are atomic: an existing file is replaced whole, a failed write
     fs::remove_all(dir);
 }
 
+// Regression: an element count below the 2^62 cap whose byte size wraps to 0 in 64 bits
+// ([2^62] F32, [2^61] F64) passed as a 0-byte tensor, and load_f32 returned a view of 2^62
+// floats over nothing; dimensions after a zero were not checked at all.
+TEST_CASE("shapes whose byte size wraps in 64 bits are refused", "[safetensors]") {
+    const auto dir = ssm::test::scratch_dir("st-wrap");
+    const std::vector<std::pair<std::string, std::string>> cases = {
+        {"f32", R"({"w": {"dtype": "F32", "shape": [4611686018427387904], "data_offsets": [0, 0]}})"},
+        {"f64", R"({"w": {"dtype": "F64", "shape": [2305843009213693952], "data_offsets": [0, 0]}})"},
+        {"i64", R"({"w": {"dtype": "I64", "shape": [2, 1152921504606846976], "data_offsets": [0, 0]}})"},
+        {"after_zero", R"({"w": {"dtype": "F32", "shape": [0, 4611686018427387904, 4611686018427387904], "data_offsets": [0, 0]}})"},
+        {"before_zero", R"({"w": {"dtype": "F32", "shape": [4611686018427387904, 4611686018427387904, 0], "data_offsets": [0, 0]}})"},
+    };
+    for (const auto& [tag, header] : cases) {
+        const auto p = dir / (tag + ".safetensors");
+        ssm::test::write_bytes(p, raw_file(header, 0));
+        const auto msg = error_opening(p);
+        INFO(tag << ": " << msg);
+        CHECK(msg.find(p.string()) != std::string::npos);
+        CHECK(msg.find("'w'") != std::string::npos);
+        CHECK(msg.find("too large") != std::string::npos);
+    }
+    fs::remove_all(dir);
+}
+
 TEST_CASE("malformed files are rejected with the file and tensor named", "[safetensors]") {
     const auto dir = ssm::test::scratch_dir("st-bad");
     const auto write = [&](const std::string& name, const std::string& bytes) {

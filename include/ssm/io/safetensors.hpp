@@ -20,6 +20,7 @@
 #include <fstream>
 #include <map>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -28,6 +29,7 @@
 #include <nlohmann/json.hpp>
 
 #include "ssm/core/atomic_file.hpp"
+#include "ssm/core/checked.hpp"
 #include "ssm/core/dtype.hpp"
 #include "ssm/core/error.hpp"
 #include "ssm/core/tensor.hpp"
@@ -211,14 +213,14 @@ private:
             const auto dt = parse_dtype(v["dtype"].get<std::string>());
             if (!dt) where("unknown dtype '", v["dtype"].get<std::string>(), "'");
             t.dtype = *dt;
-            std::uint64_t count = 1;
             for (const auto& d : v["shape"]) {
                 if (!d.is_number_integer() || d.get<std::int64_t>() < 0) where("shape has a non-integer or negative dimension");
-                const auto dim = d.get<std::uint64_t>();
-                if (dim != 0 && count > (std::uint64_t{1} << 62) / dim) where("shape is too large");
-                count *= dim;
-                t.shape.push_back(static_cast<index>(dim));
+                t.shape.push_back(static_cast<index>(d.get<std::int64_t>()));
             }
+            // Every dimension counts, those after a zero too, and the byte size may not wrap.
+            const auto count = checked_elements(std::span<const index>(t.shape));
+            const auto needed = count ? checked_bytes(*count, dtype_size(t.dtype)) : std::nullopt;
+            if (!needed) where("shape ", shape_string(t.shape), " of ", dtype_name(t.dtype), " is too large");
             for (const auto& o : v["data_offsets"])
                 if (!o.is_number_integer() || o.get<std::int64_t>() < 0) where("data_offsets are not non-negative integers");
             const auto begin = v["data_offsets"][0].get<std::uint64_t>();
@@ -226,9 +228,9 @@ private:
             if (begin > end) where("data_offsets begin ", begin, " > end ", end);
             if (end > data_size)
                 where("data_offsets [", begin, ", ", end, "] lie outside the data region of ", data_size, " bytes");
-            if (end - begin != count * dtype_size(t.dtype))
+            if (end - begin != *needed)
                 where("holds ", end - begin, " bytes, but shape ", shape_string(t.shape), " of ",
-                      dtype_name(t.dtype), " needs ", count * dtype_size(t.dtype));
+                      dtype_name(t.dtype), " needs ", *needed);
             t.begin = static_cast<std::size_t>(begin);
             t.end = static_cast<std::size_t>(end);
             auto [pos, fresh] = tensors_.emplace(name, std::move(t));
