@@ -14,47 +14,68 @@
 
 #include <nlohmann/json.hpp>
 
+#include "ssm/core/checked.hpp"
 #include "ssm/core/error.hpp"
 #include "ssm/core/tensor.hpp"
+#include "ssm/io/json_excerpt.hpp"
 
 namespace ssm {
 
 namespace detail {
 
+/// The largest size (of a dimension, vocabulary, window, ...) a config may give: a size read
+/// is at most this in magnitude, so sums and products of two sizes cannot overflow.
+inline constexpr index kMaxConfigSize = 2147483647;
+/// The most layers a config may give (checked before anything is made per layer).
+inline constexpr index kMaxConfigLayers = 65536;
+
 /// Typed reads of config.json fields, with errors that name the file and the key.
 struct JsonFields {
     const std::string& source;
 
+    /// An integer of int64 range; one above INT64_MAX is an error, not a negative number.
     [[nodiscard]] index integer(const nlohmann::json& obj, const char* key, std::optional<index> fallback) const {
         if (!obj.contains(key) || obj.at(key).is_null()) {
             if (!fallback) fail(source, ": missing '", key, "'");
             return *fallback;
         }
         const auto& v = obj.at(key);
-        if (!v.is_number_integer()) fail(source, ": '", key, "' must be an integer, got ", v.dump());
-        return static_cast<index>(v.get<std::int64_t>());
+        if (!v.is_number_integer()) fail(source, ": '", key, "' must be an integer, got ", json_excerpt(v));
+        return in_range(v, key);
+    }
+    /// A size: an integer of magnitude at most `kMaxConfigSize`, checked as it is read.
+    [[nodiscard]] index size(const nlohmann::json& obj, const char* key, std::optional<index> fallback) const {
+        const index v = integer(obj, key, fallback);
+        if (v > kMaxConfigSize || v < -kMaxConfigSize)
+            fail(source, ": '", key, "' is ", v, ", out of range (a size is at most ", kMaxConfigSize, ")");
+        return v;
+    }
+    [[nodiscard]] std::int64_t in_range(const nlohmann::json& v, const char* key) const {
+        if (v.is_number_unsigned() && v.get<std::uint64_t>() > static_cast<std::uint64_t>(INT64_MAX))
+            fail(source, ": '", key, "' is ", v.get<std::uint64_t>(), ", beyond the 64-bit integer range");
+        return v.get<std::int64_t>();
     }
     [[nodiscard]] bool boolean(const nlohmann::json& obj, const char* key, bool fallback) const {
         if (!obj.contains(key) || obj.at(key).is_null()) return fallback;
-        if (!obj.at(key).is_boolean()) fail(source, ": '", key, "' must be true or false, got ", obj.at(key).dump());
+        if (!obj.at(key).is_boolean()) fail(source, ": '", key, "' must be true or false, got ", json_excerpt(obj.at(key)));
         return obj.at(key).get<bool>();
     }
     [[nodiscard]] double number(const nlohmann::json& obj, const char* key, double fallback) const {
         if (!obj.contains(key) || obj.at(key).is_null()) return fallback;
-        if (!obj.at(key).is_number()) fail(source, ": '", key, "' must be a number, got ", obj.at(key).dump());
+        if (!obj.at(key).is_number()) fail(source, ": '", key, "' must be a number, got ", json_excerpt(obj.at(key)));
         return obj.at(key).get<double>();
     }
     /// A token id (or the first of a list of them, as some configs give), if present.
     [[nodiscard]] std::optional<std::int64_t> token_id(const nlohmann::json& obj, const char* key) const {
         if (!obj.contains(key) || obj.at(key).is_null()) return std::nullopt;
         const auto& v = obj.at(key);
-        if (v.is_array() && !v.empty() && v.at(0).is_number_integer()) return v.at(0).get<std::int64_t>();
-        if (!v.is_number_integer()) fail(source, ": '", key, "' must be an integer token id, got ", v.dump());
-        return v.get<std::int64_t>();
+        if (v.is_array() && !v.empty() && v.at(0).is_number_integer()) return in_range(v.at(0), key);
+        if (!v.is_number_integer()) fail(source, ": '", key, "' must be an integer token id, got ", json_excerpt(v));
+        return in_range(v, key);
     }
     [[nodiscard]] std::string string(const nlohmann::json& obj, const char* key, const std::string& fallback) const {
         if (!obj.contains(key) || obj.at(key).is_null()) return fallback;
-        if (!obj.at(key).is_string()) fail(source, ": '", key, "' must be a string, got ", obj.at(key).dump());
+        if (!obj.at(key).is_string()) fail(source, ": '", key, "' must be a string, got ", json_excerpt(obj.at(key)));
         return obj.at(key).get<std::string>();
     }
 };
@@ -118,15 +139,15 @@ struct MambaConfig {
 
         const nlohmann::json* rank_value = nullptr;
         if (original) {
-            c.hidden_size = f.integer(j, "d_model", std::nullopt);
-            c.num_hidden_layers = f.integer(j, "n_layer", std::nullopt);
-            c.vocab_size = f.integer(j, "vocab_size", std::nullopt);
-            const index multiple = f.integer(j, "pad_vocab_size_multiple", 1);
+            c.hidden_size = f.size(j, "d_model", std::nullopt);
+            c.num_hidden_layers = f.size(j, "n_layer", std::nullopt);
+            c.vocab_size = f.size(j, "vocab_size", std::nullopt);
+            const index multiple = f.size(j, "pad_vocab_size_multiple", 1);
             if (multiple <= 0) fail(source, ": 'pad_vocab_size_multiple' must be positive");
             c.vocab_size = (c.vocab_size + multiple - 1) / multiple * multiple;
-            c.state_size = f.integer(ssm_cfg, "d_state", 16);
-            c.conv_kernel = f.integer(ssm_cfg, "d_conv", 4);
-            c.expand = f.integer(ssm_cfg, "expand", 2);
+            c.state_size = f.size(ssm_cfg, "d_state", 16);
+            c.conv_kernel = f.size(ssm_cfg, "d_conv", 4);
+            c.expand = f.size(ssm_cfg, "expand", 2);
             c.intermediate_size = c.expand * c.hidden_size;
             c.use_bias = f.boolean(ssm_cfg, "bias", false);
             c.use_conv_bias = f.boolean(ssm_cfg, "conv_bias", true);
@@ -136,14 +157,14 @@ struct MambaConfig {
             c.layer_norm_epsilon = f.number(j, "norm_epsilon", 1e-5);
             if (ssm_cfg.contains("dt_rank")) rank_value = &ssm_cfg.at("dt_rank");
             if (ssm_cfg.contains("layer") && ssm_cfg.at("layer") != "Mamba1")
-                fail(source, ": ssm_cfg.layer ", ssm_cfg.at("layer").dump(), " is not supported (Mamba1 only)");
+                fail(source, ": ssm_cfg.layer ", detail::json_excerpt(ssm_cfg.at("layer")), " is not supported (Mamba1 only)");
         } else {
-            c.hidden_size = f.integer(j, "hidden_size", std::nullopt);
-            c.num_hidden_layers = f.integer(j, "num_hidden_layers", std::nullopt);
-            c.vocab_size = f.integer(j, "vocab_size", std::nullopt);
-            c.state_size = f.integer(j, "state_size", 16);
-            c.conv_kernel = f.integer(j, "conv_kernel", 4);
-            c.expand = f.integer(j, "expand", 2);
+            c.hidden_size = f.size(j, "hidden_size", std::nullopt);
+            c.num_hidden_layers = f.size(j, "num_hidden_layers", std::nullopt);
+            c.vocab_size = f.size(j, "vocab_size", std::nullopt);
+            c.state_size = f.size(j, "state_size", 16);
+            c.conv_kernel = f.size(j, "conv_kernel", 4);
+            c.expand = f.size(j, "expand", 2);
             c.intermediate_size = f.integer(j, "intermediate_size", c.expand * c.hidden_size);
             c.use_bias = f.boolean(j, "use_bias", false);
             c.use_conv_bias = f.boolean(j, "use_conv_bias", true);
@@ -156,9 +177,9 @@ struct MambaConfig {
         if (!rank_value || rank_value->is_null() || (rank_value->is_string() && rank_value->get<std::string>() == "auto")) {
             c.time_step_rank = (c.hidden_size + 15) / 16;
         } else if (rank_value->is_number_integer()) {
-            c.time_step_rank = static_cast<index>(rank_value->get<std::int64_t>());
+            c.time_step_rank = f.in_range(*rank_value, "time_step_rank");
         } else {
-            fail(source, ": time step rank must be an integer or \"auto\", got ", rank_value->dump());
+            fail(source, ": time step rank must be an integer or \"auto\", got ", detail::json_excerpt(*rank_value));
         }
         c.bos_token_id = f.token_id(j, "bos_token_id");
         c.eos_token_id = f.token_id(j, "eos_token_id");
@@ -176,22 +197,22 @@ struct MambaConfig {
     [[nodiscard]] static MambaConfig from_lit_gpt(const nlohmann::json& j, const std::string& source) {
         const detail::JsonFields f{source};
         MambaConfig c;
-        c.hidden_size = f.integer(j, "n_embd", std::nullopt);
-        c.num_hidden_layers = f.integer(j, "n_layer", std::nullopt);
-        const index multiple = f.integer(j, "padding_multiple", 512);
+        c.hidden_size = f.size(j, "n_embd", std::nullopt);
+        c.num_hidden_layers = f.size(j, "n_layer", std::nullopt);
+        const index multiple = f.size(j, "padding_multiple", 512);
         if (multiple <= 0) fail(source, ": 'padding_multiple' must be positive, got ", multiple);
-        const index vocab = f.integer(j, "vocab_size", std::nullopt);
+        const index vocab = f.size(j, "vocab_size", std::nullopt);
         c.vocab_size = f.integer(j, "padded_vocab_size", (vocab + multiple - 1) / multiple * multiple);
-        c.num_attention_heads = f.integer(j, "n_head", std::nullopt);
+        c.num_attention_heads = f.size(j, "n_head", std::nullopt);
         if (c.num_attention_heads <= 0) fail(source, ": 'n_head' must be positive, got ", c.num_attention_heads);
-        c.num_key_value_heads = f.integer(j, "n_query_groups", c.num_attention_heads);
-        c.head_dim = f.integer(j, "head_size", c.hidden_size / c.num_attention_heads);
+        c.num_key_value_heads = f.size(j, "n_query_groups", c.num_attention_heads);
+        c.head_dim = f.size(j, "head_size", c.hidden_size / c.num_attention_heads);
         const double rotary = f.number(j, "rotary_percentage", 0.25);  // lit-gpt's default
         if (!(rotary >= 0.0 && rotary <= 1.0)) fail(source, ": 'rotary_percentage' must be in [0, 1], got ", rotary);
         c.rotary_dim = f.boolean(j, "nope", false) ? 0 : static_cast<index>(rotary * static_cast<double>(c.head_dim));
         c.rope_theta = f.number(j, "rope_base", 10000.0);  // SAMBA: always 10000
-        c.sliding_window = std::max<index>(0, f.integer(j, "local_window", 0));
-        c.mlp_size = f.integer(j, "intermediate_size", std::nullopt);
+        c.sliding_window = std::max<index>(0, f.size(j, "local_window", 0));
+        c.mlp_size = f.size(j, "intermediate_size", std::nullopt);
         c.layer_norm_epsilon = f.number(j, "norm_eps", 1e-5);
         c.tie_word_embeddings = f.boolean(j, "mamba_init", true) || f.boolean(j, "tie_embeddings", false);
         // lit-gpt configs name no special tokens; a file may add them (LLaMA-2: bos 1, eos 2).
@@ -207,7 +228,7 @@ struct MambaConfig {
         // would (`asdict(config)` dumps every field, so absent keys come from hand-written
         // files); several of those defaults describe a GPT-NeoX model, which is refused.
         const auto refuse = [&](const char* key, const std::string& why) {
-            const std::string value = j.contains(key) ? j.at(key).dump() : std::string("absent: lit-gpt's default");
+            const std::string value = j.contains(key) ? detail::json_excerpt(j.at(key)) : std::string("absent: lit-gpt's default");
             fail(source, ": '", key, "' (", value, ") is not supported (", why, ")");
         };
         const auto on = [&](const char* key) {  // a switch or a *_per_layer count that is set
@@ -229,6 +250,7 @@ struct MambaConfig {
             if (on(key)) refuse(key, "a variant this library does not implement");
         const index full_every = f.integer(j, "full_per_layer", 1000000);
         const index mb = f.integer(j, "mb_per_layer", -1);  // <= 0: no Mamba layers
+        c.check_layer_count(source);
         for (index i = 0; i < c.num_hidden_layers; ++i) {
             const bool mamba = mb > 0 && i % mb == 0;
             c.layer_kinds.push_back(mamba ? LayerKind::Mamba : LayerKind::Attention);
@@ -259,11 +281,20 @@ struct MambaConfig {
         return from_json(j, file.string());
     }
 
-    /// Checks that every size is positive and the sizes agree with each other.
+    /// Fails when the number of layers exceeds `detail::kMaxConfigLayers`.
+    void check_layer_count(const std::string& source) const {
+        if (num_hidden_layers > detail::kMaxConfigLayers)
+            fail(source, ": number of layers ", num_hidden_layers, " exceeds the limit of ", detail::kMaxConfigLayers);
+    }
+
+    /// Checks that every size is positive and in range, and the sizes agree with each other.
     void validate(const std::string& source) const {
         const auto positive = [&](index v, const char* what) {
             if (v <= 0) fail(source, ": ", what, " must be positive, got ", v);
+            if (v > detail::kMaxConfigSize)
+                fail(source, ": ", what, " ", v, " exceeds the limit of ", detail::kMaxConfigSize);
         };
+        check_layer_count(source);
         positive(vocab_size, "vocab_size");
         positive(hidden_size, "hidden size");
         positive(num_hidden_layers, "number of layers");
@@ -290,6 +321,11 @@ struct MambaConfig {
             if (!(rope_theta > 0) || !std::isfinite(rope_theta))
                 fail(source, ": RoPE base must be a positive number, got ", rope_theta);
             if (sliding_window < 0) fail(source, ": sliding window must be >= 0, got ", sliding_window);
+            // The fused projection's rows, (H + 2·G) · head size, are computed from these.
+            const auto rows = checked_mul(num_attention_heads + 2 * num_key_value_heads, head_dim);
+            if (!rows || *rows > detail::kMaxConfigSize)
+                fail(source, ": attention projections of (", num_attention_heads, " + 2 x ", num_key_value_heads,
+                     ") heads of size ", head_dim, " exceed the limit of ", detail::kMaxConfigSize, " rows");
         }
         for (const auto& [id, name] : {std::pair{eos_token_id, "eos_token_id"}, std::pair{bos_token_id, "bos_token_id"},
                                        std::pair{pad_token_id, "pad_token_id"}})
