@@ -122,6 +122,67 @@ TEST_CASE("torch files: hand-made pickles: cycles, deep nesting, unknown objects
     fs::remove_all(dir);
 }
 
+// Regressions for views whose sizes the file cannot back, and for a pickle that recursed
+// once per nesting level:
+// - zero strides with huge sizes passed the bounds check (it bounds only the last element
+//   reached) and load_f32 then threw std::length_error / std::bad_alloc;
+// - a shape (2^62, 2^62, 0) was accepted because dimensions after a zero were not checked;
+// - 1,000,000 nested `_rebuild_from_type_v2` calls overflowed the stack (SIGSEGV).
+TEST_CASE("torch files: views the file cannot back and deeply nested rebuild calls are refused", "[torch]") {
+    using namespace std::string_literals;
+    const auto dir = ssm::test::scratch_dir("torch-views");
+    const auto open_pickle = [&](const std::string& pickle, const std::string& tag) {
+        const auto path = dir / (tag + ".pt");
+        ssm::test::write_bytes(path, make_zip({{"archive/data.pkl", pickle},
+                                               {"archive/data/0", std::string(16, '\0')}}));
+        const auto msg = ssm::test::error_of([&] {
+            const auto f = ssm::TorchFile::open(path);
+            for (const auto& n : f.names()) (void)f.load_f32(n);
+        });
+        CHECK(msg.find(path.string()) != std::string::npos);
+        return msg;
+    };
+    const std::string proto = "\x80\x02";
+    const std::string storage = "(" + unicode("storage") + "ctorch\nFloatStorage\n" + unicode("0") + unicode("cpu") +
+                                "K\x04tQ";
+    const auto tensor = [&](const std::string& size, const std::string& stride) {
+        return "}" + unicode("w") + "ctorch._utils\n_rebuild_tensor_v2\n(" + storage + "K\x00"s + size + stride +
+               "\x89tRs.";
+    };
+    const std::string big = "J\x00\x00\x10\x00"s;                        // 2^20
+    const std::string huge = "\x8a\x08\x00\x00\x00\x00\x00\x00\x00\x40"s;  // 2^62
+    // 2^40 elements gathered from a 4-element storage through zero strides.
+    const auto zero_strides = open_pickle(proto + tensor("(" + big + big + "t", "(K\x00K\x00t"s), "zero-strides");
+    CHECK(zero_strides.find("'w'") != std::string::npos);
+    CHECK(zero_strides.find("1099511627776 elements") != std::string::npos);
+    // Sizes whose product overflows once the zero is skipped.
+    const auto after_zero = open_pickle(proto + tensor("(" + huge + huge + "K\x00t"s, "(K\x01K\x01K\x01t"s), "after-zero");
+    CHECK(after_zero.find("'w'") != std::string::npos);
+    CHECK(after_zero.find("too large") != std::string::npos);
+
+    // _rebuild_from_type_v2(func, type, args, state) whose args call it again, n deep:
+    // built bottom-up through the memo, so the pickle's own stack stays small.
+    const auto nested = [&](int n) {
+        std::string p = proto + "}" + unicode("w") + "ctorch._tensor\n_rebuild_from_type_v2\nq\x01" + "0" +
+                        "(cbuiltins\nobject\nN)Nt";
+        for (int i = 0; i < n; ++i) p += "q\x02" "0(h\x01Nh\x02Nt";
+        return p + "q\x02" "0h\x01h\x02Rs.";  // the outermost call: G(*T)
+    };
+    CHECK(open_pickle(nested(100), "nested-100").find("_rebuild_from_type_v2 calls are nested more than 64 deep") !=
+          std::string::npos);
+    // 1,000,000 deep (the stack overflow found): refused, whichever bound it meets first.
+    (void)open_pickle(nested(1000000), "nested-1000000");
+
+    // The memo and the number of values a pickle makes are bounded (a value costs a few
+    // hundred bytes, made from one or two bytes of pickle).
+    const auto memo = open_pickle(proto + "}N" + std::string((1u << 20) + 1, '\x94') + "0.", "memo");
+    CHECK(memo.find("memo exceeds") != std::string::npos);
+    std::string many = proto + "}" + unicode("k") + "]";
+    for (int i = 0; i <= (1 << 20); ++i) many += "Na";
+    CHECK(open_pickle(many + "s.", "values").find("values") != std::string::npos);
+    fs::remove_all(dir);
+}
+
 TEST_CASE("torch files: every dtype and view, from torch 1.x and 2.x writers and as ZIP64", "[torch]") {
     const auto expected = ssm::SafetensorsFile::open(torch_dir() / "tensors.expected.safetensors");
     for (const char* name : {"tensors-torch1.pt", "tensors-torch2.pt", "zip64.pt"}) {

@@ -30,6 +30,7 @@
 #include <utility>
 #include <vector>
 
+#include "ssm/core/checked.hpp"
 #include "ssm/core/dtype.hpp"
 #include "ssm/core/error.hpp"
 #include "ssm/core/tensor.hpp"
@@ -176,9 +177,9 @@ public:
                 case 0x85: push(tuple_of(pop_n(1, op_at))); break;
                 case 0x86: push(tuple_of(pop_n(2, op_at))); break;
                 case 0x87: push(tuple_of(pop_n(3, op_at))); break;
-                case 'q': memo_[u8()] = top(op_at); break;                  // BINPUT
-                case 'r': memo_[le(4)] = top(op_at); break;                 // LONG_BINPUT
-                case 0x94: memo_[memo_.size()] = top(op_at); break;         // MEMOIZE
+                case 'q': memo_put(u8(), op_at); break;           // BINPUT
+                case 'r': memo_put(le(4), op_at); break;          // LONG_BINPUT
+                case 0x94: memo_put(memo_.size(), op_at); break;  // MEMOIZE
                 case 'h': push(memo_get(u8(), op_at)); break;               // BINGET
                 case 'j': push(memo_get(le(4), op_at)); break;              // LONG_BINGET
                 case 'c': {                                                 // GLOBAL "module\nname\n"
@@ -273,18 +274,23 @@ private:
         return s;
     }
 
-    static Ref make(Value::Kind k) { return std::make_shared<Value>(k); }
+    // Every value made counts against kMaxValues: a pickle of n bytes could otherwise make
+    // n values of a few hundred bytes each.
+    Ref make(Value::Kind k) {
+        if (++made_ > kMaxValues) fail(where_, ": pickle makes more than ", kMaxValues, " values");
+        return std::make_shared<Value>(k);
+    }
     Ref make_mutable(Value::Kind k) {
         auto v = make(k);
         mutables_.push_back(v);
         return v;
     }
-    static Ref make_bool(bool b) {
+    Ref make_bool(bool b) {
         auto v = make(Value::Kind::Bool);
         v->i = b;
         return v;
     }
-    static Ref make_int(std::int64_t i) {
+    Ref make_int(std::int64_t i) {
         auto v = make(Value::Kind::Int);
         v->i = i;
         return v;
@@ -295,12 +301,12 @@ private:
         v->s.assign(reinterpret_cast<const char*>(b.data()), b.size());
         return v;
     }
-    static Ref make_global(std::string name) {
+    Ref make_global(std::string name) {
         auto v = make(Value::Kind::Global);
         v->s = std::move(name);
         return v;
     }
-    static Ref tuple_of(std::vector<Ref> items) {
+    Ref tuple_of(std::vector<Ref> items) {
         auto v = make(Value::Kind::Tuple);
         v->items = std::move(items);
         return v;
@@ -337,6 +343,11 @@ private:
         stack_.resize(k);
         return out;
     }
+    void memo_put(std::uint64_t key, std::size_t at) {
+        if (memo_.size() >= kMaxMemo && memo_.find(key) == memo_.end())
+            bad(at, "the memo exceeds ", kMaxMemo, " entries");
+        memo_[key] = top(at);
+    }
     Ref memo_get(std::uint64_t key, std::size_t at) const {
         auto it = memo_.find(key);
         if (it == memo_.end()) bad(at, "memo entry ", key, " was never stored");
@@ -363,20 +374,28 @@ private:
     }
 
     // The few callables a state dict is made of; anything else becomes an inert Object.
-    Ref call(const Value& f, const std::vector<Ref>& args, std::size_t at) {
-        if (f.kind != Value::Kind::Global) return instantiate(f);
-        const std::string& name = f.s;
-        if (name == "torch._utils._rebuild_tensor_v2" || name == "torch._utils._rebuild_tensor")
-            return rebuild_tensor(args, at);
-        if (name == "torch._utils._rebuild_parameter" || name == "torch._utils._rebuild_parameter_with_state") {
-            if (args.empty() || args[0]->kind != Value::Kind::Tensor) bad(at, name, " without a tensor");
-            return args[0];
-        }
-        if (name == "torch._tensor._rebuild_from_type_v2") {  // (func, type, args, state)
+    // `_rebuild_from_type_v2` calls the function it is given: followed in a loop, at most
+    // kMaxRebuildDepth deep (torch.save nests it once), never by recursion.
+    Ref call(const Value& f0, const std::vector<Ref>& args0, std::size_t at) {
+        const Value* f = &f0;
+        const std::vector<Ref>* a = &args0;
+        for (std::size_t depth = 0;; ++depth) {
+            const std::vector<Ref>& args = *a;
+            if (f->kind != Value::Kind::Global) return instantiate(*f);
+            const std::string& name = f->s;
+            if (name == "torch._utils._rebuild_tensor_v2" || name == "torch._utils._rebuild_tensor")
+                return rebuild_tensor(args, at);
+            if (name == "torch._utils._rebuild_parameter" || name == "torch._utils._rebuild_parameter_with_state") {
+                if (args.empty() || args[0]->kind != Value::Kind::Tensor) bad(at, name, " without a tensor");
+                return args[0];
+            }
+            if (name != "torch._tensor._rebuild_from_type_v2") return instantiate(*f);
+            // (func, type, args, state)
             if (args.size() < 3 || args[2]->kind != Value::Kind::Tuple) bad(at, name, " with malformed arguments");
-            return call(*args[0], args[2]->items, at);
+            if (depth >= kMaxRebuildDepth) bad(at, name, " calls are nested more than ", kMaxRebuildDepth, " deep");
+            f = args[0].get();
+            a = &args[2]->items;
         }
-        return instantiate(f);
     }
 
     Ref rebuild_tensor(const std::vector<Ref>& args, std::size_t at) {
@@ -402,10 +421,14 @@ private:
     }
 
     static constexpr std::size_t kMaxStack = 1u << 20;
+    static constexpr std::size_t kMaxRebuildDepth = 64;
+    static constexpr std::size_t kMaxMemo = 1u << 20;
+    static constexpr std::size_t kMaxValues = 1u << 20;
     std::span<const std::byte> bytes_;
     std::string where_;
     StorageLoader load_storage_;
     std::size_t pos_ = 0;
+    std::size_t made_ = 0;  // values made so far
     std::vector<Ref> stack_;
     std::vector<std::size_t> marks_;
     std::unordered_map<std::uint64_t, Ref> memo_;
@@ -597,14 +620,17 @@ private:
         if (static_cast<std::uint64_t>(t.offset) > t.storage.numel)
             fail(file, ": tensor '", name, "' starts at element ", t.offset, " of storage '", t.storage.key,
                  "', which holds ", t.storage.numel);
+        for (auto n : t.size) s.info.shape.push_back(static_cast<index>(n));
+        // Every dimension counts, those after a zero too.
+        const auto elements = checked_elements(std::span<const std::int64_t>(t.size));
+        if (!elements) fail(file, ": tensor '", name, "': shape ", shape_string(s.info.shape), " is too large");
+        const std::uint64_t count = *elements;
         // The last element the view reaches must lie inside the storage.
-        std::uint64_t count = 1, last = static_cast<std::uint64_t>(t.offset);
+        std::uint64_t last = static_cast<std::uint64_t>(t.offset);
         std::int64_t expected_stride = 1;
         for (std::size_t d = t.size.size(); d-- > 0;) {
             const auto n = static_cast<std::uint64_t>(t.size[d]);
             const auto st = static_cast<std::uint64_t>(t.stride[d]);
-            if (n != 0 && count > (std::uint64_t{1} << 62) / n) fail(file, ": tensor '", name, "': shape is too large");
-            count *= n;
             if (n > 1) {
                 if (st != 0 && (n - 1) > ((std::uint64_t{1} << 62) - last) / st)
                     fail(file, ": tensor '", name, "': strides reach too far");
@@ -613,11 +639,15 @@ private:
             }
             expected_stride *= t.size[d];
         }
-        for (auto n : t.size) s.info.shape.push_back(static_cast<index>(n));
         const std::size_t es = dtype_size(t.storage.dtype);
         if (count > 0 && last >= t.storage.numel)
             fail(file, ": tensor '", name, "' (shape ", shape_string(s.info.shape), ", offset ", t.offset,
                  ") reaches element ", last, " of storage '", t.storage.key, "', which holds ", t.storage.numel);
+        // A view may repeat elements (zero strides); reading it allocates one float per
+        // element, which the file must back with at least one byte each.
+        if (!s.contiguous && count > map_->size())
+            fail(file, ": tensor '", name, "' is a view of shape ", shape_string(s.info.shape), " holding ", count,
+                 " elements, more than the file's ", map_->size(), " bytes can back");
         s.info.begin = storage_begin + static_cast<std::size_t>(t.offset) * es;
         s.info.end = count == 0 ? s.info.begin : storage_begin + static_cast<std::size_t>(last + 1) * es;
         if (!tensors_.emplace(name, std::move(s)).second) fail(file, ": tensor '", name, "' appears twice");
