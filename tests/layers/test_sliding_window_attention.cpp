@@ -159,7 +159,8 @@ TEST_CASE("attention: prefill over packed sequences equals the naive attention",
 
 TEST_CASE("attention: prefill in chunks and one-token steps equal one prefill", "[attention]") {
     const ssm::index D = 16;
-    for (const Shape& s : {Shape{2, 1, 8, 4, 8, 10000.0}, Shape{2, 2, 8, 0, 4, 10000.0}}) {
+    for (const Shape& s : {Shape{2, 1, 8, 4, 8, 10000.0}, Shape{2, 2, 8, 0, 4, 10000.0},
+                           Shape{2, 1, 8, 1, 8, 10000.0}}) {
         INFO("window " << s.window);
         const Weights w = random_weights(s, D, 7);
         const auto attn = make(s, D, w);
@@ -203,6 +204,51 @@ TEST_CASE("attention: prefill in chunks and one-token steps equal one prefill", 
         else
             CHECK(static_cast<ssm::index>(st.k[0].size()) == 13 * s.kv_heads * s.head_dim);
     }
+}
+
+// Regression: window 1 makes a key/value cache of capacity 0, whose slot() computed p % 0
+// if reached. A window of 1 attends to the token itself only, so the softmax weight is 1 and
+// each head's output is the token's own value: out = Wo · [Wv x per head's group] —
+// checked here directly, for prefill (with a cache carried between chunks) and steps.
+TEST_CASE("attention: a window of 1 attends to the token itself only", "[attention]") {
+    const ssm::index D = 16;
+    const Shape s{4, 2, 8, 1, 8, 10000.0};
+    const Weights w = random_weights(s, D, 21);
+    const auto attn = make(s, D, w);
+    const ssm::index T = 9, H = s.heads, G = s.kv_heads, hd = s.head_dim;
+    const auto x = ssm::test::random_floats(static_cast<std::size_t>(T * D), -1, 1, 22);
+    std::vector<float> expect(static_cast<std::size_t>(T * D));
+    for (ssm::index t = 0; t < T; ++t) {
+        const auto v = project(w.v, x.data() + t * D, G * hd, D);
+        std::vector<float> y(static_cast<std::size_t>(H * hd));
+        for (ssm::index h = 0; h < H; ++h)
+            for (ssm::index i = 0; i < hd; ++i)
+                y[static_cast<std::size_t>(h * hd + i)] =
+                    static_cast<float>(v[static_cast<std::size_t>((h / (H / G)) * hd + i)]);
+        const auto o = project(w.o, y.data(), D, H * hd);
+        for (ssm::index d = 0; d < D; ++d)
+            expect[static_cast<std::size_t>(t * D + d)] = static_cast<float>(o[static_cast<std::size_t>(d)]);
+    }
+    ssm::Workspace ws;
+    CHECK(ssm::test::rel_error(ssm::test::span_of(run(attn, x, {0, T}, ws)), expect) < 1e-6);
+
+    // Prefill of 4 tokens through the (empty) cache, then one-token steps.
+    auto state = attn.make_state(1);
+    CHECK(state.capacity == 0);
+    const auto first = run(attn, std::vector<float>(x.begin(), x.begin() + 4 * D), {0, 4}, ws, &state, &state);
+    CHECK(ssm::test::rel_error(ssm::test::span_of(first), std::span<const float>(expect.data(), 4 * D)) < 1e-6);
+    for (ssm::index t = 4; t < T; ++t) {
+        ssm::Matrix y(1, D);
+        ws.reset();
+        attn.step(ssm::ConstStridedMap(x.data() + t * D, 1, D, Eigen::OuterStride<>(D)), state,
+                  ssm::StridedMap(y.data(), 1, D, Eigen::OuterStride<>(D)), false, ws);
+        CHECK(ssm::test::rel_error(ssm::test::span_of(y),
+                                   std::span<const float>(expect.data() + t * D, static_cast<std::size_t>(D))) < 1e-6);
+    }
+    CHECK(state.pos == std::vector<std::int64_t>{T});
+    CHECK(state.k[0].empty());
+    // The ring of capacity 0 has no slot to ask for.
+    CHECK(ssm::test::error_of([&] { (void)state.slot(3); }).find("capacity 0") != std::string::npos);
 }
 
 TEST_CASE("attention: a cache for another batch or width is refused", "[attention]") {

@@ -114,4 +114,12 @@ TEST_CASE("forward and step reject bad batches and states", "[model]") {
     CHECK(ssm::test::error_of([&] { (void)model.step(one, state); }).find("state of 2") != std::string::npos);
     CHECK(ssm::test::error_of([&] { (void)model.forward(ssm::Batch::of({{1}}), {}, &state); }).find("2 sequences") !=
           std::string::npos);
+    // Regression: step indexed a state made by a model with fewer layers out of bounds
+    // (forward checked the layer count, step did not).
+    auto short_state = model.make_state(1);
+    short_state.layers.pop_back();
+    CHECK(ssm::test::error_of([&] { (void)model.step(one, short_state); }).find("state has 2 layers, the model 3") !=
+          std::string::npos);
+    CHECK(ssm::test::error_of([&] { (void)model.forward(ssm::Batch::of({{1}}), {}, &short_state); })
+              .find("state has 2 layers") != std::string::npos);
 }

@@ -46,8 +46,12 @@ struct AttentionLayerState {
         return static_cast<index>(
             std::min<std::int64_t>(pos[static_cast<std::size_t>(s)], capacity));
     }
-    /// Ring slot of absolute position `p`.
-    [[nodiscard]] index slot(std::int64_t p) const { return static_cast<index>(p % capacity); }
+    /// Ring slot of absolute position `p`. A cache of capacity 0 (window 1: each token
+    /// sees itself only) keeps nothing and has no slots.
+    [[nodiscard]] index slot(std::int64_t p) const {
+        require(capacity > 0, "AttentionLayerState: a key/value cache of capacity 0 has no slots");
+        return static_cast<index>(p % capacity);
+    }
 
     /// Stores the key and value of sequence `s` at absolute position `p` (the next one).
     void put(index s, std::int64_t p, const float* key, const float* value) {

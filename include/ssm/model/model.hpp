@@ -127,10 +127,11 @@ public:
     [[nodiscard]] ForwardResult forward(const Batch& batch, const ForwardOptions& opt,
                                         state_type* state, Workspace& ws) const {
         require(!batch.empty(), "Model::forward: the batch holds no sequence");
-        if (state)
-            require(state->batch == batch.size() && state->layers.size() == static_cast<std::size_t>(backbone_.size()),
-                    "Model::forward: state is for ", state->batch, " sequences, the batch has ",
-                    batch.size());
+        if (state) {
+            require(state->batch == batch.size(), "Model::forward: state is for ", state->batch,
+                    " sequences, the batch has ", batch.size());
+            check_state_layers(*state, "Model::forward");
+        }
         const index T = batch.total_tokens(), D = hidden_size();
         ForwardResult r;
         r.hidden.resize(T, D);
@@ -188,6 +189,7 @@ public:
         const index B = static_cast<index>(tokens.size()), D = hidden_size();
         require(B == state.batch, "Model::step: ", B, " tokens given for a state of ", state.batch,
                 " sequences");
+        check_state_layers(state, "Model::step");
         Matrix x(B, D);
         StridedMap residual(x.data(), B, D, Eigen::OuterStride<>(D));
         embedding_.forward(tokens, residual);
@@ -203,6 +205,11 @@ public:
     }
 
 private:
+    void check_state_layers(const state_type& state, const char* who) const {
+        require(state.layers.size() == static_cast<std::size_t>(backbone_.size()), who, ": state has ",
+                state.layers.size(), " layers, the model ", backbone_.size());
+    }
+
     MambaConfig config_;
     Embedding embedding_;
     Backbone backbone_;
