@@ -11,6 +11,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -273,11 +274,19 @@ inline void append_canonical_decomposition(char32_t cp, std::u32string& out) {
         }
         std::size_t end = i;
         while (end < decomposed.size() && classes[end] != 0) ++end;
-        for (std::size_t j = i + 1; j < end; ++j) {  // insertion sort: runs are short
-            for (std::size_t k = j; k > i && classes[k - 1] > classes[k]; --k) {
-                std::swap(classes[k - 1], classes[k]);
-                std::swap(decomposed[k - 1], decomposed[k]);
+        if (end - i <= 32) {  // insertion sort: runs are short in real text
+            for (std::size_t j = i + 1; j < end; ++j) {
+                for (std::size_t k = j; k > i && classes[k - 1] > classes[k]; --k) {
+                    std::swap(classes[k - 1], classes[k]);
+                    std::swap(decomposed[k - 1], decomposed[k]);
+                }
             }
+        } else {  // a long run (hostile or odd input): O(n log n), the same stable order
+            std::vector<std::pair<std::uint8_t, char32_t>> run(end - i);
+            for (std::size_t k = i; k < end; ++k) run[k - i] = {classes[k], decomposed[k]};
+            std::stable_sort(run.begin(), run.end(),
+                             [](const auto& a, const auto& b) { return a.first < b.first; });
+            for (std::size_t k = i; k < end; ++k) std::tie(classes[k], decomposed[k]) = run[k - i];
         }
         i = end;
     }
