@@ -457,3 +457,62 @@ TEST_CASE("BPE: unreadable, malformed and unsupported files name the file", "[te
     }
     fs::remove_all(scratch);
 }
+
+// Regression: a normalized added token whose content normalizes to "" (here a Replace
+// normalizer deletes it) made an empty pattern, which "matched" a NUL byte without
+// advancing: split_on_added_tokens looped forever adding empty pieces (bad_alloc after
+// 14 s). An empty pattern can match nothing; the ids are those of HF tokenizers 0.23.3
+// for this tokenizer.json, with or without the added token.
+TEST_CASE("BPE: an added token that normalizes to nothing matches nothing", "[text][bpe]") {
+    auto j = read_json(tokenizer_dir() / "tokenizer.json");
+    j["normalizer"] = {{"type", "Replace"}, {"pattern", {{"String", "Z"}}}, {"content", ""}};
+    const auto plain = ssm::BpeTokenizer::load(write_json(j, "tokenizer.json"));
+    j["added_tokens"].push_back({{"id", j["model"]["vocab"].size() + 10}, {"content", "Z"}, {"single_word", false},
+                                 {"lstrip", false}, {"rstrip", false}, {"normalized", true}, {"special", false}});
+    const auto tok = ssm::BpeTokenizer::load(write_json(j, "tokenizer.json"));
+    using namespace std::string_literals;
+    const std::string text = "a\0bZc"s;
+    CHECK(tok.encode(text) == std::vector<std::int32_t>{66, 190, 67, 68});
+    CHECK(tok.encode(text) == plain.encode(text));
+    CHECK(tok.encode("\0\0\0"s) == plain.encode("\0\0\0"s));
+}
+
+// Regression: NFC's canonical ordering was quadratic on long runs of combining marks of
+// alternating class (320 KB of text took 35 s in ssm-embed); see also test_unicode.cpp.
+// The stable canonical order puts the class-220 marks (U+0323) before the class-230 ones
+// (U+0301), each in text order; 'q' composes with neither.
+TEST_CASE("BPE: a long run of combining marks encodes fast under an NFC normalizer", "[text][bpe]") {
+    const std::size_t n = 100000;  // 200,000 marks, 400 KB of UTF-8
+    std::u32string text = U"q", expect = U"q";
+    for (std::size_t i = 0; i < n; ++i) text += U"\u0301\u0323";
+    expect.append(n, U'\u0323');
+    expect.append(n, U'\u0301');
+    auto j = read_json(tokenizer_dir() / "tokenizer.json");
+    j["normalizer"] = {{"type", "NFC"}};
+    const auto tok = ssm::BpeTokenizer::load(write_json(j, "tokenizer.json"));
+    const std::string utf8 = ssm::unicode::encode_utf8(text);
+    const auto t0 = std::chrono::steady_clock::now();
+    const auto ids = tok.encode(utf8);
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    INFO(seconds << " s to encode");
+    CHECK(tok.decode(ids) == ssm::unicode::encode_utf8(expect));
+    CHECK(seconds < 20.0);  // generous (sanitizers); -O2 takes well under a second
+}
+
+// Regression: error messages printed the offending value with nlohmann's recursive dump(),
+// so a value nested 200,000 deep crashed the program instead of giving the error.
+TEST_CASE("BPE: a deeply nested value in an error message is shown without recursion", "[text][bpe]") {
+    const std::string good = read_json(tokenizer_dir() / "tokenizer.json").dump();
+    const std::string deep = std::string(200000, '[') + std::string(200000, ']');
+    for (const std::string key : {"\"dropout\":null", "\"fuse_unk\":false", "\"unk_token\":null"}) {
+        std::string text = good;
+        const auto at = text.find(key);
+        REQUIRE(at != std::string::npos);
+        text.replace(at, key.size(), key.substr(0, key.find(':') + 1) + deep);
+        const auto file = ssm::test::scratch_dir("bpe-deep") / "tokenizer.json";
+        ssm::test::write_bytes(file, text);
+        const std::string msg = load_error(file);
+        CHECK(msg.find(key.substr(1, key.find(':') - 2)) != std::string::npos);
+        CHECK(msg.size() < 1000);
+    }
+}

@@ -32,6 +32,7 @@
 #include <nlohmann/json.hpp>
 
 #include "ssm/core/error.hpp"
+#include "ssm/io/json_excerpt.hpp"
 #include "ssm/text/unicode.hpp"
 
 namespace ssm {
@@ -342,7 +343,7 @@ private:
                      const std::string& where) {
         const nlohmann::json* v = value_of(obj, key);
         if (v == nullptr) return fallback;
-        if (!v->is_boolean()) fail(where, ": \"", key, "\" must be true or false, got ", v->dump());
+        if (!v->is_boolean()) fail(where, ": \"", key, "\" must be true or false, got ", detail::json_excerpt(*v));
         return v->get<bool>();
     }
 
@@ -350,7 +351,7 @@ private:
                                                  const std::string& where) {
         const nlohmann::json* v = value_of(obj, key);
         if (v == nullptr) return std::nullopt;
-        if (!v->is_string()) fail(where, ": \"", key, "\" must be a string, got ", v->dump());
+        if (!v->is_string()) fail(where, ": \"", key, "\" must be a string, got ", detail::json_excerpt(*v));
         return v->get<std::string>();
     }
 
@@ -383,7 +384,7 @@ private:
             const nlohmann::json& id_json = entry.value();
             const std::int64_t id = id_json.is_number_integer() ? id_json.get<std::int64_t>() : -1;
             if (id < 0 || id >= std::numeric_limits<std::int32_t>::max()) {
-                fail(source, ": vocab entry \"", token, "\" has id ", id_json.dump(),
+                fail(source, ": vocab entry \"", token, "\" has id ", detail::json_excerpt(id_json),
                      " (ids are integers in [0, 2^31 - 1))");
             }
             vocab_[token] = static_cast<std::int32_t>(id);
@@ -394,7 +395,7 @@ private:
 
         if (const nlohmann::json* dropout = value_of(*model, "dropout")) {
             if (!dropout->is_number() || dropout->get<double>() != 0.0) {
-                fail(source, ": BPE dropout ", dropout->dump(),
+                fail(source, ": BPE dropout ", detail::json_excerpt(*dropout),
                      " is not supported (inference needs null or 0)");
             }
         }
@@ -436,7 +437,7 @@ private:
                 b = m[1].get<std::string>();
             } else {
                 fail(source, ": merge ", index,
-                     " is neither \"a b\" nor [\"a\", \"b\"]: ", m.dump());
+                     " is neither \"a b\" nor [\"a\", \"b\"]: ", detail::json_excerpt(m));
             }
             const std::int32_t a_id = id_of(a, index, a, b);
             const std::int32_t b_id = id_of(b, index, a, b);
@@ -611,7 +612,7 @@ private:
                 const nlohmann::json* v = value_of(*decoder, key);
                 if (v == nullptr) return std::size_t{0};
                 if (!v->is_number_unsigned())
-                    fail(source, ": Strip decoder \"", key, "\" must be a count, got ", v->dump());
+                    fail(source, ": Strip decoder \"", key, "\" must be a count, got ", detail::json_excerpt(*v));
                 return v->get<std::size_t>();
             };
             step.start = count("start");
@@ -701,8 +702,10 @@ private:
             if (t.id != id) continue;  // an id whose entry was replaced
             MatchSet& set = t.normalized ? normalized_matches_ : raw_matches_;
             std::string pattern = t.normalized ? normalize(t.content) : t.content;
-            if (std::find(set.patterns.begin(), set.patterns.end(), pattern) !=
-                set.patterns.end()) {
+            // Content that normalizes to nothing matches nothing (an empty pattern would
+            // "match" without advancing, forever).
+            if (pattern.empty() || std::find(set.patterns.begin(), set.patterns.end(), pattern) !=
+                                       set.patterns.end()) {
                 continue;
             }
             set.patterns.push_back(std::move(pattern));
