@@ -66,6 +66,10 @@ TEST_CASE("a line that is not JSON, or not an object, is an error naming FILE:LI
     expect("42\n", "1", "got number");
     expect("{\"a\": 1}\n{\"a\": 2}\n{\"a\": 3}\n{\"a\": 4}\n{\"a\": 5}\n{'a': 6}\n", "6",
            "not valid JSON");
+    // Regression: a number out of double range made nlohmann throw out_of_range, which
+    // escaped as a bare library message with no file or line (only parse_error was caught).
+    expect("{\"a\": 1}\n{\"a\": 1e400}\n", "2", "not valid JSON");
+    expect("{\"a\": -1e400}\n", "1", "number overflow");
     fs::remove_all(dir);
 }
 

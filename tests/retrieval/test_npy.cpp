@@ -195,6 +195,19 @@ TEST_CASE("broken files are errors naming the file and what is wrong", "[npy]") 
            "too large");
     expect(npy_v1("{'descr': '<f4', 'fortran_order': False, 'shape': (3, 4), } junk", data),
            "after the dict");
+    // Regression: a Fortran-order (2^62, 0) array holds no bytes and passed every check,
+    // then the copy into a row-major matrix looped 2^62 times over empty rows. An empty
+    // array is returned without a copy, in either order.
+    for (const char* order : {"True", "False"}) {
+        for (const char* shape : {"(4611686018427387904, 0)", "(0, 4611686018427387904)"}) {
+            ssm::test::write_bytes(path, npy_v1(std::string("{'descr': '<f8', 'fortran_order': ") + order +
+                                                    ", 'shape': " + shape + ", }",
+                                                ""));
+            const ssm::Matrix e = ssm::load_npy(path);
+            CHECK(e.size() == 0);
+            CHECK(e.rows() + e.cols() == ssm::index{1} << 62);
+        }
+    }
     // A header that says 64 KiB but the file ends first.
     expect(std::string("\x93NUMPY\x01\x00\xff\xff", 10) + "{'descr'", "truncated");
 

@@ -86,7 +86,7 @@ void for_each_jsonl(const std::filesystem::path& path, F&& f) {
         nlohmann::json object;
         try {
             object = nlohmann::json::parse(line);
-        } catch (const nlohmann::json::parse_error& e) {
+        } catch (const nlohmann::json::exception& e) {  // parse_error, out_of_range (1e400), ...
             fail_at_line(path, number, std::string("not valid JSON: ") + e.what());
         }
         if (!object.is_object()) {

@@ -276,6 +276,7 @@ inline void save_npy(const std::filesystem::path& path, const Matrix& m) {
     using ColMajorD = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::ColMajor>;
     const auto bytes = static_cast<std::size_t>(data_bytes);
     Matrix m(rows, cols);
+    if (bytes == 0) return m;  // (n, 0) or (0, n): nothing to read, and nothing to reorder
     if (item == 4 && !h.fortran_order) {
         detail::read_exactly(in, reinterpret_cast<char*>(m.data()), bytes, file);
     } else if (item == 4) {
