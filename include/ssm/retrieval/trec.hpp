@@ -136,7 +136,9 @@ inline void write_trec_run(const std::filesystem::path& path, const Run& run,
         run[qid].push_back(RunEntry{std::string(f[2]), score});
         lines[qid].push_back(number);
     });
-    for (const auto& [qid, entries] : run) {
+    for (const auto& item : run) {  // not a structured binding: lambdas capture `entries`
+        const std::string& qid = item.first;
+        const std::vector<RunEntry>& entries = item.second;
         const auto& at = lines.at(qid);
         std::vector<std::size_t> order(entries.size());
         std::iota(order.begin(), order.end(), std::size_t{0});
