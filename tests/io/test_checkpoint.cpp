@@ -1,5 +1,7 @@
 // Checkpoints: single file, folder, shards with an index; name aliases; shape checks;
 // missing tensors, broken indexes and missing shards named in the error.
+#include <sys/stat.h>
+
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -114,5 +116,16 @@ TEST_CASE("broken folders, indexes and shards are errors naming what is wrong", 
     expect(dir, "lm_head.weight");
     std::ofstream(dir / "model.safetensors.index.json") << R"({"weight_map": {"x": "../escape.safetensors"}})";
     expect(dir, "not a file in the folder");
+    // Regression: a shard (or index) that is a named pipe blocked forever in the read that
+    // sniffs a file's format, before the mapping's regular-file check could refuse it.
+    fs::remove(dir / "model-00002-of-00004.safetensors");
+    REQUIRE(::mkfifo((dir / "model-00002-of-00004.safetensors").c_str(), 0600) == 0);
+    std::ofstream(dir / "model.safetensors.index.json")
+        << R"({"weight_map": {"lm_head.weight": "model-00002-of-00004.safetensors"}})";
+    expect(dir, "model-00002-of-00004.safetensors: not a regular file");
+    expect(dir / "model-00002-of-00004.safetensors", "model-00002-of-00004.safetensors: not a regular file");
+    fs::remove(dir / "model.safetensors.index.json");
+    REQUIRE(::mkfifo((dir / "model.safetensors.index.json").c_str(), 0600) == 0);
+    expect(dir, "model.safetensors.index.json: not a regular file");
     fs::remove_all(dir);
 }

@@ -25,6 +25,14 @@ namespace ssm {
 
 namespace detail {
 
+/// Fails unless `path` is a regular file (or a link to one): a folder, named pipe or
+/// device is refused before anything opens it.
+inline void require_regular_file(const std::filesystem::path& path) {
+    std::error_code ec;
+    if (std::filesystem::is_regular_file(path, ec)) return;
+    fail(path.string(), std::filesystem::exists(path, ec) ? ": not a regular file" : ": no such file");
+}
+
 /// The lit-gpt names (SAMBA's training code) of a canonical name, an empty list when none:
 /// `transformer.wte`, `transformer.ln_f`, `transformer.h.{i}.{norm_1, attn, norm_2, mlp}`,
 /// with the fused attention projections `attn.attn` / `attn.proj` and the SwiGLU weights
@@ -77,6 +85,7 @@ namespace detail {
 class TensorFile {
 public:
     [[nodiscard]] static TensorFile open(const std::filesystem::path& path) {
+        detail::require_regular_file(path);  // before any read: opening a named pipe would block
         std::byte head[16]{};
         std::size_t n = 0;
         if (std::ifstream in{path, std::ios::binary}) {
@@ -221,6 +230,7 @@ private:
 
     void open_index(const std::filesystem::path& index_file) {
         const std::string src = index_file.string();
+        detail::require_regular_file(index_file);
         std::ifstream in(index_file);
         if (!in) fail(src, ": cannot open");
         std::stringstream buffer;
