@@ -3,6 +3,9 @@
 # Packages already present are left alone; nothing is installed when all are there.
 set -euo pipefail
 packages=(cmake g++ make libeigen3-dev nlohmann-json3-dev catch2 libbenchmark-dev)
+# clang: every public header is compiled with it, and the fuzz harnesses need its
+# libFuzzer + sanitizer runtimes (libclang-rt-dev, only recommended by clang).
+packages+=(clang libclang-rt-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

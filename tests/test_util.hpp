@@ -14,6 +14,7 @@
 #include "catch.hpp"
 #include "ssm/core/error.hpp"
 #include "ssm/core/tensor.hpp"
+#include "ssm/core/threads.hpp"
 #include "ssm/io/safetensors.hpp"
 
 namespace ssm::test {
@@ -71,6 +72,42 @@ inline double rel_error(std::span<const float> a, std::span<const float> b, doub
     den = std::max(den, floor_rms * floor_rms * static_cast<double>(a.size()));
     return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
 }
+
+/// Guards a check that results agree across thread counts. It counts the loops
+/// `parallel_for` runs on two or more threads while it lives; `verify()`, called after the
+/// check, REQUIREs that there was one — a multi-thread check that ran on one thread checks
+/// nothing. In a build without OpenMP every loop runs on the calling thread: `verify()`
+/// then WARNs "SKIPPED" with the name of the check instead (Catch2 v2 has no SKIP).
+class MultiThreadCheck {
+public:
+    explicit MultiThreadCheck(std::string what)
+        : what_(std::move(what)), start_(ssm::detail::parallel_loops_run().load()) {}
+
+    /// True when this build can run parallel loops on several threads.
+    [[nodiscard]] static constexpr bool available() noexcept {
+#if defined(_OPENMP)
+        return true;
+#else
+        return false;
+#endif
+    }
+
+    /// Loops run on two or more threads since construction.
+    [[nodiscard]] std::int64_t loops() const { return ssm::detail::parallel_loops_run().load() - start_; }
+
+    void verify() const {
+        if (!available()) {
+            WARN("SKIPPED: " << what_ << " ran on one thread only (built without OpenMP)");
+            return;
+        }
+        INFO(what_ << ": parallel loops run on 2+ threads: " << loops());
+        REQUIRE(loops() > 0);
+    }
+
+private:
+    std::string what_;
+    std::int64_t start_;
+};
 
 /// `n` floats uniform in [lo, hi) from a seeded generator.
 inline std::vector<float> random_floats(std::size_t n, float lo, float hi, std::uint64_t seed) {

@@ -6,6 +6,7 @@
 #include "test_util.hpp"
 
 TEST_CASE("parallel_for visits every index exactly once", "[threads]") {
+    const ssm::test::MultiThreadCheck threaded("parallel_for at 2, 3 and 8 threads");
     for (int threads : {1, 2, 3, 8}) {
         ssm::set_num_threads(threads);
         for (ssm::index n : {0, 1, 2, 7, 100, 1001}) {
@@ -17,10 +18,12 @@ TEST_CASE("parallel_for visits every index exactly once", "[threads]") {
         }
     }
     ssm::set_num_threads(0);
+    threaded.verify();
     CHECK(ssm::num_threads() >= 1);
 }
 
 TEST_CASE("parallel_for rethrows an ssm::Error from a worker", "[threads]") {
+    const ssm::test::MultiThreadCheck threaded("parallel_for rethrowing at 2 threads");
     ssm::set_num_threads(2);
     const auto msg = ssm::test::error_of([] {
         ssm::parallel_for(100, 1, [](ssm::index b, ssm::index e) {
@@ -28,6 +31,7 @@ TEST_CASE("parallel_for rethrows an ssm::Error from a worker", "[threads]") {
         });
     });
     ssm::set_num_threads(0);
+    threaded.verify();
     CHECK(msg.find("worker failed") != std::string::npos);
     CHECK(ssm::test::error_of([] { ssm::set_num_threads(-1); }).find("-1") != std::string::npos);
 }

@@ -9,7 +9,8 @@
 #include "test_util.hpp"
 
 TEST_CASE("WeightMatrix::to_bf16 rounds every value as f32_to_bf16 and widens it back exactly", "[weights]") {
-    const ssm::index rows = 37, cols = 70000 / 37;  // enough elements for several threads
+    const ssm::test::MultiThreadCheck threaded("to_bf16 at 2 threads");
+    const ssm::index rows = 37, cols = 200000 / 37;  // enough elements for 2 threads (2^16 each, at least)
     auto values = ssm::test::random_floats(static_cast<std::size_t>(rows * cols), -3, 3, 5);
     values[0] = 0.0f;
     values[1] = -0.0f;
@@ -41,6 +42,7 @@ TEST_CASE("WeightMatrix::to_bf16 rounds every value as f32_to_bf16 and widens it
         CHECK(bf.to_bf16().bytes() == bf.bytes());  // already bf16: unchanged
     }
     ssm::set_num_threads(0);
+    threaded.verify();
     CHECK(ssm::test::error_of([&] { (void)f32.to_bf16().f32(); }).find("bfloat16") != std::string::npos);
 }
 

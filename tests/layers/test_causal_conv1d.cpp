@@ -38,8 +38,9 @@ ssm::StridedMap map(std::vector<float>& v, ssm::index rows, ssm::index cols) {
 }  // namespace
 
 TEST_CASE("CausalConv1d prefill equals the naive convolution over packed sequences", "[conv]") {
+    const ssm::test::MultiThreadCheck threaded("CausalConv1d prefill at 2 threads");
     const ssm::index E = 19;
-    const std::vector<ssm::index> offsets = {0, 1, 6, 7, 30, 33};
+    const std::vector<ssm::index> offsets = {0, 1, 6, 7, 30, 33, 160};  // 160 rows: 2 threads (64 each, at least)
     const ssm::index T = offsets.back();
     for (ssm::index K : {1, 2, 4, 5}) {
         const auto w = ssm::test::random_floats(static_cast<std::size_t>(E * K), -1, 1, 30 + K);
@@ -57,6 +58,7 @@ TEST_CASE("CausalConv1d prefill equals the naive convolution over packed sequenc
         }
     }
     ssm::set_num_threads(0);
+    threaded.verify();
 }
 
 TEST_CASE("CausalConv1d: chunked prefill and single steps equal one prefill", "[conv]") {

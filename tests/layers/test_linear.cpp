@@ -27,6 +27,7 @@ std::vector<float> naive(const std::vector<float>& x, const std::vector<float>& 
 /// the layer should compute with) for each row count and thread count.
 void check_against_naive(const ssm::Linear& lin, const std::vector<float>& w, const std::vector<float>* b,
                          std::initializer_list<ssm::index> row_counts, unsigned seed) {
+    const ssm::test::MultiThreadCheck threaded("Linear at 2 and 3 threads");
     const ssm::index in = lin.in_features(), out = lin.out_features();
     for (ssm::index rows : row_counts) {
         for (int threads : {1, 2, 3}) {
@@ -47,12 +48,13 @@ void check_against_naive(const ssm::Linear& lin, const std::vector<float>& w, co
         }
     }
     ssm::set_num_threads(0);
+    threaded.verify();
 }
 
 }  // namespace
 
 TEST_CASE("Linear equals x·Wᵀ + b for few and many rows", "[linear]") {
-    const ssm::index in = 67, out = 301;
+    const ssm::index in = 67, out = 601;  // few rows: 256 output features a thread, at least
     const auto w = ssm::test::random_floats(static_cast<std::size_t>(in * out), -1, 1, 1);
     const auto b = ssm::test::random_floats(static_cast<std::size_t>(out), -1, 1, 2);
     for (bool with_bias : {false, true}) {

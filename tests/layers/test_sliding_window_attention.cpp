@@ -130,6 +130,7 @@ ssm::Matrix run(const ssm::SlidingWindowAttention& a, const std::vector<float>& 
 }  // namespace
 
 TEST_CASE("attention: prefill over packed sequences equals the naive attention", "[attention]") {
+    const ssm::test::MultiThreadCheck threaded("attention prefill at 3 threads");
     const ssm::index D = 24;
     const std::vector<ssm::index> offsets = {0, 5, 6, 23,
                                              93};  // 5, 1, 17, 70 tokens (70 > one query block)
@@ -155,6 +156,7 @@ TEST_CASE("attention: prefill over packed sequences equals the naive attention",
         }
         ssm::set_num_threads(0);
     }
+    threaded.verify();
 }
 
 TEST_CASE("attention: prefill in chunks and one-token steps equal one prefill", "[attention]") {

@@ -4,15 +4,48 @@
 #pragma once
 
 #include <cstdint>
+#include <filesystem>
 #include <string>
 #include <vector>
 
+#include "ssm/core/dtype.hpp"
+#include "ssm/io/checkpoint.hpp"
 #include "ssm/io/safetensors.hpp"
 #include "ssm/model/batch.hpp"
 #include "ssm/model/model.hpp"
 #include "test_util.hpp"
 
 namespace ssm::test {
+
+/// A float32 copy of the checkpoint `weights` (one file, safetensors or PyTorch) with
+/// every matrix (a rank-2 `*.weight`: the embedding, every Linear, an untied head) rounded
+/// to bfloat16 and widened back, exactly what `store_weights_bf16()` keeps; everything else
+/// (norms, conv, A_log, D, biases) unchanged. Written as `dir/model.safetensors` beside a
+/// copy of `config` (config.json or lit_config.json). Loading `dir` and running the
+/// float32 path is the reference for the bf16 path at float32 precision.
+inline std::filesystem::path bf16_rounded_copy(const std::filesystem::path& weights,
+                                               const std::filesystem::path& config,
+                                               const std::filesystem::path& dir) {
+    const auto file = TensorFile::open(weights);
+    const auto names = file.names();
+    std::vector<std::vector<float>> values;  // outlive the write: TensorToWrite views them
+    values.reserve(names.size());
+    std::vector<TensorToWrite> out;
+    std::size_t rounded = 0;
+    for (const auto& name : names) {
+        const Tensor t = file.load_f32(name);
+        auto& v = values.emplace_back(t.values().begin(), t.values().end());
+        if (t.rank() == 2 && name.ends_with(".weight")) {
+            for (auto& x : v) x = bf16_to_f32(f32_to_bf16(x));
+            ++rounded;
+        }
+        out.push_back(f32_tensor(name, {t.shape().begin(), t.shape().end()}, v));
+    }
+    REQUIRE(rounded >= 3);
+    std::filesystem::copy_file(config, dir / config.filename());
+    write_safetensors(dir / "model.safetensors", out);
+    return dir;
+}
 
 /// Each `seq{i}` alone: the residual stream after every layer (`seq{i}.hidden.{j}`), the
 /// final hidden state and the logits, each within `tol` (relative).

@@ -126,6 +126,7 @@ bool same(const ssm::TopK& a, const ssm::TopK& b) {
 
 TEST_CASE("exact_top_k matches a brute-force full sort over shapes, tiles and thread counts",
           "[top_k]") {
+    const ssm::test::MultiThreadCheck threaded("exact_top_k at 2 and 3 threads");
     const ssm::index query_counts[] = {1, 2, 5, 63, 64, 65, 70};
     const ssm::index doc_counts[] = {1, 2, 7, 100, 1000, 2047, 2048, 2049, 3000};
     const ssm::index dims[] = {1, 8, 33};
@@ -166,6 +167,7 @@ TEST_CASE("exact_top_k matches a brute-force full sort over shapes, tiles and th
         }
     }
     ssm::set_num_threads(0);
+    threaded.verify();
     CHECK(calls > 1000);
     const auto ids =
         ssm::exact_top_k(random_matrix(3, 4, true, 1), random_matrix(9, 4, true, 2), 4).ids;
@@ -173,6 +175,7 @@ TEST_CASE("exact_top_k matches a brute-force full sort over shapes, tiles and th
 }
 
 TEST_CASE("ties rank the lower document index first", "[top_k]") {
+    const ssm::test::MultiThreadCheck threaded("exact_top_k with ties at 2 threads");
     ssm::Matrix docs = random_matrix(3000, 16, true, 5);
     // Copies of row 2999 and 1500 scattered through the collection.
     for (const ssm::index r : {0, 17, 2048, 2047, 2500}) docs.row(r) = docs.row(2999);
@@ -185,6 +188,7 @@ TEST_CASE("ties rank the lower document index first", "[top_k]") {
         CHECK(exact_mismatch(ssm::exact_top_k(queries, docs, 50, {7, 100}), ref, 50) == "");
     }
     ssm::set_num_threads(0);
+    threaded.verify();
 
     // Every score equal: the first k documents, in order.
     const ssm::Matrix ones = ssm::Matrix::Ones(500, 4);
@@ -235,6 +239,7 @@ TEST_CASE("edge shapes, NaN scores and bad arguments", "[top_k]") {
 }
 
 TEST_CASE("normalize_rows gives unit rows in the same direction; zero rows stay zero", "[top_k]") {
+    const ssm::test::MultiThreadCheck threaded("normalize_rows at 2 threads");
     for (const int threads : {1, 2}) {
         ssm::set_num_threads(threads);
         ssm::Matrix m = random_matrix(5000, 24, false, 11) * 30.0f;
@@ -253,4 +258,5 @@ TEST_CASE("normalize_rows gives unit rows in the same direction; zero rows stay 
         }
     }
     ssm::set_num_threads(0);
+    threaded.verify();
 }

@@ -137,6 +137,7 @@ TEST_CASE("SequentialScan equals the naive recurrence: bilinear", "[scan]") {
 }
 
 TEST_CASE("ParallelScan equals SequentialScan at any length and thread count", "[scan]") {
+    const ssm::test::MultiThreadCheck threaded("ParallelScan at 2-7 threads");
     const std::vector<Index> lengths = {1, 2, 3, 5, 7, 13, 31, 63, 64, 65, 127, 128, 129, 255, 256, 257, 511, 513, 5000};
     for (Index N : {8, 16}) {
         for (Index E : {37, 48}) {
@@ -162,9 +163,11 @@ TEST_CASE("ParallelScan equals SequentialScan at any length and thread count", "
         }
     }
     ssm::set_num_threads(0);
+    threaded.verify();
 }
 
 TEST_CASE("ParallelScan over packed sequences equals SequentialScan", "[scan]") {
+    const ssm::test::MultiThreadCheck threaded("packed ParallelScan at 2 and 5 threads");
     const Problem p({0, 700, 701, 701, 1900, 1913}, 21, 16, 300);
     std::vector<float> y_ref, fin_ref;
     run<ssm::SequentialScan, ssm::ZeroOrderHold>(p.args(y_ref, true, true, true, &fin_ref));
@@ -183,6 +186,7 @@ TEST_CASE("ParallelScan over packed sequences equals SequentialScan", "[scan]") 
         }
     }
     ssm::set_num_threads(0);
+    threaded.verify();
 }
 
 TEST_CASE("selective_state_update token by token equals the full scan", "[scan]") {
@@ -211,7 +215,8 @@ TEST_CASE("selective_state_update token by token equals the full scan", "[scan]"
 }
 
 TEST_CASE("selective_state_update advances a batch of sequences independently", "[scan]") {
-    const Index Bsz = 5, E = 33, N = 8;
+    const ssm::test::MultiThreadCheck threaded("batched selective_state_update at 3 threads");
+    const Index Bsz = 5, E = 97, N = 8;  // 5 × 7 blocks of channels: 3 threads get 8 or more
     const Problem p({0, 1, 2, 3, 4, 5}, E, N, 500);  // five one-token sequences
     std::vector<float> y_ref, fin_ref;
     run<ssm::SequentialScan, ssm::Bilinear>(p.args(y_ref, true, false, true, &fin_ref));
@@ -222,6 +227,7 @@ TEST_CASE("selective_state_update advances a batch of sequences independently", 
     ssm::set_num_threads(3);
     ssm::selective_state_update<ssm::Bilinear>(a, state.data());
     ssm::set_num_threads(0);
+    threaded.verify();
     CHECK(ssm::test::rel_error(y, y_ref) < 1e-6);
     CHECK(ssm::test::rel_error(state, fin_ref) < 1e-6);
 }

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdint>
 #include <exception>
 #include <mutex>
 
@@ -23,6 +24,13 @@ namespace ssm {
 namespace detail {
 inline std::atomic<int>& thread_setting() {
     static std::atomic<int> n{0};  // 0 = all hardware threads
+    return n;
+}
+
+/// How many times `parallel_for` has run a loop on two or more threads (the tests read it
+/// to know that a multi-thread check did not silently run on one).
+inline std::atomic<std::int64_t>& parallel_loops_run() {
+    static std::atomic<std::int64_t> n{0};
     return n;
 }
 }  // namespace detail
@@ -63,6 +71,7 @@ void parallel_for(index count, index min_per_thread, Body&& body) {
     {
         const index t = omp_get_thread_num();
         const index nt = omp_get_num_threads();
+        if (t == 0 && nt > 1) detail::parallel_loops_run().fetch_add(1, std::memory_order_relaxed);
         const index begin = count * t / nt;
         const index end = count * (t + 1) / nt;
         try {

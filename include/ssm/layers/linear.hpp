@@ -102,7 +102,7 @@ private:
             const auto store = [&](int count) {
                 for (int k = 0; k < count; ++k, ++r) y(r, o) = accumulate ? y(r, o) + out[k] : out[k];
             };
-            for (; r + 8 <= rows;) {
+            while (r + 8 <= rows) {  // (store() advances r)
                 dot_rows<8>(wo, x.data() + r * ldx, ldx, in, out);
                 store(8);
             }

@@ -142,9 +142,9 @@ inline void write_trec_run(const std::filesystem::path& path, const Run& run,
         const auto& at = lines.at(qid);
         std::vector<std::size_t> order(entries.size());
         std::iota(order.begin(), order.end(), std::size_t{0});
-        std::sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
-            return entries[a].doc_id != entries[b].doc_id ? entries[a].doc_id < entries[b].doc_id
-                                                          : a < b;
+        // (a structured binding cannot be captured before C++20's P1091, which clang 14 lacks)
+        std::sort(order.begin(), order.end(), [&e = entries](std::size_t a, std::size_t b) {
+            return e[a].doc_id != e[b].doc_id ? e[a].doc_id < e[b].doc_id : a < b;
         });
         for (std::size_t i = 1; i < order.size(); ++i) {
             if (entries[order[i]].doc_id == entries[order[i - 1]].doc_id) {
