@@ -77,27 +77,38 @@ void make_checkpoint(const std::filesystem::path& dir) {
 "tie_word_embeddings": true, "layer_norm_epsilon": 1e-05, "eos_token_id": 0})";
 }
 
-/// The model with float32 weights, or with its matrices stored as bfloat16.
-const ssm::MambaLM& model(bool bf16) {
+/// Weight storage by benchmark argument: 0 float32, 1 bfloat16, 2 int8 blocks.
+ssm::WeightFormat format_of(std::int64_t arg) {
+    return arg == 2 ? ssm::WeightFormat::Int8 : arg == 1 ? ssm::WeightFormat::BF16 : ssm::WeightFormat::F32;
+}
+
+/// Bytes a weight takes in `format` (int8: 32 values and a float32 scale per block).
+double bytes_per_weight(ssm::WeightFormat format) {
+    return format == ssm::WeightFormat::Int8 ? 36.0 / 32.0 : format == ssm::WeightFormat::BF16 ? 2.0 : 4.0;
+}
+
+/// The model with its matrices stored in `format`.
+const ssm::MambaLM& model(ssm::WeightFormat format) {
     static const ssm::MambaLM f32 = [] {
         make_checkpoint(checkpoint_dir());
         return ssm::MambaLM::load(checkpoint_dir());
     }();
-    if (!bf16) return f32;
-    static const ssm::MambaLM half = [] {
+    const auto converted = [](ssm::WeightFormat f) {
         ssm::MambaLM m = f32;
-        m.store_weights_bf16();
+        m.store_weights(f);
         return m;
-    }();
-    return half;
+    };
+    static const ssm::MambaLM half = converted(ssm::WeightFormat::BF16);
+    static const ssm::MambaLM int8 = converted(ssm::WeightFormat::Int8);
+    return format == ssm::WeightFormat::Int8 ? int8 : format == ssm::WeightFormat::BF16 ? half : f32;
 }
 
 std::vector<std::int32_t> random_ids(ssm::index n, unsigned seed) { return ssm::bench::random_ids(n, kVocab, seed); }
 
 /// Prefill of one sequence of L tokens, logits for the last position only. Second
-/// argument: 1 = weights stored as bfloat16.
+/// argument: weight storage (0 float32, 1 bfloat16, 2 int8).
 void BM_Prefill(benchmark::State& state) {
-    const auto& m = model(state.range(1) != 0);
+    const auto& m = model(format_of(state.range(1)));
     const ssm::index L = state.range(0);
     const auto batch = ssm::Batch::of({random_ids(L, 1)});
     ssm::Workspace ws;
@@ -114,10 +125,11 @@ void BM_Prefill(benchmark::State& state) {
 }
 
 /// Decoding at batch B: one step per iteration, after a 16-token prompt per sequence.
-/// Second argument: 1 = weights stored as bfloat16 (half the bytes a step reads).
+/// Second argument: weight storage (0 float32, 1 bfloat16: half the bytes a step reads,
+/// 2 int8 blocks: 36 bytes per 32 weights).
 void BM_Decode(benchmark::State& state) {
-    const bool bf16 = state.range(1) != 0;
-    const auto& m = model(bf16);
+    const ssm::WeightFormat format = format_of(state.range(1));
+    const auto& m = model(format);
     const ssm::index B = state.range(0);
     std::vector<std::vector<std::int32_t>> prompts;
     for (ssm::index b = 0; b < B; ++b) prompts.push_back(random_ids(16, 2 + static_cast<unsigned>(b)));
@@ -131,7 +143,7 @@ void BM_Decode(benchmark::State& state) {
     }
     const double steps = static_cast<double>(state.iterations());
     state.SetItemsProcessed(static_cast<std::int64_t>(steps * static_cast<double>(B)));
-    const double weight_bytes = (bf16 ? 2.0 : 4.0) * (kLayerGemmParams * kLayers + static_cast<double>(kD) * kVocab);
+    const double weight_bytes = bytes_per_weight(format) * (kLayerGemmParams * kLayers + static_cast<double>(kD) * kVocab);
     state.counters["weight_bytes/s"] = benchmark::Counter(weight_bytes * steps, benchmark::Counter::kIsRate);
     state.counters["threads"] = ssm::num_threads();
 }
@@ -140,6 +152,6 @@ void BM_Decode(benchmark::State& state) {
 
 BENCHMARK(ssm::bench::BM_PeakFma)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(ssm::bench::BM_MemoryRead)->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(BM_Prefill)->ArgsProduct({{512, 2048, 8192}, {0, 1}})->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(BM_Decode)->ArgsProduct({{1, 8, 16, 32, 64}, {0, 1}})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_Prefill)->ArgsProduct({{512, 2048, 8192}, {0, 1, 2}})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_Decode)->ArgsProduct({{1, 8, 16, 32, 64}, {0, 1, 2}})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_MAIN();

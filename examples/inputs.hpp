@@ -138,10 +138,13 @@ private:
     std::string pending_;
 };
 
-/// `--bf16`: keep the model's weight matrices in bfloat16 (see Model::store_weights_bf16).
+/// `--bf16` / `--int8`: keep the model's weight matrices in bfloat16 or as int8 blocks (see
+/// Model::store_weights_bf16, Model::store_weights_int8).
 template <class M>
 M& apply_weight_options(M& model, const Args& args) {
+    if (args.flag("bf16") && args.flag("int8")) throw UsageError("give --bf16 or --int8, not both");
     if (args.flag("bf16")) model.store_weights_bf16();
+    if (args.flag("int8")) model.store_weights_int8();
     return model;
 }
 

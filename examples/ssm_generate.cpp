@@ -34,6 +34,9 @@ usage: ssm-generate --model DIR (--prompt TEXT | --ids 1,2,3) [options]
                          token ids comma-separated on one line
   --bf16                 keep the weight matrices in bfloat16: half the memory and faster
                          decoding; float32 arithmetic (exact for a BF16 checkpoint)
+  --int8                 keep the weight matrices as int8 blocks (32 values, one scale):
+                         about a quarter of float32's bytes, the fastest decoding; logits
+                         move by about 1% (docs/benchmarks.md)
   --threads N            worker threads (default: all cores)
   --help                 this text
 
@@ -131,7 +134,7 @@ int main(int argc, char** argv) {
         const ssm::cli::Args args(argc, argv,
                                   {"model", "prompt", "ids", "max-new-tokens", "temperature", "top-k", "top-p", "seed",
                                    "stop", "format", "threads"},
-                                  {"greedy", "no-eos-stop", "bf16"});
+                                  {"greedy", "no-eos-stop", "bf16", "int8"});
         if (args.flag("help")) {
             std::cout << kHelp;
             return 0;

@@ -92,3 +92,84 @@ TEST_CASE("dot_rows equals a double-precision dot product for every row count, l
     }
     CHECK(checked == 10 * 24);
 }
+
+TEST_CASE("WeightMatrix::to_int8 keeps each value within half a step of its block's scale", "[weights]") {
+    // 70 columns: two whole blocks of 32 and a partial one of 6, in every row.
+    const ssm::index rows = 301, cols = 70;
+    auto values = ssm::test::random_floats(static_cast<std::size_t>(rows * cols), -3, 3, 41);
+    for (ssm::index i = 32; i < 64; ++i) values[static_cast<std::size_t>(i)] = 0.0f;  // an all-zero block
+    values[70] = 1e-30f;                                                              // a tiny block maximum
+    const ssm::WeightMatrix f32(ssm::Tensor::from({rows, cols}, values));
+    for (const int threads : {1, 2}) {
+        ssm::set_num_threads(threads);
+        const ssm::WeightMatrix q = f32.to_int8();
+        REQUIRE(q.is_int8());
+        CHECK(q.format() == ssm::WeightFormat::Int8);
+        CHECK(q.int8_blocks_per_row() == 3);
+        CHECK(q.bytes() == static_cast<std::size_t>(rows * 3) * (32 + 4));
+        std::vector<float> got(values.size());
+        q.rows_f32(0, rows, got.data());
+        std::size_t outside = 0;
+        for (ssm::index r = 0; r < rows; ++r)
+            for (ssm::index b = 0; b < 3; ++b) {
+                float amax = 0;
+                const ssm::index begin = b * 32, end = std::min(cols, begin + 32);
+                for (ssm::index i = begin; i < end; ++i) amax = std::max(amax, std::abs(values[static_cast<std::size_t>(r * cols + i)]));
+                const float scale = q.int8_scales(r)[b];
+                CHECK(scale == amax / 127.0f);
+                for (ssm::index i = begin; i < end; ++i) {
+                    const auto k = static_cast<std::size_t>(r * cols + i);
+                    if (std::abs(got[k] - values[k]) > 0.5f * scale * (1 + 1e-6f)) ++outside;
+                    // The stored integer is exactly what the widened value says.
+                    CHECK(got[k] == static_cast<float>(q.int8_row(r)[i]) * scale);
+                }
+                for (ssm::index i = end; i < begin + 32; ++i) CHECK(q.int8_row(r)[i] == 0);  // padding
+            }
+        CHECK(outside == 0);
+        for (ssm::index i = 32; i < 64; ++i) CHECK(got[static_cast<std::size_t>(i)] == 0.0f);
+        CHECK(q.to_int8().bytes() == q.bytes());  // already int8: unchanged
+        // Through bfloat16 first: quantised from the widened bf16 values.
+        const ssm::WeightMatrix qb = f32.to_bf16().to_int8();
+        std::vector<float> wb(values.size());
+        f32.to_bf16().rows_f32(0, rows, wb.data());
+        CHECK(qb.int8_scales(5)[1] == [&] {
+            float m = 0;
+            for (ssm::index i = 32; i < 64; ++i) m = std::max(m, std::abs(wb[static_cast<std::size_t>(5 * cols + i)]));
+            return m / 127.0f;
+        }());
+    }
+    ssm::set_num_threads(0);
+    CHECK(ssm::test::error_of([&] { (void)f32.to_int8().f32(); }).find("int8") != std::string::npos);
+    CHECK(ssm::test::error_of([&] { (void)f32.to_int8().to(ssm::WeightFormat::F32); }).find("float32") != std::string::npos);
+}
+
+TEST_CASE("dot_rows_int8 equals a double-precision dot product with the widened weights", "[weights]") {
+    std::uint64_t seed = 500;
+    std::size_t checked = 0;
+    for (const ssm::index n : {1, 5, 31, 32, 33, 64, 100, 768}) {
+        const auto w = ssm::test::random_floats(static_cast<std::size_t>(n), -2, 2, seed++);
+        const ssm::WeightMatrix q = ssm::WeightMatrix(ssm::Tensor::from({1, n}, w)).to_int8();
+        std::vector<float> widened(static_cast<std::size_t>(n));
+        q.rows_f32(0, 1, widened.data());
+        const ssm::index ldx = n + 5;
+        const auto x = ssm::test::random_floats(static_cast<std::size_t>(8 * ldx), -1, 1, seed++);
+        const auto check = [&](const float* got, int count) {
+            for (int r = 0; r < count; ++r) {
+                double e = 0, mag = 0;
+                for (ssm::index i = 0; i < n; ++i) {
+                    e += static_cast<double>(widened[static_cast<std::size_t>(i)]) * x[static_cast<std::size_t>(r * ldx + i)];
+                    mag += std::abs(static_cast<double>(widened[static_cast<std::size_t>(i)]) * x[static_cast<std::size_t>(r * ldx + i)]);
+                }
+                INFO("n " << n << ", row " << r << " of " << count);
+                CHECK(std::abs(got[r] - e) <= 2e-6 * (1 + mag));
+                ++checked;
+            }
+        };
+        float out[8];
+        ssm::dot_rows_int8<1>(q.int8_row(0), q.int8_scales(0), x.data(), ldx, n, out), check(out, 1);
+        ssm::dot_rows_int8<2>(q.int8_row(0), q.int8_scales(0), x.data(), ldx, n, out), check(out, 2);
+        ssm::dot_rows_int8<4>(q.int8_row(0), q.int8_scales(0), x.data(), ldx, n, out), check(out, 4);
+        ssm::dot_rows_int8<8>(q.int8_row(0), q.int8_scales(0), x.data(), ldx, n, out), check(out, 8);
+    }
+    CHECK(checked == 8 * 15);
+}

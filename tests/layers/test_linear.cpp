@@ -80,6 +80,22 @@ TEST_CASE("Linear with a bfloat16 weight equals x·W_bf16ᵀ + b on every path",
     }
 }
 
+TEST_CASE("Linear with an int8 weight equals x·W_int8ᵀ + b on every path", "[linear]") {
+    // More output features than one widened GEMM block, and an input width with a partial block.
+    const ssm::index in = 67, out = 2100;
+    const auto w = ssm::test::random_floats(static_cast<std::size_t>(in * out), -1, 1, 13);
+    const auto b = ssm::test::random_floats(static_cast<std::size_t>(out), -1, 1, 14);
+    for (bool with_bias : {false, true}) {
+        ssm::Linear lin(ssm::Tensor::from({out, in}, w),
+                        with_bias ? std::optional(ssm::Tensor::from({out}, b)) : std::nullopt);
+        lin.store_weights(ssm::WeightFormat::Int8);
+        REQUIRE(lin.weight().is_int8());
+        std::vector<float> widened(w.size());
+        lin.weight().rows_f32(0, out, widened.data());
+        check_against_naive(lin, widened, with_bias ? &b : nullptr, {1, 2, 7, 31, 32, 100}, 21);
+    }
+}
+
 TEST_CASE("Linear reads and writes column slices of wider matrices", "[linear]") {
     const ssm::index in = 16, out = 24, rows = 11;
     const auto w = ssm::test::random_floats(static_cast<std::size_t>(in * out), -1, 1, 7);

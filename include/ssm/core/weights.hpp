@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <bit>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <memory>
@@ -91,9 +92,66 @@ inline void dot_rows(const T* w, const float* x, index ldx, index n, float* out)
     for (int r = 0; r < R; ++r) out[r] = sum[r];
 }
 
+/// How a weight matrix is stored: float32, bfloat16 (half the bytes, 8 significant bits),
+/// or 8-bit integers with one float32 scale per block of `kInt8Block` values along a row
+/// (symmetric, as llama.cpp's Q8_0: 1.125 bytes a weight, error at most half a step of
+/// the block's largest magnitude / 127).
+enum class WeightFormat { F32, BF16, Int8 };
+
+/// Values per int8 block (one scale each).
+inline constexpr index kInt8Block = 32;
+
+/// out[r] = Σᵢ w[i] · x[r·ldx + i] for R input rows, with w given as int8 values `q` and one
+/// scale per block of `kInt8Block` (w[i] = q[i] · scale[i / kInt8Block]): each block's 32
+/// products are summed in float32, then scaled once. The int8 row is read once and meets all
+/// R rows (what decoding does with every weight row, at a quarter of float32's bytes).
+template <int R>
+inline void dot_rows_int8(const std::int8_t* q, const float* scale, const float* x, index ldx,
+                          index n, float* out) noexcept {
+    float sum[R] = {};
+    const index full = n / kInt8Block;  // whole blocks; the rest one by one
+#if defined(__GNUC__) || defined(__clang__)
+    using i8x16 = std::int8_t __attribute__((vector_size(16)));
+    detail::f32x16 acc[R] = {};
+    for (index b = 0; b < full; ++b) {
+        const std::int8_t* qb = q + b * kInt8Block;
+        i8x16 q0, q1;
+        std::memcpy(&q0, qb, sizeof q0);
+        std::memcpy(&q1, qb + 16, sizeof q1);
+        const detail::f32x16 w0 = __builtin_convertvector(q0, detail::f32x16);
+        const detail::f32x16 w1 = __builtin_convertvector(q1, detail::f32x16);
+        const float s = scale[b];
+        for (int r = 0; r < R; ++r) {
+            detail::f32x16 x0, x1;
+            detail::load16(x0, x + r * ldx + b * kInt8Block);
+            detail::load16(x1, x + r * ldx + b * kInt8Block + 16);
+            acc[r] += (w0 * x0 + w1 * x1) * s;
+        }
+    }
+    for (int r = 0; r < R; ++r) sum[r] = detail::sum16(acc[r]);
+#else
+    for (index b = 0; b < full; ++b)
+        for (int r = 0; r < R; ++r) {
+            float block = 0.0f;
+            for (index i = b * kInt8Block; i < (b + 1) * kInt8Block; ++i) block += static_cast<float>(q[i]) * x[r * ldx + i];
+            sum[r] += block * scale[b];
+        }
+#endif
+    if (full * kInt8Block < n) {  // a partial last block
+        const float s = scale[full];
+        for (int r = 0; r < R; ++r) {
+            float block = 0.0f;
+            for (index i = full * kInt8Block; i < n; ++i) block += static_cast<float>(q[i]) * x[r * ldx + i];
+            sum[r] += block * s;
+        }
+    }
+    for (int r = 0; r < R; ++r) out[r] = sum[r];
+}
+
 /// A (rows, cols) row-major weight matrix: float32 (a `Tensor`, possibly a zero-copy view of
-/// a mapped checkpoint), or bfloat16 — half the bytes, widened to float32 a block of rows at a
-/// time where it is used, so the arithmetic stays float32. Copies share the storage.
+/// a mapped checkpoint), bfloat16 — half the bytes — or int8 blocks with float32 scales (see
+/// `WeightFormat`), widened to float32 a block of rows at a time where it is used, so the
+/// arithmetic stays float32. Copies share the storage.
 class WeightMatrix {
 public:
     WeightMatrix() = default;
@@ -120,11 +178,73 @@ public:
         return w;
     }
 
+    /// The same matrix as int8 blocks: per block of `kInt8Block` values along a row, scale =
+    /// max|w| / 127 and q = round(w / scale), so |w − q·scale| ≤ scale / 2. A bfloat16 matrix
+    /// is quantised from its widened values; an int8 one is returned as it is.
+    [[nodiscard]] WeightMatrix to_int8() const {
+        if (is_int8()) return *this;
+        WeightMatrix w;
+        w.rows_ = rows_;
+        w.cols_ = cols_;
+        const index blocks = int8_blocks_per_row();
+        auto q = std::make_shared<std::vector<std::int8_t>>(static_cast<std::size_t>(rows_ * blocks * kInt8Block), 0);
+        auto scales = std::make_shared<std::vector<float>>(static_cast<std::size_t>(rows_ * blocks), 0.0f);
+        parallel_for(rows_, 16, [&](index r0, index r1) {
+            std::vector<float> row(static_cast<std::size_t>(cols_));
+            for (index r = r0; r < r1; ++r) {
+                rows_f32(r, 1, row.data());
+                for (index b = 0; b < blocks; ++b) {
+                    const index begin = b * kInt8Block, end = std::min(cols_, begin + kInt8Block);
+                    float amax = 0.0f;
+                    for (index i = begin; i < end; ++i) amax = std::max(amax, std::abs(row[static_cast<std::size_t>(i)]));
+                    const float scale = amax / 127.0f;
+                    (*scales)[static_cast<std::size_t>(r * blocks + b)] = scale;
+                    if (scale == 0.0f) continue;  // an all-zero block stays zero
+                    const float inv = 1.0f / scale;
+                    std::int8_t* dst = q->data() + r * blocks * kInt8Block;
+                    for (index i = begin; i < end; ++i)
+                        dst[i] = static_cast<std::int8_t>(std::clamp(std::nearbyint(row[static_cast<std::size_t>(i)] * inv), -127.0f, 127.0f));
+                }
+            }
+        });
+        w.int8_ = std::move(q);
+        w.int8_scales_ = std::move(scales);
+        return w;
+    }
+
+    /// The matrix in `format` (see `to_bf16`, `to_int8`); float32 only from float32.
+    [[nodiscard]] WeightMatrix to(WeightFormat format) const {
+        switch (format) {
+            case WeightFormat::BF16: return to_bf16();
+            case WeightFormat::Int8: return to_int8();
+            case WeightFormat::F32: break;
+        }
+        require(this->format() == WeightFormat::F32,
+                "WeightMatrix: a matrix stored in 16 or 8 bits cannot be made float32 again");
+        return *this;
+    }
+
+    [[nodiscard]] WeightFormat format() const noexcept {
+        return is_int8() ? WeightFormat::Int8 : is_bf16() ? WeightFormat::BF16 : WeightFormat::F32;
+    }
+    [[nodiscard]] bool is_int8() const noexcept { return int8_ != nullptr; }
+    /// Int8 blocks per row (the last may be partial; its unused values are zero).
+    [[nodiscard]] index int8_blocks_per_row() const noexcept { return (cols_ + kInt8Block - 1) / kInt8Block; }
+    /// Row r of an int8 matrix: `int8_blocks_per_row() · kInt8Block` values, and its scales.
+    [[nodiscard]] const std::int8_t* int8_row(index r) const noexcept {
+        return int8_->data() + r * int8_blocks_per_row() * kInt8Block;
+    }
+    [[nodiscard]] const float* int8_scales(index r) const noexcept {
+        return int8_scales_->data() + r * int8_blocks_per_row();
+    }
+
     [[nodiscard]] bool is_bf16() const noexcept { return bf16_ != nullptr; }
     [[nodiscard]] index rows() const noexcept { return rows_; }
     [[nodiscard]] index cols() const noexcept { return cols_; }
     /// Bytes of storage (what a matrix-vector product reads).
     [[nodiscard]] std::size_t bytes() const noexcept {
+        if (is_int8())
+            return static_cast<std::size_t>(rows_ * int8_blocks_per_row()) * (kInt8Block + sizeof(float));
         return static_cast<std::size_t>(rows_ * cols_) * (is_bf16() ? 2 : 4);
     }
 
@@ -133,7 +253,8 @@ public:
 
     /// The float32 matrix; only for float32 storage.
     [[nodiscard]] ConstMatrixMap f32() const {
-        require(!is_bf16(), "WeightMatrix::f32: the matrix is stored as bfloat16");
+        require(format() == WeightFormat::F32, "WeightMatrix::f32: the matrix is stored as ",
+                is_bf16() ? "bfloat16" : "int8");
         return f32_.matrix();
     }
 
@@ -143,6 +264,15 @@ public:
     /// Rows [r0, r0 + n) as float32 into `dst` (n × cols, contiguous rows).
     void rows_f32(index r0, index n, float* dst) const noexcept {
         const std::size_t count = static_cast<std::size_t>(n * cols_);
+        if (is_int8()) {
+            for (index r = 0; r < n; ++r) {
+                const std::int8_t* q = int8_row(r0 + r);
+                const float* scale = int8_scales(r0 + r);
+                float* out = dst + r * cols_;
+                for (index i = 0; i < cols_; ++i) out[i] = static_cast<float>(q[i]) * scale[i / kInt8Block];
+            }
+            return;
+        }
         if (!is_bf16()) {
             std::memcpy(dst, f32_.data() + r0 * cols_, count * sizeof(float));
             return;
@@ -155,6 +285,8 @@ public:
 private:
     Tensor f32_;                                              // float32 storage, or empty
     std::shared_ptr<const std::vector<std::uint16_t>> bf16_;  // bfloat16 storage, or null
+    std::shared_ptr<const std::vector<std::int8_t>> int8_;    // (rows, blocks·kInt8Block), or null
+    std::shared_ptr<const std::vector<float>> int8_scales_;   // (rows, blocks)
     index rows_ = 0, cols_ = 0;
 };
 

@@ -33,13 +33,13 @@ public:
 
     [[nodiscard]] bool tied() const noexcept { return tied_; }
 
-    /// Keeps the weight in bfloat16: a tied head shares `embedding`'s table again (call
-    /// after `embedding.store_bf16()`), an untied one converts its own.
-    void store_bf16(const Embedding& embedding) {
+    /// Keeps the weight in `format`: a tied head shares `embedding`'s table again (call
+    /// after `embedding.store_weights(format)`), an untied one converts its own.
+    void store_weights(WeightFormat format, const Embedding& embedding) {
         if (tied_)
             proj_ = Linear(embedding.table(), std::nullopt);
         else
-            proj_.store_bf16();
+            proj_.store_weights(format);
     }
 
     [[nodiscard]] index vocab_size() const { return proj_.out_features(); }

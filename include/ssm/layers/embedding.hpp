@@ -13,7 +13,8 @@
 namespace ssm {
 
 /// The token embedding table (vocab, dim); also the LM head's weight when tied. Stored
-/// as float32, or as bfloat16 after `store_bf16` (rows are widened as they are gathered).
+/// as float32, or as bfloat16 or int8 blocks after `store_weights` (rows are widened as
+/// they are gathered).
 class Embedding {
 public:
     Embedding() = default;
@@ -30,7 +31,10 @@ public:
     [[nodiscard]] const WeightMatrix& table() const noexcept { return table_; }
 
     /// Keeps the table in bfloat16 from now on.
-    void store_bf16() { table_ = table_.to_bf16(); }
+    void store_bf16() { store_weights(WeightFormat::BF16); }
+
+    /// Keeps the table in `format` from now on (see `WeightFormat`).
+    void store_weights(WeightFormat format) { table_ = table_.to(format); }
 
     /// Throws naming the position of the first id outside [0, vocab).
     void check_ids(std::span<const std::int32_t> ids) const {

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <optional>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "ssm/core/tensor.hpp"
@@ -18,8 +19,9 @@ namespace ssm {
 /// Many rows (prefill) run as one matrix product on Eigen's blocked GEMM; a few rows
 /// (decoding) run as matrix-vector products split over threads by output rows, where
 /// the cost is reading the weight once (`dot_rows`). The weight may be stored as bfloat16
-/// (`store_bf16`): decoding then widens it inside the dot products and reads half the
-/// bytes, prefill widens a block of rows per GEMM; the arithmetic stays float32.
+/// or int8 blocks (`store_weights`): decoding then widens it inside the dot products and
+/// reads half or about a quarter of the bytes, prefill widens a block of rows per GEMM;
+/// the arithmetic stays float32.
 class Linear {
 public:
     Linear() = default;
@@ -48,7 +50,10 @@ public:
     [[nodiscard]] const std::optional<Tensor>& bias() const noexcept { return bias_; }
 
     /// Keeps the weight in bfloat16 from now on (the bias stays float32).
-    void store_bf16() { weight_ = weight_.to_bf16(); }
+    void store_bf16() { store_weights(WeightFormat::BF16); }
+
+    /// Keeps the weight in `format` from now on (see `WeightFormat`; the bias stays float32).
+    void store_weights(WeightFormat format) { weight_ = weight_.to(format); }
 
     /// y (rows, out) = x (rows, in) · Wᵀ + b. With `accumulate`, y += instead of y =.
     /// x and y may be column slices of wider matrices (their own row strides).
@@ -58,8 +63,8 @@ public:
                 ") do not fit weight (", out_features(), ", ", in_features(), ")");
         const index rows = x.rows();
         if (rows == 0) return;
-        if (weight_.is_bf16()) {
-            forward_bf16(x, y, accumulate);
+        if (weight_.format() != WeightFormat::F32) {
+            forward_narrow(x, y, accumulate);
             return;
         }
         const ConstMatrixMap w = weight_.f32();  // (out, in)
@@ -74,7 +79,7 @@ public:
         // Few rows (decoding): split the output features over threads; each weight row is
         // read from memory once and meets every input row while it is in registers.
         parallel_for(out_features(), kRowsPerThread, [&](index begin, index end) {
-            few_rows(x, y, weight_.f32_row(0), begin, end, accumulate);
+            few_rows_stored(x, y, begin, end, accumulate);
             add_bias(y, begin, end);
         });
     }
@@ -90,34 +95,45 @@ private:
     static constexpr index kRowsPerThread = 256;  // output features per thread, at least
     static constexpr index kWidenGemmRows = 1024; // bf16 weight rows widened for one GEMM (prefill)
 
-    /// y[:, o] (+)= x · w_o for o in [begin, end), with w_o = w + o·in the weight row
-    /// (float32 or bfloat16 values): input rows in groups of 8, 4, 2, 1 per `dot_rows`.
-    template <class T>
-    void few_rows(ConstStridedMap x, StridedMap y, const T* w, index begin, index end, bool accumulate) const {
-        const index rows = x.rows(), in = in_features(), ldx = x.outerStride();
+    /// y[:, o] (+)= x · w_o for o in [begin, end): input rows in groups of 8, 4, 2, 1, each
+    /// group one `dot(std::integral_constant<int, R>, o, rows, ldx, out)` over weight row o.
+    template <class Dot>
+    void few_rows(ConstStridedMap x, StridedMap y, index begin, index end, bool accumulate, const Dot& dot) const {
+        const index rows = x.rows(), ldx = x.outerStride();
         float out[8];
         for (index o = begin; o < end; ++o) {
-            const T* wo = w + o * in;
             index r = 0;
-            const auto store = [&](int count) {
-                for (int k = 0; k < count; ++k, ++r) y(r, o) = accumulate ? y(r, o) + out[k] : out[k];
+            const auto group = [&]<int R>(std::integral_constant<int, R> count) {
+                dot(count, o, x.data() + r * ldx, ldx, out);
+                for (int k = 0; k < R; ++k, ++r) y(r, o) = accumulate ? y(r, o) + out[k] : out[k];
             };
-            while (r + 8 <= rows) {  // (store() advances r)
-                dot_rows<8>(wo, x.data() + r * ldx, ldx, in, out);
-                store(8);
-            }
-            if (r + 4 <= rows) {
-                dot_rows<4>(wo, x.data() + r * ldx, ldx, in, out);
-                store(4);
-            }
-            if (r + 2 <= rows) {
-                dot_rows<2>(wo, x.data() + r * ldx, ldx, in, out);
-                store(2);
-            }
-            if (r < rows) {
-                dot_rows<1>(wo, x.data() + r * ldx, ldx, in, out);
-                store(1);
-            }
+            while (r + 8 <= rows) group(std::integral_constant<int, 8>{});
+            if (r + 4 <= rows) group(std::integral_constant<int, 4>{});
+            if (r + 2 <= rows) group(std::integral_constant<int, 2>{});
+            if (r < rows) group(std::integral_constant<int, 1>{});
+        }
+    }
+
+    /// `few_rows` over the weight as stored: float32 or bfloat16 rows through `dot_rows`,
+    /// int8 rows through `dot_rows_int8`.
+    void few_rows_stored(ConstStridedMap x, StridedMap y, index begin, index end, bool accumulate) const {
+        const index in = in_features();
+        switch (weight_.format()) {
+            case WeightFormat::F32:
+                few_rows(x, y, begin, end, accumulate, [&]<int R>(std::integral_constant<int, R>, index o, const float* xr, index ldx, float* out) {
+                    dot_rows<R>(weight_.f32_row(o), xr, ldx, in, out);
+                });
+                break;
+            case WeightFormat::BF16:
+                few_rows(x, y, begin, end, accumulate, [&]<int R>(std::integral_constant<int, R>, index o, const float* xr, index ldx, float* out) {
+                    dot_rows<R>(weight_.bf16_row(o), xr, ldx, in, out);
+                });
+                break;
+            case WeightFormat::Int8:
+                few_rows(x, y, begin, end, accumulate, [&]<int R>(std::integral_constant<int, R>, index o, const float* xr, index ldx, float* out) {
+                    dot_rows_int8<R>(weight_.int8_row(o), weight_.int8_scales(o), xr, ldx, in, out);
+                });
+                break;
         }
     }
 
@@ -125,10 +141,10 @@ private:
         if (bias_) y.middleCols(begin, end - begin).rowwise() += bias_->vector().segment(begin, end - begin).transpose();
     }
 
-    /// The bfloat16 weight. Many rows: widened a block of rows at a time (in parallel, into
-    /// a buffer reused across calls), each block one GEMM. A few rows: each weight row
-    /// widened inside the dot products (`few_rows`).
-    void forward_bf16(ConstStridedMap x, StridedMap y, bool accumulate) const {
+    /// A bfloat16 or int8 weight. Many rows: widened a block of rows at a time (in parallel,
+    /// into a buffer reused across calls), each block one GEMM. A few rows: each weight row
+    /// widened inside the dot products (`few_rows_stored`).
+    void forward_narrow(ConstStridedMap x, StridedMap y, bool accumulate) const {
         const index rows = x.rows(), in = in_features();
         if (rows >= kGemmRows) {
             const index block = std::min(kWidenGemmRows, out_features());
@@ -156,7 +172,7 @@ private:
             return;
         }
         parallel_for(out_features(), kRowsPerThread, [&](index begin, index end) {
-            few_rows(x, y, weight_.bf16_row(0), begin, end, accumulate);
+            few_rows_stored(x, y, begin, end, accumulate);
             add_bias(y, begin, end);
         });
     }

@@ -133,9 +133,9 @@ public:
         out_proj_.forward(cview(y), out, accumulate);
     }
 
-    /// Keeps the four projections' weights in bfloat16 (conv, A, D and biases stay float32).
-    void store_bf16() {
-        for (Linear* l : {&in_proj_, &x_proj_, &dt_proj_, &out_proj_}) l->store_bf16();
+    /// Keeps the four projections' weights in `format` (conv, A, D and biases stay float32).
+    void store_weights(WeightFormat format) {
+        for (Linear* l : {&in_proj_, &x_proj_, &dt_proj_, &out_proj_}) l->store_weights(format);
     }
 
 private:

@@ -351,10 +351,10 @@ public:
         o_proj_.forward(cview(attn), out, accumulate);
     }
 
-    /// Keeps the projections' weights in bfloat16.
-    void store_bf16() {
-        qkv_.store_bf16();
-        o_proj_.store_bf16();
+    /// Keeps the projections' weights in `format` (see `WeightFormat`).
+    void store_weights(WeightFormat format) {
+        qkv_.store_weights(format);
+        o_proj_.store_weights(format);
     }
 
 private:

@@ -70,11 +70,14 @@ public:
         down_.forward(cview(act), out, accumulate);
     }
 
-    /// Keeps both weight matrices in bfloat16.
-    void store_bf16() {
-        gate_up_.store_bf16();
-        down_.store_bf16();
+    /// Keeps both weight matrices in `format` (see `WeightFormat`).
+    void store_weights(WeightFormat format) {
+        gate_up_.store_weights(format);
+        down_.store_weights(format);
     }
+
+    /// Keeps both weight matrices in bfloat16.
+    void store_bf16() { store_weights(WeightFormat::BF16); }
 
 private:
     index D_ = 0, F_ = 0;

@@ -57,9 +57,9 @@ public:
         return mixer_block_.make_state(batch);
     }
 
-    void store_bf16() {
-        mixer_block_.store_bf16();
-        if constexpr (requires(MlpT & m) { m.store_bf16(); }) mlp_.store_bf16();
+    void store_weights(WeightFormat format) {
+        mixer_block_.store_weights(format);
+        if constexpr (requires(MlpT & m) { m.store_weights(format); }) mlp_.store_weights(format);
     }
 
     /// Prefill over packed sequences; the mixer's state as in `Residual::forward`.
@@ -121,8 +121,8 @@ public:
         return std::visit([&](const auto& l) { return state_type(l.make_state(batch)); }, layer_);
     }
 
-    void store_bf16() {
-        std::visit([](auto& l) { l.store_bf16(); }, layer_);
+    void store_weights(WeightFormat format) {
+        std::visit([format](auto& l) { l.store_weights(format); }, layer_);
     }
 
     void forward(StridedMap residual, std::span<const index> offsets, Workspace& ws,

@@ -97,14 +97,25 @@ public:
     /// residual stream and the recurrent state stay float32. Weights that came from a BF16
     /// checkpoint lose nothing; float32 ones are rounded to bfloat16's 8 significant bits
     /// (a relative change of at most 2⁻⁸ per weight). Layers or heads of your own convert
-    /// when they have a `store_bf16()` member. Call it before sharing the model.
-    void store_weights_bf16() {
-        embedding_.store_bf16();
-        if constexpr (requires(Backbone& b) { b.store_bf16(); }) backbone_.store_bf16();
-        if constexpr (requires(Head& h) { h.store_bf16(embedding_); })
-            head_.store_bf16(embedding_);
-        else if constexpr (requires(Head& h) { h.store_bf16(); })
-            head_.store_bf16();
+    /// when they have a `store_weights(WeightFormat)` member. Call it before sharing the model.
+    void store_weights_bf16() { store_weights(WeightFormat::BF16); }
+
+    /// Keeps the same weight matrices as `store_weights_bf16` as 8-bit integers with one
+    /// float32 scale per block of 32 values along a row (symmetric, as llama.cpp's Q8_0):
+    /// about a quarter of float32's bytes, so decoding, which reads every weight once a
+    /// token, reads a quarter as much. Each weight moves by at most half a step of its
+    /// block (max |w| / 254); what that costs in logits and greedy agreement is measured in
+    /// docs/benchmarks.md. Everything else stays float32, as with bfloat16.
+    void store_weights_int8() { store_weights(WeightFormat::Int8); }
+
+    /// Keeps the large weight matrices in `format` (see the two functions above).
+    void store_weights(WeightFormat format) {
+        embedding_.store_weights(format);
+        if constexpr (requires(Backbone& b) { b.store_weights(format); }) backbone_.store_weights(format);
+        if constexpr (requires(Head& h) { h.store_weights(format, embedding_); })
+            head_.store_weights(format, embedding_);
+        else if constexpr (requires(Head& h) { h.store_weights(format); })
+            head_.store_weights(format);
     }
 
     /// An all-zero recurrent state for `batch` sequences.

@@ -43,9 +43,9 @@ public:
     [[nodiscard]] const MixerT& mixer() const noexcept { return mixer_; }
     [[nodiscard]] state_type make_state(index batch) const { return mixer_.make_state(batch); }
 
-    /// Keeps the mixer's large weights in bfloat16, when the mixer can (`store_bf16()`).
-    void store_bf16() {
-        if constexpr (requires(MixerT& m) { m.store_bf16(); }) mixer_.store_bf16();
+    /// Keeps the mixer's large weights in `format`, when the mixer can (`store_weights`).
+    void store_weights(WeightFormat format) {
+        if constexpr (requires(MixerT& m) { m.store_weights(format); }) mixer_.store_weights(format);
     }
 
     /// Prefill: residual (T, D) += Mixer(Norm(residual)).

@@ -56,10 +56,10 @@ public:
     [[nodiscard]] auto begin() const noexcept { return layers_.begin(); }
     [[nodiscard]] auto end() const noexcept { return layers_.end(); }
 
-    /// Keeps every layer's large weights in bfloat16, where the layer can (`store_bf16()`).
-    void store_bf16() {
-        if constexpr (requires(Layer & l) { l.store_bf16(); })
-            for (auto& l : layers_) l.store_bf16();
+    /// Keeps every layer's large weights in `format`, where the layer can (`store_weights`).
+    void store_weights(WeightFormat format) {
+        if constexpr (requires(Layer & l) { l.store_weights(format); })
+            for (auto& l : layers_) l.store_weights(format);
     }
 
 private:
