@@ -1,7 +1,9 @@
 // core/checked.hpp: checked products and sums at the edges of their types, and element
-// counts of shapes (zeros, negative dimensions, the 2^62 limit), against exact values.
+// counts of shapes (zeros, negative dimensions, the 2^62 limit), against exact values and
+// the compiler's own overflow builtins.
 #include <cstdint>
 #include <limits>
+#include <optional>
 #include <vector>
 
 #include "catch.hpp"
@@ -45,4 +47,24 @@ TEST_CASE("checked_elements counts every dimension, those after a zero too", "[c
     CHECK(ssm::checked_elements(std::span<const std::uint32_t>(unsigned_shape), std::uint64_t{1} << 32) ==
           std::uint64_t{1} << 32);
     CHECK_FALSE(ssm::checked_elements(std::span<const std::uint32_t>(unsigned_shape), (std::uint64_t{1} << 32) - 1));
+}
+
+TEST_CASE("checked_mul and checked_add agree with the compiler's overflow builtins on edge values", "[checked]") {
+    const std::int64_t lo = std::numeric_limits<std::int64_t>::min(), hi = std::numeric_limits<std::int64_t>::max();
+    const std::vector<std::int64_t> values = {lo, lo + 1, -3037000500, -3037000499, -65536, -2, -1, 0, 1, 2,
+                                              65536, 3037000499, 3037000500, hi - 1, hi};
+    for (const auto a : values) {
+        for (const auto b : values) {
+            INFO(a << " , " << b);
+            std::int64_t p = 0, s = 0;
+            const bool p_fits = !__builtin_mul_overflow(a, b, &p), s_fits = !__builtin_add_overflow(a, b, &s);
+            CHECK(ssm::checked_mul(a, b) == (p_fits ? std::optional<std::int64_t>(p) : std::nullopt));
+            CHECK(ssm::checked_add(a, b) == (s_fits ? std::optional<std::int64_t>(s) : std::nullopt));
+            const auto ua = static_cast<std::uint64_t>(a), ub = static_cast<std::uint64_t>(b);
+            std::uint64_t up = 0, us = 0;
+            const bool up_fits = !__builtin_mul_overflow(ua, ub, &up), us_fits = !__builtin_add_overflow(ua, ub, &us);
+            CHECK(ssm::checked_mul(ua, ub) == (up_fits ? std::optional<std::uint64_t>(up) : std::nullopt));
+            CHECK(ssm::checked_add(ua, ub) == (us_fits ? std::optional<std::uint64_t>(us) : std::nullopt));
+        }
+    }
 }

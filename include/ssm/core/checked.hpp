@@ -14,22 +14,33 @@
 
 namespace ssm {
 
-/// a · b, or nothing when the exact product does not fit in `T`.
+/// a · b, or nothing when the exact product does not fit in `T`. Written without
+/// compiler builtins so that every front end (nvcc's too) reads it.
 template <class T>
     requires std::is_integral_v<T>
 [[nodiscard]] constexpr std::optional<T> checked_mul(T a, T b) noexcept {
-    T r{};
-    if (__builtin_mul_overflow(a, b, &r)) return std::nullopt;
-    return r;
+    constexpr T hi = std::numeric_limits<T>::max(), lo = std::numeric_limits<T>::min();
+    if (a == 0 || b == 0) return T{0};
+    if constexpr (std::is_signed_v<T>) {
+        const bool fits = a > 0 ? (b > 0 ? a <= hi / b : b >= lo / a) : (b > 0 ? a >= lo / b : a >= hi / b);
+        if (!fits) return std::nullopt;
+    } else {
+        if (b > hi / a) return std::nullopt;
+    }
+    return static_cast<T>(a * b);
 }
 
 /// a + b, or nothing when the exact sum does not fit in `T`.
 template <class T>
     requires std::is_integral_v<T>
 [[nodiscard]] constexpr std::optional<T> checked_add(T a, T b) noexcept {
-    T r{};
-    if (__builtin_add_overflow(a, b, &r)) return std::nullopt;
-    return r;
+    constexpr T hi = std::numeric_limits<T>::max(), lo = std::numeric_limits<T>::min();
+    if constexpr (std::is_signed_v<T>) {
+        if ((b > 0 && a > hi - b) || (b < 0 && a < lo - b)) return std::nullopt;
+    } else {
+        if (a > hi - b) return std::nullopt;
+    }
+    return static_cast<T>(a + b);
 }
 
 /// The largest element count a shape read from a file may have (2^62): every product of
