@@ -59,6 +59,12 @@ seed_text fuzz_trec run-qrels "$(head -n 60 "$data"/retrieval/metrics/run.trec)$
 seed_text fuzz_trec run-tsv "$(head -n 60 "$data"/retrieval/metrics/run.trec)$sep$(head -n 60 "$data"/retrieval/metrics/qrels.tsv)"
 seed fuzz_npy "$data"/retrieval/npy/*.npy
 
+dict() {  # JSON tokens for the harnesses that read JSON
+  case $1 in
+    fuzz_safetensors|fuzz_safetensors_index|fuzz_config|fuzz_tokenizer_json|fuzz_jsonl|fuzz_beir)
+      echo "-dict=tests/fuzz/json.dict" ;;
+  esac
+}
 max_len() {
   case $1 in
     fuzz_safetensors|fuzz_torch_file|fuzz_tokenizer_json) echo 65536 ;;
@@ -77,7 +83,7 @@ for h in "${harnesses[@]}"; do
   start=$SECONDS
   rc=0
   "$build/tests/fuzz/$h" -max_total_time="$seconds" -max_len="$(max_len "$h")" -rss_limit_mb=2048 \
-      -timeout=10 -print_final_stats=1 -artifact_prefix="$build/findings/$h-" \
+      -timeout=10 -print_final_stats=1 $(dict "$h") -artifact_prefix="$build/findings/$h-" \
       "$build/corpus/$h" "$seeds/$h" >"$log" 2>&1 || rc=$?
   final=$(grep -E '^#[0-9]+.*(DONE|cov:)' "$log" | tail -n 1 || true)
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)

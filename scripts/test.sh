@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: installs what is missing, builds and runs every
 # test (unit, parity, bad input, programs, packaging), compiles the CUDA backend with nvcc
-# (running its tests where a GPU exists), then the unit tests again under AddressSanitizer + UBSan.
+# (running its tests where a GPU exists), then the unit and program tests again under
+# AddressSanitizer + UBSan, then with clang: every public header alone and a short run of
+# each fuzz harness (tests/fuzz).
 #   SSM_JOBS=N     parallel build jobs (default: number of cores)
 #   SSM_SKIP_ASAN=1  skip the sanitizer pass (quicker local runs)
 #   SSM_SKIP_CUDA=1  skip compiling the CUDA backend (done whenever nvcc is found)
+#   SSM_SKIP_CLANG=1 skip the clang stage (every public header alone, the fuzz harnesses)
+#   SSM_FUZZ_SECONDS=N  how long each fuzz harness runs (default 15)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
@@ -15,7 +19,8 @@ echo "== build (Release) and test"
 # README's first command (-DSSM_BUILD_TESTS=OFF), and a cached OFF would otherwise stand.
 # An empty test set is an error, never a pass.
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DSSM_BUILD_TESTS=ON -DSSM_BUILD_EXAMPLES=ON \
-      -DSSM_INSTALL=ON -DSSM_USE_OPENMP=ON -DSSM_SANITIZE=OFF -DSSM_BUILD_CUDA=OFF >/dev/null
+      -DSSM_INSTALL=ON -DSSM_USE_OPENMP=ON -DSSM_SANITIZE=OFF -DSSM_BUILD_CUDA=OFF \
+      -DSSM_BUILD_FUZZERS=OFF >/dev/null
 cmake --build build -j "$jobs"
 ctest --test-dir build --output-on-failure --no-tests=error -j "$jobs"
 
@@ -34,10 +39,18 @@ elif [[ "${SSM_SKIP_CUDA:-0}" != 1 ]]; then
 fi
 
 if [[ "${SSM_SKIP_ASAN:-0}" != 1 ]]; then
-  echo "== unit tests under AddressSanitizer + UndefinedBehaviorSanitizer"
-  cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSSM_SANITIZE=ON \
-        -DSSM_BUILD_EXAMPLES=OFF -DSSM_INSTALL=OFF >/dev/null
-  cmake --build build-asan -j "$jobs" --target ssm_tests
+  echo "== unit and program tests under AddressSanitizer + UndefinedBehaviorSanitizer"
+  cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSSM_SANITIZE=ON -DSSM_BUILD_TESTS=ON \
+        -DSSM_BUILD_EXAMPLES=ON -DSSM_INSTALL=OFF -DSSM_BUILD_CUDA=OFF >/dev/null
+  cmake --build build-asan -j "$jobs" --target ssm_tests ssm_program_tests compose-model compose-encoder
   ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
-    ctest --test-dir build-asan --output-on-failure -j "$jobs" -L unit
+    ctest --test-dir build-asan --output-on-failure --no-tests=error -j "$jobs" -L "unit|programs"
+fi
+
+# clang: every public header compiles on its own (Debian's clang is 14), and each libFuzzer
+# harness of tests/fuzz runs for a short smoke time; any finding fails the suite.
+if [[ "${SSM_SKIP_CLANG:-0}" != 1 ]]; then
+  echo "== clang: each public header on its own; fuzz harnesses (${SSM_FUZZ_SECONDS:-15} s each)"
+  SSM_JOBS="$jobs" bash scripts/clang-headers.sh
+  SSM_JOBS="$jobs" bash scripts/fuzz.sh "${SSM_FUZZ_SECONDS:-15}"
 fi

@@ -1,8 +1,10 @@
 // ssm-retrieve end to end: a query whose text equals a document's text finds that
 // document first with cosine 1, so a run and metrics that can be known in advance;
-// the run file, the embeddings cache, BEIR folders, and bad input.
+// a ranking that depends on the model (the bundled mini BEIR set against a golden run
+// made with transformers); the run file, the embeddings cache, BEIR folders, and bad input.
 #include <fstream>
 #include <random>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -75,6 +77,61 @@ TEST_CASE("ssm-retrieve finds the identical document first, writes the run, scor
     REQUIRE(again.status == 0);
     CHECK(again.output.find("loaded from") != std::string::npos);
     CHECK(again.output.find("nDCG@10 1.0000") != std::string::npos);
+    std::filesystem::remove_all(scratch);
+}
+
+TEST_CASE("ssm-retrieve ranks the mini BEIR set as transformers does with the same model", "[ssm-retrieve]") {
+    // tests/data/retrieval/mini-beir-mamba-tiny.json: the top 10 of every query, made by
+    // make_mini_beir_run.py with transformers' MambaModel (float64) from the same
+    // checkpoint. Random weights, so the ranking is arbitrary; it depends on every layer,
+    // the tokenizer, the EOS and the pooling — a query equal to its document would not.
+    std::ifstream in(ssm::test::data_dir() / "retrieval" / "mini-beir-mamba-tiny.json");
+    REQUIRE(in);
+    const auto golden = nlohmann::json::parse(in).at("run");
+    REQUIRE(golden.size() == 8);
+    const auto beir = ssm::test::data_dir().parent_path().parent_path() / "examples" / "data" / "mini-beir";
+    const auto scratch = ssm::test::scratch_dir("retrieve-golden");
+
+    const auto top_ids = [](const ssm::Run& run, const std::string& q, std::size_t n) {
+        std::vector<std::string> ids;
+        for (std::size_t j = 0; j < n && j < run.at(q).size(); ++j) ids.push_back(run.at(q)[j].doc_id);
+        return ids;
+    };
+    const auto run_with = [&](const std::string& model_folder, const std::string& name) {
+        const auto run_file = scratch / name;
+        const auto r = retrieve("--model " + (ssm::test::data_dir() / model_folder).string() + " --beir " +
+                                beir.string() + " --top-k 10 --run " + run_file.string());
+        INFO(r.output);
+        REQUIRE(r.status == 0);
+        return ssm::read_trec_run(run_file);
+    };
+
+    const ssm::Run run = run_with("mamba-tiny", "mamba-tiny.trec");
+    REQUIRE(run.size() == golden.size());
+    std::set<std::string> firsts;
+    for (const auto& [q, expect] : golden.items()) {
+        INFO("query " << q);
+        REQUIRE(run.count(q) == 1);
+        const auto& got = run.at(q);
+        REQUIRE(got.size() == expect.size());
+        firsts.insert(expect[0][0].get<std::string>());
+        for (std::size_t j = 0; j < got.size(); ++j) {
+            INFO("rank " << j + 1);
+            const double score = expect[j][1].get<double>();
+            CHECK(std::abs(got[j].score - score) < 1e-5);
+            // The same document at every rank, unless the golden scores there are a near tie.
+            const bool tie_above = j > 0 && score > expect[j - 1][1].get<double>() - 1e-5;
+            const bool tie_below = j + 1 < got.size() && score < expect[j + 1][1].get<double>() + 1e-5;
+            if (!tie_above && !tie_below) CHECK(got[j].doc_id == expect[j][0].get<std::string>());
+        }
+    }
+    CHECK(firsts.size() >= 3);  // the golden ranking is not one list for every query
+
+    // Another model ranks differently: the comparison above can tell models apart.
+    const ssm::Run other = run_with("mambabyte-tiny", "mambabyte-tiny.trec");
+    std::size_t differ = 0;
+    for (const auto& [q, entries] : run) differ += top_ids(other, q, 3) != top_ids(run, q, 3);
+    CHECK(differ > 0);
     std::filesystem::remove_all(scratch);
 }
 
