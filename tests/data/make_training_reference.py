@@ -134,6 +134,211 @@ def make_adamw():
     print(f"wrote {path} ({os.path.getsize(path)} bytes, {len(out)} tensors)")
 
 
+
+# ---------------------------------------------------------------------------------------
+# Gradients of whole models
+# ---------------------------------------------------------------------------------------
+
+TEMPERATURE = 0.05  # InfoNCE temperature of the references (Tevatron recipes use 0.01)
+LM_LENGTHS = [1, 9, 23, 40, 3]
+N_QUERIES, GROUP = 3, 4
+N_GROUPS = 3
+
+
+def write_jsonl(path, rows):
+    with open(path, "w") as f:
+        for row in rows:
+            f.write(json.dumps(row, separators=(", ", ": ")) + "\n")
+
+
+def read_jsonl(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def make_inputs(folder, vocab, hidden, seed):
+    """Seeded inputs in ssm-grad's formats."""
+    rng = np.random.default_rng(seed)
+    ids = lambda n: [int(x) for x in rng.integers(0, vocab, n)]
+    write_jsonl(os.path.join(folder, "lm.jsonl"), [{"ids": ids(n)} for n in LM_LENGTHS])
+    write_jsonl(os.path.join(folder, "infonce.jsonl"),
+                [{"query": ids(int(rng.integers(3, 13))),
+                  "passages": [ids(int(rng.integers(5, 31))) for _ in range(GROUP)]} for _ in range(N_QUERIES)])
+    write_jsonl(os.path.join(folder, "listwise.jsonl"),
+                [{"pairs": [ids(int(rng.integers(5, 31))) for _ in range(GROUP)]} for _ in range(N_GROUPS)])
+    head = {"score.weight": torch.tensor(rng.normal(0, 0.3, (1, hidden)), dtype=torch.float32),
+            "score.bias": torch.tensor(rng.normal(0, 0.1, (1,)), dtype=torch.float32)}
+    save_file(head, os.path.join(folder, "head.safetensors"))
+
+
+class Transformers:
+    """The losses through transformers' MambaForCausalLM, converted to float64."""
+
+    def __init__(self, case_dir):
+        from transformers import MambaForCausalLM
+
+        self.model = MambaForCausalLM.from_pretrained(case_dir).to(torch.float64).eval()
+        self.params = dict(self.model.named_parameters())  # a tied lm_head appears once, as the embedding
+
+    def hidden(self, ids):  # (L, D) after norm_f
+        out = self.model.backbone(input_ids=torch.tensor([ids]), use_cache=False)
+        return out.last_hidden_state[0]
+
+    def logits(self, ids):
+        return self.model.lm_head(self.hidden(ids))
+
+
+class Independent:
+    """The same model written from the definitions in plain float64 torch (a sequential
+    scan, no float32 step anywhere), sharing nothing with transformers but the weights."""
+
+    def __init__(self, case_dir):
+        cfg = json.load(open(os.path.join(case_dir, "config.json")))
+        self.eps = cfg["layer_norm_epsilon"]
+        self.n_layers = cfg["num_hidden_layers"]
+        self.R, self.N = cfg["time_step_rank"], cfg["state_size"]
+        self.tied = cfg.get("tie_word_embeddings", True)
+        weights = load_file(os.path.join(case_dir, "model.safetensors"))
+        self.params = {k: v.to(torch.float64).clone().requires_grad_(True) for k, v in weights.items()
+                       if not (self.tied and k == "lm_head.weight")}
+
+    def rms(self, x, w):
+        return x * torch.rsqrt((x * x).mean(-1, keepdim=True) + self.eps) * w
+
+    def hidden(self, ids):
+        P = self.params
+        h = P["backbone.embeddings.weight"][torch.tensor(ids)]
+        L = h.shape[0]
+        for i in range(self.n_layers):
+            p = lambda n: P[f"backbone.layers.{i}.mixer.{n}"]
+            xz = self.rms(h, P[f"backbone.layers.{i}.norm.weight"]) @ p("in_proj.weight").T
+            E = xz.shape[1] // 2
+            x, z = xz[:, :E], xz[:, E:]
+            w = p("conv1d.weight")[:, 0, :]  # (E, K)
+            K = w.shape[1]
+            xp = torch.cat([torch.zeros(K - 1, E, dtype=x.dtype), x])
+            xc = p("conv1d.bias") + sum(w[:, k] * xp[k:k + L] for k in range(K))
+            u = xc * torch.sigmoid(xc)
+            xd = u @ p("x_proj.weight").T
+            dt_low, B, C = xd[:, :self.R], xd[:, self.R:self.R + self.N], xd[:, self.R + self.N:]
+            v = dt_low @ p("dt_proj.weight").T + p("dt_proj.bias")
+            dt = torch.where(v > 20, v, torch.log1p(torch.exp(torch.clamp(v, max=20))))
+            A = -torch.exp(p("A_log"))
+            s = torch.zeros(E, self.N, dtype=x.dtype)
+            ys = []
+            for t in range(L):
+                s = torch.exp(dt[t, :, None] * A) * s + dt[t, :, None] * B[t][None, :] * u[t, :, None]
+                ys.append(s @ C[t] + p("D") * u[t])
+            y = torch.stack(ys) * (z * torch.sigmoid(z))
+            h = h + y @ p("out_proj.weight").T
+        return self.rms(h, P["backbone.norm_f.weight"])
+
+    def logits(self, ids):
+        head = self.params["backbone.embeddings.weight"] if self.tied else self.params["lm_head.weight"]
+        return self.hidden(ids) @ head.T
+
+
+def lm_loss(impl, seqs):
+    total, count = 0.0, 0
+    for ids in seqs:
+        if len(ids) < 2:
+            continue
+        logits = impl.logits(ids)
+        total = total + torch.nn.functional.cross_entropy(logits[:-1], torch.tensor(ids[1:]), reduction="sum")
+        count += len(ids) - 1
+    return total / count
+
+
+def info_nce_loss(impl, rows, tau):
+    q = torch.stack([impl.hidden(r["query"])[-1] for r in rows])
+    p = torch.stack([impl.hidden(ids)[-1] for r in rows for ids in r["passages"]])
+    q = torch.nn.functional.normalize(q, dim=-1)
+    p = torch.nn.functional.normalize(p, dim=-1)
+    g = len(rows[0]["passages"])
+    scores = q @ p.T / tau
+    return torch.nn.functional.cross_entropy(scores, torch.arange(len(rows)) * g)
+
+
+def listwise_loss(impl, rows, head):
+    scores = torch.stack([torch.stack([impl.hidden(ids)[-1] @ head["score.weight"][0] + head["score.bias"][0]
+                                       for ids in r["pairs"]]) for r in rows])
+    return torch.nn.functional.cross_entropy(scores, torch.zeros(len(rows), dtype=torch.long))
+
+
+def gradients(impl, loss_name, inputs, head64):
+    for p in impl.params.values():
+        p.grad = None
+    for p in head64.values():
+        p.grad = None
+    if loss_name == "lm":
+        loss = lm_loss(impl, [r["ids"] for r in inputs])
+    elif loss_name == "infonce":
+        loss = info_nce_loss(impl, inputs, TEMPERATURE)
+    else:
+        loss = listwise_loss(impl, inputs, head64)
+    loss.backward()
+    out = {"loss": loss.detach().reshape(1)}
+    for name, p in impl.params.items():
+        out[name] = p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p)
+    if loss_name == "listwise":
+        for name, p in head64.items():
+            out[name] = p.grad.detach().clone()
+    if loss_name == "infonce":
+        out["temperature"] = torch.tensor([TEMPERATURE], dtype=torch.float64)
+    return out
+
+
+def rel(a, b):
+    a, b = a.double(), b.double()
+    den = b.norm().item()
+    return (a - b).norm().item() / den if den > 0 else (a - b).norm().item()
+
+
+def make_grad(case, new_inputs, check, tol):
+    case_dir = os.path.join(HERE, case)
+    folder = os.path.join(case_dir, "grad")
+    cfg = json.load(open(os.path.join(case_dir, "config.json")))
+    if not check and (new_inputs or not os.path.exists(os.path.join(folder, "lm.jsonl"))):
+        os.makedirs(folder, exist_ok=True)
+        make_inputs(folder, cfg["vocab_size"], cfg["hidden_size"], seed=4321)
+    inputs = {name: read_jsonl(os.path.join(folder, f"{name}.jsonl")) for name in ("lm", "infonce", "listwise")}
+    head64 = {k: v.to(torch.float64).requires_grad_(True)
+              for k, v in load_file(os.path.join(folder, "head.safetensors")).items()}
+    hf, own = Transformers(case_dir), Independent(case_dir)
+    assert set(hf.params) == set(own.params), (sorted(hf.params), sorted(own.params))
+    worst = 0.0
+    for loss_name in ("lm", "infonce", "listwise"):
+        ref = gradients(hf, loss_name, inputs[loss_name], head64)
+        ind = gradients(own, loss_name, inputs[loss_name], head64)
+        agree = max(rel(ref[k], ind[k]) for k in ref)
+        print(f"{case} {loss_name}: loss {ref['loss'].item():.10f}; transformers vs the independent float64 "
+              f"model: worst tensor {agree:.2e} (norm-wise relative)")
+        path = os.path.join(folder, f"{loss_name}.safetensors")
+        if check:
+            stored = load_file(path)
+            if set(stored) != set(ref):
+                print(f"  tensors differ: missing {sorted(set(ref) - set(stored))}, extra {sorted(set(stored) - set(ref))}")
+                worst = math.inf
+                continue
+            for k in ref:
+                if tuple(stored[k].shape) != tuple(ref[k].shape):
+                    print(f"  {k}: shape {tuple(stored[k].shape)} != {tuple(ref[k].shape)}")
+                    worst = math.inf
+                    continue
+                e = rel(stored[k], ref[k])
+                worst = max(worst, e)
+                if e > tol:
+                    print(f"  {k}: {e:.2e}")
+        else:
+            save_file({k: v.to(torch.float32).contiguous() for k, v in ref.items()}, path,
+                      metadata={"loss": loss_name, "torch": torch.__version__,
+                                "transformers": __import__("transformers").__version__})
+            print(f"  wrote {path} ({os.path.getsize(path)} bytes)")
+    if check:
+        print(f"{case}: worst stored-vs-recomputed error {worst:.2e} (tol {tol})")
+        return worst <= tol
+    return True
+
 # ---------------------------------------------------------------------------------------
 # main
 # ---------------------------------------------------------------------------------------
@@ -142,10 +347,18 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="mode", required=True)
     sub.add_parser("adamw", help="write tests/data/train/adamw.safetensors")
+    g = sub.add_parser("grad", help="write <case>/grad/")
+    g.add_argument("--cases", nargs="+", default=["mambabyte-tiny"])
+    g.add_argument("--new-inputs", action="store_true", help="draw new seeded inputs even if some exist")
+    g.add_argument("--check", action="store_true", help="recompute and compare with the stored files")
+    g.add_argument("--tol", type=float, default=1e-6)
     args = ap.parse_args()
     torch.set_num_threads(1)
     if args.mode == "adamw":
         make_adamw()
+    else:
+        ok = all([make_grad(case, args.new_inputs, args.check, args.tol) for case in args.cases])
+        sys.exit(0 if ok else 1)
 
 
 if __name__ == "__main__":
