@@ -54,7 +54,8 @@ struct Model {
         }
         for (std::size_t i = 0; i < names.size(); ++i) {
             const ssm::Tensor t = ref.load_f32(tag + ".init." + names[i]);
-            params.add(names[i], {t.shape().begin(), t.shape().end()}, value[names[i]], grad[names[i]], decay[i] == "1");
+            params.add(names[i], {t.shape().begin(), t.shape().end()}, value[names[i]],
+                       grad[names[i]], decay[i] == "1");
         }
     }
     Model(const Model&) = delete;
@@ -62,7 +63,8 @@ struct Model {
     /// Adds the reference gradients of step k, micro-batch m.
     void add_gradients(const ssm::SafetensorsFile& ref, const std::string& tag, int k, int m) {
         for (auto& [n, g] : grad) {
-            const ssm::Tensor t = ref.load_f32(tag + ".grad." + std::to_string(k) + "." + std::to_string(m) + "." + n);
+            const ssm::Tensor t = ref.load_f32(tag + ".grad." + std::to_string(k) + "." +
+                                               std::to_string(m) + "." + n);
             for (std::size_t i = 0; i < g.size(); ++i) g[i] += t.values()[i];
         }
     }
@@ -94,13 +96,15 @@ Config config_of(const ssm::SafetensorsFile& ref, const std::string& tag) {
 }
 
 const ssm::SafetensorsFile& reference() {
-    static const auto ref = ssm::SafetensorsFile::open(ssm::test::data_dir() / "train" / "adamw.safetensors");
+    static const auto ref =
+        ssm::SafetensorsFile::open(ssm::test::data_dir() / "train" / "adamw.safetensors");
     return ref;
 }
 
 }  // namespace
 
-TEST_CASE("AdamW: 5 steps equal torch.optim.AdamW (decay groups, clipping, accumulation, schedules)") {
+TEST_CASE(
+    "AdamW: 5 steps equal torch.optim.AdamW (decay groups, clipping, accumulation, schedules)") {
     const auto& ref = reference();
     const int steps = std::stoi(ref.metadata().at("steps"));
     REQUIRE(steps == 5);
@@ -117,20 +121,25 @@ TEST_CASE("AdamW: 5 steps equal torch.optim.AdamW (decay groups, clipping, accum
             for (int m = 0; m < c.accumulation; ++m) model.add_gradients(ref, tag, k, m);
             const auto report = opt.step(model.params, c.accumulation);
             CHECK(std::abs(report.lr - lrs[static_cast<std::size_t>(k)]) <= 1e-15);
-            CHECK(std::abs(report.grad_norm - norms[static_cast<std::size_t>(k)]) <= 1e-6 * norms[static_cast<std::size_t>(k)]);
-            if (c.options.max_grad_norm > 0 && report.grad_norm > c.options.max_grad_norm) ++clipped;
+            CHECK(std::abs(report.grad_norm - norms[static_cast<std::size_t>(k)]) <=
+                  1e-6 * norms[static_cast<std::size_t>(k)]);
+            if (c.options.max_grad_norm > 0 && report.grad_norm > c.options.max_grad_norm)
+                ++clipped;
             CHECK(opt.steps_taken() == k + 1);
             for (const auto& [n, v] : model.value) {
-                const ssm::Tensor expect = ref.load_f32(tag + ".after." + std::to_string(k) + "." + n);
+                const ssm::Tensor expect =
+                    ref.load_f32(tag + ".after." + std::to_string(k) + "." + n);
                 INFO("parameter " << n);
                 double max_diff = 0;
                 for (std::size_t i = 0; i < v.size(); ++i)
-                    max_diff = std::max(max_diff, std::abs(static_cast<double>(v[i]) - expect.values()[i]));
+                    max_diff = std::max(max_diff,
+                                        std::abs(static_cast<double>(v[i]) - expect.values()[i]));
                 CHECK(max_diff <= 1e-6);
                 CHECK(ssm::test::rel_error(v, expect.values()) < 1e-6);
             }
         }
-        if (tag == "a") CHECK(clipped == 2);  // steps 2 and 5 exceed max_grad_norm, the others do not
+        if (tag == "a")
+            CHECK(clipped == 2);  // steps 2 and 5 exceed max_grad_norm, the others do not
     }
 }
 
@@ -147,7 +156,9 @@ TEST_CASE("AdamW: weight decay only where Parameter::decay is set, decoupled fro
     CHECK(b[0] == 3.0f);
 }
 
-TEST_CASE("AdamW: save, load into a fresh optimizer and continue equals the uninterrupted run, bit for bit") {
+TEST_CASE(
+    "AdamW: save, load into a fresh optimizer and continue equals the uninterrupted run, bit for "
+    "bit") {
     const auto& ref = reference();
     const Config c = config_of(ref, "a");
     const auto dir = ssm::test::scratch_dir("adamw");
@@ -179,7 +190,8 @@ TEST_CASE("AdamW: save, load into a fresh optimizer and continue equals the unin
         CHECK(file.contains("exp_avg_sq.A_log"));
     }
     Model resumed(ref, "a");
-    for (auto& [n, v] : resumed.value) v = saved_values.at(n);  // as a checkpoint would restore them (same storage)
+    for (auto& [n, v] : resumed.value)
+        v = saved_values.at(n);  // as a checkpoint would restore them (same storage)
     AdamW o(c.options, c.schedule);
     o.load(path, resumed.params);
     CHECK(o.steps_taken() == 3);
@@ -211,12 +223,16 @@ TEST_CASE("AdamW: bad state files and non-finite gradients are errors that chang
     for (const auto& p : model.params) more.add(p.name, p.shape, p.value, p.grad, p.decay);
     more.add("extra", {3}, extra, gextra, true);
     AdamW fresh;
-    CHECK(ssm::test::error_of([&] { fresh.load(dir / "ok.safetensors", more); }).find("no optimizer state 'exp_avg.extra'") != std::string::npos);
+    CHECK(ssm::test::error_of([&] {
+              fresh.load(dir / "ok.safetensors", more);
+          }).find("no optimizer state 'exp_avg.extra'") != std::string::npos);
     CHECK(fresh.steps_taken() == 0);
 
     // a file with state for a parameter the model lacks
     opt.save(dir / "more.safetensors", more);
-    CHECK(ssm::test::error_of([&] { fresh.load(dir / "more.safetensors", model.params); }).find("'exp_avg.extra' belongs to no parameter") != std::string::npos);
+    CHECK(ssm::test::error_of([&] {
+              fresh.load(dir / "more.safetensors", model.params);
+          }).find("'exp_avg.extra' belongs to no parameter") != std::string::npos);
 
     // a shape that disagrees
     std::vector<float> w2(12, 0.0f), gw2(12, 0.0f);
@@ -226,13 +242,17 @@ TEST_CASE("AdamW: bad state files and non-finite gradients are errors that chang
             reshaped.add("w", {4, 3}, w2, gw2, true);
         else
             reshaped.add(p.name, p.shape, p.value, p.grad, p.decay);
-    CHECK(ssm::test::error_of([&] { fresh.load(dir / "ok.safetensors", reshaped); }).find("'exp_avg.w' is F32 [3, 4], parameter w is F32 [4, 3]") != std::string::npos);
+    CHECK(ssm::test::error_of([&] {
+              fresh.load(dir / "ok.safetensors", reshaped);
+          }).find("'exp_avg.w' is F32 [3, 4], parameter w is F32 [4, 3]") != std::string::npos);
 
     // a non-finite gradient: an error naming it, and no parameter moves
     const auto before = model.value;
     model.params.zero_grad();
     model.grad.at("A_log")[4] = std::numeric_limits<float>::quiet_NaN();
-    CHECK(ssm::test::error_of([&] { (void)opt.step(model.params); }).find("gradient of A_log is not finite (nan at element 4)") != std::string::npos);
+    CHECK(ssm::test::error_of([&] {
+              (void)opt.step(model.params);
+          }).find("gradient of A_log is not finite (nan at element 4)") != std::string::npos);
     CHECK(model.value == before);
     CHECK(opt.steps_taken() == 1);
     std::filesystem::remove_all(dir);

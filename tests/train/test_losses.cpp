@@ -64,7 +64,9 @@ std::vector<float> finite_differences(std::span<float> x, Loss&& loss) {
     return g;
 }
 
-std::span<float> all_of(Matrix& m) { return {m.data(), static_cast<std::size_t>(m.size())}; }
+std::span<float> all_of(Matrix& m) {
+    return {m.data(), static_cast<std::size_t>(m.size())};
+}
 
 double log_sum_exp(const std::vector<double>& v) {
     double m = -std::numeric_limits<double>::infinity();
@@ -75,13 +77,15 @@ double log_sum_exp(const std::vector<double>& v) {
 }
 
 /// Causal LM loss from the definition: every sequence alone, every next token.
-double naive_lm(const Matrix& logits, const std::vector<std::int32_t>& ids, const std::vector<ssm::index>& offsets) {
+double naive_lm(const Matrix& logits, const std::vector<std::int32_t>& ids,
+                const std::vector<ssm::index>& offsets) {
     double total = 0;
     ssm::index count = 0;
     for (std::size_t s = 0; s + 1 < offsets.size(); ++s)
         for (ssm::index t = offsets[s]; t + 1 < offsets[s + 1]; ++t) {
             std::vector<double> row(static_cast<std::size_t>(logits.cols()));
-            for (ssm::index v = 0; v < logits.cols(); ++v) row[static_cast<std::size_t>(v)] = logits(t, v);
+            for (ssm::index v = 0; v < logits.cols(); ++v)
+                row[static_cast<std::size_t>(v)] = logits(t, v);
             total += log_sum_exp(row) - logits(t, ids[static_cast<std::size_t>(t + 1)]);
             ++count;
         }
@@ -125,19 +129,21 @@ TEST_CASE("causal_lm_loss: uniform logits give log V and (1/V − one-hot)/count
         }
 }
 
-TEST_CASE("causal_lm_loss: equals the definition and its finite differences; no prediction crosses a boundary") {
+TEST_CASE(
+    "causal_lm_loss: equals the definition and its finite differences; no prediction crosses a "
+    "boundary") {
     const ssm::index V = 7;
     const std::vector<std::int32_t> ids = {2, 6, 6, 0, 1, 5, 3, 4, 0, 2};
-    const std::vector<ssm::index> offsets = {0, 4, 5, 10};  // lengths 4, 1, 5 → 3 + 0 + 4 predictions
+    const std::vector<ssm::index> offsets = {0, 4, 5,
+                                             10};  // lengths 4, 1, 5 → 3 + 0 + 4 predictions
     Matrix logits = grid_matrix(10, V, 3.0f, 11);
     Matrix d;
     const double loss = ssm::train::causal_lm_loss(logits, ids, offsets, d);
     check_rel(loss, naive_lm(logits, ids, offsets), 1e-12);
 
     Matrix scratch;
-    const auto fd = finite_differences(all_of(logits), [&] {
-        return ssm::train::causal_lm_loss(logits, ids, offsets, scratch);
-    });
+    const auto fd = finite_differences(
+        all_of(logits), [&] { return ssm::train::causal_lm_loss(logits, ids, offsets, scratch); });
     CHECK(ssm::test::rel_error(ssm::test::span_of(d), fd) < 1e-5);
     // the last row of each sequence predicts nothing, so its gradient is exactly zero
     for (ssm::index t : {3, 4, 9}) CHECK(d.row(t).isZero(0.0f));
@@ -158,8 +164,10 @@ TEST_CASE("causal_lm_loss: a packed batch is the prediction-weighted mean of its
     const double l_b = ssm::train::causal_lm_loss(Matrix(logits.bottomRows(3)), b, off_b, d_b);
     check_rel(l_ab, (3 * l_a + 2 * l_b) / 5, 1e-12);
     // gradients: each part scaled by its share of the predictions
-    CHECK(ssm::test::rel_error(ssm::test::span_of(Matrix(d_ab.topRows(4) * (5.0f / 3.0f))), ssm::test::span_of(d_a)) < 1e-6);
-    CHECK(ssm::test::rel_error(ssm::test::span_of(Matrix(d_ab.bottomRows(3) * (5.0f / 2.0f))), ssm::test::span_of(d_b)) < 1e-6);
+    CHECK(ssm::test::rel_error(ssm::test::span_of(Matrix(d_ab.topRows(4) * (5.0f / 3.0f))),
+                               ssm::test::span_of(d_a)) < 1e-6);
+    CHECK(ssm::test::rel_error(ssm::test::span_of(Matrix(d_ab.bottomRows(3) * (5.0f / 2.0f))),
+                               ssm::test::span_of(d_b)) < 1e-6);
 }
 
 TEST_CASE("causal_lm_loss: stable for huge logits, same for any thread count, strided views") {
@@ -202,15 +210,50 @@ TEST_CASE("causal_lm_loss: stable for huge logits, same for any thread count, st
 TEST_CASE("causal_lm_loss: bad input is an error naming it") {
     const Matrix logits = Matrix::Zero(4, 5);
     Matrix d;
-    check_error([&] { (void)ssm::train::causal_lm_loss(logits, std::vector<std::int32_t>{1, 2, 5, 0}, std::vector<ssm::index>{0, 4}, d); }, "token id 5 at position 2");
-    check_error([&] { (void)ssm::train::causal_lm_loss(logits, std::vector<std::int32_t>{1, -1, 2, 0}, std::vector<ssm::index>{0, 4}, d); }, "token id -1 at position 1");
-    check_error([&] { (void)ssm::train::causal_lm_loss(logits, std::vector<std::int32_t>{1, 2, 3, 0}, std::vector<ssm::index>{0, 2, 2, 4}, d); }, "sequence 1 is empty");
-    check_error([&] { (void)ssm::train::causal_lm_loss(logits, std::vector<std::int32_t>{1, 2, 3, 0}, std::vector<ssm::index>{0, 1, 2, 3, 4}, d); }, "nothing to predict");
-    check_error([&] { (void)ssm::train::causal_lm_loss(logits, std::vector<std::int32_t>{1, 2, 3}, std::vector<ssm::index>{0, 3}, d); }, "ids has 3 tokens");
-    check_error([&] { (void)ssm::train::causal_lm_loss(logits, std::vector<std::int32_t>{1, 2, 3, 0}, std::vector<ssm::index>{0, 3}, d); }, "offsets must run from 0 to the token count 4");
+    check_error(
+        [&] {
+            (void)ssm::train::causal_lm_loss(logits, std::vector<std::int32_t>{1, 2, 5, 0},
+                                             std::vector<ssm::index>{0, 4}, d);
+        },
+        "token id 5 at position 2");
+    check_error(
+        [&] {
+            (void)ssm::train::causal_lm_loss(logits, std::vector<std::int32_t>{1, -1, 2, 0},
+                                             std::vector<ssm::index>{0, 4}, d);
+        },
+        "token id -1 at position 1");
+    check_error(
+        [&] {
+            (void)ssm::train::causal_lm_loss(logits, std::vector<std::int32_t>{1, 2, 3, 0},
+                                             std::vector<ssm::index>{0, 2, 2, 4}, d);
+        },
+        "sequence 1 is empty");
+    check_error(
+        [&] {
+            (void)ssm::train::causal_lm_loss(logits, std::vector<std::int32_t>{1, 2, 3, 0},
+                                             std::vector<ssm::index>{0, 1, 2, 3, 4}, d);
+        },
+        "nothing to predict");
+    check_error(
+        [&] {
+            (void)ssm::train::causal_lm_loss(logits, std::vector<std::int32_t>{1, 2, 3},
+                                             std::vector<ssm::index>{0, 3}, d);
+        },
+        "ids has 3 tokens");
+    check_error(
+        [&] {
+            (void)ssm::train::causal_lm_loss(logits, std::vector<std::int32_t>{1, 2, 3, 0},
+                                             std::vector<ssm::index>{0, 3}, d);
+        },
+        "offsets must run from 0 to the token count 4");
     Matrix nan_logits = Matrix::Zero(4, 5);
     nan_logits(1, 3) = std::numeric_limits<float>::quiet_NaN();
-    check_error([&] { (void)ssm::train::causal_lm_loss(nan_logits, std::vector<std::int32_t>{1, 2, 3, 0}, std::vector<ssm::index>{0, 4}, d); }, "logits row 1 is not finite");
+    check_error(
+        [&] {
+            (void)ssm::train::causal_lm_loss(nan_logits, std::vector<std::int32_t>{1, 2, 3, 0},
+                                             std::vector<ssm::index>{0, 4}, d);
+        },
+        "logits row 1 is not finite");
 }
 
 TEST_CASE("info_nce_loss: a closed form with one query") {
@@ -231,7 +274,8 @@ TEST_CASE("info_nce_loss: a closed form with one query") {
     CHECK(dp(1, 1) == 0.0f);
 }
 
-TEST_CASE("info_nce_loss: equals the definition with in-batch negatives and its finite differences") {
+TEST_CASE(
+    "info_nce_loss: equals the definition with in-batch negatives and its finite differences") {
     const ssm::index nq = 3, G = 4, D = 5;
     const double tau = 0.25;
     Matrix q = grid_matrix(nq, D, 1.0f, 21), p = grid_matrix(nq * G, D, 1.0f, 22);
@@ -245,8 +289,10 @@ TEST_CASE("info_nce_loss: equals the definition with in-batch negatives and its 
     CHECK(std::abs(loss - own_groups / nq) > 1e-3);
 
     Matrix sq, sp;
-    const auto fq = finite_differences(all_of(q), [&] { return ssm::train::info_nce_loss(q, p, G, tau, sq, sp); });
-    const auto fp = finite_differences(all_of(p), [&] { return ssm::train::info_nce_loss(q, p, G, tau, sq, sp); });
+    const auto fq = finite_differences(
+        all_of(q), [&] { return ssm::train::info_nce_loss(q, p, G, tau, sq, sp); });
+    const auto fp = finite_differences(
+        all_of(p), [&] { return ssm::train::info_nce_loss(q, p, G, tau, sq, sp); });
     CHECK(ssm::test::rel_error(ssm::test::span_of(dq), fq) < 1e-5);
     CHECK(ssm::test::rel_error(ssm::test::span_of(dp), fp) < 1e-5);
 }
@@ -267,14 +313,22 @@ TEST_CASE("info_nce_loss: τ = 0.01 on unit vectors stays finite and exact") {
 TEST_CASE("info_nce_loss: bad input is an error naming it") {
     const Matrix q = Matrix::Ones(3, 4), p = Matrix::Ones(8, 4), p5 = Matrix::Ones(9, 5);
     Matrix dq, dp;
-    check_error([&] { (void)ssm::train::info_nce_loss(q, p, 3, 0.01, dq, dp); }, "8 passages for 3 queries and group size 3");
-    check_error([&] { (void)ssm::train::info_nce_loss(q, p, 0, 0.01, dq, dp); }, "group size must be at least 1, got 0");
-    check_error([&] { (void)ssm::train::info_nce_loss(q, p5, 3, 0.01, dq, dp); }, "width 4 but passages 5");
-    check_error([&] { (void)ssm::train::info_nce_loss(q, Matrix(Matrix::Ones(9, 4)), 3, 0.0, dq, dp); }, "temperature must be positive");
-    check_error([&] { (void)ssm::train::info_nce_loss(Matrix(0, 4), Matrix(0, 4), 3, 0.01, dq, dp); }, "no queries");
+    check_error([&] { (void)ssm::train::info_nce_loss(q, p, 3, 0.01, dq, dp); },
+                "8 passages for 3 queries and group size 3");
+    check_error([&] { (void)ssm::train::info_nce_loss(q, p, 0, 0.01, dq, dp); },
+                "group size must be at least 1, got 0");
+    check_error([&] { (void)ssm::train::info_nce_loss(q, p5, 3, 0.01, dq, dp); },
+                "width 4 but passages 5");
+    check_error(
+        [&] { (void)ssm::train::info_nce_loss(q, Matrix(Matrix::Ones(9, 4)), 3, 0.0, dq, dp); },
+        "temperature must be positive");
+    check_error(
+        [&] { (void)ssm::train::info_nce_loss(Matrix(0, 4), Matrix(0, 4), 3, 0.01, dq, dp); },
+        "no queries");
     Matrix pn = Matrix::Ones(9, 4);
     pn(7, 2) = std::numeric_limits<float>::infinity();
-    check_error([&] { (void)ssm::train::info_nce_loss(q, pn, 3, 0.01, dq, dp); }, "passages row 7 is not finite");
+    check_error([&] { (void)ssm::train::info_nce_loss(q, pn, 3, 0.01, dq, dp); },
+                "passages row 7 is not finite");
 }
 
 TEST_CASE("listwise_softmax_loss: closed forms, the definition and finite differences") {
@@ -296,7 +350,8 @@ TEST_CASE("listwise_softmax_loss: closed forms, the definition and finite differ
     }
     check_rel(loss, expect / groups, 1e-12);
     std::vector<float> scratch(d.size());
-    const auto fd = finite_differences(all_of(s), [&] { return ssm::train::listwise_softmax_loss(all_of(s), G, scratch); });
+    const auto fd = finite_differences(
+        all_of(s), [&] { return ssm::train::listwise_softmax_loss(all_of(s), G, scratch); });
     CHECK(ssm::test::rel_error(d, fd) < 1e-5);
     // large scores: the same loss after a shift (exact in float32: spacing 2⁻¹³ near 1024)
     Matrix big = s.array() + 1024.0f;
@@ -305,10 +360,14 @@ TEST_CASE("listwise_softmax_loss: closed forms, the definition and finite differ
 
 TEST_CASE("listwise_softmax_loss: bad input is an error naming it") {
     std::vector<float> s(10, 0.0f), d(10);
-    check_error([&] { (void)ssm::train::listwise_softmax_loss(s, 4, d); }, "10 scores do not form whole groups of 4");
-    check_error([&] { (void)ssm::train::listwise_softmax_loss(s, 1, d); }, "group size must be at least 2");
+    check_error([&] { (void)ssm::train::listwise_softmax_loss(s, 4, d); },
+                "10 scores do not form whole groups of 4");
+    check_error([&] { (void)ssm::train::listwise_softmax_loss(s, 1, d); },
+                "group size must be at least 2");
     std::vector<float> d3(3);
-    check_error([&] { (void)ssm::train::listwise_softmax_loss(s, 5, d3); }, "dscores has 3 entries");
+    check_error([&] { (void)ssm::train::listwise_softmax_loss(s, 5, d3); },
+                "dscores has 3 entries");
     s[6] = std::numeric_limits<float>::quiet_NaN();
-    check_error([&] { (void)ssm::train::listwise_softmax_loss(s, 5, d); }, "score 6 (group 1) is nan");
+    check_error([&] { (void)ssm::train::listwise_softmax_loss(s, 5, d); },
+                "score 6 (group 1) is nan");
 }

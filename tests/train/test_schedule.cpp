@@ -24,7 +24,8 @@ std::vector<double> load_f64(const ssm::SafetensorsFile& f, const std::string& n
 }  // namespace
 
 TEST_CASE("LrSchedule: factors equal transformers' schedules step by step") {
-    const auto ref = ssm::SafetensorsFile::open(ssm::test::data_dir() / "train" / "adamw.safetensors");
+    const auto ref =
+        ssm::SafetensorsFile::open(ssm::test::data_dir() / "train" / "adamw.safetensors");
     int checked = 0;
     for (const auto& [key, value] : ref.metadata()) {
         if (key.rfind("schedule.", 0) != 0) continue;
@@ -38,8 +39,9 @@ TEST_CASE("LrSchedule: factors equal transformers' schedules step by step") {
         const ssm::index w = std::stol(warmup), t = std::stol(total);
         const double fl = std::stod(floor);
         const ssm::train::LrSchedule s = kind == "constant" ? ssm::train::LrSchedule::constant(w)
-                                         : kind == "linear" ? ssm::train::LrSchedule::linear(w, t, fl)
-                                                            : ssm::train::LrSchedule::cosine(w, t, fl);
+                                         : kind == "linear"
+                                             ? ssm::train::LrSchedule::linear(w, t, fl)
+                                             : ssm::train::LrSchedule::cosine(w, t, fl);
         CHECK(s.name() == kind);
         const auto expect = load_f64(ref, key);
         REQUIRE(expect.size() == 13);
@@ -67,9 +69,19 @@ TEST_CASE("LrSchedule: closed forms and a floor on the linear decay") {
 }
 
 TEST_CASE("LrSchedule: bad settings are errors naming them") {
-    CHECK(ssm::test::error_of([] { (void)ssm::train::LrSchedule::linear(5, 3); }).find("total steps (3)") != std::string::npos);
-    CHECK(ssm::test::error_of([] { (void)ssm::train::LrSchedule::cosine(0, 0); }).find("total steps (0)") != std::string::npos);
-    CHECK(ssm::test::error_of([] { (void)ssm::train::LrSchedule::cosine(0, 10, 1.5); }).find("floor must be in [0, 1]") != std::string::npos);
-    CHECK(ssm::test::error_of([] { (void)ssm::train::LrSchedule::constant(-1); }).find("warmup steps must be >= 0") != std::string::npos);
-    CHECK(ssm::test::error_of([] { (void)ssm::train::LrSchedule::constant().factor(-2); }).find("step must be >= 0") != std::string::npos);
+    CHECK(ssm::test::error_of([] {
+              (void)ssm::train::LrSchedule::linear(5, 3);
+          }).find("total steps (3)") != std::string::npos);
+    CHECK(ssm::test::error_of([] {
+              (void)ssm::train::LrSchedule::cosine(0, 0);
+          }).find("total steps (0)") != std::string::npos);
+    CHECK(ssm::test::error_of([] {
+              (void)ssm::train::LrSchedule::cosine(0, 10, 1.5);
+          }).find("floor must be in [0, 1]") != std::string::npos);
+    CHECK(ssm::test::error_of([] {
+              (void)ssm::train::LrSchedule::constant(-1);
+          }).find("warmup steps must be >= 0") != std::string::npos);
+    CHECK(ssm::test::error_of([] {
+              (void)ssm::train::LrSchedule::constant().factor(-2);
+          }).find("step must be >= 0") != std::string::npos);
 }

@@ -38,7 +38,7 @@ namespace ssm::train {
 /// AdamW's hyper-parameters (PyTorch's defaults, except `weight_decay` which PyTorch
 /// defaults to 0.01 as well).
 struct AdamWOptions {
-    double lr = 1e-3;            // peak learning rate; the schedule scales it
+    double lr = 1e-3;  // peak learning rate; the schedule scales it
     double beta1 = 0.9;
     double beta2 = 0.999;
     double eps = 1e-8;
@@ -61,8 +61,8 @@ struct AdamWStep {
         for (float g : p.grad) s += static_cast<double>(g) * static_cast<double>(g);
         if (!std::isfinite(s))
             for (std::size_t i = 0; i < p.grad.size(); ++i)
-                require(std::isfinite(p.grad[i]), "gradient of ", p.name, " is not finite (", p.grad[i],
-                        " at element ", i, ")");
+                require(std::isfinite(p.grad[i]), "gradient of ", p.name, " is not finite (",
+                        p.grad[i], " at element ", i, ")");
         sum += s;
     }
     return std::sqrt(sum);
@@ -95,12 +95,17 @@ class AdamW {
 public:
     explicit AdamW(AdamWOptions options = {}, LrSchedule schedule = LrSchedule::constant())
         : options_(options), schedule_(schedule) {
-        require(options.lr >= 0.0 && std::isfinite(options.lr), "AdamW: lr must be >= 0, got ", options.lr);
-        require(options.beta1 >= 0.0 && options.beta1 < 1.0, "AdamW: beta1 must be in [0, 1), got ", options.beta1);
-        require(options.beta2 >= 0.0 && options.beta2 < 1.0, "AdamW: beta2 must be in [0, 1), got ", options.beta2);
+        require(options.lr >= 0.0 && std::isfinite(options.lr), "AdamW: lr must be >= 0, got ",
+                options.lr);
+        require(options.beta1 >= 0.0 && options.beta1 < 1.0, "AdamW: beta1 must be in [0, 1), got ",
+                options.beta1);
+        require(options.beta2 >= 0.0 && options.beta2 < 1.0, "AdamW: beta2 must be in [0, 1), got ",
+                options.beta2);
         require(options.eps >= 0.0, "AdamW: eps must be >= 0, got ", options.eps);
-        require(options.weight_decay >= 0.0, "AdamW: weight_decay must be >= 0, got ", options.weight_decay);
-        require(options.max_grad_norm >= 0.0, "AdamW: max_grad_norm must be >= 0, got ", options.max_grad_norm);
+        require(options.weight_decay >= 0.0, "AdamW: weight_decay must be >= 0, got ",
+                options.weight_decay);
+        require(options.max_grad_norm >= 0.0, "AdamW: max_grad_norm must be >= 0, got ",
+                options.max_grad_norm);
     }
 
     [[nodiscard]] const AdamWOptions& options() const noexcept { return options_; }
@@ -118,18 +123,22 @@ public:
         require(accumulation >= 1, "AdamW: accumulation must be >= 1, got ", accumulation);
         for (const Parameter& p : params) {
             const auto it = state_.find(p.name);
-            require(it == state_.end() || it->second.m.size() == p.value.size(), "AdamW: parameter ", p.name,
-                    " has ", p.value.size(), " values, its optimizer state ", it == state_.end() ? std::size_t{0} : it->second.m.size());
+            require(it == state_.end() || it->second.m.size() == p.value.size(),
+                    "AdamW: parameter ", p.name, " has ", p.value.size(),
+                    " values, its optimizer state ",
+                    it == state_.end() ? std::size_t{0} : it->second.m.size());
         }
         AdamWStep report;
-        report.grad_norm = gradient_norm(params);  // fails on a non-finite gradient before anything changes
+        report.grad_norm =
+            gradient_norm(params);  // fails on a non-finite gradient before anything changes
         if (accumulation > 1) {
             const auto inv = static_cast<float>(1.0 / static_cast<double>(accumulation));
             for (Parameter& p : params)
                 for (float& g : p.grad) g *= inv;
             report.grad_norm = gradient_norm(params);
         }
-        if (options_.max_grad_norm > 0.0) detail::scale_to_norm(params, report.grad_norm, options_.max_grad_norm);
+        if (options_.max_grad_norm > 0.0)
+            detail::scale_to_norm(params, report.grad_norm, options_.max_grad_norm);
         report.lr = next_lr();
         ++steps_;
 
@@ -187,8 +196,9 @@ public:
                 zeros.emplace_back(p.value.size(), 0.0f);
                 m = v = zeros.back();
             } else {
-                require(it->second.m.size() == p.value.size(), path.string(), ": optimizer state of ", p.name,
-                        " has ", it->second.m.size(), " values, the parameter ", p.value.size());
+                require(it->second.m.size() == p.value.size(), path.string(),
+                        ": optimizer state of ", p.name, " has ", it->second.m.size(),
+                        " values, the parameter ", p.value.size());
                 m = it->second.m;
                 v = it->second.v;
             }
@@ -217,11 +227,12 @@ public:
             for (const bool first_moment : {true, false}) {
                 const std::string name = (first_moment ? "exp_avg." : "exp_avg_sq.") + p.name;
                 expected.insert(name);
-                require(file.contains(name), where, ": no optimizer state '", name, "' for parameter ", p.name);
+                require(file.contains(name), where, ": no optimizer state '", name,
+                        "' for parameter ", p.name);
                 const TensorInfo& info = file.info(name);
-                require(info.dtype == DType::F32 && info.shape == p.shape, where, ": '", name, "' is ",
-                        dtype_name(info.dtype), " ", shape_string(info.shape), ", parameter ", p.name, " is F32 ",
-                        shape_string(p.shape));
+                require(info.dtype == DType::F32 && info.shape == p.shape, where, ": '", name,
+                        "' is ", dtype_name(info.dtype), " ", shape_string(info.shape),
+                        ", parameter ", p.name, " is F32 ", shape_string(p.shape));
                 const Tensor t = file.load_f32(name);
                 auto& dst = first_moment ? s.m : s.v;
                 dst.assign(t.values().begin(), t.values().end());
@@ -229,7 +240,8 @@ public:
             loaded[p.name] = std::move(s);
         }
         for (const std::string& name : file.names())
-            require(expected.count(name) == 1, where, ": tensor '", name, "' belongs to no parameter of the model");
+            require(expected.count(name) == 1, where, ": tensor '", name,
+                    "' belongs to no parameter of the model");
         state_ = std::move(loaded);
         steps_ = static_cast<index>(step);
     }

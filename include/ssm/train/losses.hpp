@@ -34,7 +34,8 @@ namespace detail {
 template <class Map>
 void require_finite_rows(double loss, const char* what, const Map& x, const char* input) {
     for (index r = 0; r < x.rows(); ++r)
-        if (!x.row(r).allFinite()) fail(what, ": loss is ", loss, "; ", input, " row ", r, " is not finite");
+        if (!x.row(r).allFinite())
+            fail(what, ": loss is ", loss, "; ", input, " row ", r, " is not finite");
 }
 
 }  // namespace detail
@@ -51,20 +52,22 @@ void require_finite_rows(double loss, const char* what, const Map& x, const char
 /// Errors: shapes that disagree, offsets that are not [0, …, T] increasing, an empty
 /// sequence, an id outside [0, V), a batch with nothing to predict (every sequence of
 /// length 1), a loss that is not finite.
-[[nodiscard]] inline double causal_lm_loss(ConstStridedMap logits, std::span<const std::int32_t> ids,
+[[nodiscard]] inline double causal_lm_loss(ConstStridedMap logits,
+                                           std::span<const std::int32_t> ids,
                                            std::span<const index> offsets, StridedMap dlogits) {
     const index T = logits.rows(), V = logits.cols();
-    require(static_cast<index>(ids.size()) == T, "causal_lm_loss: logits have ", T, " rows but ids has ",
-            ids.size(), " tokens");
-    require(dlogits.rows() == T && dlogits.cols() == V, "causal_lm_loss: dlogits is (", dlogits.rows(), ", ",
-            dlogits.cols(), "), logits are (", T, ", ", V, ")");
+    require(static_cast<index>(ids.size()) == T, "causal_lm_loss: logits have ", T,
+            " rows but ids has ", ids.size(), " tokens");
+    require(dlogits.rows() == T && dlogits.cols() == V, "causal_lm_loss: dlogits is (",
+            dlogits.rows(), ", ", dlogits.cols(), "), logits are (", T, ", ", V, ")");
     require(offsets.size() >= 2 && offsets.front() == 0 && offsets.back() == T,
-            "causal_lm_loss: offsets must run from 0 to the token count ", T, " (given ", offsets.size(),
-            " offsets", offsets.empty() ? "" : ", last ", offsets.empty() ? 0 : offsets.back(), ")");
+            "causal_lm_loss: offsets must run from 0 to the token count ", T, " (given ",
+            offsets.size(), " offsets", offsets.empty() ? "" : ", last ",
+            offsets.empty() ? 0 : offsets.back(), ")");
     index count = 0;
     for (std::size_t s = 0; s + 1 < offsets.size(); ++s) {
-        require(offsets[s + 1] > offsets[s], "causal_lm_loss: sequence ", s, " is empty (offsets ", offsets[s],
-                ", ", offsets[s + 1], ")");
+        require(offsets[s + 1] > offsets[s], "causal_lm_loss: sequence ", s, " is empty (offsets ",
+                offsets[s], ", ", offsets[s + 1], ")");
         count += offsets[s + 1] - offsets[s] - 1;
     }
     for (index t = 0; t < T; ++t)
@@ -138,12 +141,12 @@ void require_finite_rows(double loss, const char* what, const Map& x, const char
     require(p.rows() == nq * group_size, "info_nce_loss: ", p.rows(), " passages for ", nq,
             " queries and group size ", group_size, " (expected ", nq * group_size, ")");
     require(p.cols() == D, "info_nce_loss: queries have width ", D, " but passages ", p.cols());
-    require(std::isfinite(temperature) && temperature > 0.0, "info_nce_loss: temperature must be positive, got ",
-            temperature);
+    require(std::isfinite(temperature) && temperature > 0.0,
+            "info_nce_loss: temperature must be positive, got ", temperature);
     require(dq.rows() == nq && dq.cols() == D, "info_nce_loss: dq is (", dq.rows(), ", ", dq.cols(),
             "), queries are (", nq, ", ", D, ")");
-    require(dp.rows() == p.rows() && dp.cols() == D, "info_nce_loss: dp is (", dp.rows(), ", ", dp.cols(),
-            "), passages are (", p.rows(), ", ", D, ")");
+    require(dp.rows() == p.rows() && dp.cols() == D, "info_nce_loss: dp is (", dp.rows(), ", ",
+            dp.cols(), "), passages are (", p.rows(), ", ", D, ")");
 
     using MatrixD = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
     const MatrixD qd = q.cast<double>(), pd = p.cast<double>();
@@ -175,11 +178,12 @@ void require_finite_rows(double loss, const char* what, const Map& x, const char
 }
 
 /// `info_nce_loss` on whole matrices; `dq` and `dp` are resized to the inputs' shapes.
-[[nodiscard]] inline double info_nce_loss(const Matrix& q, const Matrix& p, index group_size, double temperature,
-                                          Matrix& dq, Matrix& dp) {
+[[nodiscard]] inline double info_nce_loss(const Matrix& q, const Matrix& p, index group_size,
+                                          double temperature, Matrix& dq, Matrix& dp) {
     dq.resize(q.rows(), q.cols());
     dp.resize(p.rows(), p.cols());
-    return info_nce_loss(cview(q), cview(p), group_size, temperature, detail::strided(dq), detail::strided(dp));
+    return info_nce_loss(cview(q), cview(p), group_size, temperature, detail::strided(dq),
+                         detail::strided(dp));
 }
 
 /// Listwise softmax cross-entropy, RankMamba's LCE.
@@ -192,8 +196,10 @@ void require_finite_rows(double loss, const char* what, const Map& x, const char
 /// multiple of G, a `dscores` of another size, a loss that is not finite.
 [[nodiscard]] inline double listwise_softmax_loss(std::span<const float> scores, index group_size,
                                                   std::span<float> dscores) {
-    require(group_size >= 2, "listwise_softmax_loss: group size must be at least 2 (a positive and a negative), got ",
-            group_size);
+    require(
+        group_size >= 2,
+        "listwise_softmax_loss: group size must be at least 2 (a positive and a negative), got ",
+        group_size);
     const index n = static_cast<index>(scores.size());
     require(n > 0 && n % group_size == 0, "listwise_softmax_loss: ", n,
             " scores do not form whole groups of ", group_size);
@@ -209,17 +215,20 @@ void require_finite_rows(double loss, const char* what, const Map& x, const char
         double m = s[0];
         for (index j = 1; j < group_size; ++j) m = std::max(m, static_cast<double>(s[j]));
         double sum = 0.0;
-        for (index j = 0; j < group_size; ++j) sum += e[static_cast<std::size_t>(j)] = std::exp(s[j] - m);
+        for (index j = 0; j < group_size; ++j)
+            sum += e[static_cast<std::size_t>(j)] = std::exp(s[j] - m);
         const double lse = m + std::log(sum);
         loss += lse - s[0];
         if (!std::isfinite(lse - s[0])) {
             for (index j = 0; j < group_size; ++j)
                 require(std::isfinite(s[j]), "listwise_softmax_loss: loss is not finite; score ",
                         g * group_size + j, " (group ", g, ") is ", s[j]);
-            fail("listwise_softmax_loss: loss of group ", g, " is not finite although its scores are");
+            fail("listwise_softmax_loss: loss of group ", g,
+                 " is not finite although its scores are");
         }
         for (index j = 0; j < group_size; ++j)
-            d[j] = static_cast<float>((e[static_cast<std::size_t>(j)] / sum - (j == 0 ? 1.0 : 0.0)) * inv_groups);
+            d[j] = static_cast<float>(
+                (e[static_cast<std::size_t>(j)] / sum - (j == 0 ? 1.0 : 0.0)) * inv_groups);
     }
     return loss * inv_groups;
 }

@@ -46,10 +46,12 @@ struct LrSchedule {
     [[nodiscard]] double factor(index step) const {
         require(step >= 0, "LrSchedule: step must be >= 0, got ", step);
         if (step < warmup_steps)
-            return static_cast<double>(step) / static_cast<double>(std::max<index>(1, warmup_steps));
+            return static_cast<double>(step) /
+                   static_cast<double>(std::max<index>(1, warmup_steps));
         const double span = static_cast<double>(std::max<index>(1, total_steps - warmup_steps));
         switch (kind) {
-            case Kind::constant: return 1.0;
+            case Kind::constant:
+                return 1.0;
             case Kind::linear: {
                 const double f = std::max(0.0, static_cast<double>(total_steps - step) / span);
                 return f * (1.0 - floor) + floor;
@@ -66,9 +68,12 @@ struct LrSchedule {
     /// "constant", "linear" or "cosine".
     [[nodiscard]] std::string name() const {
         switch (kind) {
-            case Kind::constant: return "constant";
-            case Kind::linear: return "linear";
-            case Kind::cosine: return "cosine";
+            case Kind::constant:
+                return "constant";
+            case Kind::linear:
+                return "linear";
+            case Kind::cosine:
+                return "cosine";
         }
         return "?";
     }
@@ -77,10 +82,11 @@ private:
     [[nodiscard]] static LrSchedule checked(LrSchedule s) {
         require(s.warmup_steps >= 0, "LrSchedule: warmup steps must be >= 0, got ", s.warmup_steps);
         if (s.kind != Kind::constant) {
-            require(s.total_steps > 0 && s.total_steps >= s.warmup_steps, "LrSchedule: total steps (",
-                    s.total_steps, ") must be positive and at least the warmup steps (", s.warmup_steps,
-                    ")");
-            require(s.floor >= 0.0 && s.floor <= 1.0, "LrSchedule: floor must be in [0, 1], got ", s.floor);
+            require(s.total_steps > 0 && s.total_steps >= s.warmup_steps,
+                    "LrSchedule: total steps (", s.total_steps,
+                    ") must be positive and at least the warmup steps (", s.warmup_steps, ")");
+            require(s.floor >= 0.0 && s.floor <= 1.0, "LrSchedule: floor must be in [0, 1], got ",
+                    s.floor);
         }
         return s;
     }
