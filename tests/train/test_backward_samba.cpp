@@ -138,7 +138,8 @@ TEST_CASE("SlidingWindowAttention backward matches finite differences (RoPE, GQA
     };
     const index D = 8;
     for (std::size_t c = 0; c < cases.size(); ++c) {
-        const auto& [shape, offsets] = cases[c];
+        const auto& shape = cases[c].shape;
+        const auto& offsets = cases[c].offsets;
         INFO("case " << c << ": heads " << shape.heads << ", kv heads " << shape.kv_heads
                      << ", window " << shape.window << ", rotary " << shape.rotary_dim);
         const index T = offsets.back();
