@@ -2,6 +2,7 @@
 // evaluation written from the definitions, and (3) central finite differences of the loss
 // itself for every input entry. Inputs are multiples of 2⁻¹² and the step is 2⁻¹⁰, so
 // x ± h is exact in float32 and the difference quotient is exact up to O(h²).
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -205,6 +206,45 @@ TEST_CASE("causal_lm_loss: stable for huge logits, same for any thread count, st
     CHECK(lw == l1);
     CHECK(Matrix(dwide.leftCols(V)) == d1);
     CHECK((dwide.rightCols(9).array() == 7.0f).all());  // untouched beyond the view
+}
+
+TEST_CASE("cross_entropy_rows over blocks of rows gives causal_lm_loss and its gradient") {
+    const ssm::index V = 11, T = 14;
+    std::vector<std::int32_t> ids(static_cast<std::size_t>(T));
+    for (std::size_t i = 0; i < ids.size(); ++i)
+        ids[i] = static_cast<std::int32_t>((i * 7 + 3) % V);
+    const std::vector<ssm::index> offsets = {0, 5, 6, 14};
+    const Matrix logits = grid_matrix(T, V, 3.0f, 51);
+    Matrix d_whole;
+    const double whole = ssm::train::causal_lm_loss(logits, ids, offsets, d_whole);
+
+    const auto targets = ssm::train::next_token_targets(ids, offsets, V);
+    CHECK(targets.count == 4 + 0 + 7);
+    CHECK(targets.target[4] == -1);  // last token of the first sequence
+    CHECK(targets.target[5] == -1);  // a sequence of one token
+    CHECK(targets.target[6] == ids[7]);
+    const double scale = 1.0 / static_cast<double>(targets.count);
+    Matrix d_blocks(T, V);
+    double sum = 0;
+    for (ssm::index b = 0; b < T; b += 4) {  // blocks of 4 rows cut across sequences
+        const ssm::index n = std::min<ssm::index>(4, T - b);
+        sum += ssm::train::cross_entropy_rows(
+            ssm::ConstStridedMap(logits.data() + b * V, n, V, Eigen::OuterStride<>(V)),
+            std::span(targets.target)
+                .subspan(static_cast<std::size_t>(b), static_cast<std::size_t>(n)),
+            scale, ssm::StridedMap(d_blocks.data() + b * V, n, V, Eigen::OuterStride<>(V)));
+    }
+    check_rel(sum * scale, whole, 1e-14);
+    CHECK(d_blocks == d_whole);  // row by row the same arithmetic
+
+    Matrix d(2, V);
+    check_error(
+        [&] {
+            (void)ssm::train::cross_entropy_rows(ssm::cview(Matrix(logits.topRows(2))),
+                                                 std::vector<std::int32_t>{3, 11}, 1.0,
+                                                 ssm::view(d));
+        },
+        "target 11 of row 1 is outside the vocabulary of 11");
 }
 
 TEST_CASE("causal_lm_loss: bad input is an error naming it") {
