@@ -37,6 +37,11 @@ using ConstStridedMap = Eigen::Map<const Matrix, 0, Eigen::OuterStride<>>;
     return {m.data(), m.rows(), m.cols(), Eigen::OuterStride<>(m.cols())};
 }
 
+/// A writable strided view of a whole matrix.
+[[nodiscard]] inline StridedMap view(Matrix& m) {
+    return {m.data(), m.rows(), m.cols(), Eigen::OuterStride<>(m.cols())};
+}
+
 /// A float32 tensor with a shape. Either owns its storage or views memory kept alive by
 /// a shared owner (a memory-mapped checkpoint), so F32 weights are never copied.
 class Tensor {
@@ -101,6 +106,13 @@ public:
     }
     /// The tensor as a flat column vector.
     [[nodiscard]] ConstVectorMap vector() const { return {data_, size()}; }
+
+    /// Writable forms of `matrix()` and `vector()`; only for owning tensors.
+    [[nodiscard]] MatrixMap mutable_matrix() {
+        const index rows = rank() == 0 ? 1 : shape_[0];
+        return {mutable_data(), rows, rows == 0 ? 0 : size() / rows};
+    }
+    [[nodiscard]] VectorMap mutable_vector() { return {mutable_data(), size()}; }
 
 private:
     std::vector<index> shape_;

@@ -4,7 +4,9 @@
 
 #include <algorithm>
 #include <cstring>
+#include <mutex>
 #include <optional>
+#include <vector>
 #include <span>
 #include <string>
 
@@ -12,6 +14,7 @@
 #include "ssm/core/threads.hpp"
 #include "ssm/io/checkpoint.hpp"
 #include "ssm/layers/activations.hpp"
+#include "ssm/train/parameters.hpp"
 
 namespace ssm {
 
@@ -143,10 +146,128 @@ public:
         });
     }
 
+    // ---- Training ----------------------------------------------------------------------
+    // Backward takes the forward's input x again (the caller keeps it, as for Linear);
+    // the cache holds the pre-activation when the forward applied SiLU.
+
+    struct Cache {
+        Matrix pre;         // (T, E) conv output before SiLU (empty without SiLU)
+        bool silu = false;
+    };
+
+    /// Makes the weight an owned float32 master in the checkpoint's (E, 1, K) layout (and
+    /// the bias one), with gradients, registered as `prefix.weight` (decay as given) and
+    /// `prefix.bias` (no decay). The taps the forward computes with are derived from the
+    /// master (`refresh_derived`, which every training forward calls first).
+    void register_parameters(train::Parameters& params, const std::string& prefix, bool decay = true) {
+        master_ = Tensor::zeros({channels_, 1, width_});
+        float* w = master_.mutable_data();
+        for (index e = 0; e < channels_; ++e)
+            for (index k = 0; k < width_; ++k) w[e * width_ + k] = taps_.data()[k * channels_ + e];
+        weight_grad_ = Tensor::zeros({channels_, 1, width_});
+        const auto n = static_cast<std::size_t>(master_.size());
+        params.add(prefix + ".weight", {channels_, 1, width_}, {master_.mutable_data(), n},
+                   {weight_grad_.mutable_data(), n}, decay);
+        if (bias_) train::register_tensor(params, prefix + ".bias", *bias_, bias_grad_, false);
+        taps_ = Tensor::zeros({width_, channels_});  // owned from now on, refreshed from the master
+        refresh_derived();
+    }
+
+    /// Re-derives the (K, E) taps from the master after the master changed (an optimizer
+    /// step); a no-op for a layer that is not trainable.
+    void refresh_derived() {
+        if (master_.empty()) return;
+        float* taps = taps_.mutable_data();
+        for (index e = 0; e < channels_; ++e)
+            for (index k = 0; k < width_; ++k) taps[k * channels_ + e] = master_.data()[e * width_ + k];
+    }
+
+    /// Training forward from zero state (each sequence starts afresh): out as `forward`,
+    /// keeping the pre-activation when `silu`. Calls `refresh_derived` first.
+    void forward(ConstStridedMap x, std::span<const index> offsets, StridedMap out, bool silu, Cache& cache) {
+        refresh_derived();
+        cache.silu = silu;
+        if (!silu) {
+            cache.pre.resize(0, 0);
+            forward(x, offsets, out, false);
+            return;
+        }
+        cache.pre.resize(x.rows(), channels_);
+        forward(x, offsets, view(cache.pre), false);
+        out = cache.pre;
+        parallel_for(x.rows(), 64, [&](index b, index e) {
+            for (index t = b; t < e; ++t) silu_inplace(&out(t, 0), channels_);
+        });
+    }
+
+    /// Backward: with p the pre-activation and dp = dout ⊙ silu'(p) (dout itself without
+    /// SiLU), dbias += Σ_t dp; dw[e,k] += Σ_t dp[t,e]·x[t−(K−1)+k, e] and
+    /// dx[s,e] = Σ_k w[e,k]·dp[s+(K−1)−k, e], both only inside each sequence; dx written
+    /// (added with `accumulate`).
+    void backward(ConstStridedMap x, std::span<const index> offsets, ConstStridedMap dout, const Cache& cache,
+                  StridedMap dx, bool accumulate = false) {
+        require(!weight_grad_.empty(), "CausalConv1d::backward: register_parameters was not called");
+        const index T = x.rows(), E = channels_, K = width_;
+        require(x.cols() == E && dout.cols() == E && dx.cols() == E && dout.rows() == T && dx.rows() == T &&
+                    (!cache.silu || cache.pre.rows() == T),
+                "CausalConv1d::backward: input, gradients and cache do not fit (", T, ", ", E, ")");
+        require(offsets.size() >= 2 && offsets.front() == 0 && offsets.back() == T,
+                "CausalConv1d::backward: offsets must run from 0 to ", T);
+        Matrix dp = dout;  // (T, E)
+        if (cache.silu)
+            dp.array() *= cache.pre.array().unaryExpr([](float v) {
+                const float sg = 1.0f / (1.0f + std::exp(-v));
+                return sg * (1.0f + v * (1.0f - sg));
+            });
+        const float* taps = taps_.data();
+        std::mutex add_mutex;
+        const auto seq_of = [&](index t) {
+            return static_cast<index>(std::upper_bound(offsets.begin(), offsets.end(), t) - offsets.begin()) - 1;
+        };
+        parallel_for(T, 64, [&](index begin, index end) {
+            std::vector<float> dw(static_cast<std::size_t>(K * E), 0.0f), db(static_cast<std::size_t>(E), 0.0f);
+            index s = seq_of(begin);
+            for (index t = begin; t < end; ++t) {
+                while (t >= offsets[static_cast<std::size_t>(s) + 1]) ++s;
+                const index start = offsets[static_cast<std::size_t>(s)];
+                const index stop = offsets[static_cast<std::size_t>(s) + 1];
+                const float* g = dp.data() + t * E;
+                for (index e = 0; e < E; ++e) db[static_cast<std::size_t>(e)] += g[e];
+                // Weight: row t's output met x[t−(K−1)+k].
+                for (index k = 0; k < K; ++k) {
+                    const index src = t - (K - 1) + k;
+                    if (src < start) continue;
+                    const float* in = x.data() + src * x.outerStride();
+                    float* d = dw.data() + k * E;
+                    for (index e = 0; e < E; ++e) d[e] += g[e] * in[e];
+                }
+                // Input: row t fed the outputs t + (K−1) − k.
+                float* o = dx.data() + t * dx.outerStride();
+                if (!accumulate) std::fill(o, o + E, 0.0f);
+                for (index k = 0; k < K; ++k) {
+                    const index dst = t + (K - 1) - k;
+                    if (dst >= stop) continue;
+                    const float* gd = dp.data() + dst * E;
+                    const float* w = taps + k * E;
+                    for (index e = 0; e < E; ++e) o[e] += w[e] * gd[e];
+                }
+            }
+            std::lock_guard lock(add_mutex);
+            float* gw = weight_grad_.mutable_data();  // (E, 1, K)
+            for (index e = 0; e < E; ++e)
+                for (index k = 0; k < K; ++k) gw[e * K + k] += dw[static_cast<std::size_t>(k * E + e)];
+            if (bias_)
+                for (index e = 0; e < E; ++e) bias_grad_.mutable_data()[e] += db[static_cast<std::size_t>(e)];
+        });
+    }
+
 private:
     Tensor taps_;                 // (K, E)
     std::optional<Tensor> bias_;  // (E)
     index channels_ = 0, width_ = 0;
+    Tensor master_;               // (E, 1, K) float32 master, once trainable
+    Tensor weight_grad_;          // (E, 1, K), once trainable
+    Tensor bias_grad_;            // (E), once trainable with a bias
 };
 
 }  // namespace ssm

@@ -9,6 +9,7 @@
 #include "ssm/core/threads.hpp"
 #include "ssm/core/weights.hpp"
 #include "ssm/io/checkpoint.hpp"
+#include "ssm/train/parameters.hpp"
 
 namespace ssm {
 
@@ -56,8 +57,41 @@ public:
         });
     }
 
+    // ---- Training ----------------------------------------------------------------------
+    // The training forward is `forward`; backward needs only the ids.
+
+    /// Makes the table an owned float32 master (a mapped or bfloat16 table is copied or
+    /// widened; forward then gathers from it) with a gradient, registered as `name`.
+    void register_parameters(train::Parameters& params, const std::string& name) {
+        master_ = Tensor::zeros({vocab_size(), dim()});
+        table_.rows_f32(0, vocab_size(), master_.mutable_data());
+        table_ = WeightMatrix(master_);
+        grad_ = Tensor::zeros({vocab_size(), dim()});
+        const auto n = static_cast<std::size_t>(master_.size());
+        params.add(name, {vocab_size(), dim()}, {master_.mutable_data(), n}, {grad_.mutable_data(), n}, true);
+    }
+
+    /// The float32 master table and its gradient (vocab, dim), empty until trainable; a
+    /// tied LM head computes with the one and adds into the other.
+    [[nodiscard]] const Tensor& master() const noexcept { return master_; }
+    [[nodiscard]] const Tensor& grad() const noexcept { return grad_; }
+
+    /// Backward of the gather: grad[ids[r]] += dout[r] (a scatter-add: a token that occurs
+    /// twice receives both rows).
+    void backward(std::span<const std::int32_t> ids, ConstStridedMap dout) {
+        require(!grad_.empty(), "Embedding::backward: register_parameters was not called");
+        check_ids(ids);
+        require(dout.rows() == static_cast<index>(ids.size()) && dout.cols() == dim(),
+                "Embedding::backward: gradient is (", dout.rows(), ", ", dout.cols(), "), expected (",
+                ids.size(), ", ", dim(), ")");
+        MatrixMap g = grad_.mutable_matrix();
+        for (index r = 0; r < dout.rows(); ++r) g.row(ids[static_cast<std::size_t>(r)]) += dout.row(r);
+    }
+
 private:
     WeightMatrix table_;  // (vocab, dim)
+    Tensor master_;       // (vocab, dim) float32 master, once trainable (table_ shares it)
+    Tensor grad_;         // (vocab, dim), once trainable
 };
 
 }  // namespace ssm

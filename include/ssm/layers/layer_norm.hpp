@@ -10,6 +10,7 @@
 #include "ssm/io/checkpoint.hpp"
 #include "ssm/io/config.hpp"
 #include "ssm/layers/norm.hpp"
+#include "ssm/train/parameters.hpp"
 
 namespace ssm {
 
@@ -57,10 +58,75 @@ public:
         });
     }
 
+    // ---- Training ----------------------------------------------------------------------
+
+    /// What backward needs: the normalised input x̂ = (x − mean)·r and each row's r.
+    struct Cache {
+        Matrix xhat;  // (rows, dim)
+        Vector rstd;  // (rows)
+    };
+
+    /// Makes the weight (and bias) owned float32 masters with gradients, registered as
+    /// `prefix.weight` and `prefix.bias` (no weight decay).
+    void register_parameters(train::Parameters& params, const std::string& prefix) {
+        train::register_tensor(params, prefix + ".weight", weight_, weight_grad_, false);
+        if (bias_) train::register_tensor(params, prefix + ".bias", *bias_, bias_grad_, false);
+    }
+
+    /// Training forward: as `forward` (y may alias x), keeping x̂ and r in `cache`.
+    void forward(ConstStridedMap x, StridedMap y, Cache& cache) const {
+        require(x.cols() == dim() && y.cols() == dim() && x.rows() == y.rows(),
+                "LayerNorm: input has ", x.cols(), " columns, weight has ", dim());
+        cache.xhat.resize(x.rows(), dim());
+        cache.rstd.resize(x.rows());
+        const auto w = weight_.vector().transpose().array();
+        const float n = static_cast<float>(dim());
+        parallel_for(x.rows(), 64, [&](index begin, index end) {
+            for (index r = begin; r < end; ++r) {
+                const float mean = x.row(r).sum() / n;
+                const float var = (x.row(r).array() - mean).square().sum() / n;
+                const float scale = 1.0f / std::sqrt(var + eps_);
+                cache.rstd(r) = scale;
+                cache.xhat.row(r) = (x.row(r).array() - mean) * scale;
+                if (bias_)
+                    y.row(r) = cache.xhat.row(r).array() * w + bias_->vector().transpose().array();
+                else
+                    y.row(r) = cache.xhat.row(r).array() * w;
+            }
+        });
+    }
+
+    /// Backward of y = x̂·w + b: dw += Σ_rows dy ⊙ x̂, db += Σ_rows dy;
+    /// dx = r·(g − mean(g) − x̂·mean(g ⊙ x̂)) with g = dy ⊙ w, written (added with
+    /// `accumulate`). dx must not alias dy.
+    void backward(ConstStridedMap dy, const Cache& cache, StridedMap dx, bool accumulate = false) {
+        require(!weight_grad_.empty(), "LayerNorm::backward: register_parameters was not called");
+        const index rows = cache.xhat.rows();
+        require(dy.rows() == rows && dx.rows() == rows && dy.cols() == dim() && dx.cols() == dim(),
+                "LayerNorm::backward: gradients do not fit the cached (", rows, ", ", dim(), ") input");
+        const auto w = weight_.vector().transpose().array();
+        const float n = static_cast<float>(dim());
+        parallel_for(rows, 64, [&](index begin, index end) {
+            for (index r = begin; r < end; ++r) {
+                const auto g = dy.row(r).array() * w;
+                const auto xh = cache.xhat.row(r).array();
+                const float mean_g = g.sum() / n;
+                const float mean_gx = (g * xh).sum() / n;
+                if (accumulate)
+                    dx.row(r).array() += cache.rstd(r) * (g - mean_g - xh * mean_gx);
+                else
+                    dx.row(r).array() = cache.rstd(r) * (g - mean_g - xh * mean_gx);
+            }
+        });
+        weight_grad_.mutable_vector().transpose().array() += (dy.array() * cache.xhat.array()).colwise().sum();
+        if (bias_) bias_grad_.mutable_vector().transpose() += dy.colwise().sum();
+    }
+
 private:
     Tensor weight_;               // (dim)
     std::optional<Tensor> bias_;  // (dim)
     float eps_ = 1e-5f;
+    Tensor weight_grad_, bias_grad_;  // (dim) each, once trainable
 };
 
 static_assert(Norm<LayerNorm>);

@@ -11,6 +11,7 @@
 #include "ssm/core/threads.hpp"
 #include "ssm/core/weights.hpp"
 #include "ssm/io/checkpoint.hpp"
+#include "ssm/train/parameters.hpp"
 
 namespace ssm {
 
@@ -88,6 +89,78 @@ public:
     void forward(const Matrix& x, Matrix& y, bool accumulate = false) const {
         forward(ConstStridedMap(x.data(), x.rows(), x.cols(), Eigen::OuterStride<>(x.cols())),
                 StridedMap(y.data(), y.rows(), y.cols(), Eigen::OuterStride<>(y.cols())), accumulate);
+    }
+
+    // ---- Training ----------------------------------------------------------------------
+    // The training forward is `forward` itself: what backward needs is the input x, which
+    // the caller keeps (it is the previous layer's output or a cache of the enclosing layer).
+
+    /// Makes the layer trainable: the weight becomes an owned float32 master copy (a mapped
+    /// view is copied, a bfloat16 weight widened; forward then computes in float32 from the
+    /// master), gradient buffers of the parameters' shapes are allocated, and both are
+    /// registered as `prefix.weight` (decay as given) and `prefix.bias` (no decay).
+    void register_parameters(train::Parameters& params, const std::string& prefix, bool decay = true) {
+        const index out = out_features(), in = in_features();
+        Tensor w = Tensor::zeros({out, in});
+        weight_.rows_f32(0, out, w.mutable_data());
+        weight_ = WeightMatrix(w);
+        weight_grad_ = Tensor::zeros({out, in});
+        const auto n = static_cast<std::size_t>(out * in);
+        params.add(prefix + ".weight", {out, in}, {w.mutable_data(), n}, {weight_grad_.mutable_data(), n}, decay);
+        if (bias_) train::register_tensor(params, prefix + ".bias", *bias_, bias_grad_, false);
+    }
+
+    /// Makes the layer trainable on a weight owned and registered elsewhere: `master`
+    /// (out, in) float32 and its gradient `grad`, shared (a tied LM head computes with the
+    /// embedding's master table and adds into the embedding's gradient). Nothing is
+    /// registered; a bias is not supported.
+    void share_parameters(const Tensor& master, const Tensor& grad) {
+        require(!bias_, "Linear::share_parameters: a layer with a bias cannot share its weight");
+        require(master.rank() == 2 && !master.is_view() && grad.size() == master.size(),
+                "Linear::share_parameters: need an owned (out, in) master and a gradient of its size");
+        weight_ = WeightMatrix(master);
+        weight_grad_ = grad;
+    }
+
+    /// Whether `register_parameters` or `share_parameters` was called.
+    [[nodiscard]] bool trainable() const noexcept { return !weight_grad_.empty(); }
+    /// The weight's gradient (out, in); empty until the layer is trainable.
+    [[nodiscard]] const Tensor& weight_grad() const noexcept { return weight_grad_; }
+    /// The bias's gradient (out); empty without a bias or until the layer is trainable.
+    [[nodiscard]] const Tensor& bias_grad() const noexcept { return bias_grad_; }
+
+    /// Backward of y = x Wᵀ + b for x (rows, in), dy (rows, out): the parameter gradients
+    /// accumulate, dW += dyᵀ x and db += Σ_rows dy; the input gradient dx (rows, in) = dy W
+    /// is written (added with `accumulate`). dx must not alias x or dy.
+    void backward(ConstStridedMap x, ConstStridedMap dy, StridedMap dx, bool accumulate = false) {
+        backward_params(x, dy);
+        backward_input(dy, dx, accumulate);
+    }
+
+    /// The parameter gradients only (for an input that needs no gradient).
+    void backward_params(ConstStridedMap x, ConstStridedMap dy) {
+        require(trainable(), "Linear::backward: register_parameters was not called");
+        require(x.cols() == in_features() && dy.cols() == out_features() && x.rows() == dy.rows(),
+                "Linear::backward: input (", x.rows(), ", ", x.cols(), ") / output gradient (", dy.rows(),
+                ", ", dy.cols(), ") do not fit weight (", out_features(), ", ", in_features(), ")");
+        if (x.rows() == 0) return;
+        MatrixMap dw = weight_grad_.mutable_matrix();  // (out, in)
+        dw.noalias() += dy.transpose() * x;
+        if (bias_) bias_grad_.mutable_vector() += dy.colwise().sum().transpose();
+    }
+
+    /// The input gradient only: dx (rows, in) = dy (rows, out) · W (+= with `accumulate`).
+    void backward_input(ConstStridedMap dy, StridedMap dx, bool accumulate = false) const {
+        require(trainable(), "Linear::backward: register_parameters was not called");
+        require(dy.cols() == out_features() && dx.cols() == in_features() && dx.rows() == dy.rows(),
+                "Linear::backward: output gradient (", dy.rows(), ", ", dy.cols(), ") / input gradient (",
+                dx.rows(), ", ", dx.cols(), ") do not fit weight (", out_features(), ", ", in_features(), ")");
+        if (dy.rows() == 0) return;
+        const ConstMatrixMap w = weight_.f32();  // (out, in)
+        if (accumulate)
+            dx.noalias() += dy * w;
+        else
+            dx.noalias() = dy * w;
     }
 
 private:
@@ -179,6 +252,8 @@ private:
 
     WeightMatrix weight_;  // (out, in)
     std::optional<Tensor> bias_;  // (out)
+    Tensor weight_grad_;   // (out, in), once trainable
+    Tensor bias_grad_;     // (out), once trainable with a bias
 };
 
 }  // namespace ssm

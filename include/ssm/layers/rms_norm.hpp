@@ -9,6 +9,7 @@
 #include "ssm/io/checkpoint.hpp"
 #include "ssm/io/config.hpp"
 #include "ssm/layers/norm.hpp"
+#include "ssm/train/parameters.hpp"
 
 namespace ssm {
 
@@ -43,9 +44,66 @@ public:
         });
     }
 
+    // ---- Training ----------------------------------------------------------------------
+
+    /// What backward needs: the input and each row's 1/rms.
+    struct Cache {
+        Matrix x;     // (rows, dim)
+        Vector rstd;  // (rows)
+    };
+
+    /// Makes the weight an owned float32 master with a gradient, registered as
+    /// `prefix.weight` (no weight decay).
+    void register_parameters(train::Parameters& params, const std::string& prefix) {
+        train::register_tensor(params, prefix + ".weight", weight_, weight_grad_, false);
+    }
+
+    /// Training forward: as `forward` (y may alias x), keeping x and 1/rms in `cache`.
+    void forward(ConstStridedMap x, StridedMap y, Cache& cache) const {
+        require(x.cols() == dim() && y.cols() == dim() && x.rows() == y.rows(),
+                "RMSNorm: input has ", x.cols(), " columns, weight has ", dim());
+        cache.x = x;
+        cache.rstd.resize(x.rows());
+        const auto w = weight_.vector().transpose().array();
+        parallel_for(x.rows(), 64, [&](index begin, index end) {
+            for (index r = begin; r < end; ++r) {
+                const float mean_sq = cache.x.row(r).squaredNorm() / static_cast<float>(dim());
+                const float scale = 1.0f / std::sqrt(mean_sq + eps_);
+                cache.rstd(r) = scale;
+                y.row(r) = (cache.x.row(r).array() * scale) * w;
+            }
+        });
+    }
+
+    /// Backward of y = x·r·w, r = (mean(x²) + eps)^(−1/2): dw += Σ_rows dy ⊙ x·r;
+    /// dx = r·(dy ⊙ w) − x·r³·⟨dy ⊙ w, x⟩/dim, written (added with `accumulate`).
+    /// dx must not alias dy.
+    void backward(ConstStridedMap dy, const Cache& cache, StridedMap dx, bool accumulate = false) {
+        require(!weight_grad_.empty(), "RMSNorm::backward: register_parameters was not called");
+        const index rows = cache.x.rows();
+        require(dy.rows() == rows && dx.rows() == rows && dy.cols() == dim() && dx.cols() == dim(),
+                "RMSNorm::backward: gradients do not fit the cached (", rows, ", ", dim(), ") input");
+        const auto w = weight_.vector().transpose().array();
+        parallel_for(rows, 64, [&](index begin, index end) {
+            for (index r = begin; r < end; ++r) {
+                const float rs = cache.rstd(r);
+                const auto dyw = dy.row(r).array() * w;
+                const float dot = (dyw * cache.x.row(r).array()).sum();
+                const float k = rs * rs * rs * dot / static_cast<float>(dim());
+                if (accumulate)
+                    dx.row(r).array() += dyw * rs - cache.x.row(r).array() * k;
+                else
+                    dx.row(r).array() = dyw * rs - cache.x.row(r).array() * k;
+            }
+        });
+        weight_grad_.mutable_vector().transpose().array() +=
+            (dy.array() * (cache.x.array().colwise() * cache.rstd.array())).colwise().sum();
+    }
+
 private:
     Tensor weight_;  // (dim)
     float eps_ = 1e-5f;
+    Tensor weight_grad_;  // (dim), once trainable
 };
 
 static_assert(Norm<RMSNorm>);

@@ -83,4 +83,23 @@ private:
     std::vector<Parameter> list_;
 };
 
+/// An owned float32 copy of `t`: the master copy of a parameter that may be a read-only
+/// view of a mapped checkpoint.
+[[nodiscard]] inline Tensor master_copy(const Tensor& t) {
+    const auto v = t.values();
+    return Tensor::from({t.shape().begin(), t.shape().end()}, std::vector<float>(v.begin(), v.end()));
+}
+
+/// The common case of a layer's `register_parameters`: `value` becomes an owned float32
+/// master copy of itself, `grad` a zero tensor of its shape, and both are registered under
+/// `name`. Tensors share their storage when copied, so the registry's views stay valid
+/// however the layer is moved or copied afterwards.
+inline void register_tensor(Parameters& params, std::string name, Tensor& value, Tensor& grad, bool decay) {
+    value = master_copy(value);
+    std::vector<index> shape(value.shape().begin(), value.shape().end());
+    grad = Tensor::zeros(shape);
+    const auto n = static_cast<std::size_t>(value.size());
+    params.add(std::move(name), std::move(shape), {value.mutable_data(), n}, {grad.mutable_data(), n}, decay);
+}
+
 }  // namespace ssm::train

@@ -1,0 +1,304 @@
+// ssm/scan/selective_scan_backward.hpp — the selective scan for training: a forward that
+// keeps the state only at chunk boundaries, and the reverse-time backward that recomputes
+// the states inside each chunk from them.
+//
+// Per sequence, channel e, state n (REFERENCE.md, "Selective scan backward"), with
+// a_t = exp(Δ_t·A), h_t = a_t·h_{t−1} + Δ_t·B_t·u_t, y_t = Σ_n h_t·C_t + D·u_t, out = y·silu(z):
+//   dy_t = dout_t·silu(z_t);  dz_t = dout_t·y_t·silu'(z_t)
+//   g_t  = dy_t·C_t + a_{t+1}·g_{t+1}        (∂/∂h_t: a reverse scan with the same operator)
+//   dΔ_t = Σ_n g_t·(A·a_t·h_{t−1} + B_t·u_t);  dA += Σ_t g_t·Δ_t·a_t·h_{t−1}
+//   dB_t = Σ_e g_t·Δ_t·u_t;  dC_t = Σ_e dy_t·h_t;  du_t = Σ_n g_t·Δ_t·B_t + D·dy_t;  dD = Σ_t dy_t·u_t
+//   ∂/∂h_0 = a_1·g_1  (the gradient of an initial state)
+// Both scans stop at sequence boundaries, so no gradient crosses from one packed sequence
+// into another. Memory: the forward keeps (E, N) floats per `chunk` rows (E·N/chunk per
+// token, O(E) for chunk ≥ N) instead of every state; the backward holds one chunk of
+// states for one block of channels at a time.
+#pragma once
+
+#include <Eigen/Core>
+
+#include <algorithm>
+#include <mutex>
+#include <type_traits>
+#include <vector>
+
+#include "ssm/core/error.hpp"
+#include "ssm/core/tensor.hpp"
+#include "ssm/core/threads.hpp"
+#include "ssm/scan/discretization.hpp"
+#include "ssm/scan/scan_operator.hpp"
+#include "ssm/scan/selective_scan.hpp"
+
+namespace ssm {
+
+/// What the training forward keeps for the backward: each sequence's state at the start
+/// of each of its chunks of `chunk` rows.
+struct ScanCheckpoints {
+    index chunk = 0;             // rows per chunk
+    index E = 0, N = 0;
+    std::vector<index> first;    // nseq+1: sequence s's chunks are [first[s], first[s+1])
+    std::vector<float> states;   // (chunks, E, N): the state before each chunk's first row
+
+    /// Floats kept (what the backward needs beyond the scan's inputs).
+    [[nodiscard]] std::size_t floats() const noexcept { return states.size(); }
+};
+
+/// The gradients of one selective scan. All are written (=): the scan has no parameters
+/// of its own; the caller adds dA and dD into the parameters' gradients.
+struct SelectiveScanGrads {
+    const float* dy = nullptr;   // (T, E) gradient of the scan's output (after the gate when z is given)
+    index ld_dy = 0;
+    float* du = nullptr;         // (T, E)
+    index ld_du = 0;
+    float* ddt = nullptr;        // (T, E) w.r.t. Δ (after softplus)
+    index ld_ddt = 0;
+    float* dB = nullptr;         // (T, N)
+    index ld_dB = 0;
+    float* dC = nullptr;         // (T, N)
+    index ld_dC = 0;
+    float* dz = nullptr;         // (T, E); required when the scan has a gate z
+    index ld_dz = 0;
+    float* dA = nullptr;         // (E, N) w.r.t. A (dA_log = dA ⊙ A)
+    float* dD = nullptr;         // (E); required when the scan has D
+    float* d_initial_state = nullptr;  // (nseq, E, N), written when non-null
+};
+
+namespace detail {
+
+inline constexpr index kScanCheckpointRows = 256;
+
+template <Discretization Disc>
+constexpr void require_mamba_discretization() {
+    static_assert(std::is_same_v<Disc, MambaDiscretization>,
+                  "the selective scan backward is implemented for MambaDiscretization (what every "
+                  "Mamba checkpoint was trained with)");
+}
+
+/// Training forward over channel blocks [b0, b1): y as `scan_rows` writes it, and the state
+/// before each chunk into the checkpoints.
+template <Discretization Disc>
+void scan_forward_blocks(const SelectiveScanArgs& a, const float* AT, const Blocks& blocks, ScanCheckpoints& ck,
+                         index b0, index b1) {
+    const index N = a.N, E = a.E;
+    const index nseq = static_cast<index>(a.offsets.size()) - 1;
+    std::vector<float> s(static_cast<std::size_t>(N * kScanLanes));
+    for (index b = b0; b < b1; ++b) {
+        const index e0 = blocks.begin(b), w = blocks.width(b);
+        for (index seq = 0; seq < nseq; ++seq) {
+            const index start = a.offsets[static_cast<std::size_t>(seq)];
+            const index end = a.offsets[static_cast<std::size_t>(seq) + 1];
+            load_state(a.initial_state ? a.initial_state + seq * E * N : nullptr, N, e0, w, s.data());
+            index c = ck.first[static_cast<std::size_t>(seq)];
+            for (index t0 = start; t0 < end; t0 += ck.chunk, ++c) {
+                store_state(s.data(), N, e0, w, ck.states.data() + c * E * N);
+                scan_block_rows<Disc>(a, AT, blocks, b, t0, std::min(end, t0 + ck.chunk), s.data(), nullptr, true);
+            }
+            if (a.final_state) store_state(s.data(), N, e0, w, a.final_state + seq * E * N);
+        }
+    }
+}
+
+/// Backward over the channels [e0, e0 + W) of every sequence. `H` holds one chunk of
+/// recomputed states, (chunk, N, W); dB and dC are added into the caller's (T, N) buffers.
+template <int W>
+void scan_backward_block(const SelectiveScanArgs& a, const float* AT, const ScanCheckpoints& ck,
+                         const SelectiveScanGrads& g, index e0, float* H, float* dB, float* dC) {
+    using V = Eigen::Array<float, W, 1>;
+    using CMap = Eigen::Map<const V>;
+    using MMap = Eigen::Map<V>;
+    const index N = a.N, E = a.E;
+    const index nseq = static_cast<index>(a.offsets.size()) - 1;
+    std::vector<V> s0(static_cast<std::size_t>(N)), carry(static_cast<std::size_t>(N)),
+        dA(static_cast<std::size_t>(N), V::Zero());
+    V dD = V::Zero();
+    float s0_buf[kScanLanes * 64];  // (N, W) block state, N ≤ 64
+    require(N <= 64, "selective scan backward: state size ", N, " above 64");
+    for (index seq = 0; seq < nseq; ++seq) {
+        const index start = a.offsets[static_cast<std::size_t>(seq)];
+        const index end = a.offsets[static_cast<std::size_t>(seq) + 1];
+        for (auto& v : carry) v = V::Zero();
+        const index c_first = ck.first[static_cast<std::size_t>(seq)];
+        const index c_last = ck.first[static_cast<std::size_t>(seq) + 1];
+        for (index c = c_last - 1; c >= c_first; --c) {
+            const index t0 = start + (c - c_first) * ck.chunk;
+            const index t1 = std::min(end, t0 + ck.chunk);
+            load_state(ck.states.data() + c * E * N, N, e0, W, s0_buf);
+            for (index n = 0; n < N; ++n) s0[static_cast<std::size_t>(n)] = CMap(s0_buf + n * W);
+            // Recompute the chunk's states from the one kept before it (as the forward did).
+            std::vector<V> running(s0);
+            for (index t = t0; t < t1; ++t) {
+                const V dt = CMap(a.dt + t * a.ld_dt + e0);
+                const V bu = dt * CMap(a.u + t * a.ld_u + e0);
+                const float* Bt = a.B + t * a.ld_B;
+                for (index n = 0; n < N; ++n) {
+                    const V a_bar = (dt * CMap(AT + n * E + e0)).exp();
+                    V& st = running[static_cast<std::size_t>(n)];
+                    st = ScanOp::advance(V(st), a_bar, V(bu * Bt[n]));
+                    MMap(H + ((t - t0) * N + n) * W) = st;
+                }
+            }
+            // Reverse time through the chunk.
+            for (index t = t1 - 1; t >= t0; --t) {
+                const V dt = CMap(a.dt + t * a.ld_dt + e0);
+                const V u = CMap(a.u + t * a.ld_u + e0);
+                const V dout = CMap(g.dy + t * g.ld_dy + e0);
+                const float* Bt = a.B + t * a.ld_B;
+                const float* Ct = a.C + t * a.ld_C;
+                const float* Ht = H + (t - t0) * N * W;
+                V dy = dout;
+                if (a.z) {
+                    V y = V::Zero();
+                    for (index n = 0; n < N; ++n) y += CMap(Ht + n * W) * Ct[n];
+                    if (a.D) y += CMap(a.D + e0) * u;
+                    const V z = CMap(a.z + t * a.ld_z + e0);
+                    const V sig = 1.0f / (1.0f + (-z).exp());
+                    MMap(g.dz + t * g.ld_dz + e0) = dout * y * sig * (1.0f + z * (1.0f - sig));
+                    dy = dout * z * sig;
+                }
+                V du = V::Zero();
+                if (a.D) {
+                    dD += dy * u;
+                    du = CMap(a.D + e0) * dy;
+                }
+                V ddt = V::Zero();
+                const V dtu = dt * u;
+                float* dBt = dB + t * N;
+                float* dCt = dC + t * N;
+                for (index n = 0; n < N; ++n) {
+                    const V An = CMap(AT + n * E + e0);
+                    const V a_bar = (dt * An).exp();
+                    const V gn = carry[static_cast<std::size_t>(n)] + dy * Ct[n];
+                    const V h_prev = t > t0 ? V(CMap(Ht - N * W + n * W)) : s0[static_cast<std::size_t>(n)];
+                    const V da = gn * h_prev;
+                    ddt += da * An * a_bar + gn * (Bt[n] * u);
+                    dA[static_cast<std::size_t>(n)] += da * dt * a_bar;
+                    du += gn * dt * Bt[n];
+                    dBt[n] += (gn * dtu).sum();
+                    dCt[n] += (dy * CMap(Ht + n * W)).sum();
+                    carry[static_cast<std::size_t>(n)] = a_bar * gn;
+                }
+                MMap(g.ddt + t * g.ld_ddt + e0) = ddt;
+                MMap(g.du + t * g.ld_du + e0) = du;
+            }
+        }
+        if (g.d_initial_state) {
+            float* dst = g.d_initial_state + seq * E * N;
+            for (index n = 0; n < N; ++n)
+                for (index j = 0; j < W; ++j) dst[(e0 + j) * N + n] = carry[static_cast<std::size_t>(n)](j);
+        }
+    }
+    for (index n = 0; n < N; ++n)
+        for (index j = 0; j < W; ++j) g.dA[(e0 + j) * N + n] = dA[static_cast<std::size_t>(n)](j);
+    if (a.D)
+        for (index j = 0; j < W; ++j) g.dD[e0 + j] = dD(j);
+}
+
+template <Discretization Disc>
+void scan_forward_train(const SelectiveScanArgs& a, ScanCheckpoints& ck, index chunk, bool parallel) {
+    require_mamba_discretization<Disc>();
+    validate(a);
+    require(chunk > 0, "selective scan: checkpoint chunk must be positive, got ", chunk);
+    const index nseq = static_cast<index>(a.offsets.size()) - 1;
+    ck.chunk = chunk;
+    ck.E = a.E;
+    ck.N = a.N;
+    ck.first.assign(static_cast<std::size_t>(nseq) + 1, 0);
+    for (index s = 0; s < nseq; ++s) {
+        const index len = a.offsets[static_cast<std::size_t>(s) + 1] - a.offsets[static_cast<std::size_t>(s)];
+        ck.first[static_cast<std::size_t>(s) + 1] = ck.first[static_cast<std::size_t>(s)] + (len + chunk - 1) / chunk;
+    }
+    ck.states.resize(static_cast<std::size_t>(ck.first.back() * a.E * a.N));
+    const auto AT = transpose_A(a);
+    const Blocks blocks(a.E);
+    if (parallel)
+        parallel_for(blocks.count, 1, [&](index b0, index b1) { scan_forward_blocks<Disc>(a, AT.data(), blocks, ck, b0, b1); });
+    else
+        scan_forward_blocks<Disc>(a, AT.data(), blocks, ck, 0, blocks.count);
+}
+
+template <Discretization Disc>
+void scan_backward(const SelectiveScanArgs& a, const ScanCheckpoints& ck, const SelectiveScanGrads& g, bool parallel) {
+    require_mamba_discretization<Disc>();
+    validate(a);
+    require(ck.chunk > 0 && ck.E == a.E && ck.N == a.N && ck.first.size() == a.offsets.size() &&
+                ck.states.size() == static_cast<std::size_t>(ck.first.back() * a.E * a.N),
+            "selective scan backward: the checkpoints are not from a forward of this shape");
+    require(g.dy && g.du && g.ddt && g.dB && g.dC && g.dA && (!a.z || g.dz) && (!a.D || g.dD),
+            "selective scan backward: a required gradient buffer is null");
+    require(g.ld_dy >= a.E && g.ld_du >= a.E && g.ld_ddt >= a.E && g.ld_dB >= a.N && g.ld_dC >= a.N &&
+                (!a.z || g.ld_dz >= a.E),
+            "selective scan backward: a gradient's row stride is smaller than the row");
+    const index T = a.T, N = a.N;
+    const auto AT = transpose_A(a);
+    const Blocks blocks(a.E);
+    for (index t = 0; t < T; ++t) {
+        std::fill(g.dB + t * g.ld_dB, g.dB + t * g.ld_dB + N, 0.0f);
+        std::fill(g.dC + t * g.ld_dC, g.dC + t * g.ld_dC + N, 0.0f);
+    }
+    std::mutex add_mutex;
+    const auto run = [&](index b0, index b1) {
+        // dB, dC sum over channels: each worker sums its blocks, then adds under the lock.
+        std::vector<float> dB(static_cast<std::size_t>(T * N), 0.0f), dC(dB.size(), 0.0f);
+        std::vector<float> H(static_cast<std::size_t>(std::min(ck.chunk, std::max<index>(T, 1)) * N * kScanLanes));
+        for (index b = b0; b < b1; ++b) {
+            if (blocks.width(b) == kScanLanes)
+                scan_backward_block<kScanLanes>(a, AT.data(), ck, g, blocks.begin(b), H.data(), dB.data(), dC.data());
+            else
+                scan_backward_block<1>(a, AT.data(), ck, g, blocks.begin(b), H.data(), dB.data(), dC.data());
+        }
+        std::lock_guard lock(add_mutex);
+        for (index t = 0; t < T; ++t)
+            for (index n = 0; n < N; ++n) {
+                g.dB[t * g.ld_dB + n] += dB[static_cast<std::size_t>(t * N + n)];
+                g.dC[t * g.ld_dC + n] += dC[static_cast<std::size_t>(t * N + n)];
+            }
+    };
+    if (parallel)
+        parallel_for(blocks.count, 1, run);
+    else
+        run(0, blocks.count);
+}
+
+}  // namespace detail
+
+/// The training side of a scan policy: `forward` runs the scan (writing y and the final
+/// state like `run`) and keeps the checkpoints; `backward` gives every gradient from
+/// them. `SequentialScan` runs on the calling thread; the parallel scans spread blocks
+/// of channels over the threads (each block walks every sequence, so dA and dD need no
+/// reduction; dB and dC are summed per thread, then added).
+template <class S>
+struct ScanTraining;
+
+template <>
+struct ScanTraining<SequentialScan> {
+    static constexpr bool parallel = false;
+};
+
+template <bool ForceTimeChunks>
+struct ScanTraining<BasicParallelScan<ForceTimeChunks>> {
+    static constexpr bool parallel = true;
+};
+
+/// A scan policy that can be trained through.
+template <class S>
+concept TrainableScan = Scan<S> && requires { ScanTraining<S>::parallel; };
+
+/// Training forward of `args` with scan policy `S`: y (and `final_state` when asked),
+/// and the state before every `chunk` rows of each sequence in `ck`.
+template <TrainableScan S, Discretization Disc = MambaDiscretization>
+void selective_scan_forward_train(const SelectiveScanArgs& args, ScanCheckpoints& ck,
+                                  index chunk = detail::kScanCheckpointRows) {
+    detail::scan_forward_train<Disc>(args, ck, chunk, ScanTraining<S>::parallel);
+}
+
+/// Backward of the scan `args` (the same operands as its training forward) from the
+/// checkpoints that forward kept: every gradient in `grads` is written.
+template <TrainableScan S, Discretization Disc = MambaDiscretization>
+void selective_scan_backward(const SelectiveScanArgs& args, const ScanCheckpoints& ck, const SelectiveScanGrads& grads) {
+    detail::scan_backward<Disc>(args, ck, grads, ScanTraining<S>::parallel);
+}
+
+static_assert(TrainableScan<SequentialScan>);
+static_assert(TrainableScan<ParallelScan>);
+
+}  // namespace ssm
