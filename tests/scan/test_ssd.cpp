@@ -200,3 +200,19 @@ TEST_CASE("SSD: inconsistent arguments are refused", "[ssd]") {
     a.offsets = bad;
     CHECK(ssm::test::error_of([&] { ssm::SequentialSsd::run(a); }).find("offsets") != std::string::npos);
 }
+
+TEST_CASE("SSD: the chunked scan gives the same result on any thread count", "[ssd]") {
+    // One sequence and one group: the heads are split into blocks across threads.
+    const auto p = make({45}, 6, 4, 8, 1, 31);
+    std::vector<float> y_seq, fin_seq;
+    ssm::SequentialSsd::run(args_of(p, y_seq, &fin_seq, true));
+    for (int threads : {1, 2, 4, 7}) {
+        INFO("threads " << threads);
+        ssm::set_num_threads(threads);
+        std::vector<float> y, fin;
+        ssm::ChunkedSsd<>::run(args_of(p, y, &fin, true, 8));
+        CHECK(rel_error(y, y_seq) < 2e-6);
+        CHECK(rel_error(fin, fin_seq) < 2e-6);
+    }
+    ssm::set_num_threads(0);
+}

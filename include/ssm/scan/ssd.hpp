@@ -124,13 +124,16 @@ struct SequentialSsd {
 
 /// The chunked SSD. Each sequence is cut into chunks of `Chunk` tokens — with `Chunk` = 0,
 /// of `args.chunk` tokens (the mixer passes its config's `chunk_size`), or 64 when that is
-/// 0 too — counted from the sequence's own start, so sequence boundaries may fall
-/// anywhere in the packed batch. For a chunk of L tokens with cumulative log-decays
+/// 0 too — counted from the sequence's own start, so sequence boundaries may fall anywhere
+/// in the packed batch. For a chunk of L tokens with cumulative log-decays
 /// c_i = Σ_{k≤i} Δ_k·A_h (in double, so differences of large sums stay exact):
 ///   Y = (C Bᵀ ⊙ W) X + diag(exp(c)) C Sᵀ,   W[i,j] = exp(c_i − c_j)·Δ_j for j ≤ i, else 0
 ///   S ← exp(c_{L−1})·S + Xᵀ diag(exp(c_{L−1} − c_j)·Δ_j) B
-/// C Bᵀ (L × L) is made once per chunk and group and shared by the group's heads; the
-/// (sequence, head) pairs run in parallel, each passing its state from chunk to chunk.
+/// Tasks are (sequence, group, block of the group's heads), in parallel; each walks its
+/// sequence chunk by chunk, makes C Bᵀ (L × L) once per chunk for its heads, and passes
+/// their states along. Heads are split into blocks only as far as needed to give every
+/// thread work, since each block makes its own C Bᵀ. Scratch memory is O(L² + heads·P·N)
+/// per task, whatever the batch's length.
 template <index Chunk = 0>
 struct ChunkedSsd {
     static_assert(Chunk >= 0);
@@ -139,82 +142,83 @@ struct ChunkedSsd {
         validate(a);
         const index Q = Chunk > 0 ? Chunk : a.chunk > 0 ? a.chunk : 64;
         const index nseq = static_cast<index>(a.offsets.size()) - 1;
-        // Every chunk of every sequence, and where its C Bᵀ blocks (one per group) live.
-        struct ChunkRef {
-            index t0, len, cb_at;
-        };
-        std::vector<ChunkRef> chunks;
-        std::vector<index> first_chunk(static_cast<std::size_t>(nseq) + 1, 0);
-        index cb_floats = 0;
-        for (index s = 0; s < nseq; ++s) {
-            first_chunk[static_cast<std::size_t>(s)] = static_cast<index>(chunks.size());
-            const index end = a.offsets[static_cast<std::size_t>(s) + 1];
-            for (index t0 = a.offsets[static_cast<std::size_t>(s)]; t0 < end; t0 += Q) {
-                const index len = std::min(Q, end - t0);
-                chunks.push_back({t0, len, cb_floats});
-                cb_floats += len * len * a.G;
-            }
-        }
-        first_chunk[static_cast<std::size_t>(nseq)] = static_cast<index>(chunks.size());
-        std::vector<float> cb(static_cast<std::size_t>(cb_floats));
-        const index nchunks = static_cast<index>(chunks.size());
-        parallel_for(nchunks * a.G, 1, [&](index begin, index end) {
-            for (index task = begin; task < end; ++task) {
-                const ChunkRef& c = chunks[static_cast<std::size_t>(task / a.G)];
-                const index g = task % a.G;
-                const detail::SsdConstMap Cm(a.C + c.t0 * a.ld_C + g * a.N, c.len, a.N, Eigen::OuterStride<>(a.ld_C));
-                const detail::SsdConstMap Bm(a.B + c.t0 * a.ld_B + g * a.N, c.len, a.N, Eigen::OuterStride<>(a.ld_B));
-                detail::SsdMap out(cb.data() + c.cb_at + g * c.len * c.len, c.len, c.len, Eigen::OuterStride<>(c.len));
-                out.noalias() = Cm * Bm.transpose();
-            }
-        });
-
-        const index heads_per_group = a.H / a.G;
-        detail::for_each_sequence_head(a, [&](index s, index h, detail::SsdRowMajor& S) {
-            const index g = h / heads_per_group;
-            const float A = a.A[h];
+        const index per_group = a.H / a.G;
+        const index want = (num_threads() + nseq * a.G - 1) / (nseq * a.G);
+        const index blocks = std::clamp<index>(want, 1, per_group);
+        const index PN = a.P * a.N;
+        parallel_for(nseq * a.G * blocks, 1, [&](index begin, index end) {
             std::vector<double> cum(static_cast<std::size_t>(Q));
             std::vector<float> dts(static_cast<std::size_t>(Q)), out_decay(static_cast<std::size_t>(Q));
-            detail::SsdRowMajor W(Q, Q), CS(Q, a.P), Bw(Q, a.N);
-            for (index k = first_chunk[static_cast<std::size_t>(s)]; k < first_chunk[static_cast<std::size_t>(s) + 1]; ++k) {
-                const ChunkRef& c = chunks[static_cast<std::size_t>(k)];
-                const index L = c.len;
-                double run = 0.0;
-                for (index i = 0; i < L; ++i) {
-                    dts[static_cast<std::size_t>(i)] = a.dt[(c.t0 + i) * a.ld_dt + h];
-                    run += static_cast<double>(dts[static_cast<std::size_t>(i)]) * A;
-                    cum[static_cast<std::size_t>(i)] = run;
-                    out_decay[static_cast<std::size_t>(i)] = static_cast<float>(std::exp(run));
+            detail::SsdRowMajor CB(Q, Q), W(Q, Q), CS(Q, a.P), Bw(Q, a.N);
+            std::vector<float> states;
+            for (index task = begin; task < end; ++task) {
+                const index s = task / (a.G * blocks), g = task / blocks % a.G, blk = task % blocks;
+                const index h0 = g * per_group + per_group * blk / blocks;
+                const index h1 = g * per_group + per_group * (blk + 1) / blocks;
+                states.assign(static_cast<std::size_t>((h1 - h0) * PN), 0.0f);
+                for (index h = h0; h < h1; ++h)
+                    if (a.initial_state)
+                        std::memcpy(states.data() + (h - h0) * PN, a.initial_state + (s * a.H + h) * PN,
+                                    sizeof(float) * static_cast<std::size_t>(PN));
+                const index seq_end = a.offsets[static_cast<std::size_t>(s) + 1];
+                for (index t0 = a.offsets[static_cast<std::size_t>(s)]; t0 < seq_end; t0 += Q) {
+                    const index L = std::min(Q, seq_end - t0);
+                    const detail::SsdConstMap Cm(a.C + t0 * a.ld_C + g * a.N, L, a.N, Eigen::OuterStride<>(a.ld_C));
+                    const detail::SsdConstMap Bm(a.B + t0 * a.ld_B + g * a.N, L, a.N, Eigen::OuterStride<>(a.ld_B));
+                    auto cb = CB.topLeftCorner(L, L);
+                    cb.noalias() = Cm * Bm.transpose();
+                    for (index h = h0; h < h1; ++h) {
+                        detail::SsdMap S(states.data() + (h - h0) * PN, a.P, a.N, Eigen::OuterStride<>(a.N));
+                        chunk(a, h, t0, L, cb, Cm, Bm, S, cum, dts, out_decay, W, CS, Bw);
+                    }
                 }
-                const float* cbm = cb.data() + c.cb_at + g * L * L;
-                auto Wl = W.topLeftCorner(L, L);
-                for (index i = 0; i < L; ++i) {
-                    const double ci = cum[static_cast<std::size_t>(i)];
-                    for (index j = 0; j <= i; ++j)
-                        Wl(i, j) = cbm[i * L + j] *
-                                   static_cast<float>(std::exp(ci - cum[static_cast<std::size_t>(j)])) *
-                                   dts[static_cast<std::size_t>(j)];
-                    for (index j = i + 1; j < L; ++j) Wl(i, j) = 0.0f;
-                }
-                const detail::SsdConstMap X(a.x + c.t0 * a.ld_x + h * a.P, L, a.P, Eigen::OuterStride<>(a.ld_x));
-                const detail::SsdConstMap Cm(a.C + c.t0 * a.ld_C + g * a.N, L, a.N, Eigen::OuterStride<>(a.ld_C));
-                const detail::SsdConstMap Bm(a.B + c.t0 * a.ld_B + g * a.N, L, a.N, Eigen::OuterStride<>(a.ld_B));
-                detail::SsdMap Y(a.y + c.t0 * a.ld_y + h * a.P, L, a.P, Eigen::OuterStride<>(a.ld_y));
-                // Within the chunk, then the carried state's contribution.
-                Y.noalias() = Wl.triangularView<Eigen::Lower>() * X;
-                auto cs = CS.topRows(L);
-                cs.noalias() = Cm * S.transpose();
-                for (index i = 0; i < L; ++i) Y.row(i) += out_decay[static_cast<std::size_t>(i)] * cs.row(i);
-                // The state at the chunk's end.
-                const double last = cum[static_cast<std::size_t>(L - 1)];
-                auto bw = Bw.topRows(L);
-                for (index j = 0; j < L; ++j)
-                    bw.row(j) = Bm.row(j) * (static_cast<float>(std::exp(last - cum[static_cast<std::size_t>(j)])) *
-                                             dts[static_cast<std::size_t>(j)]);
-                S *= out_decay[static_cast<std::size_t>(L - 1)];
-                S.noalias() += X.transpose() * bw;
+                if (a.final_state)
+                    for (index h = h0; h < h1; ++h)
+                        std::memcpy(a.final_state + (s * a.H + h) * PN, states.data() + (h - h0) * PN,
+                                    sizeof(float) * static_cast<std::size_t>(PN));
             }
         });
+    }
+
+private:
+    /// One head over one chunk of L tokens from t0: writes y, advances S.
+    template <class CBBlock>
+    static void chunk(const SsdArgs& a, index h, index t0, index L, const CBBlock& cb, const detail::SsdConstMap& Cm,
+                      const detail::SsdConstMap& Bm, detail::SsdMap& S, std::vector<double>& cum,
+                      std::vector<float>& dts, std::vector<float>& out_decay, detail::SsdRowMajor& W,
+                      detail::SsdRowMajor& CS, detail::SsdRowMajor& Bw) {
+        const double A = a.A[h];
+        double run = 0.0;
+        for (index i = 0; i < L; ++i) {
+            const auto u = static_cast<std::size_t>(i);
+            dts[u] = a.dt[(t0 + i) * a.ld_dt + h];
+            run += static_cast<double>(dts[u]) * A;
+            cum[u] = run;
+            out_decay[u] = static_cast<float>(std::exp(run));
+        }
+        auto w = W.topLeftCorner(L, L);
+        for (index i = 0; i < L; ++i) {
+            const double ci = cum[static_cast<std::size_t>(i)];
+            for (index j = 0; j <= i; ++j)
+                w(i, j) = cb(i, j) * static_cast<float>(std::exp(ci - cum[static_cast<std::size_t>(j)])) *
+                          dts[static_cast<std::size_t>(j)];
+            for (index j = i + 1; j < L; ++j) w(i, j) = 0.0f;
+        }
+        const detail::SsdConstMap X(a.x + t0 * a.ld_x + h * a.P, L, a.P, Eigen::OuterStride<>(a.ld_x));
+        detail::SsdMap Y(a.y + t0 * a.ld_y + h * a.P, L, a.P, Eigen::OuterStride<>(a.ld_y));
+        // Within the chunk, then the carried state's contribution.
+        Y.noalias() = w.template triangularView<Eigen::Lower>() * X;
+        auto cs = CS.topRows(L);
+        cs.noalias() = Cm * S.transpose();
+        for (index i = 0; i < L; ++i) Y.row(i) += out_decay[static_cast<std::size_t>(i)] * cs.row(i);
+        // The state at the chunk's end.
+        const double last = cum[static_cast<std::size_t>(L - 1)];
+        auto bw = Bw.topRows(L);
+        for (index j = 0; j < L; ++j)
+            bw.row(j) = Bm.row(j) * (static_cast<float>(std::exp(last - cum[static_cast<std::size_t>(j)])) *
+                                     dts[static_cast<std::size_t>(j)]);
+        S *= out_decay[static_cast<std::size_t>(L - 1)];
+        S.noalias() += X.transpose() * bw;
     }
 };
 
