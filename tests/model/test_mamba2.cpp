@@ -1,5 +1,5 @@
-// Mamba-2 models against the transformers references in tests/data (`Mamba2ForCausalLM`,
-// float64 forward from the saved weights): every hidden state and the logits, the
+// Mamba-2 models against the references in tests/data (transformers' `Mamba2ForCausalLM`,
+// and mamba_ssm's own SSD and gated norm for n_groups > 1; float64 from the saved weights): every hidden state and the logits, the
 // 1600-token sequence, packed batches, prefill + recurrent decoding, the chunked SSD
 // against the sequential one at model level, and chunk lengths that do not matter.
 #include <cstdint>
@@ -28,10 +28,16 @@ struct Case {
 // mamba2-tiny: 4 heads of 16, chunk 16, tied, float32; sequences of 1, 16, 17, 50.
 // mamba2-tiny-long: 2 heads of 32, chunk 32, untied, in/out biases, no conv bias, Δ clamped
 // to [0.004, 0.05], bfloat16 in 3 shards; sequences of 31, 32, 33 and one of 1600.
-const Case kCases[] = {{"mamba2-tiny", 4}, {"mamba2-tiny-long", 3}};
+// mamba2-tiny-torch: mamba2-tiny's weights as an original mamba_ssm checkpoint
+// (config.json with ssm_cfg and a bare Infinity, pytorch_model.bin).
+// mamba2-grouped-torch: n_groups 2 (3 heads each), d_ssm 48 of d_inner 64 (a gated MLP
+// beside the SSM), untied; its reference comes from mamba_ssm's own ssd_minimal_discrete
+// and rms_norm_ref (make_mamba2_grouped_reference.py), not from transformers.
+const Case kCases[] = {{"mamba2-tiny", 4}, {"mamba2-tiny-long", 3}, {"mamba2-tiny-torch", 4}, {"mamba2-grouped-torch", 4}};
 
-ssm::SafetensorsFile reference_of(const char* folder) {
-    return ssm::SafetensorsFile::open(ssm::test::data_dir() / folder / "reference.safetensors");
+ssm::SafetensorsFile reference_of(const std::string& folder) {
+    const std::string from = folder == "mamba2-tiny-torch" ? "mamba2-tiny" : folder;
+    return ssm::SafetensorsFile::open(ssm::test::data_dir() / from / "reference.safetensors");
 }
 
 }  // namespace
