@@ -40,7 +40,8 @@ public:
     /// `prefix.norm.weight`, checking every shape against a Mamba-2 `config`.
     [[nodiscard]] static Mamba2Mixer load(const Checkpoint& ckpt, const MambaConfig& config,
                                           const std::string& prefix) {
-        require(config.family == ModelFamily::Mamba2, prefix, ": a ", family_name(config.family),
+        require(config.family == ModelFamily::Mamba2, ckpt.source().string(), ": ", prefix, ": a ",
+                family_name(config.family),
                 " config cannot be loaded as a Mamba-2 mixer (use ssm::with_mamba, which picks the type)");
         const Mamba2Fields& f = config.mamba2;
         Mamba2Mixer m;

@@ -49,7 +49,7 @@ public:
     /// `prefix.D`, checking every shape against `config`.
     [[nodiscard]] static MambaMixer load(const Checkpoint& ckpt, const MambaConfig& config,
                                          const std::string& prefix) {
-        require(config.family != ModelFamily::Mamba2, prefix,
+        require(config.family != ModelFamily::Mamba2, ckpt.source().string(), ": ", prefix,
                 ": a Mamba-2 config cannot be loaded as a Mamba-1 mixer (use ssm::Mamba2LM or ssm::with_mamba)");
         MambaMixer m;
         if (config.family == ModelFamily::FalconMamba) m.dt_bc_rms_eps_ = config.mixer_rms_eps;
