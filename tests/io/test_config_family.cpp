@@ -136,6 +136,8 @@ TEST_CASE("config family: inconsistent Mamba-2 configs are refused with the file
         R"("model_type": "mamba2", "num_heads": 4, "head_dim": 16, "n_groups": 1, "time_step_limit": [0.1, 0.01])",
         R"("model_type": "mamba2", "num_heads": 4, "head_dim": 16, "n_groups": 1, "time_step_limit": "big")",
         R"("model_type": "mamba2", "num_heads": 4, "head_dim": 16, "n_groups": 1, "chunk_size": 0)",
+        R"("model_type": "mamba2", "num_heads": 4, "head_dim": 16, "n_groups": 1, "state_size": 4611686018427387904)",
+        R"("model_type": "mamba2", "num_heads": 4, "head_dim": 16, "n_groups": 4611686018427387904)",
         R"("model_type": 7)",
         R"("model_type": "falcon_mamba", "mixer_rms_eps": -1)",
     };

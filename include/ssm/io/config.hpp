@@ -533,9 +533,16 @@ struct MambaConfig {
     /// The Mamba-2 checks: heads, groups and chunk positive and agreeing with d_inner.
     void validate_mamba2(const std::string& source) const {
         const Mamba2Fields& m = mamba2;
+        // Bounds that keep every size the mixer derives (in_proj's 2·d_inner + 2·G·N + H
+        // rows, H·P·N floats of state per sequence) far from overflow; the checkpoint's
+        // tensors then bound them by the bytes behind them.
         const auto positive = [&](index v, const char* what) {
-            if (v <= 0 || v > (index{1} << 31)) fail(source, ": ", what, " must be in [1, 2^31], got ", v);
+            if (v <= 0 || v > (index{1} << 24)) fail(source, ": ", what, " must be in [1, 2^24], got ", v);
         };
+        positive(state_size, "state size");
+        positive(conv_kernel, "conv kernel");
+        if (intermediate_size > (index{1} << 40))
+            fail(source, ": intermediate size ", intermediate_size, " is larger than 2^40");
         positive(m.num_heads, "number of heads");
         positive(m.head_dim, "head dim");
         positive(m.n_groups, "number of groups");
