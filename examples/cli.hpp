@@ -117,6 +117,13 @@ inline std::string describe(const MambaConfig& c, bool tied_head) {
     const auto n = [](index v) { return std::to_string(v); };
     const std::string tail = ", vocab " + n(c.vocab_size) + ", " + (tied_head ? "tied" : "untied") + " head";
     const std::string norm = c.norm == NormKind::RMSNorm ? "RMSNorm" : "LayerNorm";
+    if (c.family == ModelFamily::Mamba2)
+        return "Mamba-2, " + norm + ", " + n(c.num_hidden_layers) + " layers, hidden " + n(c.hidden_size) +
+               ", inner " + n(c.intermediate_size) + ", " + n(c.mamba2.num_heads) + " heads of " +
+               n(c.mamba2.head_dim) + ", " + n(c.mamba2.n_groups) + " groups, state " + n(c.state_size) + tail;
+    if (c.family == ModelFamily::FalconMamba)
+        return "Falcon-Mamba, " + norm + ", " + n(c.num_hidden_layers) + " layers, hidden " + n(c.hidden_size) +
+               ", inner " + n(c.intermediate_size) + ", state " + n(c.state_size) + tail;
     if (!c.is_hybrid())
         return "Mamba-1, " + norm + ", " + n(c.num_hidden_layers) + " layers, hidden " + n(c.hidden_size) +
                ", inner " + n(c.intermediate_size) + ", state " + n(c.state_size) + tail;

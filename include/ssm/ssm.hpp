@@ -21,6 +21,7 @@
 #include "ssm/layers/embedding.hpp"
 #include "ssm/layers/layer_norm.hpp"
 #include "ssm/layers/linear.hpp"
+#include "ssm/layers/mamba2_mixer.hpp"
 #include "ssm/layers/mamba_mixer.hpp"
 #include "ssm/layers/norm.hpp"
 #include "ssm/layers/rms_norm.hpp"
@@ -38,3 +39,4 @@
 #include "ssm/scan/discretization.hpp"
 #include "ssm/scan/scan_operator.hpp"
 #include "ssm/scan/selective_scan.hpp"
+#include "ssm/scan/ssd.hpp"

@@ -130,6 +130,31 @@ COMMON_CONFIG = dict(
     use_mambapy=False,
 )
 
+# Mamba2Config values shared by the Mamba-2 cases.
+MAMBA2_COMMON_CONFIG = dict(
+    bos_token_id=0,
+    eos_token_id=0,
+    pad_token_id=0,
+    conv_kernel=4,
+    expand=2,
+    hidden_act="silu",
+    initializer_range=0.1,
+    layer_norm_epsilon=1e-5,
+    rescale_prenorm_residual=False,
+    residual_in_fp32=True,
+    time_step_floor=1e-4,
+    time_step_max=0.1,
+    time_step_min=0.001,
+    use_cache=True,
+)
+
+# Every case names its family ("mamba" when absent): which transformers classes build it.
+FAMILIES = {
+    "mamba": ("MambaConfig", "MambaForCausalLM", COMMON_CONFIG),
+    "mamba2": ("Mamba2Config", "Mamba2ForCausalLM", MAMBA2_COMMON_CONFIG),
+    "falcon_mamba": ("FalconMambaConfig", "FalconMambaForCausalLM", COMMON_CONFIG),
+}
+
 CASES = {
     "mamba-tiny": dict(
         config=dict(vocab_size=1000, hidden_size=64, num_hidden_layers=3, state_size=16,
@@ -143,6 +168,29 @@ CASES = {
         config=dict(vocab_size=500, hidden_size=32, num_hidden_layers=2, state_size=8,
                     time_step_rank=2, tie_word_embeddings=False),
         dtype="bfloat16", shards=4, seq_lengths=(9, 40), long_length=None),
+    # Mamba-2: 4 heads of 16, chunk 16; sequences below, at and across a chunk boundary.
+    "mamba2-tiny": dict(
+        family="mamba2",
+        config=dict(vocab_size=256, hidden_size=32, num_hidden_layers=2, state_size=16,
+                    num_heads=4, head_dim=16, n_groups=1, chunk_size=16,
+                    tie_word_embeddings=True),
+        dtype="float32", shards=1, seq_lengths=(1, 16, 17, 50), long_length=None),
+    # Mamba-2: 2 heads of 32, chunk 32, untied, in/out biases and no conv bias, Δ clamped
+    # by a finite time_step_limit, stored as bfloat16 in 3 shards; a 1600-token sequence.
+    "mamba2-tiny-long": dict(
+        family="mamba2",
+        config=dict(vocab_size=128, hidden_size=32, num_hidden_layers=2, state_size=8,
+                    num_heads=2, head_dim=32, n_groups=1, chunk_size=32,
+                    tie_word_embeddings=False, use_bias=True, use_conv_bias=False,
+                    time_step_limit=(0.004, 0.05)),
+        dtype="bfloat16", shards=3, seq_lengths=(31, 32, 33), long_length=1600,
+        greedy_without_cache=True),
+    # Falcon-Mamba: Mamba-1 with the weightless RMS norm of dt, B and C.
+    "falcon-mamba-tiny": dict(
+        family="falcon_mamba",
+        config=dict(vocab_size=256, hidden_size=32, num_hidden_layers=2, state_size=8,
+                    time_step_rank=3, tie_word_embeddings=True, mixer_rms_eps=1e-6),
+        dtype="float32", shards=1, seq_lengths=(5, 40), long_length=None),
 }
 
 CHECKPOINT_FILES = ("config.json", "generation_config.json", "model.safetensors",
@@ -171,7 +219,7 @@ def perturb_(model, g):
                 p.add_(0.2 * noise)
             elif pname.endswith("conv1d.bias"):  # zeros
                 p.add_(0.1 * noise)
-            elif pname.endswith("dt_proj.bias"):  # inverse softplus of dt in [1e-3, 0.1]
+            elif pname.endswith("dt_proj.bias") or pname.endswith("dt_bias"):  # inverse softplus of dt in [1e-3, 0.1]
                 p.add_(0.3 * noise)
             elif pname.endswith("bias"):
                 p.add_(0.1 * noise)
@@ -180,13 +228,20 @@ def perturb_(model, g):
                 p.add_(0.2 * scale * noise)
 
 
+def family_classes(case):
+    """(config class, model class, shared config values) of a case's family."""
+    import transformers
+
+    config_name, model_name, common = FAMILIES[case.get("family", "mamba")]
+    return getattr(transformers, config_name), getattr(transformers, model_name), common
+
+
 def build_checkpoint(name, case, folder, seed):
     """Build one model with seeded random, perturbed weights and save it into folder."""
-    from transformers import MambaConfig, MambaForCausalLM
-
-    config = MambaConfig(**COMMON_CONFIG, **case["config"])
+    config_class, model_class, common = family_classes(case)
+    config = config_class(**common, **case["config"])
     torch.manual_seed(seed + zlib.crc32(name.encode()))
-    model = MambaForCausalLM(config).eval()
+    model = model_class(config).eval()
     perturb_(model, case_generator(seed, name, "weights"))
     if case["dtype"] == "bfloat16":
         model = model.to(torch.bfloat16)
@@ -228,10 +283,10 @@ def build_checkpoint(name, case, folder, seed):
 class Runner:
     """Runs a float64 copy of a checkpoint and captures the per-layer hidden states."""
 
-    def __init__(self, folder):
-        from transformers import MambaForCausalLM
-
-        self.model = MambaForCausalLM.from_pretrained(folder).to(torch.float64).eval()
+    def __init__(self, folder, case):
+        _, model_class, _ = family_classes(case)
+        self.model = model_class.from_pretrained(folder).to(torch.float64).eval()
+        self.greedy_without_cache = case.get("greedy_without_cache", False)
         self.config = self.model.config
         self.n_layers = self.config.num_hidden_layers
         self._captured = {}
@@ -268,6 +323,15 @@ class Runner:
 
     @torch.no_grad()
     def generate(self, prompt, new_tokens):
+        if self.greedy_without_cache:
+            # transformers' Mamba-2 one-token update does not clamp Δ to time_step_limit
+            # (its chunked prefill does); greedy decoding by full forwards keeps one
+            # definition of the model.
+            out = np.asarray(prompt, np.int64)
+            for _ in range(new_tokens):
+                logits, _ = self.forward(out)
+                out = np.append(out, np.int64(int(logits[-1].argmax())))
+            return out
         gc = self.model.generation_config
         eos = gc.eos_token_id
         gc.eos_token_id = None  # always produce new_tokens tokens
@@ -313,9 +377,9 @@ def read_inputs(existing):
     return {k: v for k, v in existing.items() if k.endswith(INPUT_KEYS_SUFFIXES) or k in INPUT_KEYS}
 
 
-def compute(folder, inputs):
+def compute(folder, inputs, case):
     """All reference tensors (numpy; F32 / I64) and the reference.json dict."""
-    runner = Runner(folder)
+    runner = Runner(folder, case)
     cfg = runner.config
     eos = cfg.eos_token_id
     f32 = lambda t: t.detach().to(torch.float64).numpy().astype(np.float32)  # noqa: E731
@@ -465,13 +529,12 @@ def main(argv=None):
             inputs = read_inputs(existing)
             source = "inputs read from the existing reference.safetensors"
         else:
-            from transformers import MambaConfig
-            cfg = MambaConfig.from_pretrained(folder)
+            cfg = family_classes(case)[0].from_pretrained(folder)
             inputs = draw_inputs(name, case, cfg.vocab_size, cfg.eos_token_id, args.seed)
             source = f"new inputs drawn with seed {args.seed}"
         print(f"{name}: {source}")
 
-        tensors, meta = compute(folder, inputs)
+        tensors, meta = compute(folder, inputs, case)
         if args.check:
             ok = compare(tensors, existing, args.tol)
             ref_json = os.path.join(folder, "reference.json")

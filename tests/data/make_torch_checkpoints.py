@@ -11,6 +11,10 @@ the loader against what PyTorch actually writes:
                            and an `lm_head.weight` that shares the embedding's storage
                            (a tied head, saved once). Its outputs must equal
                            mambabyte-tiny/reference.safetensors.
+  mamba2-tiny-torch/       the mamba2-tiny weights as an original mamba_ssm Mamba-2
+                           checkpoint (`ssm_cfg: {"layer": "Mamba2", "headdim", ...}`,
+                           `dt_limit` holding the bare `Infinity` json.dumps writes).
+                           Its outputs must equal mamba2-tiny/reference.safetensors.
   torch/tensors-torch<major>.pt
                            one tensor per dtype (F32, F64, F16, BF16, I64, I32), a 0-d
                            tensor, an empty one, and views: a transpose (strided), a
@@ -93,6 +97,40 @@ def mambabyte_torch():
         "vocab_size": hf["vocab_size"],
         "ssm_cfg": {"d_state": hf["state_size"], "d_conv": hf["conv_kernel"], "expand": hf["expand"],
                     "dt_rank": hf["time_step_rank"]},
+        "rms_norm": True,
+        "residual_in_fp32": True,
+        "fused_add_norm": True,
+        "pad_vocab_size_multiple": 8,
+        "tie_embeddings": True,
+    }
+    (dst / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    state = {}
+    for name, a in weights.items():
+        name = name.replace("backbone.embeddings.weight", "backbone.embedding.weight")
+        state[name] = torch.from_numpy(a)
+    state["lm_head.weight"] = state["backbone.embedding.weight"]  # tied: one storage, saved once
+    torch.save(state, dst / "pytorch_model.bin")
+
+
+def mamba2_torch():
+    """mamba2-tiny as an original mamba_ssm Mamba-2 checkpoint (as state-spaces/mamba2-*):
+    `ssm_cfg.layer` "Mamba2", `dt_limit` with the bare `Infinity` Python's json writes."""
+    src = HERE / "mamba2-tiny"
+    dst = HERE / "mamba2-tiny-torch"
+    dst.mkdir(exist_ok=True)
+    hf = json.loads((src / "config.json").read_text())
+    weights = read_safetensors(src / "model.safetensors")
+    assert hf["num_heads"] * hf["head_dim"] == hf["expand"] * hf["hidden_size"]
+    config = {
+        "d_model": hf["hidden_size"],
+        "d_intermediate": 0,
+        "n_layer": hf["num_hidden_layers"],
+        "vocab_size": hf["vocab_size"],
+        "ssm_cfg": {"layer": "Mamba2", "d_state": hf["state_size"], "d_conv": hf["conv_kernel"],
+                    "expand": hf["expand"], "headdim": hf["head_dim"], "ngroups": hf["n_groups"],
+                    "chunk_size": hf["chunk_size"], "dt_limit": [0.0, float("inf")]},
+        "attn_layer_idx": [],
+        "attn_cfg": {},
         "rms_norm": True,
         "residual_in_fp32": True,
         "fused_add_norm": True,
@@ -217,6 +255,7 @@ def main():
     tensors_file()
     if not args.tensors_only:
         mambabyte_torch()
+        mamba2_torch()
         other_files()
     print(f"written with torch {torch.__version__}")
 

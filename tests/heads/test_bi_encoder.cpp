@@ -10,7 +10,8 @@
 using ssm::test::span_of;
 
 TEST_CASE("BiEncoderHead<LastToken> gives transformers' embeddings and cosines", "[bi_encoder]") {
-    for (const char* folder : {"mamba-tiny", "mambabyte-tiny", "mamba-tiny-bf16-sharded"}) {
+    for (const char* folder : {"mamba-tiny", "mambabyte-tiny", "mamba-tiny-bf16-sharded", "falcon-mamba-tiny",
+                               "mamba2-tiny", "mamba2-tiny-long"}) {
         INFO(folder);
         const auto dir = ssm::test::data_dir() / folder;
         const auto ref = ssm::SafetensorsFile::open(dir / "reference.safetensors");

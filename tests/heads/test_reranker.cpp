@@ -9,7 +9,8 @@
 
 TEST_CASE("RerankerHead scores match transformers on every bundled checkpoint", "[reranker]") {
     const auto scratch = ssm::test::scratch_dir("reranker");
-    for (const char* folder : {"mamba-tiny", "mambabyte-tiny", "mamba-tiny-bf16-sharded"}) {
+    for (const char* folder : {"mamba-tiny", "mambabyte-tiny", "mamba-tiny-bf16-sharded", "falcon-mamba-tiny",
+                               "mamba2-tiny", "mamba2-tiny-long"}) {
         INFO(folder);
         const auto dir = ssm::test::data_dir() / folder;
         const auto ref = ssm::SafetensorsFile::open(dir / "reference.safetensors");

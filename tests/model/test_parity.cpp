@@ -34,7 +34,9 @@ struct Case {
 const Case kCases[] = {{"mamba-tiny", 4},
                        {"mambabyte-tiny", 2},
                        {"mamba-tiny-bf16-sharded", 2},
-                       {"mambabyte-tiny-torch", 2, "mambabyte-tiny"}};
+                       {"mambabyte-tiny-torch", 2, "mambabyte-tiny"},
+                       // Falcon-Mamba: Mamba-1 plus the weightless RMS norm of dt, B and C.
+                       {"falcon-mamba-tiny", 2}};
 
 ssm::SafetensorsFile reference_of(const Case& c) {
     return ssm::SafetensorsFile::open(ssm::test::data_dir() / c.reference_folder / "reference.safetensors");

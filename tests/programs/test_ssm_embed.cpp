@@ -19,7 +19,8 @@ std::string ids_json(std::span<const std::int64_t> ids) { return "[" + ssm::test
 
 TEST_CASE("ssm-embed writes transformers' embeddings, rows in input order", "[ssm-embed]") {
     const auto scratch = ssm::test::scratch_dir("embed");
-    for (const char* folder : {"mamba-tiny", "mambabyte-tiny", "mamba-tiny-bf16-sharded"}) {
+    for (const char* folder : {"mamba-tiny", "mambabyte-tiny", "mamba-tiny-bf16-sharded", "mamba2-tiny",
+                               "mamba2-tiny-long", "falcon-mamba-tiny"}) {
         INFO(folder);
         const auto dir = ssm::test::data_dir() / folder;
         const auto ref = ssm::SafetensorsFile::open(dir / "reference.safetensors");

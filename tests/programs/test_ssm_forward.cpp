@@ -30,6 +30,9 @@ TEST_CASE("ssm-forward writes logits and last_hidden_state matching transformers
                           {"mambabyte-tiny", 2, "mambabyte-tiny"},
                           {"mamba-tiny-bf16-sharded", 2, "mamba-tiny-bf16-sharded"},
                           {"mambabyte-tiny-torch", 2, "mambabyte-tiny"},
+                          {"mamba2-tiny", 4, "mamba2-tiny"},            // Mamba-2
+                          {"mamba2-tiny-long", 3, "mamba2-tiny-long"},  // Mamba-2, bf16 shards
+                          {"falcon-mamba-tiny", 2, "falcon-mamba-tiny"},
                           {"samba-tiny", 6, "samba-tiny"},  // SAMBA: lit_config.json + lit_model.pth
                           {"samba-tiny-mha", 2, "samba-tiny-mha"}};
     for (const auto& [folder, nseq, reference_folder] : cases) {

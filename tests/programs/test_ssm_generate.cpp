@@ -20,7 +20,8 @@ ssm::test::ProgramRun generate(const std::string& args, bool merge_stderr = fals
 }  // namespace
 
 TEST_CASE("ssm-generate --greedy --format ids reproduces generate.output", "[ssm-generate]") {
-    for (const char* folder : {"mamba-tiny", "mambabyte-tiny", "mamba-tiny-bf16-sharded", "samba-tiny", "samba-tiny-mha"}) {
+    for (const char* folder : {"mamba-tiny", "mambabyte-tiny", "mamba-tiny-bf16-sharded", "samba-tiny", "samba-tiny-mha",
+                               "mamba2-tiny", "mamba2-tiny-long", "falcon-mamba-tiny"}) {
         INFO(folder);
         const auto dir = ssm::test::data_dir() / folder;
         const auto ref = ssm::SafetensorsFile::open(dir / "reference.safetensors");

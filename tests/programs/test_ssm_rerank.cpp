@@ -28,7 +28,8 @@ std::vector<double> numbers(const std::string& out) {
 
 TEST_CASE("ssm-rerank --input: transformers' scores, one per line in input order", "[ssm-rerank]") {
     const auto scratch = ssm::test::scratch_dir("rerank");
-    for (const char* folder : {"mamba-tiny", "mambabyte-tiny", "mamba-tiny-bf16-sharded"}) {
+    for (const char* folder : {"mamba-tiny", "mambabyte-tiny", "mamba-tiny-bf16-sharded", "mamba2-tiny",
+                               "mamba2-tiny-long", "falcon-mamba-tiny"}) {
         INFO(folder);
         const auto dir = ssm::test::data_dir() / folder;
         const auto ref = ssm::SafetensorsFile::open(dir / "reference.safetensors");

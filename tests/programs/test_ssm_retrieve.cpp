@@ -135,6 +135,20 @@ TEST_CASE("ssm-retrieve ranks the mini BEIR set as transformers does with the sa
     std::filesystem::remove_all(scratch);
 }
 
+TEST_CASE("ssm-retrieve runs Mamba-2 and Falcon-Mamba models (byte-level, vocab 256)", "[ssm-retrieve]") {
+    const auto scratch = ssm::test::scratch_dir("retrieve-families");
+    const auto beir = make_beir(scratch / "beir", 20, 4);
+    for (const char* folder : {"mamba2-tiny", "falcon-mamba-tiny"}) {
+        INFO(folder);
+        const auto model = (ssm::test::data_dir() / folder).string();
+        const auto r = retrieve("--model " + model + " --beir " + beir.string() + " --top-k 5 --threads 2");
+        INFO(r.output);
+        REQUIRE(r.status == 0);
+        CHECK(r.output.find("nDCG@10 1.0000") != std::string::npos);
+    }
+    std::filesystem::remove_all(scratch);
+}
+
 TEST_CASE("ssm-retrieve: one clear line and exit != 0 on bad input", "[ssm-retrieve]") {
     const auto scratch = ssm::test::scratch_dir("retrieve-bad");
     const auto beir = make_beir(scratch / "beir", 5, 2);

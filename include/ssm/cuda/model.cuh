@@ -174,6 +174,9 @@ public:
             fail(
                 "cuda::MambaModel: the config describes a SAMBA hybrid (attention and MLP "
                 "layers), which the CUDA backend does not run yet; use ssm::Samba on the CPU");
+        if (config.family != ModelFamily::Mamba1)
+            fail("cuda::MambaModel: the config describes a ", family_name(config.family),
+                 " model, which the CUDA backend does not run yet; use ssm::with_mamba on the CPU");
         MambaModel m;
         m.config_ = config;
         const index V = config.vocab_size, D = config.hidden_size, E = config.intermediate_size,

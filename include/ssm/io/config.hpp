@@ -82,6 +82,134 @@ struct JsonFields {
 
 }  // namespace detail
 
+/// The model families a config.json can describe. A config says which by `model_type`,
+/// by `architectures` (HuggingFace), by `ssm_cfg.layer` (original `mamba_ssm`) or by being
+/// a lit-gpt config (SAMBA); one that names no family is read as Mamba-1.
+enum class ModelFamily { Mamba1, Mamba2, FalconMamba, Samba };
+
+[[nodiscard]] inline const char* family_name(ModelFamily f) noexcept {
+    switch (f) {
+        case ModelFamily::Mamba1: return "mamba";
+        case ModelFamily::Mamba2: return "mamba2";
+        case ModelFamily::FalconMamba: return "falcon_mamba";
+        case ModelFamily::Samba: return "samba";
+    }
+    return "?";
+}
+
+namespace detail {
+
+inline constexpr const char* kSupportedFamilies =
+    "supported: mamba, mamba2, falcon_mamba, and SAMBA's lit-gpt config";
+
+/// The family a (non-lit-gpt) config.json describes; any other is refused by name.
+[[nodiscard]] inline ModelFamily config_family(const nlohmann::json& j, const std::string& source) {
+    std::optional<ModelFamily> by_type;
+    if (j.contains("model_type") && !j.at("model_type").is_null()) {
+        const auto& v = j.at("model_type");
+        if (!v.is_string()) fail(source, ": 'model_type' must be a string, got ", v.dump(-1, ' ', true));
+        const std::string t = v.get<std::string>();
+        if (t == "mamba") by_type = ModelFamily::Mamba1;
+        else if (t == "mamba2") by_type = ModelFamily::Mamba2;
+        else if (t == "falcon_mamba") by_type = ModelFamily::FalconMamba;
+        else fail(source, ": model_type \"", t, "\" is not supported (", kSupportedFamilies, ")");
+    } else if (j.contains("architectures") && j.at("architectures").is_array() && !j.at("architectures").empty()) {
+        const auto& v = j.at("architectures").at(0);
+        if (!v.is_string()) fail(source, ": 'architectures' must list class names, got ", v.dump(-1, ' ', true));
+        const std::string a = v.get<std::string>();
+        const auto starts = [&](const char* p) { return a.rfind(p, 0) == 0; };
+        if (starts("FalconMamba")) by_type = ModelFamily::FalconMamba;
+        else if (starts("Mamba2")) by_type = ModelFamily::Mamba2;
+        else if (starts("MambaFor") || starts("MambaModel") || starts("MambaLMHead")) by_type = ModelFamily::Mamba1;
+        else fail(source, ": architecture \"", a, "\" is not supported (", kSupportedFamilies, ")");
+    }
+    std::optional<ModelFamily> by_layer;
+    if (j.contains("ssm_cfg") && j.at("ssm_cfg").is_object() && j.at("ssm_cfg").contains("layer")) {
+        const auto& v = j.at("ssm_cfg").at("layer");
+        if (!v.is_string()) fail(source, ": 'ssm_cfg.layer' must be a string, got ", v.dump(-1, ' ', true));
+        const std::string l = v.get<std::string>();
+        if (l == "Mamba1") by_layer = ModelFamily::Mamba1;
+        else if (l == "Mamba2") by_layer = ModelFamily::Mamba2;
+        else fail(source, ": ssm_cfg.layer \"", l, "\" is not supported (Mamba1 or Mamba2)");
+    }
+    if (j.contains("attn_layer_idx") && j.at("attn_layer_idx").is_array() && !j.at("attn_layer_idx").empty())
+        fail(source, ": 'attn_layer_idx' asks for a mamba_ssm hybrid with attention layers, which is not supported (",
+             kSupportedFamilies, ")");
+    if (by_type && by_layer && *by_type != *by_layer && *by_type != ModelFamily::FalconMamba)
+        fail(source, ": model_type says ", family_name(*by_type), " but ssm_cfg.layer says ", family_name(*by_layer));
+    if (by_type) return *by_type;
+    if (by_layer) return *by_layer;
+    return ModelFamily::Mamba1;
+}
+
+/// A float that Python may have written as a number, as the non-JSON token `Infinity`
+/// (quoted by `quote_nonfinite_tokens`), or as transformers' `{"__float__": "Infinity"}`.
+[[nodiscard]] inline double config_float(const nlohmann::json& v, const std::string& source, const char* key) {
+    if (v.is_number()) return v.get<double>();
+    const nlohmann::json* s = &v;
+    if (v.is_object() && v.size() == 1 && v.contains("__float__")) s = &v.at("__float__");
+    if (s->is_number()) return s->get<double>();
+    if (s->is_string()) {
+        const std::string t = s->get<std::string>();
+        if (t == "Infinity" || t == "inf" || t == "+Infinity") return HUGE_VAL;
+        if (t == "-Infinity" || t == "-inf") return -HUGE_VAL;
+    }
+    fail(source, ": '", key, "' must hold numbers (or Infinity), got ", v.dump(-1, ' ', true));
+}
+
+/// config.json text with the bare tokens Python's `json` writes for non-finite floats
+/// (`Infinity`, `-Infinity`, `NaN`), which JSON does not allow, turned into strings.
+[[nodiscard]] inline std::string quote_nonfinite_tokens(const std::string& text) {
+    std::string out;
+    out.reserve(text.size());
+    bool in_string = false;
+    for (std::size_t i = 0; i < text.size(); ++i) {
+        const char ch = text[i];
+        if (in_string) {
+            out += ch;
+            if (ch == '\\' && i + 1 < text.size()) out += text[++i];
+            else if (ch == '"') in_string = false;
+            continue;
+        }
+        if (ch == '"') {
+            in_string = true;
+            out += ch;
+            continue;
+        }
+        bool replaced = false;
+        for (const char* token : {"-Infinity", "Infinity", "NaN"}) {
+            const std::size_t n = std::char_traits<char>::length(token);
+            if (text.compare(i, n, token) == 0) {
+                out += '"';
+                out += token;
+                out += '"';
+                i += n - 1;
+                replaced = true;
+                break;
+            }
+        }
+        if (!replaced) out += ch;
+    }
+    return out;
+}
+
+}  // namespace detail
+
+/// The Mamba-2 (SSD) mixer's sizes and switches (REFERENCE names in comments); set only
+/// for `ModelFamily::Mamba2` configs.
+struct Mamba2Fields {
+    index num_heads = 0;          // H
+    index head_dim = 0;           // P
+    index n_groups = 1;           // G: B and C are shared by H / G heads each
+    index ssm_size = 0;           // d_ssm = H·P; the rest of d_inner is a gated MLP (mamba_ssm d_ssm)
+    index chunk_size = 256;       // the SSD's chunk length as trained
+    double dt_min = 0.0;          // time_step_limit: Δ is clamped to [dt_min, dt_max]
+    double dt_max = HUGE_VAL;
+    bool gated_norm = true;       // y = rmsnorm(y · silu(z)) · w; false: y · silu(z)
+    bool d_per_channel = false;   // D has d_ssm entries (mamba_ssm D_has_hdim), else H
+    double norm_epsilon = 1e-5;   // the gated norm's eps
+};
+
 enum class NormKind { RMSNorm, LayerNorm };
 
 /// What a layer of a hybrid (SAMBA) model mixes with.
@@ -111,6 +239,10 @@ struct MambaConfig {
     NormKind norm = NormKind::RMSNorm;
     std::optional<std::int64_t> bos_token_id, eos_token_id, pad_token_id;
 
+    ModelFamily family = ModelFamily::Mamba1;
+    double mixer_rms_eps = 1e-6;  // Falcon-Mamba: eps of the weightless RMS norm of Δ, B and C
+    Mamba2Fields mamba2;          // Mamba-2 only
+
     // SAMBA hybrids: every layer is x += Mixer(RMSNorm(x)); x += SwiGLU(RMSNorm(x)), the
     // mixer Mamba or sliding-window attention as `layer_kinds` says.
     std::vector<LayerKind> layer_kinds;  // one per layer; empty for a plain Mamba model
@@ -129,7 +261,10 @@ struct MambaConfig {
     [[nodiscard]] static MambaConfig from_json(const nlohmann::json& j, const std::string& source) {
         if (!j.is_object()) fail(source, ": config is not a JSON object");
         if (j.contains("n_embd")) return from_lit_gpt(j, source);
+        const ModelFamily family = detail::config_family(j, source);
+        if (family == ModelFamily::Mamba2) return from_mamba2(j, source);
         MambaConfig c;
+        c.family = family;
         const bool original = j.contains("d_model") && !j.contains("hidden_size");
         const nlohmann::json empty = nlohmann::json::object();
         const nlohmann::json& ssm_cfg = original && j.contains("ssm_cfg") ? j.at("ssm_cfg") : empty;
@@ -156,8 +291,6 @@ struct MambaConfig {
             c.tie_word_embeddings = f.boolean(j, "tie_embeddings", true);
             c.layer_norm_epsilon = f.number(j, "norm_epsilon", 1e-5);
             if (ssm_cfg.contains("dt_rank")) rank_value = &ssm_cfg.at("dt_rank");
-            if (ssm_cfg.contains("layer") && ssm_cfg.at("layer") != "Mamba1")
-                fail(source, ": ssm_cfg.layer ", detail::json_excerpt(ssm_cfg.at("layer")), " is not supported (Mamba1 only)");
         } else {
             c.hidden_size = f.size(j, "hidden_size", std::nullopt);
             c.num_hidden_layers = f.size(j, "num_hidden_layers", std::nullopt);
@@ -184,6 +317,7 @@ struct MambaConfig {
         c.bos_token_id = f.token_id(j, "bos_token_id");
         c.eos_token_id = f.token_id(j, "eos_token_id");
         c.pad_token_id = f.token_id(j, "pad_token_id");
+        if (family == ModelFamily::FalconMamba) c.mixer_rms_eps = f.number(j, "mixer_rms_eps", 1e-6);
         c.validate(source);
         return c;
     }
@@ -197,6 +331,7 @@ struct MambaConfig {
     [[nodiscard]] static MambaConfig from_lit_gpt(const nlohmann::json& j, const std::string& source) {
         const detail::JsonFields f{source};
         MambaConfig c;
+        c.family = ModelFamily::Samba;
         c.hidden_size = f.size(j, "n_embd", std::nullopt);
         c.num_hidden_layers = f.size(j, "n_layer", std::nullopt);
         const index multiple = f.size(j, "padding_multiple", 512);
@@ -261,6 +396,101 @@ struct MambaConfig {
         return c;
     }
 
+    /// A Mamba-2 config in HuggingFace form (`Mamba2Config`: `num_heads`, `head_dim`,
+    /// `n_groups`, `state_size`, `chunk_size`, `time_step_limit`, ...) or original
+    /// `mamba_ssm` form (`d_model`, `n_layer`, `ssm_cfg: {"layer": "Mamba2", "headdim",
+    /// "ngroups", "d_ssm", "dt_limit", "rmsnorm", "D_has_hdim", ...}`). Absent keys take
+    /// the defaults of the library that wrote the form.
+    [[nodiscard]] static MambaConfig from_mamba2(const nlohmann::json& j, const std::string& source) {
+        const detail::JsonFields f{source};
+        MambaConfig c;
+        c.family = ModelFamily::Mamba2;
+        Mamba2Fields& m = c.mamba2;
+        const bool original = j.contains("d_model") && !j.contains("hidden_size");
+        const nlohmann::json* limit = nullptr;
+        const char* limit_key = "time_step_limit";
+        if (original) {
+            const nlohmann::json empty = nlohmann::json::object();
+            const nlohmann::json& ssm_cfg = j.contains("ssm_cfg") ? j.at("ssm_cfg") : empty;
+            if (!ssm_cfg.is_object()) fail(source, ": 'ssm_cfg' is not an object");
+            c.hidden_size = f.integer(j, "d_model", std::nullopt);
+            c.num_hidden_layers = f.integer(j, "n_layer", std::nullopt);
+            c.vocab_size = f.integer(j, "vocab_size", std::nullopt);
+            const index multiple = f.integer(j, "pad_vocab_size_multiple", 1);
+            if (multiple <= 0 || multiple > (index{1} << 20))
+                fail(source, ": 'pad_vocab_size_multiple' must be in [1, 2^20], got ", multiple);
+            if (c.vocab_size > 0 && c.vocab_size < (index{1} << 40))
+                c.vocab_size = (c.vocab_size + multiple - 1) / multiple * multiple;
+            c.state_size = f.integer(ssm_cfg, "d_state", 128);
+            c.conv_kernel = f.integer(ssm_cfg, "d_conv", 4);
+            c.expand = f.integer(ssm_cfg, "expand", 2);
+            m.head_dim = f.integer(ssm_cfg, "headdim", 64);
+            m.n_groups = f.integer(ssm_cfg, "ngroups", 1);
+            m.chunk_size = f.integer(ssm_cfg, "chunk_size", 256);
+            m.gated_norm = f.boolean(ssm_cfg, "rmsnorm", true);
+            m.d_per_channel = f.boolean(ssm_cfg, "D_has_hdim", false);
+            m.norm_epsilon = 1e-5;  // mamba_ssm's RMSNormGated in Mamba2
+            if (f.boolean(ssm_cfg, "norm_before_gate", false))
+                fail(source, ": ssm_cfg.norm_before_gate true is not supported (Mamba-2 gates before its norm)");
+            c.use_bias = f.boolean(ssm_cfg, "bias", false);
+            c.use_conv_bias = f.boolean(ssm_cfg, "conv_bias", true);
+            if (!f.boolean(j, "rms_norm", true))
+                fail(source, ": a Mamba-2 model with LayerNorm blocks (rms_norm false) is not supported");
+            c.residual_in_fp32 = f.boolean(j, "residual_in_fp32", true);
+            c.tie_word_embeddings = f.boolean(j, "tie_embeddings", true);
+            c.layer_norm_epsilon = f.number(j, "norm_epsilon", 1e-5);
+            if (ssm_cfg.contains("dt_limit")) limit = &ssm_cfg.at("dt_limit");
+            limit_key = "ssm_cfg.dt_limit";
+            if (c.hidden_size > 0 && c.expand > 0 && c.hidden_size < (index{1} << 31) && c.expand < (index{1} << 31))
+                c.intermediate_size = c.expand * c.hidden_size;
+            const index d_ssm = f.integer(ssm_cfg, "d_ssm", c.intermediate_size);
+            m.ssm_size = d_ssm;
+            if (m.head_dim <= 0) fail(source, ": ssm_cfg.headdim must be positive, got ", m.head_dim);
+            if (d_ssm <= 0 || d_ssm % m.head_dim != 0)
+                fail(source, ": d_ssm ", d_ssm, " is not a positive multiple of headdim ", m.head_dim);
+            m.num_heads = d_ssm / m.head_dim;
+        } else {
+            c.hidden_size = f.integer(j, "hidden_size", std::nullopt);
+            c.num_hidden_layers = f.integer(j, "num_hidden_layers", std::nullopt);
+            c.vocab_size = f.integer(j, "vocab_size", std::nullopt);
+            c.state_size = f.integer(j, "state_size", 128);
+            c.conv_kernel = f.integer(j, "conv_kernel", 4);
+            c.expand = f.integer(j, "expand", 2);
+            m.num_heads = f.integer(j, "num_heads", 128);
+            m.head_dim = f.integer(j, "head_dim", 64);
+            m.n_groups = f.integer(j, "n_groups", 8);
+            m.chunk_size = f.integer(j, "chunk_size", 256);
+            c.use_bias = f.boolean(j, "use_bias", false);
+            c.use_conv_bias = f.boolean(j, "use_conv_bias", true);
+            c.tie_word_embeddings = f.boolean(j, "tie_word_embeddings", false);  // Mamba2Config's default
+            c.residual_in_fp32 = f.boolean(j, "residual_in_fp32", true);
+            c.layer_norm_epsilon = f.number(j, "layer_norm_epsilon", 1e-5);
+            m.norm_epsilon = c.layer_norm_epsilon;
+            const std::string act = f.string(j, "hidden_act", "silu");
+            if (act != "silu") fail(source, ": hidden_act \"", act, "\" is not supported (silu only)");
+            if (j.contains("time_step_limit")) limit = &j.at("time_step_limit");
+            if (c.hidden_size > 0 && c.expand > 0 && c.hidden_size < (index{1} << 31) && c.expand < (index{1} << 31))
+                c.intermediate_size = c.expand * c.hidden_size;
+            if (m.num_heads > 0 && m.head_dim > 0 && m.num_heads < (index{1} << 31) && m.head_dim < (index{1} << 31))
+                m.ssm_size = m.num_heads * m.head_dim;
+            if (m.ssm_size != c.intermediate_size)
+                fail(source, ": num_heads × head_dim (", m.num_heads, " × ", m.head_dim,
+                     ") must equal expand × hidden_size (", c.expand, " × ", c.hidden_size, ")");
+        }
+        if (limit && !limit->is_null()) {
+            if (!limit->is_array() || limit->size() != 2)
+                fail(source, ": '", limit_key, "' must be a pair [min, max], got ", limit->dump(-1, ' ', true));
+            m.dt_min = detail::config_float(limit->at(0), source, limit_key);
+            m.dt_max = detail::config_float(limit->at(1), source, limit_key);
+        }
+        c.time_step_rank = c.hidden_size > 0 && c.hidden_size < (index{1} << 40) ? (c.hidden_size + 15) / 16 : 1;
+        c.bos_token_id = f.token_id(j, "bos_token_id");
+        c.eos_token_id = f.token_id(j, "eos_token_id");
+        c.pad_token_id = f.token_id(j, "pad_token_id");
+        c.validate(source);
+        return c;
+    }
+
     /// Reads `file_or_dir` (a folder means its config.json, or lit_config.json).
     [[nodiscard]] static MambaConfig load(const std::filesystem::path& file_or_dir) {
         auto file = std::filesystem::is_directory(file_or_dir) ? file_or_dir / "config.json" : file_or_dir;
@@ -274,7 +504,7 @@ struct MambaConfig {
         buffer << in.rdbuf();
         nlohmann::json j;
         try {
-            j = nlohmann::json::parse(buffer.str());
+            j = nlohmann::json::parse(detail::quote_nonfinite_tokens(buffer.str()));
         } catch (const nlohmann::json::exception& e) {
             fail(file.string(), ": invalid JSON: ", e.what());
         }
@@ -327,10 +557,40 @@ struct MambaConfig {
                 fail(source, ": attention projections of (", num_attention_heads, " + 2 x ", num_key_value_heads,
                      ") heads of size ", head_dim, " exceed the limit of ", detail::kMaxConfigSize, " rows");
         }
+        if (family == ModelFamily::FalconMamba && (!(mixer_rms_eps > 0) || !std::isfinite(mixer_rms_eps)))
+            fail(source, ": mixer_rms_eps must be a positive number, got ", mixer_rms_eps);
+        if (family == ModelFamily::Mamba2) validate_mamba2(source);
         for (const auto& [id, name] : {std::pair{eos_token_id, "eos_token_id"}, std::pair{bos_token_id, "bos_token_id"},
                                        std::pair{pad_token_id, "pad_token_id"}})
             if (id && (*id < 0 || *id >= vocab_size))
                 fail(source, ": ", name, " ", *id, " is outside the vocabulary [0, ", vocab_size, ")");
+    }
+
+    /// The Mamba-2 checks: heads, groups and chunk positive and agreeing with d_inner.
+    void validate_mamba2(const std::string& source) const {
+        const Mamba2Fields& m = mamba2;
+        // Bounds that keep every size the mixer derives (in_proj's 2·d_inner + 2·G·N + H
+        // rows, H·P·N floats of state per sequence) far from overflow; the checkpoint's
+        // tensors then bound them by the bytes behind them.
+        const auto positive = [&](index v, const char* what) {
+            if (v <= 0 || v > (index{1} << 24)) fail(source, ": ", what, " must be in [1, 2^24], got ", v);
+        };
+        positive(state_size, "state size");
+        positive(conv_kernel, "conv kernel");
+        if (intermediate_size > (index{1} << 40))
+            fail(source, ": intermediate size ", intermediate_size, " is larger than 2^40");
+        positive(m.num_heads, "number of heads");
+        positive(m.head_dim, "head dim");
+        positive(m.n_groups, "number of groups");
+        positive(m.chunk_size, "chunk size");
+        if (m.ssm_size != m.num_heads * m.head_dim || m.ssm_size > intermediate_size)
+            fail(source, ": ", m.num_heads, " heads of ", m.head_dim, " do not fit d_inner ", intermediate_size);
+        if (m.num_heads % m.n_groups != 0)
+            fail(source, ": ", m.num_heads, " heads cannot be split into ", m.n_groups, " groups");
+        if (!(m.norm_epsilon > 0) || !std::isfinite(m.norm_epsilon))
+            fail(source, ": the gated norm's epsilon must be a positive number, got ", m.norm_epsilon);
+        if (!(m.dt_min >= 0) || !(m.dt_max >= m.dt_min))
+            fail(source, ": time_step_limit [", m.dt_min, ", ", m.dt_max, "] must satisfy 0 <= min <= max");
     }
 };
 

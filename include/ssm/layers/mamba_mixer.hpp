@@ -49,7 +49,10 @@ public:
     /// `prefix.D`, checking every shape against `config`.
     [[nodiscard]] static MambaMixer load(const Checkpoint& ckpt, const MambaConfig& config,
                                          const std::string& prefix) {
+        require(config.family != ModelFamily::Mamba2, ckpt.source().string(), ": ", prefix,
+                ": a Mamba-2 config cannot be loaded as a Mamba-1 mixer (use ssm::Mamba2LM or ssm::with_mamba)");
         MambaMixer m;
+        if (config.family == ModelFamily::FalconMamba) m.dt_bc_rms_eps_ = config.mixer_rms_eps;
         m.D_ = config.hidden_size;
         m.E_ = config.intermediate_size;
         m.N_ = config.state_size;
@@ -75,6 +78,8 @@ public:
     [[nodiscard]] index state_size() const noexcept { return N_; }
     [[nodiscard]] index dt_rank() const noexcept { return R_; }
     [[nodiscard]] const Tensor& A() const noexcept { return A_; }
+    /// Falcon-Mamba: the eps of the weightless RMS norm of dt_low, B and C (0: none, Mamba-1).
+    [[nodiscard]] double dt_bc_rms_eps() const noexcept { return dt_bc_rms_eps_; }
 
     /// An all-zero recurrent state for `batch` sequences.
     [[nodiscard]] MambaLayerState make_state(index batch) const {
@@ -100,6 +105,7 @@ public:
                       state_out ? state_out->conv.data() : nullptr);
         StridedMap xdbl = ws.matrix(T, R_ + 2 * N_);  // (T, R+2N): [dt_low | B | C]
         x_proj_.forward(cview(u), xdbl);
+        if (dt_bc_rms_eps_ > 0) normalize_dt_b_c(xdbl);
         StridedMap dt = ws.matrix(T, E_);  // (T, E)
         dt_proj_.forward(ConstStridedMap(xdbl.data(), T, R_, Eigen::OuterStride<>(R_ + 2 * N_)), dt);
         parallel_for(T, 64, [&](index b, index e) { softplus_inplace(dt.data() + b * E_, (e - b) * E_); });
@@ -124,6 +130,7 @@ public:
         conv_.step(x, state.conv.data(), u, true);
         StridedMap xdbl = ws.matrix(B, R_ + 2 * N_);
         x_proj_.forward(cview(u), xdbl);
+        if (dt_bc_rms_eps_ > 0) normalize_dt_b_c(xdbl);
         StridedMap dt = ws.matrix(B, E_);
         dt_proj_.forward(ConstStridedMap(xdbl.data(), B, R_, Eigen::OuterStride<>(R_ + 2 * N_)), dt);
         softplus_inplace(dt.data(), B * E_);
@@ -162,6 +169,26 @@ private:
         return a;
     }
 
+    /// Falcon-Mamba: each of dt_low (R), B (N) and C (N) in every row of x_proj's output
+    /// becomes x / sqrt(mean(x²) + eps), as transformers' `FalconMambaMixer` does.
+    void normalize_dt_b_c(StridedMap& xdbl) const {
+        const index rows = xdbl.rows();
+        const index starts[] = {0, R_, R_ + N_}, widths[] = {R_, N_, N_};
+        parallel_for(rows, 64, [&](index b, index e) {
+            for (index t = b; t < e; ++t) {
+                float* row = xdbl.data() + t * xdbl.outerStride();
+                for (int part = 0; part < 3; ++part) {
+                    float* v = row + starts[part];
+                    double sum = 0.0;
+                    for (index i = 0; i < widths[part]; ++i) sum += static_cast<double>(v[i]) * v[i];
+                    const auto scale = static_cast<float>(
+                        1.0 / std::sqrt(sum / static_cast<double>(widths[part]) + dt_bc_rms_eps_));
+                    for (index i = 0; i < widths[part]; ++i) v[i] *= scale;
+                }
+            }
+        });
+    }
+
     void check_state(const MambaLayerState* s, index batch) const {
         if (!s) return;
         require(s->batch == batch && s->conv.size() == static_cast<std::size_t>(batch * conv_.state_size()) &&
@@ -177,6 +204,7 @@ private:
     Linear out_proj_;      // (D, E)
     Tensor A_;             // (E, N) = −exp(A_log)
     Tensor Dskip_;         // (E)
+    double dt_bc_rms_eps_ = 0.0;  // Falcon-Mamba's mixer_rms_eps; 0 for Mamba-1
 };
 
 }  // namespace ssm

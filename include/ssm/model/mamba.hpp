@@ -11,6 +11,7 @@
 #include "ssm/io/checkpoint.hpp"
 #include "ssm/io/config.hpp"
 #include "ssm/layers/layer_norm.hpp"
+#include "ssm/layers/mamba2_mixer.hpp"
 #include "ssm/layers/mamba_mixer.hpp"
 #include "ssm/layers/rms_norm.hpp"
 #include "ssm/model/hybrid.hpp"
@@ -19,6 +20,7 @@
 #include "ssm/model/stack.hpp"
 #include "ssm/scan/discretization.hpp"
 #include "ssm/scan/selective_scan.hpp"
+#include "ssm/scan/ssd.hpp"
 
 namespace ssm {
 
@@ -43,8 +45,19 @@ using MambaRetriever = MambaWith<BiEncoderHead<LastToken>>;
 /// Reranking (RankMamba): `score.weight · h_EOS + score.bias`.
 using MambaReranker = MambaWith<RerankerHead>;
 
-/// Loads the checkpoint as `MambaWith<Head, RMSNorm>`, `MambaWith<Head, LayerNorm>` or, for
-/// a SAMBA hybrid, `SambaWith<Head>`, whichever its config asks for, and calls `f(model)` (a non-const model, so a head's
+/// A Mamba-2 language model (HuggingFace `Mamba2ForCausalLM`, state-spaces `mamba2-*`).
+/// Falcon-Mamba checkpoints load as `MambaLM`: its mixer reads the family from the config.
+template <SsdScan ScanT = ChunkedSsd<>>
+using Mamba2LMWith = Model<Stack<Residual<RMSNorm, Mamba2Mixer<ScanT>>>, LmHead>;
+using Mamba2LM = Mamba2LMWith<>;
+
+/// A Mamba-2 backbone with any head.
+template <class Head, SsdScan ScanT = ChunkedSsd<>>
+using Mamba2With = Model<Stack<Residual<RMSNorm, Mamba2Mixer<ScanT>>>, Head>;
+
+/// Loads the checkpoint as `MambaWith<Head, RMSNorm>` (Mamba-1 and Falcon-Mamba),
+/// `MambaWith<Head, LayerNorm>`, `Mamba2With<Head>` or, for a SAMBA hybrid,
+/// `SambaWith<Head>`, whichever its config's family and norm ask for, and calls `f(model)` (a non-const model, so a head's
 /// settings can be changed); returns what `f` returns. `extra` names safetensors files
 /// whose tensors are added to the checkpoint's (e.g. a separately trained head).
 template <class Head, class F>
@@ -55,6 +68,10 @@ decltype(auto) with_mamba(const std::filesystem::path& dir, F&& f,
     for (const auto& file : extra) ckpt.add_extra(file);
     if (config.is_hybrid()) {
         auto model = SambaWith<Head>::load(ckpt, config);
+        return std::forward<F>(f)(model);
+    }
+    if (config.family == ModelFamily::Mamba2) {
+        auto model = Mamba2With<Head>::load(ckpt, config);
         return std::forward<F>(f)(model);
     }
     if (config.norm == NormKind::LayerNorm) {

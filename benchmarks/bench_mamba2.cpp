@@ -1,0 +1,166 @@
+// Mamba-2 beside Mamba-1 at equal width, in one run (random weights): prefill tokens/s and
+// decode tokens/s in the mamba2-130m shape (D 768, 24 layers, d_inner 1536, state 128,
+// 24 heads of 64, one group, chunk 256) and the mamba-130m shape (state 16, dt rank 48),
+// each with the projection GEMM FLOP/s it reaches, beside the machine's FMA ceiling.
+//
+//   build/benchmarks/bench_mamba2 [--benchmark_filter=...]
+//   SSM_BENCH_DIR=/tmp/x   where the random checkpoints are written (default: system temp)
+#include <benchmark/benchmark.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <ssm/ssm.hpp>
+
+#include "bench_inputs.hpp"
+#include "machine_limits.hpp"
+
+namespace {
+
+constexpr ssm::index kD = 768, kLayers = 24, kE = 1536, kK = 4, kVocab = 50288;
+constexpr ssm::index kN1 = 16, kR = 48;                    // mamba-130m
+constexpr ssm::index kN2 = 128, kP = 64, kH = kE / kP;     // mamba2-130m (G = 1)
+
+/// Matrix-product weights per layer.
+constexpr double kGemm1 = 2.0 * kE * kD + (kR + 2.0 * kN1) * kE + kE * kR + kD * kE;
+constexpr double kGemm2 = (2.0 * kE + 2.0 * kN2 + kH) * kD + kD * kE;
+
+std::filesystem::path bench_dir(const std::string& name) {
+    const char* env = std::getenv("SSM_BENCH_DIR");
+    return (env ? std::filesystem::path(env) : std::filesystem::temp_directory_path()) / name;
+}
+
+/// Writes a checkpoint of random weights with the given tensors (once; reused after).
+struct Writer {
+    std::mt19937 rng{42};
+    std::vector<std::vector<float>> store;
+    std::vector<std::pair<std::string, std::vector<ssm::index>>> specs;
+    void add(const std::string& name, std::vector<ssm::index> shape, float lo, float hi) {
+        ssm::index n = 1;
+        for (auto s : shape) n *= s;
+        std::uniform_real_distribution<float> dist(lo, hi);
+        store.emplace_back(static_cast<std::size_t>(n));
+        for (auto& v : store.back()) v = dist(rng);
+        specs.emplace_back(name, std::move(shape));
+    }
+    void write(const std::filesystem::path& dir, const std::string& config) {
+        std::filesystem::create_directories(dir);
+        std::vector<ssm::TensorToWrite> tensors;
+        for (std::size_t i = 0; i < specs.size(); ++i)
+            tensors.push_back(ssm::f32_tensor(specs[i].first, specs[i].second, store[i]));
+        ssm::write_safetensors(dir / "model.safetensors", tensors);
+        std::ofstream(dir / "config.json") << config;
+    }
+};
+
+std::filesystem::path mamba1_checkpoint() {
+    const auto dir = bench_dir("ssm-bench-mamba-130m-shape-v");
+    if (std::filesystem::exists(dir / "model.safetensors")) return dir;
+    Writer w;
+    w.add("backbone.embeddings.weight", {kVocab, kD}, -0.05f, 0.05f);
+    for (ssm::index l = 0; l < kLayers; ++l) {
+        const std::string p = "backbone.layers." + std::to_string(l);
+        w.add(p + ".norm.weight", {kD}, 0.9f, 1.1f);
+        w.add(p + ".mixer.in_proj.weight", {2 * kE, kD}, -0.036f, 0.036f);
+        w.add(p + ".mixer.conv1d.weight", {kE, 1, kK}, -0.5f, 0.5f);
+        w.add(p + ".mixer.conv1d.bias", {kE}, -0.1f, 0.1f);
+        w.add(p + ".mixer.x_proj.weight", {kR + 2 * kN1, kE}, -0.025f, 0.025f);
+        w.add(p + ".mixer.dt_proj.weight", {kE, kR}, -0.14f, 0.14f);
+        w.add(p + ".mixer.dt_proj.bias", {kE}, -6.9f, -2.3f);
+        w.add(p + ".mixer.A_log", {kE, kN1}, 0.0f, 2.77f);
+        w.add(p + ".mixer.D", {kE}, 0.5f, 1.5f);
+        w.add(p + ".mixer.out_proj.weight", {kD, kE}, -0.025f, 0.025f);
+    }
+    w.add("backbone.norm_f.weight", {kD}, 0.9f, 1.1f);
+    w.write(dir, R"({"model_type": "mamba", "vocab_size": 50288, "hidden_size": 768, "state_size": 16,
+"num_hidden_layers": 24, "expand": 2, "conv_kernel": 4, "time_step_rank": 48, "tie_word_embeddings": true})");
+    return dir;
+}
+
+std::filesystem::path mamba2_checkpoint() {
+    const auto dir = bench_dir("ssm-bench-mamba2-130m-shape");
+    if (std::filesystem::exists(dir / "model.safetensors")) return dir;
+    Writer w;
+    const ssm::index conv = kE + 2 * kN2;
+    w.add("backbone.embeddings.weight", {kVocab, kD}, -0.05f, 0.05f);
+    for (ssm::index l = 0; l < kLayers; ++l) {
+        const std::string p = "backbone.layers." + std::to_string(l);
+        w.add(p + ".norm.weight", {kD}, 0.9f, 1.1f);
+        w.add(p + ".mixer.in_proj.weight", {2 * kE + 2 * kN2 + kH, kD}, -0.036f, 0.036f);
+        w.add(p + ".mixer.conv1d.weight", {conv, 1, kK}, -0.5f, 0.5f);
+        w.add(p + ".mixer.conv1d.bias", {conv}, -0.1f, 0.1f);
+        w.add(p + ".mixer.dt_bias", {kH}, -6.9f, -2.3f);
+        w.add(p + ".mixer.A_log", {kH}, 0.0f, 2.77f);
+        w.add(p + ".mixer.D", {kH}, 0.5f, 1.5f);
+        w.add(p + ".mixer.norm.weight", {kE}, 0.9f, 1.1f);
+        w.add(p + ".mixer.out_proj.weight", {kD, kE}, -0.025f, 0.025f);
+    }
+    w.add("backbone.norm_f.weight", {kD}, 0.9f, 1.1f);
+    w.write(dir, R"({"model_type": "mamba2", "vocab_size": 50288, "hidden_size": 768, "state_size": 128,
+"num_hidden_layers": 24, "expand": 2, "conv_kernel": 4, "num_heads": 24, "head_dim": 64, "n_groups": 1,
+"chunk_size": 256, "tie_word_embeddings": true})");
+    return dir;
+}
+
+const ssm::MambaLM& mamba1() {
+    static const ssm::MambaLM m = ssm::MambaLM::load(mamba1_checkpoint());
+    return m;
+}
+template <ssm::index Q>
+const ssm::Mamba2LMWith<ssm::ChunkedSsd<Q>>& mamba2() {
+    static const auto m = ssm::Mamba2LMWith<ssm::ChunkedSsd<Q>>::load(mamba2_checkpoint());
+    return m;
+}
+
+template <class Model>
+void prefill(benchmark::State& state, const Model& m, double gemm_params) {
+    const ssm::index L = state.range(0);
+    const auto batch = ssm::Batch::of({ssm::bench::random_ids(L, kVocab, 1)});
+    ssm::Workspace ws;
+    for (auto _ : state) {
+        auto r = m.forward(batch, {ssm::Logits::Last, false}, nullptr, ws);
+        benchmark::DoNotOptimize(r.logits.data());
+    }
+    const double tokens = static_cast<double>(L) * static_cast<double>(state.iterations());
+    state.SetItemsProcessed(static_cast<std::int64_t>(tokens));
+    const double flops = 2.0 * gemm_params * kLayers * tokens + 2.0 * kD * kVocab * static_cast<double>(state.iterations());
+    state.counters["GEMM_FLOP/s"] = benchmark::Counter(flops, benchmark::Counter::kIsRate);
+    state.counters["threads"] = ssm::num_threads();
+}
+
+template <class Model>
+void decode(benchmark::State& state, const Model& m) {
+    const ssm::index B = state.range(0);
+    std::vector<std::vector<std::int32_t>> prompts;
+    for (ssm::index b = 0; b < B; ++b) prompts.push_back(ssm::bench::random_ids(16, kVocab, 2 + static_cast<unsigned>(b)));
+    auto st = m.make_state(B);
+    (void)m.forward(ssm::Batch::of(prompts), {ssm::Logits::None, false}, &st);
+    const std::vector<std::int32_t> next = ssm::bench::random_ids(B, kVocab, 99);
+    ssm::Workspace ws;
+    for (auto _ : state) {
+        const ssm::Matrix logits = m.step(next, st, ws);
+        benchmark::DoNotOptimize(logits.data());
+    }
+    state.SetItemsProcessed(static_cast<std::int64_t>(static_cast<double>(state.iterations()) * static_cast<double>(B)));
+    state.counters["threads"] = ssm::num_threads();
+}
+
+void BM_Mamba1_Prefill(benchmark::State& s) { prefill(s, mamba1(), kGemm1); }
+void BM_Mamba2_Prefill_Chunk256(benchmark::State& s) { prefill(s, mamba2<0>(), kGemm2); }  // the config's chunk
+void BM_Mamba2_Prefill_Chunk64(benchmark::State& s) { prefill(s, mamba2<64>(), kGemm2); }
+void BM_Mamba1_Decode(benchmark::State& s) { decode(s, mamba1()); }
+void BM_Mamba2_Decode(benchmark::State& s) { decode(s, mamba2<0>()); }
+
+}  // namespace
+
+BENCHMARK(ssm::bench::BM_PeakFma)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_Mamba1_Prefill)->Arg(512)->Arg(2048)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_Mamba2_Prefill_Chunk256)->Arg(512)->Arg(2048)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_Mamba2_Prefill_Chunk64)->Arg(512)->Arg(2048)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_Mamba1_Decode)->Arg(1)->Arg(8)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_Mamba2_Decode)->Arg(1)->Arg(8)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_MAIN();

@@ -1,0 +1,243 @@
+// ssm/layers/mamba2_mixer.hpp — the Mamba-2 block: in_proj → [z | xBC | dt], causal conv
+// + SiLU over xBC, the SSD scan with a scalar A per head, D skip, gated RMSNorm, out_proj.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "ssm/core/tensor.hpp"
+#include "ssm/core/threads.hpp"
+#include "ssm/core/workspace.hpp"
+#include "ssm/io/checkpoint.hpp"
+#include "ssm/io/config.hpp"
+#include "ssm/layers/activations.hpp"
+#include "ssm/layers/causal_conv1d.hpp"
+#include "ssm/layers/linear.hpp"
+#include "ssm/layers/mamba_mixer.hpp"
+#include "ssm/scan/ssd.hpp"
+
+namespace ssm {
+
+/// Mamba-2 mixer, parameterised by how the SSD scan runs (`ChunkedSsd<>`, `SequentialSsd`).
+///
+/// Dimensions (REFERENCE names): D = hidden, E = d_inner, H heads of P = head_dim with
+/// H·P = d_ssm ≤ E, G groups of B and C, N = state, K = conv width. in_proj's output is
+/// [z0 | x0 | z | xBC | dt] with z0, x0 of E − d_ssm columns each (a gated MLP beside the
+/// SSM, original `mamba_ssm` configs with `d_ssm` only; empty otherwise), z of d_ssm, xBC
+/// of d_ssm + 2GN, dt of H. The recurrent state is the conv's last K−1 xBC inputs and
+/// one (P, N) matrix per head (`MambaLayerState`, with `ssm` of H·P·N floats).
+template <SsdScan ScanT = ChunkedSsd<>>
+class Mamba2Mixer {
+public:
+    using scan = ScanT;
+
+    Mamba2Mixer() = default;
+
+    /// Loads `prefix.{in_proj,conv1d,out_proj}.*`, `prefix.{dt_bias,A_log,D}` and
+    /// `prefix.norm.weight`, checking every shape against a Mamba-2 `config`.
+    [[nodiscard]] static Mamba2Mixer load(const Checkpoint& ckpt, const MambaConfig& config,
+                                          const std::string& prefix) {
+        require(config.family == ModelFamily::Mamba2, ckpt.source().string(), ": ", prefix, ": a ",
+                family_name(config.family),
+                " config cannot be loaded as a Mamba-2 mixer (use ssm::with_mamba, which picks the type)");
+        const Mamba2Fields& f = config.mamba2;
+        Mamba2Mixer m;
+        m.D_ = config.hidden_size;
+        m.E_ = config.intermediate_size;
+        m.H_ = f.num_heads;
+        m.P_ = f.head_dim;
+        m.G_ = f.n_groups;
+        m.N_ = config.state_size;
+        m.S_ = f.ssm_size;
+        m.chunk_ = f.chunk_size;
+        m.dt_min_ = static_cast<float>(f.dt_min);
+        m.dt_max_ = static_cast<float>(f.dt_max);
+        m.gated_norm_ = f.gated_norm;
+        m.norm_eps_ = f.norm_epsilon;
+        m.in_proj_ = Linear::load(ckpt, prefix + ".in_proj", m.in_width(), m.D_, config.use_bias);
+        m.conv_ = CausalConv1d::load(ckpt, prefix + ".conv1d", m.conv_dim(), config.conv_kernel, config.use_conv_bias);
+        m.out_proj_ = Linear::load(ckpt, prefix + ".out_proj", m.D_, m.E_, config.use_bias);
+        const index h_shape[] = {m.H_};
+        m.dt_bias_ = ckpt.load_f32(prefix + ".dt_bias", h_shape);
+        const Tensor a_log = ckpt.load_f32(prefix + ".A_log", h_shape);
+        std::vector<float> a(static_cast<std::size_t>(m.H_));
+        for (std::size_t i = 0; i < a.size(); ++i) a[i] = -std::exp(a_log.data()[i]);
+        m.A_ = Tensor::from({m.H_}, std::move(a));
+        // D per head (or per channel, mamba_ssm's D_has_hdim), kept per channel.
+        const index d_shape[] = {f.d_per_channel ? m.S_ : m.H_};
+        const Tensor d = ckpt.load_f32(prefix + ".D", d_shape);
+        std::vector<float> dch(static_cast<std::size_t>(m.S_));
+        for (index c = 0; c < m.S_; ++c) dch[static_cast<std::size_t>(c)] = d.data()[f.d_per_channel ? c : c / m.P_];
+        m.Dskip_ = Tensor::from({m.S_}, std::move(dch));
+        if (m.gated_norm_) {
+            const index w_shape[] = {m.S_};
+            m.norm_weight_ = ckpt.load_f32(prefix + ".norm.weight", w_shape);
+        }
+        return m;
+    }
+
+    [[nodiscard]] index hidden_size() const noexcept { return D_; }
+    [[nodiscard]] index inner_size() const noexcept { return E_; }
+    [[nodiscard]] index state_size() const noexcept { return N_; }
+    [[nodiscard]] index num_heads() const noexcept { return H_; }
+    [[nodiscard]] index head_dim() const noexcept { return P_; }
+    [[nodiscard]] index num_groups() const noexcept { return G_; }
+    /// The config's chunk length, which `ChunkedSsd<>` uses (`ChunkedSsd<Q>` uses Q).
+    [[nodiscard]] index chunk_size() const noexcept { return chunk_; }
+    [[nodiscard]] const Tensor& A() const noexcept { return A_; }
+
+    /// An all-zero recurrent state for `batch` sequences.
+    [[nodiscard]] MambaLayerState make_state(index batch) const {
+        return MambaLayerState(batch, conv_.state_size(), H_ * P_ * N_);
+    }
+
+    /// Prefill over packed sequences: out (T, D) (+)= mixer(h (T, D)). `state_in` continues
+    /// each sequence from a carried state (nullptr: from zero); `state_out` receives each
+    /// sequence's state after its last token. Both may be the same object.
+    void forward(ConstStridedMap h, std::span<const index> offsets, StridedMap out, bool accumulate,
+                 Workspace& ws, const MambaLayerState* state_in = nullptr,
+                 MambaLayerState* state_out = nullptr) const {
+        const index T = h.rows();
+        const index nseq = static_cast<index>(offsets.size()) - 1;
+        check_state(state_in, nseq);
+        check_state(state_out, nseq);
+        StridedMap zx = ws.matrix(T, in_width());  // (T, 2(E−S) + S + conv_dim + H)
+        in_proj_.forward(h, zx);
+        StridedMap xbc = ws.matrix(T, conv_dim());  // (T, S + 2GN): silu(conv(xBC))
+        conv_.forward(column_slice(zx, xbc_col(), conv_dim()), offsets, xbc, true,
+                      state_in ? state_in->conv.data() : nullptr, state_out ? state_out->conv.data() : nullptr);
+        StridedMap dt = ws.matrix(T, H_);  // (T, H)
+        make_dt(zx, dt);
+        StridedMap y = ws.matrix(T, E_);  // (T, E): [gated MLP (E−S) | SSM (S)]
+        SsdArgs args = scan_args(T, xbc, dt, y);
+        args.offsets = offsets;
+        args.initial_state = state_in ? state_in->ssm.data() : nullptr;
+        args.final_state = state_out ? state_out->ssm.data() : nullptr;
+        args.chunk = chunk_;
+        ScanT::run(args);
+        finish(zx, xbc, y);
+        out_proj_.forward(cview(y), out, accumulate);
+    }
+
+    /// Decoding: one token per sequence. out (B, D) (+)= mixer(h (B, D)); `state` advances.
+    void step(ConstStridedMap h, MambaLayerState& state, StridedMap out, bool accumulate, Workspace& ws) const {
+        const index B = h.rows();
+        check_state(&state, B);
+        StridedMap zx = ws.matrix(B, in_width());
+        in_proj_.forward(h, zx);
+        StridedMap xbc = ws.matrix(B, conv_dim());
+        conv_.step(column_slice(zx, xbc_col(), conv_dim()), state.conv.data(), xbc, true);
+        StridedMap dt = ws.matrix(B, H_);
+        make_dt(zx, dt);
+        StridedMap y = ws.matrix(B, E_);
+        ssd_state_update(scan_args(B, xbc, dt, y), state.ssm.data());
+        finish(zx, xbc, y);
+        out_proj_.forward(cview(y), out, accumulate);
+    }
+
+    /// Keeps the two projections' weights in bfloat16 (conv, A, D, norm and biases stay float32).
+    void store_bf16() {
+        for (Linear* l : {&in_proj_, &out_proj_}) l->store_bf16();
+    }
+
+private:
+    [[nodiscard]] index mlp_width() const noexcept { return E_ - S_; }
+    [[nodiscard]] index conv_dim() const noexcept { return S_ + 2 * G_ * N_; }
+    [[nodiscard]] index z_col() const noexcept { return 2 * mlp_width(); }
+    [[nodiscard]] index xbc_col() const noexcept { return z_col() + S_; }
+    [[nodiscard]] index dt_col() const noexcept { return xbc_col() + conv_dim(); }
+    [[nodiscard]] index in_width() const noexcept { return dt_col() + H_; }
+
+    static ConstStridedMap column_slice(const StridedMap& m, index col, index width) {
+        return {m.data() + col, m.rows(), width, Eigen::OuterStride<>(m.outerStride())};
+    }
+
+    /// dt = clamp(softplus(dt_raw + dt_bias), time_step_limit).
+    void make_dt(const StridedMap& zx, StridedMap& dt) const {
+        const index rows = zx.rows();
+        for (index t = 0; t < rows; ++t) {
+            const float* raw = zx.data() + t * zx.outerStride() + dt_col();
+            float* d = dt.data() + t * dt.outerStride();
+            for (index hh = 0; hh < H_; ++hh) d[hh] = raw[hh] + dt_bias_.data()[hh];
+            softplus_inplace(d, H_);
+            for (index hh = 0; hh < H_; ++hh) d[hh] = std::clamp(d[hh], dt_min_, dt_max_);
+        }
+    }
+
+    SsdArgs scan_args(index T, const StridedMap& xbc, const StridedMap& dt, StridedMap& y) const {
+        SsdArgs a;
+        a.T = T;
+        a.H = H_;
+        a.P = P_;
+        a.N = N_;
+        a.G = G_;
+        a.x = xbc.data();
+        a.ld_x = xbc.outerStride();
+        a.B = xbc.data() + S_;
+        a.ld_B = xbc.outerStride();
+        a.C = xbc.data() + S_ + G_ * N_;
+        a.ld_C = xbc.outerStride();
+        a.dt = dt.data();
+        a.ld_dt = dt.outerStride();
+        a.A = A_.data();
+        a.y = y.data() + mlp_width();
+        a.ld_y = y.outerStride();
+        return a;
+    }
+
+    /// y ← [silu(z0)·x0 | norm((y_ssm + D·x) · silu(z))], the norm per group of S/G channels.
+    void finish(const StridedMap& zx, const StridedMap& xbc, StridedMap& y) const {
+        const index rows = zx.rows(), M = mlp_width(), group = S_ / G_;
+        parallel_for(rows, 16, [&](index begin, index end) {
+            std::vector<float> gate(static_cast<std::size_t>(std::max(S_, M)));
+            for (index t = begin; t < end; ++t) {
+                const float* zrow = zx.data() + t * zx.outerStride();
+                const float* xrow = xbc.data() + t * xbc.outerStride();
+                float* yrow = y.data() + t * y.outerStride();
+                if (M > 0) {
+                    std::copy(zrow, zrow + M, gate.begin());
+                    silu_inplace(gate.data(), M);
+                    for (index c = 0; c < M; ++c) yrow[c] = gate[static_cast<std::size_t>(c)] * zrow[M + c];
+                }
+                float* ys = yrow + M;
+                std::copy(zrow + z_col(), zrow + z_col() + S_, gate.begin());
+                silu_inplace(gate.data(), S_);
+                for (index c = 0; c < S_; ++c)
+                    ys[c] = (ys[c] + Dskip_.data()[c] * xrow[c]) * gate[static_cast<std::size_t>(c)];
+                if (!gated_norm_) continue;
+                for (index g0 = 0; g0 < S_; g0 += group) {
+                    double sum = 0.0;
+                    for (index c = g0; c < g0 + group; ++c) sum += static_cast<double>(ys[c]) * ys[c];
+                    const auto scale =
+                        static_cast<float>(1.0 / std::sqrt(sum / static_cast<double>(group) + norm_eps_));
+                    for (index c = g0; c < g0 + group; ++c) ys[c] = ys[c] * scale * norm_weight_.data()[c];
+                }
+            }
+        });
+    }
+
+    void check_state(const MambaLayerState* s, index batch) const {
+        if (!s) return;
+        require(s->batch == batch && s->conv.size() == static_cast<std::size_t>(batch * conv_.state_size()) &&
+                    s->ssm.size() == static_cast<std::size_t>(batch * H_ * P_ * N_),
+                "Mamba2Mixer: recurrent state is for ", s->batch, " sequences of another shape, the batch has ",
+                batch);
+    }
+
+    index D_ = 0, E_ = 0, H_ = 0, P_ = 0, G_ = 1, N_ = 0, S_ = 0, chunk_ = 256;
+    float dt_min_ = 0.0f, dt_max_ = HUGE_VALF;
+    bool gated_norm_ = true;
+    double norm_eps_ = 1e-5;
+    Linear in_proj_;      // (2(E−S) + S + conv_dim + H, D)
+    CausalConv1d conv_;   // (conv_dim, 1, K)
+    Linear out_proj_;     // (D, E)
+    Tensor dt_bias_;      // (H)
+    Tensor A_;            // (H) = −exp(A_log)
+    Tensor Dskip_;        // (S): D per channel
+    Tensor norm_weight_;  // (S)
+};
+
+}  // namespace ssm
