@@ -3,6 +3,7 @@
 # Packages already present are left alone; nothing is installed when all are there.
 set -euo pipefail
 packages=(cmake g++ make libeigen3-dev nlohmann-json3-dev catch2 libbenchmark-dev)
+packages+=(libfaiss-dev libopenmpi-dev openmpi-bin)  # optional: FAISS indexes, MPI sharding
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
