@@ -1,0 +1,204 @@
+// `mpirun -np N ssm-embed` and `mpirun -np N ssm-retrieve` (N from SSM_MPI_NP; CTest runs
+// 2 and 3, label "mpi") against the same program as one process: the same embeddings
+// file byte for byte, the same TREC run (ids and ranks; scores to float rounding) and the
+// same metrics line, exact and through FAISS; per-rank index files saved and loaded back;
+// a rank that fails stops the job with its message and leaves no output under a final
+// name.
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "programs/run_program.hpp"
+#include "ssm/retrieval/trec.hpp"
+#include "test_util.hpp"
+
+namespace {
+
+int ranks() {
+    const char* v = std::getenv("SSM_MPI_NP");
+    return v != nullptr ? std::atoi(v) : 2;
+}
+
+std::string mpirun(int np) { return std::string(SSM_MPIEXEC) + " " + SSM_MPIEXEC_FLAGS + " -n " + std::to_string(np) + " "; }
+
+std::string model() { return (ssm::test::data_dir() / "mambabyte-tiny").string(); }
+
+std::string read_all(const std::filesystem::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+/// Random texts of 3 to 80 letters (bytes = tokens for the byte-level model).
+std::vector<std::string> texts(int n, unsigned seed) {
+    std::mt19937 rng(seed);
+    std::vector<std::string> out;
+    for (int i = 0; i < n; ++i) {
+        std::string t;
+        const auto len = 3 + rng() % 78;
+        for (unsigned j = 0; j < len; ++j) t += (j % 6 == 5) ? ' ' : static_cast<char>('a' + rng() % 26);
+        out.push_back(t);
+    }
+    return out;
+}
+
+/// A BEIR folder: query i's text is document 3i+1's text, and that document is relevant
+/// (with one more, chosen arbitrarily, so the metrics are not all 1).
+std::filesystem::path make_beir(const std::filesystem::path& dir, int ndocs, int nqueries) {
+    std::filesystem::create_directories(dir / "qrels");
+    const auto t = texts(ndocs, 77);
+    std::string corpus, queries, qrels = "query-id\tcorpus-id\tscore\n";
+    for (int d = 0; d < ndocs; ++d)
+        corpus += "{\"_id\": \"d" + std::to_string(d) + "\", \"title\": \"\", \"text\": \"" + t[static_cast<std::size_t>(d)] + "\"}\n";
+    for (int q = 0; q < nqueries; ++q) {
+        queries += "{\"_id\": \"q" + std::to_string(q) + "\", \"text\": \"" + t[static_cast<std::size_t>(3 * q + 1)] + "\"}\n";
+        qrels += "q" + std::to_string(q) + "\td" + std::to_string(3 * q + 1) + "\t1\n";
+        qrels += "q" + std::to_string(q) + "\td" + std::to_string((7 * q + 2) % ndocs) + "\t1\n";
+    }
+    ssm::test::write_bytes(dir / "corpus.jsonl", corpus);
+    ssm::test::write_bytes(dir / "queries.jsonl", queries);
+    ssm::test::write_bytes(dir / "qrels" / "test.tsv", qrels);
+    return dir;
+}
+
+std::string metrics_line(const std::string& output) {
+    const auto at = output.find("metrics  ");
+    if (at == std::string::npos) return {};
+    return output.substr(at, output.find('\n', at) - at);
+}
+
+/// Two runs agree: the same queries, the same documents in the same order, scores equal
+/// to float rounding (the shards' score tiles differ from the whole corpus's).
+void check_same_run(const std::filesystem::path& a, const std::filesystem::path& b) {
+    const ssm::Run ra = ssm::read_trec_run(a), rb = ssm::read_trec_run(b);
+    REQUIRE(ra.size() == rb.size());
+    for (const auto& [qid, entries] : ra) {
+        INFO("query " << qid);
+        REQUIRE(rb.count(qid) == 1);
+        const auto& other = rb.at(qid);
+        REQUIRE(entries.size() == other.size());
+        for (std::size_t j = 0; j < entries.size(); ++j) {
+            CHECK(entries[j].doc_id == other[j].doc_id);
+            CHECK(std::abs(entries[j].score - other[j].score) < 1e-6);
+        }
+    }
+}
+
+}  // namespace
+
+TEST_CASE("mpirun ssm-embed writes the single-process embeddings byte for byte", "[mpi_programs]") {
+    const int np = ranks();
+    const auto dir = ssm::test::scratch_dir("mpi-embed");
+    std::string input;
+    for (const auto& t : texts(90, 5)) input += "{\"text\": \"" + t + "\"}\n";
+    ssm::test::write_bytes(dir / "in.jsonl", input);
+    const std::string common = " --model " + model() + " --input " + (dir / "in.jsonl").string() + " --threads 1";
+    for (const char* batch : {"100", "700", "100000"}) {
+        INFO("--batch-tokens " << batch);
+        const auto one = ssm::test::run_program(SSM_EMBED_EXE, common + " --batch-tokens " + batch + " --out " +
+                                                                   (dir / "one.npy").string());
+        INFO(one.output);
+        REQUIRE(one.status == 0);
+        const auto many = ssm::test::run_program(mpirun(np) + SSM_EMBED_EXE, common + " --batch-tokens " + batch +
+                                                                                  " --out " + (dir / "many.npy").string());
+        INFO(many.output);
+        REQUIRE(many.status == 0);
+        CHECK(many.output.find(std::to_string(np) + " ranks") != std::string::npos);
+        CHECK(read_all(dir / "one.npy") == read_all(dir / "many.npy"));
+    }
+
+    // A rank that fails mid-run: every rank stops, the message names it, --out is not written.
+    const auto failed = ssm::test::run_program("SSM_TEST_FAIL_RANK=" + std::to_string(np - 1) + " " + mpirun(np) +
+                                                   SSM_EMBED_EXE,
+                                               common + " --batch-tokens 100 --out " + (dir / "failed.npy").string());
+    INFO(failed.output);
+    CHECK(failed.status != 0);
+    CHECK(failed.output.find("ssm-embed: error: rank " + std::to_string(np - 1) + " of " + std::to_string(np) +
+                             ": failure injected") != std::string::npos);
+    CHECK(!std::filesystem::exists(dir / "failed.npy"));
+    std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("mpirun ssm-retrieve: sharded exact search equals one process", "[mpi_programs]") {
+    const int np = ranks();
+    const auto dir = ssm::test::scratch_dir("mpi-retrieve");
+    const auto beir = make_beir(dir / "beir", 70, 12);
+    const std::string common = " --model " + model() + " --beir " + beir.string() + " --threads 1 --batch-tokens 150 --top-k 20";
+    const auto one = ssm::test::run_program(SSM_RETRIEVE_EXE, common + " --run " + (dir / "one.trec").string() +
+                                                                  " --corpus-embeddings " + (dir / "one.npy").string());
+    INFO(one.output);
+    REQUIRE(one.status == 0);
+    const auto many = ssm::test::run_program(mpirun(np) + SSM_RETRIEVE_EXE,
+                                             common + " --run " + (dir / "many.trec").string() +
+                                                 " --corpus-embeddings " + (dir / "many.npy").string());
+    INFO(many.output);
+    REQUIRE(many.status == 0);
+    CHECK(many.output.find(std::to_string(np) + " shards") != std::string::npos);
+    REQUIRE(!metrics_line(one.output).empty());
+    CHECK(metrics_line(many.output) == metrics_line(one.output));
+    check_same_run(dir / "one.trec", dir / "many.trec");
+    CHECK(read_all(dir / "one.npy") == read_all(dir / "many.npy"));  // the gathered corpus cache
+
+    // From the cache: every rank reads it and searches its rows.
+    const auto cached = ssm::test::run_program(mpirun(np) + SSM_RETRIEVE_EXE,
+                                               common + " --run " + (dir / "cached.trec").string() +
+                                                   " --corpus-embeddings " + (dir / "one.npy").string());
+    INFO(cached.output);
+    REQUIRE(cached.status == 0);
+    CHECK(cached.output.find("loaded from") != std::string::npos);
+    CHECK(metrics_line(cached.output) == metrics_line(one.output));
+    check_same_run(dir / "one.trec", dir / "cached.trec");
+    std::filesystem::remove_all(dir);
+}
+
+#if SSM_WITH_FAISS
+TEST_CASE("mpirun ssm-retrieve with FAISS: sharded flat index equals one process; per-rank index files",
+          "[mpi_programs]") {
+    const int np = ranks();
+    const auto dir = ssm::test::scratch_dir("mpi-faiss");
+    const auto beir = make_beir(dir / "beir", 70, 12);
+    const std::string common = " --model " + model() + " --beir " + beir.string() + " --threads 1 --batch-tokens 150 --top-k 20";
+    const auto exact = ssm::test::run_program(SSM_RETRIEVE_EXE, common + " --run " + (dir / "exact.trec").string());
+    REQUIRE(exact.status == 0);
+    const auto flat = ssm::test::run_program(mpirun(np) + SSM_RETRIEVE_EXE,
+                                             common + " --index flat --run " + (dir / "flat.trec").string() +
+                                                 " --save-index " + (dir / "flat.idx").string());
+    INFO(flat.output);
+    REQUIRE(flat.status == 0);
+    CHECK(metrics_line(flat.output) == metrics_line(exact.output));
+    check_same_run(dir / "exact.trec", dir / "flat.trec");
+    for (int r = 0; r < np; ++r)
+        CHECK(std::filesystem::exists(dir / ("flat.idx.rank" + std::to_string(r) + "-of-" + std::to_string(np))));
+
+    // Loaded back by the same number of ranks: the same run, no encoding of the corpus.
+    const auto loaded = ssm::test::run_program(mpirun(np) + SSM_RETRIEVE_EXE,
+                                               common + " --load-index " + (dir / "flat.idx").string() + " --run " +
+                                                   (dir / "loaded.trec").string());
+    INFO(loaded.output);
+    REQUIRE(loaded.status == 0);
+    CHECK(loaded.output.find("corpus ") == std::string::npos);
+    check_same_run(dir / "exact.trec", dir / "loaded.trec");
+    // ... and refused by another number of ranks (the files are not there) or by one process.
+    const auto single = ssm::test::run_program(SSM_RETRIEVE_EXE, common + " --load-index " +
+                                                                     (dir / ("flat.idx.rank0-of-" + std::to_string(np))).string());
+    CHECK(single.status == 1);
+    CHECK(single.output.find("but this process is a single process") != std::string::npos);
+
+    // A rank that cannot write its index file: no rank leaves one under its final name.
+    std::filesystem::create_directories(dir / ("bad.idx.rank1-of-" + std::to_string(np)));
+    const auto bad = ssm::test::run_program(mpirun(np) + SSM_RETRIEVE_EXE,
+                                            common + " --index hnsw --save-index " + (dir / "bad.idx").string());
+    INFO(bad.output);
+    CHECK(bad.status != 0);
+    CHECK(bad.output.find("ssm-retrieve: error: rank 1 of " + std::to_string(np) + ": ") != std::string::npos);
+    CHECK(bad.output.find("is a folder") != std::string::npos);
+    for (const auto& e : std::filesystem::directory_iterator(dir)) {
+        const std::string name = e.path().filename().string();
+        INFO(name);
+        CHECK((name.rfind("bad.idx", 0) != 0 || name == "bad.idx.rank1-of-" + std::to_string(np)));
+    }
+    std::filesystem::remove_all(dir);
+}
+#endif
