@@ -65,6 +65,22 @@ public:
         }
     }
 
+    /// The transpose (= inverse) of `apply` with the same angles: rotates by −θ. This is
+    /// RoPE's backward: the gradient w.r.t. the unrotated vectors is Rᵀ times the gradient
+    /// w.r.t. the rotated ones.
+    void apply_transposed(float* x, index heads, index head_dim, const float* cs) const {
+        const index half = dim_ / 2;
+        for (index h = 0; h < heads; ++h) {
+            float* v = x + h * head_dim;
+            for (index i = 0; i < half; ++i) {
+                const float c = cs[i], s = cs[half + i];
+                const float a = v[i], b = v[i + half];
+                v[i] = a * c + b * s;
+                v[i + half] = b * c - a * s;
+            }
+        }
+    }
+
 private:
     index dim_ = 0;
     std::vector<float> inv_freq_;

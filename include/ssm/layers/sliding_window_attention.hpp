@@ -18,6 +18,7 @@
 #include "ssm/io/config.hpp"
 #include "ssm/layers/linear.hpp"
 #include "ssm/layers/rotary.hpp"
+#include "ssm/train/parameters.hpp"
 
 namespace ssm {
 
@@ -353,6 +354,191 @@ public:
         o_proj_.store_bf16();
     }
 
+    // ---- Training ----------------------------------------------------------------------
+    // Training runs every sequence from position 0 without a key/value cache. Backward
+    // takes the forward's input h again (the caller keeps it). The cache holds the
+    // projections (Q and K rotated), the attention output before o_proj and the log-sum-exp
+    // of every softmax, so backward recomputes the probabilities block by block (as
+    // FlashAttention does): extra memory O(T·H), not O(T·window·H).
+
+    struct Cache {
+        Matrix qkv;                  // (T, (H + 2G)·hd) [Q | K | V], Q and K rotated
+        Matrix attn;                 // (T, H·hd) attention output before o_proj
+        Matrix lse;                  // (T, H) log Σ exp(scale·q·k) over each query's window
+        std::vector<index> offsets;  // the batch's sequence offsets
+    };
+
+    /// Makes the weights owned float32 masters with gradients, registered as
+    /// `prefix.q_proj.weight` (H·hd, D), `prefix.k_proj.weight` and `prefix.v_proj.weight`
+    /// (G·hd, D), `prefix.o_proj.weight` (D, H·hd), all with weight decay. (A checkpoint
+    /// that stores the fused, grouped `qkv_proj` has its gradient reported as these three
+    /// parts.) Q, K and V stay one matrix; the registry views its three row blocks.
+    void register_parameters(train::Parameters& params, const std::string& prefix) {
+        train::Parameters fused;
+        qkv_.register_parameters(fused, prefix + ".qkv");
+        const train::Parameter& w = fused.at(prefix + ".qkv.weight");
+        const auto qn = static_cast<std::size_t>(H_ * hd_ * D_);
+        const auto kn = static_cast<std::size_t>(G_ * hd_ * D_);
+        params.add(prefix + ".q_proj.weight", {H_ * hd_, D_}, w.value.subspan(0, qn),
+                   w.grad.subspan(0, qn), true);
+        params.add(prefix + ".k_proj.weight", {G_ * hd_, D_}, w.value.subspan(qn, kn),
+                   w.grad.subspan(qn, kn), true);
+        params.add(prefix + ".v_proj.weight", {G_ * hd_, D_}, w.value.subspan(qn + kn, kn),
+                   w.grad.subspan(qn + kn, kn), true);
+        o_proj_.register_parameters(params, prefix + ".o_proj", true);
+    }
+
+    /// Training forward over packed sequences, each from position 0: out (T, D) (+)=
+    /// attention(h (T, D)), as `forward` without a cache, keeping what backward needs.
+    void forward(ConstStridedMap h, std::span<const index> offsets, StridedMap out, bool accumulate,
+                 Cache& cache) const {
+        const index T = h.rows(), nseq = static_cast<index>(offsets.size()) - 1;
+        require(nseq >= 0 && offsets.front() == 0 && offsets.back() == T,
+                "SlidingWindowAttention: sequence offsets must run from 0 to the ", T, " rows");
+        const index qw = H_ * hd_, kw = G_ * hd_, ld = qw + 2 * kw;
+        cache.offsets.assign(offsets.begin(), offsets.end());
+        cache.qkv.resize(T, ld);
+        qkv_.forward(h, view(cache.qkv));
+        for (index s = 0; s < nseq; ++s) {
+            const index b = offsets[static_cast<std::size_t>(s)];
+            parallel_for(offsets[static_cast<std::size_t>(s) + 1] - b, 16, [&](index i0, index i1) {
+                std::vector<float> cs(static_cast<std::size_t>(rope_.rotary_dim()));
+                for (index i = i0; i < i1; ++i)
+                    rotate(cache.qkv.data() + (b + i) * ld, i, cs.data());
+            });
+        }
+        cache.attn.resize(T, qw);
+        cache.lse.resize(T, H_);
+        const auto tasks = query_blocks(offsets);
+        const float scale = 1.0f / std::sqrt(static_cast<float>(hd_));
+        parallel_for(static_cast<index>(tasks.size()), 1, [&](index t0, index t1) {
+            Matrix S;
+            for (index t = t0; t < t1; ++t) {
+                const QueryBlock& task = tasks[static_cast<std::size_t>(t)];
+                const index row0 = offsets[static_cast<std::size_t>(task.seq)];
+                const index g = task.head / (H_ / G_);
+                const index kb = first_key(task.i0), nq = task.i1 - task.i0, nk = task.i1 - kb;
+                const ConstStridedMap q(cache.qkv.data() + (row0 + task.i0) * ld + task.head * hd_,
+                                        nq, hd_, Eigen::OuterStride<>(ld));
+                const ConstStridedMap k(cache.qkv.data() + (row0 + kb) * ld + qw + g * hd_, nk, hd_,
+                                        Eigen::OuterStride<>(ld));
+                const ConstStridedMap v(cache.qkv.data() + (row0 + kb) * ld + qw + kw + g * hd_, nk,
+                                        hd_, Eigen::OuterStride<>(ld));
+                S.resize(nq, nk);
+                S.noalias() = q * k.transpose();
+                for (index r = 0; r < nq; ++r) {
+                    const index self = task.i0 + r;
+                    const index lo = first_key(self) - kb, hi = self - kb + 1;  // allowed [lo, hi)
+                    float* srow = S.data() + r * nk;
+                    std::fill(srow, srow + lo, 0.0f);
+                    std::fill(srow + hi, srow + nk, 0.0f);
+                    auto a = Eigen::Map<Eigen::ArrayXf>(srow + lo, hi - lo);
+                    a *= scale;
+                    const float m = a.maxCoeff();
+                    a = (a - m).exp();
+                    const float sum = a.sum();
+                    a *= 1.0f / sum;
+                    cache.lse(row0 + self, task.head) = m + std::log(sum);
+                }
+                StridedMap o(cache.attn.data() + (row0 + task.i0) * qw + task.head * hd_, nq, hd_,
+                             Eigen::OuterStride<>(qw));
+                o.noalias() = S * v;
+            }
+        });
+        o_proj_.forward(cview(cache.attn), out, accumulate);
+    }
+
+    /// Backward of the training forward. With P the softmax of scale·q·kᵀ over each
+    /// query's window and O = P·V: dW_o += doutᵀ·O; dO = dout·W_o; dV = Pᵀ·dO;
+    /// dS = P ⊙ (dO·Vᵀ − rowsum(dO ⊙ O)); dQ = scale·dS·K; dK = scale·dSᵀ·Q; then RoPE's
+    /// transpose on dQ and dK, and the projection's backward: dW_qkv += [dQ|dK|dV]ᵀ·h,
+    /// dh = [dQ|dK|dV]·W_qkv, written (added with `accumulate`). Work is split by
+    /// (sequence, key/value head), so each task alone writes its keys' and values' rows.
+    void backward(ConstStridedMap h, ConstStridedMap dout, const Cache& cache, StridedMap dh,
+                  bool accumulate = false) {
+        const index T = h.rows(), qw = H_ * hd_, kw = G_ * hd_, ld = qw + 2 * kw;
+        require(cache.qkv.rows() == T && cache.qkv.cols() == ld && cache.attn.rows() == T &&
+                    cache.lse.rows() == T && !cache.offsets.empty() && cache.offsets.back() == T &&
+                    dout.rows() == T && dout.cols() == D_ && h.cols() == D_,
+                "SlidingWindowAttention::backward: input (", T, ", ", h.cols(),
+                "), output gradient (", dout.rows(), ", ", dout.cols(),
+                ") and cache do not fit (T, ", D_, ")");
+        const std::span<const index> offsets = cache.offsets;
+        const index nseq = static_cast<index>(offsets.size()) - 1;
+        Matrix dattn(T, qw);  // dO
+        o_proj_.backward(cview(cache.attn), dout, view(dattn));
+        Matrix dqkv = Matrix::Zero(T, ld);
+        const float scale = 1.0f / std::sqrt(static_cast<float>(hd_));
+        const index per_group = H_ / G_;
+        parallel_for(nseq * G_, 1, [&](index t0, index t1) {
+            Matrix P, dP;
+            Vector delta;
+            for (index t = t0; t < t1; ++t) {
+                const index s = t / G_, g = t % G_;
+                const index row0 = offsets[static_cast<std::size_t>(s)];
+                const index n = offsets[static_cast<std::size_t>(s) + 1] - row0;
+                for (index hh = g * per_group; hh < (g + 1) * per_group; ++hh)
+                    for (index i0 = 0; i0 < n; i0 += kQueryBlock) {
+                        const index i1 = std::min(n, i0 + kQueryBlock);
+                        const index kb = first_key(i0), nq = i1 - i0, nk = i1 - kb;
+                        const auto at = [&](const float* base, index row, index col, index rows,
+                                            index stride) {
+                            return ConstStridedMap(base + row * stride + col, rows, hd_,
+                                                   Eigen::OuterStride<>(stride));
+                        };
+                        const float* qkv = cache.qkv.data();
+                        const auto q = at(qkv, row0 + i0, hh * hd_, nq, ld);
+                        const auto k = at(qkv, row0 + kb, qw + g * hd_, nk, ld);
+                        const auto v = at(qkv, row0 + kb, qw + kw + g * hd_, nk, ld);
+                        const auto o = at(cache.attn.data(), row0 + i0, hh * hd_, nq, qw);
+                        const auto d_o = at(dattn.data(), row0 + i0, hh * hd_, nq, qw);
+                        // P recomputed from the stored log-sum-exp; zero outside each window
+                        P.resize(nq, nk);
+                        P.noalias() = q * k.transpose();
+                        for (index r = 0; r < nq; ++r) {
+                            const index self = i0 + r;
+                            const index lo = first_key(self) - kb, hi = self - kb + 1;
+                            const float lse = cache.lse(row0 + self, hh);
+                            float* prow = P.data() + r * nk;
+                            std::fill(prow, prow + lo, 0.0f);
+                            std::fill(prow + hi, prow + nk, 0.0f);
+                            auto a = Eigen::Map<Eigen::ArrayXf>(prow + lo, hi - lo);
+                            a = (a * scale - lse).exp();
+                        }
+                        StridedMap dv(dqkv.data() + (row0 + kb) * ld + qw + kw + g * hd_, nk, hd_,
+                                      Eigen::OuterStride<>(ld));
+                        dv.noalias() += P.transpose() * d_o;
+                        dP.resize(nq, nk);
+                        dP.noalias() = d_o * v.transpose();
+                        delta = (d_o.array() * o.array()).rowwise().sum();  // (nq) rowsum(dO ⊙ O)
+                        dP = (P.array() * (dP.colwise() - delta).array()) * scale;  // dS·scale
+                        StridedMap dq(dqkv.data() + (row0 + i0) * ld + hh * hd_, nq, hd_,
+                                      Eigen::OuterStride<>(ld));
+                        dq.noalias() += dP * k;
+                        StridedMap dk(dqkv.data() + (row0 + kb) * ld + qw + g * hd_, nk, hd_,
+                                      Eigen::OuterStride<>(ld));
+                        dk.noalias() += dP.transpose() * q;
+                    }
+            }
+        });
+        // RoPE's transpose: gradients w.r.t. the unrotated queries and keys
+        if (rope_.rotary_dim() > 0)
+            for (index s = 0; s < nseq; ++s) {
+                const index b = offsets[static_cast<std::size_t>(s)];
+                parallel_for(
+                    offsets[static_cast<std::size_t>(s) + 1] - b, 16, [&](index i0, index i1) {
+                        std::vector<float> cs(static_cast<std::size_t>(rope_.rotary_dim()));
+                        for (index i = i0; i < i1; ++i) {
+                            float* row = dqkv.data() + (b + i) * ld;
+                            rope_.angles(i, cs.data());
+                            rope_.apply_transposed(row, H_, hd_, cs.data());
+                            rope_.apply_transposed(row + qw, G_, hd_, cs.data());
+                        }
+                    });
+            }
+        qkv_.backward(h, cview(dqkv), dh, accumulate);
+    }
+
 private:
     static constexpr index kQueryBlock = 64;
 
@@ -371,6 +557,23 @@ private:
         rope_.angles(pos, cs);
         rope_.apply(row, H_, hd_, cs);
         rope_.apply(row + H_ * hd_, G_, hd_, cs);
+    }
+
+    /// One piece of attention work: a block of a sequence's queries for one head.
+    struct QueryBlock {
+        index seq, head, i0, i1;
+    };
+
+    /// Blocks of kQueryBlock queries per (sequence, head), over sequences from position 0.
+    [[nodiscard]] std::vector<QueryBlock> query_blocks(std::span<const index> offsets) const {
+        std::vector<QueryBlock> tasks;
+        for (std::size_t s = 0; s + 1 < offsets.size(); ++s) {
+            const index n = offsets[s + 1] - offsets[s];
+            for (index hh = 0; hh < H_; ++hh)
+                for (index i0 = 0; i0 < n; i0 += kQueryBlock)
+                    tasks.push_back({static_cast<index>(s), hh, i0, std::min(n, i0 + kQueryBlock)});
+        }
+        return tasks;
     }
 
     /// The first context index a query at context index `self` may see.
