@@ -283,6 +283,21 @@ public:
         backward(cache, cview(d_hidden));
     }
 
+    /// Training forward through a `SequenceHead`: one output row per sequence (an
+    /// embedding, a score) from the final hidden states kept in `cache`.
+    [[nodiscard]] Matrix encode_train(const Batch& batch, TrainCache& cache) requires SequenceHead<Head> {
+        forward_train(batch, cache);
+        return head_.apply(cview(cache.hidden), cache.offsets);
+    }
+
+    /// Backward from the gradient of `encode_train`'s output (sequences, width): the
+    /// head's parameters' gradients (a reranker's), then `backward`.
+    void backward_encoded(const TrainCache& cache, const Matrix& d_out) requires SequenceHead<Head> {
+        Matrix d_hidden = Matrix::Zero(cache.hidden.rows(), hidden_size());
+        head_.backward(cview(cache.hidden), cache.offsets, d_out, view(d_hidden));
+        backward(cache, cview(d_hidden));
+    }
+
 private:
     MambaConfig config_;
     Embedding embedding_;
