@@ -186,3 +186,26 @@ TEST_CASE("a bfloat16 model trains from float32 masters of its weights", "[train
 }
 
 }  // namespace ssm
+
+namespace ssm {
+
+TEST_CASE("a mixer's training cache is O(E + N) floats per token", "[train]") {
+    auto model = MambaLM::load(test::data_dir() / "mamba-tiny");
+    auto mixer = model.backbone()[0].mixer();
+    train::Parameters params;
+    mixer.register_parameters(params, "m");
+    const index D = mixer.hidden_size(), E = mixer.inner_size(), N = mixer.state_size(), R = mixer.dt_rank();
+    for (index T : {512, 2048}) {
+        const std::vector<index> offsets = {0, T};
+        const Matrix h = test::random_matrix(T, D, -1, 1, 60);
+        Matrix out(T, D);
+        std::decay_t<decltype(mixer)>::Cache cache;
+        mixer.forward(cview(h), offsets, view(out), false, cache);
+        // D + 7E + R + 2N per token, and one (E, N) state per 256 tokens — not E·N per token.
+        const auto expect = static_cast<std::size_t>(T * (D + 7 * E + R + 2 * N) + (T / 256) * E * N);
+        CHECK(cache.floats() == expect);
+        CHECK(cache.floats() < static_cast<std::size_t>(T * E * N) / 2);
+    }
+}
+
+}  // namespace ssm
