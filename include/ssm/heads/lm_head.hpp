@@ -47,6 +47,28 @@ public:
     /// logits (rows, vocab) = hidden (rows, D) · Wᵀ.
     void forward(ConstStridedMap hidden, StridedMap logits) const { proj_.forward(hidden, logits); }
 
+    // ---- Training ----------------------------------------------------------------------
+
+    /// Makes the head trainable. Tied: computes with the embedding's master table and adds
+    /// its gradient into the embedding's (one shared buffer; nothing is registered, so call
+    /// after `embedding.register_parameters`). Untied: registers `lm_head.weight`.
+    void register_parameters(train::Parameters& params, const Embedding& embedding) {
+        if (tied_) {
+            require(!embedding.master().empty(),
+                    "LmHead: register the embedding's parameters before a tied head's");
+            proj_ = Linear(embedding.table(), std::nullopt);
+            proj_.share_parameters(embedding.master(), embedding.grad());
+        } else {
+            proj_.register_parameters(params, "lm_head");
+        }
+    }
+
+    /// Backward of logits = hidden · Wᵀ: dW += dlogitsᵀ hidden (into the embedding's
+    /// gradient when tied); d_hidden (rows, D) written (added with `accumulate`).
+    void backward(ConstStridedMap hidden, ConstStridedMap d_logits, StridedMap d_hidden, bool accumulate = false) {
+        proj_.backward(hidden, d_logits, d_hidden, accumulate);
+    }
+
 private:
     Linear proj_;  // (vocab, D)
     bool tied_ = true;

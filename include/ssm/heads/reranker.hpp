@@ -11,6 +11,7 @@
 #include "ssm/io/checkpoint.hpp"
 #include "ssm/io/config.hpp"
 #include "ssm/layers/embedding.hpp"
+#include "ssm/train/parameters.hpp"
 
 namespace ssm {
 
@@ -31,7 +32,7 @@ public:
         h.weight_ = ckpt.load_f32("score.weight", wshape);
         if (ckpt.contains("score.bias")) {
             const index bshape[] = {1};
-            h.bias_ = ckpt.load_f32("score.bias", bshape).vector()(0);
+            h.bias_ = ckpt.load_f32("score.bias", bshape);
         }
         return h;
     }
@@ -50,7 +51,7 @@ public:
         for (index s = 0; s < n; ++s) {
             const index last = offsets[static_cast<std::size_t>(s) + 1] - 1;
             require(last >= offsets[static_cast<std::size_t>(s)], "RerankerHead: sequence ", s, " is empty");
-            out(s, 0) = hidden.row(last).dot(w) + bias_.value_or(0.0f);
+            out(s, 0) = hidden.row(last).dot(w) + (bias_ ? bias_->data()[0] : 0.0f);
         }
         return out;
     }
@@ -64,9 +65,37 @@ public:
         return t;
     }
 
+    /// Makes `score.weight` (decay) and `score.bias` (no decay; when the head has one)
+    /// owned float32 masters with gradients, registered under those names.
+    void register_parameters(train::Parameters& params) {
+        train::register_tensor(params, "score.weight", weight_, weight_grad_, true);
+        if (bias_) train::register_tensor(params, "score.bias", *bias_, bias_grad_, false);
+    }
+
+    /// Backward of `apply`: d_scores (sequences, 1) gives dw += Σ_s d_s·h_last(s),
+    /// db += Σ_s d_s, and d_hidden[last(s)] += d_s·w (d_hidden (tokens, hidden) is added to).
+    void backward(ConstStridedMap hidden, std::span<const index> offsets, const Matrix& d_scores, StridedMap d_hidden) {
+        require(!weight_grad_.empty(), "RerankerHead::backward: register_parameters was not called");
+        const index n = static_cast<index>(offsets.size()) - 1;
+        require(d_scores.rows() == n && d_scores.cols() == 1 && d_hidden.rows() == hidden.rows() &&
+                    d_hidden.cols() == weight_.dim(1),
+                "RerankerHead::backward: gradient is (", d_scores.rows(), ", ", d_scores.cols(), ") for ", n,
+                " sequences");
+        const auto w = weight_.matrix().row(0);
+        auto dw = weight_grad_.mutable_matrix().row(0);
+        for (index s = 0; s < n; ++s) {
+            const index last = offsets[static_cast<std::size_t>(s) + 1] - 1;
+            const float ds = d_scores(s, 0);
+            dw += ds * hidden.row(last);
+            d_hidden.row(last) += ds * w;
+            if (bias_) bias_grad_.mutable_data()[0] += ds;
+        }
+    }
+
 private:
     Tensor weight_;  // (1, hidden)
-    std::optional<float> bias_;
+    std::optional<Tensor> bias_;  // (1)
+    Tensor weight_grad_, bias_grad_;  // once trainable
 };
 
 }  // namespace ssm

@@ -17,6 +17,8 @@
 #include "ssm/layers/linear.hpp"
 #include "ssm/scan/discretization.hpp"
 #include "ssm/scan/selective_scan.hpp"
+#include "ssm/scan/selective_scan_backward.hpp"
+#include "ssm/train/parameters.hpp"
 
 namespace ssm {
 
@@ -68,6 +70,7 @@ public:
         std::vector<float> a(static_cast<std::size_t>(a_log.size()));
         for (std::size_t i = 0; i < a.size(); ++i) a[i] = -std::exp(a_log.data()[i]);
         m.A_ = Tensor::from({m.E_, m.N_}, std::move(a));
+        m.A_log_ = a_log;
         const index d_shape[] = {m.E_};
         m.Dskip_ = ckpt.load_f32(prefix + ".D", d_shape);
         return m;
@@ -145,7 +148,158 @@ public:
         for (Linear* l : {&in_proj_, &x_proj_, &dt_proj_, &out_proj_}) l->store_weights(format);
     }
 
+    // ---- Training ----------------------------------------------------------------------
+
+    /// What backward needs, per token O(E + N) floats (D + 7E + R + 2N) plus the scan's
+    /// states every `ScanCheckpoints::chunk` rows; the scan's states themselves are
+    /// recomputed chunk by chunk in backward.
+    struct Cache {
+        Matrix h;                   // (T, D) input (in_proj's)
+        Matrix xz;                  // (T, 2E) [x | z]
+        CausalConv1d::Cache conv;   // (T, E) conv pre-activation
+        Matrix u;                   // (T, E) silu(conv(x))
+        Matrix xdbl;                // (T, R+2N) [dt_low | B | C]
+        Matrix dt_in;               // (T, E) dt_proj output, before softplus
+        Matrix dt;                  // (T, E) Δ = softplus(dt_in)
+        Matrix y;                   // (T, E) gated scan output (out_proj's input)
+        ScanCheckpoints scan;
+        std::vector<index> offsets;
+
+        [[nodiscard]] std::size_t floats() const noexcept {
+            return static_cast<std::size_t>(h.size() + xz.size() + conv.pre.size() + u.size() + xdbl.size() +
+                                            dt_in.size() + dt.size() + y.size()) +
+                   scan.floats();
+        }
+    };
+
+    /// Makes every weight an owned float32 master with a gradient, registered under the
+    /// checkpoint's names in PyTorch's parameter order: `prefix.A_log`, `prefix.D` (no
+    /// decay), `prefix.conv1d.{weight,bias}`, `prefix.in_proj.*`, `prefix.x_proj.weight`,
+    /// `prefix.dt_proj.{weight,bias}`, `prefix.out_proj.*` (biases without decay).
+    void register_parameters(train::Parameters& params, const std::string& prefix) {
+        // The backward has no case for the normalisation of dt, B and C yet.
+        require(dt_bc_rms_eps_ == 0.0, prefix, ": training a Falcon-Mamba mixer is not supported yet "
+                "(its RMS normalisation of dt, B and C has no backward)");
+        train::register_tensor(params, prefix + ".A_log", A_log_, A_log_grad_, false);
+        train::register_tensor(params, prefix + ".D", Dskip_, D_grad_, false);
+        conv_.register_parameters(params, prefix + ".conv1d");
+        in_proj_.register_parameters(params, prefix + ".in_proj");
+        x_proj_.register_parameters(params, prefix + ".x_proj");
+        dt_proj_.register_parameters(params, prefix + ".dt_proj");
+        out_proj_.register_parameters(params, prefix + ".out_proj");
+        A_ = Tensor::zeros({E_, N_});  // owned from now on, refreshed from A_log
+        refresh_derived();
+    }
+
+    /// Re-derives A = −exp(A_log) and the conv taps from the masters after they changed
+    /// (an optimizer step); every training forward calls it first.
+    void refresh_derived() {
+        if (A_log_grad_.empty()) return;
+        float* a = A_.mutable_data();
+        for (index i = 0; i < A_.size(); ++i) a[i] = -std::exp(A_log_.data()[i]);
+        conv_.refresh_derived();
+    }
+
+    /// Training forward over packed sequences from zero state: out (T, D) (+)= mixer(h),
+    /// as `forward` computes it, filling `cache`.
+    void forward(ConstStridedMap h, std::span<const index> offsets, StridedMap out, bool accumulate, Cache& cache) {
+        static_assert(TrainableScan<ScanT>, "MambaMixer: this scan policy has no backward (ScanTraining)");
+        require(!A_log_grad_.empty(), "MambaMixer: register_parameters was not called before a training forward");
+        refresh_derived();
+        const index T = h.rows();
+        cache.offsets.assign(offsets.begin(), offsets.end());
+        cache.h = h;
+        cache.xz.resize(T, 2 * E_);
+        in_proj_.forward(cview(cache.h), view(cache.xz));
+        const ConstStridedMap x(cache.xz.data(), T, E_, Eigen::OuterStride<>(2 * E_));
+        cache.u.resize(T, E_);
+        conv_.forward(x, offsets, view(cache.u), true, cache.conv);
+        cache.xdbl.resize(T, R_ + 2 * N_);
+        x_proj_.forward(cview(cache.u), view(cache.xdbl));
+        cache.dt_in.resize(T, E_);
+        dt_proj_.forward(ConstStridedMap(cache.xdbl.data(), T, R_, Eigen::OuterStride<>(R_ + 2 * N_)), view(cache.dt_in));
+        cache.dt = cache.dt_in;
+        parallel_for(T, 64, [&](index b, index e) { softplus_inplace(cache.dt.data() + b * E_, (e - b) * E_); });
+        cache.y.resize(T, E_);
+        const SelectiveScanArgs args = train_scan_args(cache);
+        selective_scan_forward_train<ScanT, Disc>(args, cache.scan);
+        out_proj_.forward(cview(cache.y), out, accumulate);
+    }
+
+    /// Backward from dout (T, D), the gradient of the mixer's output: every parameter
+    /// gradient accumulates (dA_log = dA ⊙ A); dh (T, D) is written (added with
+    /// `accumulate`). dh must not alias dout.
+    void backward(ConstStridedMap dout, const Cache& cache, StridedMap dh, bool accumulate = false) {
+        const index T = cache.h.rows();
+        require(dout.rows() == T && dout.cols() == D_ && dh.rows() == T && dh.cols() == D_,
+                "MambaMixer::backward: gradients do not fit the cached (", T, ", ", D_, ") input");
+        const index W = R_ + 2 * N_;
+        Matrix dy(T, E_);
+        out_proj_.backward(cview(cache.y), dout, view(dy));
+        Matrix du(T, E_), ddt(T, E_), dxdbl(T, W), dxz(T, 2 * E_);
+        std::vector<float> dA(static_cast<std::size_t>(E_ * N_)), dD(static_cast<std::size_t>(E_));
+        SelectiveScanGrads g;
+        g.dy = dy.data();
+        g.ld_dy = E_;
+        g.du = du.data();
+        g.ld_du = E_;
+        g.ddt = ddt.data();
+        g.ld_ddt = E_;
+        g.dB = dxdbl.data() + R_;
+        g.ld_dB = W;
+        g.dC = dxdbl.data() + R_ + N_;
+        g.ld_dC = W;
+        g.dz = dxz.data() + E_;
+        g.ld_dz = 2 * E_;
+        g.dA = dA.data();
+        g.dD = dD.data();
+        selective_scan_backward<ScanT, Disc>(train_scan_args(cache), cache.scan, g);
+        float* gA = A_log_grad_.mutable_data();
+        for (index i = 0; i < E_ * N_; ++i) gA[i] += dA[static_cast<std::size_t>(i)] * A_.data()[i];
+        float* gD = D_grad_.mutable_data();
+        for (index e = 0; e < E_; ++e) gD[e] += dD[static_cast<std::size_t>(e)];
+        // Δ = softplus(v): dv = dΔ·sigmoid(v), and dΔ itself where softplus is the identity (v > 20).
+        parallel_for(T, 64, [&](index b, index e) {
+            for (index t = b; t < e; ++t)
+                for (index c = 0; c < E_; ++c) {
+                    const float v = cache.dt_in(t, c);
+                    if (v <= 20.0f) ddt(t, c) *= 1.0f / (1.0f + std::exp(-v));
+                }
+        });
+        dt_proj_.backward(ConstStridedMap(cache.xdbl.data(), T, R_, Eigen::OuterStride<>(W)), cview(ddt),
+                          StridedMap(dxdbl.data(), T, R_, Eigen::OuterStride<>(W)));
+        x_proj_.backward(cview(cache.u), cview(dxdbl), view(du), true);
+        conv_.backward(ConstStridedMap(cache.xz.data(), T, E_, Eigen::OuterStride<>(2 * E_)), cache.offsets, cview(du),
+                       cache.conv, StridedMap(dxz.data(), T, E_, Eigen::OuterStride<>(2 * E_)));
+        in_proj_.backward(cview(cache.h), cview(dxz), dh, accumulate);
+    }
+
 private:
+    /// The scan's operands in a training cache (y written into cache.y).
+    [[nodiscard]] SelectiveScanArgs train_scan_args(const Cache& c) const {
+        const index T = c.h.rows(), W = R_ + 2 * N_;
+        SelectiveScanArgs a;
+        a.T = T;
+        a.E = E_;
+        a.N = N_;
+        a.u = c.u.data();
+        a.ld_u = E_;
+        a.dt = c.dt.data();
+        a.ld_dt = E_;
+        a.A = A_.data();
+        a.B = c.xdbl.data() + R_;
+        a.ld_B = W;
+        a.C = c.xdbl.data() + R_ + N_;
+        a.ld_C = W;
+        a.D = Dskip_.data();
+        a.z = c.xz.data() + E_;
+        a.ld_z = 2 * E_;
+        a.y = const_cast<float*>(c.y.data());  // written by the training forward only
+        a.ld_y = E_;
+        a.offsets = c.offsets;
+        return a;
+    }
+
     SelectiveScanArgs scan_args(index T, const StridedMap& u, const StridedMap& dt,
                                 const StridedMap& xdbl, const float* z, StridedMap& y) const {
         SelectiveScanArgs a;
@@ -205,6 +359,10 @@ private:
     Tensor A_;             // (E, N) = −exp(A_log)
     Tensor Dskip_;         // (E)
     double dt_bc_rms_eps_ = 0.0;  // Falcon-Mamba's mixer_rms_eps; 0 for Mamba-1
+
+    Tensor A_log_;         // (E, N) as loaded; the float32 master once trainable
+    Tensor A_log_grad_;    // (E, N), once trainable
+    Tensor D_grad_;        // (E), once trainable
 };
 
 }  // namespace ssm

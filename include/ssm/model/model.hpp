@@ -16,6 +16,7 @@
 #include "ssm/layers/embedding.hpp"
 #include "ssm/model/batch.hpp"
 #include "ssm/model/state.hpp"
+#include "ssm/train/parameters.hpp"
 
 namespace ssm {
 
@@ -213,6 +214,101 @@ public:
         Matrix logits(B, vocab_size());
         head_.forward(cview(residual), StridedMap(logits.data(), B, vocab_size(), Eigen::OuterStride<>(vocab_size())));
         return logits;
+    }
+
+    // ---- Training ----------------------------------------------------------------------
+    // A model becomes trainable with `register_parameters`: every weight is then an owned
+    // float32 master (mapped or bfloat16 weights are copied or widened) with a gradient,
+    // listed in one registry under its checkpoint name. From then on the model is no
+    // longer read-only: `forward_train` refreshes derived copies of the weights and
+    // `backward` adds into the gradients, so one model trains on one thread of control.
+    // Inference (`forward`, `step`, `encode`) keeps working on the masters; after an
+    // optimizer step call `refresh_derived()` (or run a training forward) before inference.
+    // Call `store_weights_bf16` only before `register_parameters`, never after.
+
+    /// Everything `backward` needs from one training forward.
+    struct TrainCache {
+        typename Backbone::Cache backbone;
+        typename norm_type::Cache norm_f;
+        std::vector<std::int32_t> tokens;
+        std::vector<index> offsets;
+        Matrix hidden;  // (T, D) final hidden states, after the final norm
+    };
+
+    /// Registers every parameter in checkpoint order: `backbone.embeddings.weight`, each
+    /// layer's, `backbone.norm_f.*`, then the head's (`lm_head.weight` when untied; a tied
+    /// head shares the embedding's master and gradient and is not listed on its own;
+    /// `score.*` for a reranker). The registry views buffers the model owns: keep the
+    /// model alive (and in place or moved, not destroyed) while the registry is used.
+    void register_parameters(train::Parameters& params) {
+        embedding_.register_parameters(params, "backbone.embeddings.weight");
+        backbone_.register_parameters(params);
+        norm_f_.register_parameters(params, "backbone.norm_f");
+        if constexpr (requires(Head& h) { h.register_parameters(params, embedding_); })
+            head_.register_parameters(params, embedding_);
+        else if constexpr (requires(Head& h) { h.register_parameters(params); })
+            head_.register_parameters(params);
+    }
+
+    /// Re-derives the weights layers compute with from their masters (A = −exp(A_log),
+    /// the conv taps) after the masters changed.
+    void refresh_derived() { backbone_.refresh_derived(); }
+
+    /// Training forward over a packed batch (every sequence from zero state): returns the
+    /// final hidden states (T, D), after the final norm, kept in `cache.hidden`.
+    const Matrix& forward_train(const Batch& batch, TrainCache& cache) {
+        require(!batch.empty(), "Model::forward_train: the batch holds no sequence");
+        const index T = batch.total_tokens(), D = hidden_size();
+        cache.tokens.assign(batch.tokens().begin(), batch.tokens().end());
+        cache.offsets.assign(batch.offsets().begin(), batch.offsets().end());
+        cache.hidden.resize(T, D);
+        StridedMap residual = view(cache.hidden);
+        embedding_.forward(cache.tokens, residual);
+        backbone_.forward(residual, cache.offsets, cache.backbone);
+        norm_f_.forward(cview(residual), residual, cache.norm_f);
+        return cache.hidden;
+    }
+
+    /// Logits (T, vocab) of a training forward's hidden states.
+    [[nodiscard]] Matrix logits_train(const TrainCache& cache) const requires LanguageModelHead<Head> {
+        Matrix logits(cache.hidden.rows(), vocab_size());
+        head_.forward(cview(cache.hidden), view(logits));
+        return logits;
+    }
+
+    /// Backward from the gradient of the final hidden states (T, D): every parameter's
+    /// gradient accumulates (+=).
+    void backward(const TrainCache& cache, ConstStridedMap d_hidden) {
+        const index T = cache.hidden.rows(), D = hidden_size();
+        require(d_hidden.rows() == T && d_hidden.cols() == D, "Model::backward: gradient is (", d_hidden.rows(),
+                ", ", d_hidden.cols(), "), the training forward gave (", T, ", ", D, ")");
+        Matrix d_residual(T, D);
+        norm_f_.backward(d_hidden, cache.norm_f, view(d_residual));
+        backbone_.backward(view(d_residual), cache.backbone);
+        embedding_.backward(cache.tokens, cview(d_residual));
+    }
+
+    /// Backward from the gradient of the logits (T, vocab) of `logits_train`: the head's
+    /// gradient, then `backward` from the hidden states' gradient.
+    void backward_logits(const TrainCache& cache, ConstStridedMap d_logits) requires LanguageModelHead<Head> {
+        Matrix d_hidden(cache.hidden.rows(), hidden_size());
+        head_.backward(cview(cache.hidden), d_logits, view(d_hidden));
+        backward(cache, cview(d_hidden));
+    }
+
+    /// Training forward through a `SequenceHead`: one output row per sequence (an
+    /// embedding, a score) from the final hidden states kept in `cache`.
+    [[nodiscard]] Matrix encode_train(const Batch& batch, TrainCache& cache) requires SequenceHead<Head> {
+        forward_train(batch, cache);
+        return head_.apply(cview(cache.hidden), cache.offsets);
+    }
+
+    /// Backward from the gradient of `encode_train`'s output (sequences, width): the
+    /// head's parameters' gradients (a reranker's), then `backward`.
+    void backward_encoded(const TrainCache& cache, const Matrix& d_out) requires SequenceHead<Head> {
+        Matrix d_hidden = Matrix::Zero(cache.hidden.rows(), hidden_size());
+        head_.backward(cview(cache.hidden), cache.offsets, d_out, view(d_hidden));
+        backward(cache, cview(d_hidden));
     }
 
 private:

@@ -9,6 +9,7 @@
 #include "ssm/io/checkpoint.hpp"
 #include "ssm/io/config.hpp"
 #include "ssm/layers/norm.hpp"
+#include "ssm/train/parameters.hpp"
 
 namespace ssm {
 
@@ -61,6 +62,39 @@ public:
         StridedMap h = ws.matrix(residual.rows(), residual.cols());
         norm_.forward(cview(residual), h);
         mixer_.step(cview(h), state, residual, true, ws);
+    }
+
+    // ---- Training ----------------------------------------------------------------------
+
+    struct Cache {
+        typename NormT::Cache norm;
+        typename MixerT::Cache mixer;
+    };
+
+    /// Registers the norm (`prefix.norm.*`), then the mixer (`prefix.mixer.*`).
+    void register_parameters(train::Parameters& params, const std::string& prefix) {
+        norm_.register_parameters(params, prefix + ".norm");
+        mixer_.register_parameters(params, prefix + ".mixer");
+    }
+
+    /// Re-derives what the mixer computes from its masters (after an optimizer step).
+    void refresh_derived() {
+        if constexpr (requires(MixerT& m) { m.refresh_derived(); }) mixer_.refresh_derived();
+    }
+
+    /// Training forward from zero state: residual (T, D) += Mixer(Norm(residual)).
+    void forward(StridedMap residual, std::span<const index> offsets, Cache& cache) {
+        Matrix h(residual.rows(), residual.cols());
+        norm_.forward(cview(residual), view(h), cache.norm);
+        mixer_.forward(cview(h), offsets, residual, true, cache.mixer);
+    }
+
+    /// Backward through the block, in place: on entry d_residual (T, D) is the gradient of
+    /// the block's output, on return that of its input (dx = dy + Normᵀ Mixerᵀ dy).
+    void backward(StridedMap d_residual, const Cache& cache) {
+        Matrix dh(d_residual.rows(), d_residual.cols());
+        mixer_.backward(cview(d_residual), cache.mixer, view(dh));
+        norm_.backward(cview(dh), cache.norm, d_residual, true);
     }
 
 private:

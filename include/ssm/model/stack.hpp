@@ -1,12 +1,14 @@
 // ssm/model/stack.hpp — the backbone: `num_hidden_layers` identical residual blocks.
 #pragma once
 
+#include <span>
 #include <string>
 #include <vector>
 
 #include "ssm/core/error.hpp"
 #include "ssm/io/checkpoint.hpp"
 #include "ssm/io/config.hpp"
+#include "ssm/train/parameters.hpp"
 
 namespace ssm {
 
@@ -60,6 +62,34 @@ public:
     void store_weights(WeightFormat format) {
         if constexpr (requires(Layer & l) { l.store_weights(format); })
             for (auto& l : layers_) l.store_weights(format);
+    }
+
+    // ---- Training ----------------------------------------------------------------------
+
+    struct Cache {
+        std::vector<typename Layer::Cache> layers;
+    };
+
+    /// Registers every layer, in order, as `backbone.layers.{i}`.
+    void register_parameters(train::Parameters& params) {
+        for (std::size_t i = 0; i < layers_.size(); ++i)
+            layers_[i].register_parameters(params, "backbone.layers." + std::to_string(i));
+    }
+
+    void refresh_derived() {
+        for (auto& l : layers_) l.refresh_derived();
+    }
+
+    /// Training forward of every layer over the residual stream (T, D), in place.
+    void forward(StridedMap residual, std::span<const index> offsets, Cache& cache) {
+        cache.layers.resize(layers_.size());
+        for (std::size_t i = 0; i < layers_.size(); ++i) layers_[i].forward(residual, offsets, cache.layers[i]);
+    }
+
+    /// Backward of every layer in reverse, in place on the residual stream's gradient.
+    void backward(StridedMap d_residual, const Cache& cache) {
+        require(cache.layers.size() == layers_.size(), "Stack::backward: the cache is not from a training forward");
+        for (std::size_t i = layers_.size(); i-- > 0;) layers_[i].backward(d_residual, cache.layers[i]);
     }
 
 private:
