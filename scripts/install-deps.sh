@@ -6,7 +6,7 @@ packages=(cmake g++ make libeigen3-dev nlohmann-json3-dev catch2 libbenchmark-de
 # clang: every public header is compiled with it, and the fuzz harnesses need its
 # libFuzzer + sanitizer runtimes (libclang-rt-dev, only recommended by clang).
 packages+=(clang libclang-rt-dev)
-packages+=(libfaiss-dev libopenmpi-dev openmpi-bin)  # optional: FAISS indexes, MPI sharding
+packages+=(libfaiss-dev libopenblas0-pthread libopenmpi-dev openmpi-bin)  # optional: FAISS indexes (with a threaded BLAS), MPI sharding
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
