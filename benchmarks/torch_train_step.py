@@ -12,7 +12,7 @@ random float32 weights and times, for each sequence length L (batch 1):
 Each is run ``--warmup`` times, then ``--repeats`` timed times; the median, min and max
 seconds, tokens/s, the step/forward ratio and the peak resident memory per token are
 printed, with the machine, the library versions and the code path transformers took.
-Run it beside the library's own training-step benchmark (Google Benchmark, same shape,
+Run it beside the library's own training-step benchmark (build/benchmarks/bench_train, same shape,
 same thread count) on the same machine in the same session: figures from different
 machines or sessions do not compare. On the CPU transformers runs its eager "torch" path
 (the fused mamba_ssm / causal_conv1d kernels are CUDA-only); the script reports which
