@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <iostream>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include <ssm/retrieval/jsonl.hpp>
@@ -109,14 +110,18 @@ void report(const char* loss_name, double loss, const ssm::train::Parameters& pa
                 static_cast<long long>(params.count()));
 }
 
+/// Whether the model's layers have backward passes: a mixer with a training cache (Mamba-1
+/// today; SAMBA hybrids and Mamba-2 mixers have none yet).
 template <class Model>
-constexpr bool trainable_v = requires { typename Model::backbone_type::layer_type::Cache; };
+constexpr bool trainable_v = requires(const typename Model::backbone_type::layer_type& layer) {
+    typename std::remove_cvref_t<decltype(layer.mixer())>::Cache;
+};
 
 int run_lm(const ssm::cli::Args& args, const std::string& dir) {
     return ssm::with_mamba<ssm::LmHead>(dir, [&](auto& model) -> int {
         using Model = std::decay_t<decltype(model)>;
         if constexpr (!trainable_v<Model>) {
-            ssm::fail(dir, ": ssm-grad does not train this architecture (SAMBA hybrids) yet");
+            ssm::fail(dir, ": ssm-grad does not train this architecture (SAMBA hybrids, Mamba-2) yet");
         } else {
             const std::filesystem::path input = args.required("input");
             ssm::Batch batch;
@@ -156,7 +161,7 @@ int run_infonce(const ssm::cli::Args& args, const std::string& dir) {
     return ssm::with_mamba<ssm::BiEncoderHead<ssm::LastToken>>(dir, [&](auto& model) -> int {
         using Model = std::decay_t<decltype(model)>;
         if constexpr (!trainable_v<Model>) {
-            ssm::fail(dir, ": ssm-grad does not train this architecture (SAMBA hybrids) yet");
+            ssm::fail(dir, ": ssm-grad does not train this architecture (SAMBA hybrids, Mamba-2) yet");
         } else {
             const std::filesystem::path input = args.required("input");
             const Groups g = read_groups(input, "query", "passages", model.vocab_size());
@@ -191,7 +196,7 @@ int run_listwise(const ssm::cli::Args& args, const std::string& dir) {
         [&](auto& model) -> int {
             using Model = std::decay_t<decltype(model)>;
             if constexpr (!trainable_v<Model>) {
-                ssm::fail(dir, ": ssm-grad does not train this architecture (SAMBA hybrids) yet");
+                ssm::fail(dir, ": ssm-grad does not train this architecture (SAMBA hybrids, Mamba-2) yet");
             } else {
                 if (!model.head().has_bias())
                     ssm::fail(head.string(), ": missing tensor 'score.bias' [1]");
