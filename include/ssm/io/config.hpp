@@ -107,7 +107,7 @@ inline constexpr const char* kSupportedFamilies =
     std::optional<ModelFamily> by_type;
     if (j.contains("model_type") && !j.at("model_type").is_null()) {
         const auto& v = j.at("model_type");
-        if (!v.is_string()) fail(source, ": 'model_type' must be a string, got ", v.dump(-1, ' ', true));
+        if (!v.is_string()) fail(source, ": 'model_type' must be a string, got ", detail::json_excerpt(v));
         const std::string t = v.get<std::string>();
         if (t == "mamba") by_type = ModelFamily::Mamba1;
         else if (t == "mamba2") by_type = ModelFamily::Mamba2;
@@ -115,7 +115,7 @@ inline constexpr const char* kSupportedFamilies =
         else fail(source, ": model_type \"", t, "\" is not supported (", kSupportedFamilies, ")");
     } else if (j.contains("architectures") && j.at("architectures").is_array() && !j.at("architectures").empty()) {
         const auto& v = j.at("architectures").at(0);
-        if (!v.is_string()) fail(source, ": 'architectures' must list class names, got ", v.dump(-1, ' ', true));
+        if (!v.is_string()) fail(source, ": 'architectures' must list class names, got ", detail::json_excerpt(v));
         const std::string a = v.get<std::string>();
         const auto starts = [&](const char* p) { return a.rfind(p, 0) == 0; };
         if (starts("FalconMamba")) by_type = ModelFamily::FalconMamba;
@@ -126,7 +126,7 @@ inline constexpr const char* kSupportedFamilies =
     std::optional<ModelFamily> by_layer;
     if (j.contains("ssm_cfg") && j.at("ssm_cfg").is_object() && j.at("ssm_cfg").contains("layer")) {
         const auto& v = j.at("ssm_cfg").at("layer");
-        if (!v.is_string()) fail(source, ": 'ssm_cfg.layer' must be a string, got ", v.dump(-1, ' ', true));
+        if (!v.is_string()) fail(source, ": 'ssm_cfg.layer' must be a string, got ", detail::json_excerpt(v));
         const std::string l = v.get<std::string>();
         if (l == "Mamba1") by_layer = ModelFamily::Mamba1;
         else if (l == "Mamba2") by_layer = ModelFamily::Mamba2;
@@ -154,7 +154,7 @@ inline constexpr const char* kSupportedFamilies =
         if (t == "Infinity" || t == "inf" || t == "+Infinity") return HUGE_VAL;
         if (t == "-Infinity" || t == "-inf") return -HUGE_VAL;
     }
-    fail(source, ": '", key, "' must hold numbers (or Infinity), got ", v.dump(-1, ' ', true));
+    fail(source, ": '", key, "' must hold numbers (or Infinity), got ", detail::json_excerpt(v));
 }
 
 /// config.json text with the bare tokens Python's `json` writes for non-finite floats
@@ -479,7 +479,7 @@ struct MambaConfig {
         }
         if (limit && !limit->is_null()) {
             if (!limit->is_array() || limit->size() != 2)
-                fail(source, ": '", limit_key, "' must be a pair [min, max], got ", limit->dump(-1, ' ', true));
+                fail(source, ": '", limit_key, "' must be a pair [min, max], got ", detail::json_excerpt(*limit));
             m.dt_min = detail::config_float(limit->at(0), source, limit_key);
             m.dt_max = detail::config_float(limit->at(1), source, limit_key);
         }
