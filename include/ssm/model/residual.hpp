@@ -5,6 +5,7 @@
 #include <string>
 
 #include "ssm/core/tensor.hpp"
+#include "ssm/core/weights.hpp"
 #include "ssm/core/workspace.hpp"
 #include "ssm/io/checkpoint.hpp"
 #include "ssm/io/config.hpp"

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "ssm/core/error.hpp"
+#include "ssm/core/weights.hpp"
 #include "ssm/io/checkpoint.hpp"
 #include "ssm/io/config.hpp"
 #include "ssm/train/parameters.hpp"
