@@ -39,6 +39,10 @@ public:
         draw(now);
     }
 
+    /// Text shown after the rate and ETA (e.g. "loss 2.31 lr 3.0e-4"); drawn at the next
+    /// redraw.
+    void set_note(std::string note) { note_ = std::move(note); }
+
     /// Draws the final state and ends the line (once).
     void finish() {
         if (!enabled_ || finished_) return;
@@ -63,6 +67,7 @@ public:
         std::string s = buf;
         if (done_ < total_ && rate > 0) s += " ETA " + clock_time(static_cast<double>(total_ - done_) / rate);
         else s += " in " + clock_time(seconds);
+        if (!note_.empty()) s += "  " + note_;
         return s;
     }
 
@@ -99,7 +104,7 @@ private:
         std::fflush(stream_);
     }
 
-    std::string label_, unit_;
+    std::string label_, unit_, note_;
     index total_, done_ = 0;
     std::FILE* stream_;
     bool enabled_, finished_ = false;

@@ -118,8 +118,14 @@ public:
                     dx.row(r).array() = cache.rstd(r) * (g - mean_g - xh * mean_gx);
             }
         });
-        weight_grad_.mutable_vector().transpose().array() += (dy.array() * cache.xhat.array()).colwise().sum();
-        if (bias_) bias_grad_.mutable_vector().transpose() += dy.colwise().sum();
+        // Row by row: each element sums in row order wherever the buffers happen to be
+        // aligned, so gradients do not depend on where memory was allocated.
+        auto wg = weight_grad_.mutable_vector().transpose().array();
+        for (index r = 0; r < dy.rows(); ++r) wg += dy.row(r).array() * cache.xhat.row(r).array();
+        if (bias_) {
+            auto bg = bias_grad_.mutable_vector().transpose();
+            for (index r = 0; r < dy.rows(); ++r) bg += dy.row(r);
+        }
     }
 
 private:

@@ -146,7 +146,10 @@ public:
         if (x.rows() == 0) return;
         MatrixMap dw = weight_grad_.mutable_matrix();  // (out, in)
         dw.noalias() += dy.transpose() * x;
-        if (bias_) bias_grad_.mutable_vector() += dy.colwise().sum().transpose();
+        if (bias_) {  // row by row: the same sums wherever dy happens to be aligned
+            auto bg = bias_grad_.mutable_vector().transpose();
+            for (index r = 0; r < dy.rows(); ++r) bg += dy.row(r);
+        }
     }
 
     /// The input gradient only: dx (rows, in) = dy (rows, out) · W (+= with `accumulate`).

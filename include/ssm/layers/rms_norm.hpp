@@ -96,8 +96,10 @@ public:
                     dx.row(r).array() = dyw * rs - cache.x.row(r).array() * k;
             }
         });
-        weight_grad_.mutable_vector().transpose().array() +=
-            (dy.array() * (cache.x.array().colwise() * cache.rstd.array())).colwise().sum();
+        // Row by row: each element sums in row order wherever the buffers happen to be
+        // aligned, so gradients do not depend on where memory was allocated.
+        auto wg = weight_grad_.mutable_vector().transpose().array();
+        for (index r = 0; r < dy.rows(); ++r) wg += dy.row(r).array() * cache.x.row(r).array() * cache.rstd(r);
     }
 
 private:
