@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Trains the bundled byte-level retriever (examples/models/byte-retriever) from the manual
+# pages corpus, and evaluates every stage against BM25 on the held-out queries.
+#
+#   bash scripts/byte_retriever/train.sh            # DATA and OUT below may be overridden
+#
+# Needs: the corpus and BM25 runs made by build_corpus.py, bm25.py and
+# make_training_data.py (see README.md beside this script), and a Release build of
+# ssm-train and ssm-retrieve in build/.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+DATA=${DATA:-/work/data/manpages}
+OUT=${OUT:-/work/data/byte-retriever}
+BIN=${BIN:-build/examples}
+THREADS=${THREADS:-2}
+PRETRAIN_STEPS=${PRETRAIN_STEPS:-1500}
+FINETUNE_STEPS=${FINETUNE_STEPS:-500}
+SEED=${SEED:-0}
+mkdir -p "$OUT"
+
+# The held-out text for bits per byte: the first 200 kB of the test queries' passages.
+python3 - "$DATA" "$OUT/heldout.txt" <<'EOF'
+import json, sys
+data, out = sys.argv[1], sys.argv[2]
+test = {l.split('\t')[1] for l in open(f'{data}/qrels/test.tsv').read().splitlines()[1:]}
+text = []
+for line in open(f'{data}/corpus.jsonl'):
+    d = json.loads(line)
+    if d['_id'] in test:
+        text.append(d['text'])
+open(out, 'w').write('\n'.join(text)[:200_000])
+EOF
+
+# 1. The untrained model: mamba_ssm's initialisation, seeded.
+if [ ! -f "$OUT/init/trainer_state.json" ]; then
+  rm -rf "$OUT/init"
+  "$BIN/ssm-train" lm --init scripts/byte_retriever/config.json --train "$OUT/heldout.txt" --out "$OUT/init" \
+    --steps 1 --lr 0 --seq-len 64 --batch-size 1 --seed "$SEED" --threads "$THREADS" >/dev/null
+fi
+
+# 2. Byte-level language-model pretraining on the training pages' text (MambaByte recipe).
+if [ ! -f "$OUT/pretrained/trainer_state.json" ]; then
+  "$BIN/ssm-train" lm --model "$OUT/init" --train "$DATA/pretrain.txt" --out "$OUT/pretrained" \
+    --seq-len 512 --batch-size 8 --lr 2e-3 --warmup 100 --schedule cosine --weight-decay 0.1 \
+    --steps "$PRETRAIN_STEPS" --seed "$SEED" --threads "$THREADS" --save-every 500 \
+    --eval "$OUT/heldout.txt" --eval-every 500 --log "$OUT/pretrain.jsonl"
+fi
+
+# 3. Retriever fine-tuning: InfoNCE, 1 positive + 7 BM25 negatives per query, in-batch negatives.
+if [ ! -f "$OUT/retriever/trainer_state.json" ]; then
+  "$BIN/ssm-train" retriever --model "$OUT/pretrained" --train "$DATA/train.jsonl" --out "$OUT/retriever" \
+    --group-size 8 --batch-size 16 --lr 1e-3 --warmup 50 --schedule linear --temperature 0.05 \
+    --query-max-length 64 --passage-max-length 256 --steps "$FINETUNE_STEPS" --seed "$SEED" \
+    --threads "$THREADS" --save-every 250 --log "$OUT/finetune.jsonl"
+fi
+
+# 4. Every stage on the held-out queries (their passages among all the corpus), beside BM25.
+mkdir -p "$OUT/beir-test/qrels"
+ln -sf "$(realpath "$DATA/corpus.jsonl")" "$OUT/beir-test/corpus.jsonl"
+ln -sf "$(realpath "$DATA/queries-test.jsonl")" "$OUT/beir-test/queries.jsonl"
+ln -sf "$(realpath "$DATA/qrels/test.tsv")" "$OUT/beir-test/qrels/test.tsv"
+for stage in init pretrained retriever; do
+  "$BIN/ssm-retrieve" --model "$OUT/$stage" --beir "$OUT/beir-test" --max-length 256 --top-k 100 \
+    --threads "$THREADS" --run "$OUT/$stage-test.trec" | tail -1
+done
+python3 scripts/byte_retriever/evaluate.py --beir "$DATA" --split test \
+  "$DATA/bm25-test.trec" "$OUT/init-test.trec" "$OUT/pretrained-test.trec" "$OUT/retriever-test.trec" \
+  --fuse "$DATA/bm25-test.trec" "$OUT/retriever-test.trec" --fuse-out "$OUT/fused-test.trec"
