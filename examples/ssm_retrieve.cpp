@@ -124,7 +124,7 @@ IndexOptions index_options(const ssm::cli::Args& args) {
 }
 
 /// This rank's file of a per-rank set: FILE itself for one process, FILE.rankR-of-N.
-std::filesystem::path rank_file(const std::string& file, const ssm::cli::Ranks& ranks) {
+[[maybe_unused]] std::filesystem::path rank_file(const std::string& file, const ssm::cli::Ranks& ranks) {
     if (ranks.size() == 1) return file;
     return file + ".rank" + std::to_string(ranks.rank()) + "-of-" + std::to_string(ranks.size());
 }
