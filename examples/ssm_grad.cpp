@@ -11,6 +11,7 @@
 #include <ssm/ssm.hpp>
 #include <ssm/train/losses.hpp>
 #include <ssm/train/parameters.hpp>
+#include <ssm/train/steps.hpp>
 
 #include "cli.hpp"
 #include "inputs.hpp"
@@ -110,17 +111,10 @@ void report(const char* loss_name, double loss, const ssm::train::Parameters& pa
                 static_cast<long long>(params.count()));
 }
 
-/// Whether the model's layers have backward passes: a mixer with a training cache (Mamba-1
-/// today; SAMBA hybrids and Mamba-2 mixers have none yet).
-template <class Model>
-constexpr bool trainable_v = requires(const typename Model::backbone_type::layer_type& layer) {
-    typename std::remove_cvref_t<decltype(layer.mixer())>::Cache;
-};
-
 int run_lm(const ssm::cli::Args& args, const std::string& dir) {
     return ssm::with_mamba<ssm::LmHead>(dir, [&](auto& model) -> int {
         using Model = std::decay_t<decltype(model)>;
-        if constexpr (!trainable_v<Model>) {
+        if constexpr (!ssm::train::TrainableModel<Model>) {
             ssm::fail(dir, ": ssm-grad does not train this architecture (SAMBA hybrids, Mamba-2) yet");
         } else {
             const std::filesystem::path input = args.required("input");
@@ -132,12 +126,7 @@ int run_lm(const ssm::cli::Args& args, const std::string& dir) {
             if (batch.empty()) ssm::fail(input.string(), ": no sequences (the file has no non-blank line)");
             ssm::train::Parameters params;
             model.register_parameters(params);
-            typename Model::TrainCache cache;
-            model.forward_train(batch, cache);
-            const ssm::Matrix logits = model.logits_train(cache);
-            ssm::Matrix dlogits;
-            const double loss = ssm::train::causal_lm_loss(logits, batch.tokens(), batch.offsets(), dlogits);
-            model.backward_logits(cache, ssm::cview(dlogits));
+            const double loss = ssm::train::causal_lm_step(model, batch);
             const std::filesystem::path out = args.required("out");
             write_gradients(out, loss, params);
             report<Model>("lm", loss, params, out, batch.size(), batch.total_tokens());
@@ -160,7 +149,7 @@ int run_infonce(const ssm::cli::Args& args, const std::string& dir) {
     }
     return ssm::with_mamba<ssm::BiEncoderHead<ssm::LastToken>>(dir, [&](auto& model) -> int {
         using Model = std::decay_t<decltype(model)>;
-        if constexpr (!trainable_v<Model>) {
+        if constexpr (!ssm::train::TrainableModel<Model>) {
             ssm::fail(dir, ": ssm-grad does not train this architecture (SAMBA hybrids, Mamba-2) yet");
         } else {
             const std::filesystem::path input = args.required("input");
@@ -171,15 +160,7 @@ int run_infonce(const ssm::cli::Args& args, const std::string& dir) {
             for (const auto& p : g.items) batch.add(p);
             ssm::train::Parameters params;
             model.register_parameters(params);
-            typename Model::TrainCache cache;
-            const ssm::Matrix emb = model.encode_train(batch, cache);  // L2-normalised
-            const ssm::Matrix q = emb.topRows(nq), p = emb.bottomRows(emb.rows() - nq);
-            ssm::Matrix dq, dp;
-            const double loss = ssm::train::info_nce_loss(q, p, g.group_size, tau, dq, dp);
-            ssm::Matrix d_emb(emb.rows(), emb.cols());
-            d_emb.topRows(nq) = dq;
-            d_emb.bottomRows(emb.rows() - nq) = dp;
-            model.backward_encoded(cache, d_emb);
+            const double loss = ssm::train::info_nce_step(model, batch, nq, g.group_size, tau);
             const std::filesystem::path out = args.required("out");
             write_gradients(out, loss, params);
             report<Model>("infonce", loss, params, out, batch.size(), batch.total_tokens());
@@ -195,7 +176,7 @@ int run_listwise(const ssm::cli::Args& args, const std::string& dir) {
         dir,
         [&](auto& model) -> int {
             using Model = std::decay_t<decltype(model)>;
-            if constexpr (!trainable_v<Model>) {
+            if constexpr (!ssm::train::TrainableModel<Model>) {
                 ssm::fail(dir, ": ssm-grad does not train this architecture (SAMBA hybrids, Mamba-2) yet");
             } else {
                 if (!model.head().has_bias())

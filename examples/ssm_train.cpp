@@ -27,6 +27,7 @@
 #include <ssm/train/parameters.hpp>
 #include <ssm/train/save.hpp>
 #include <ssm/train/schedule.hpp>
+#include <ssm/train/steps.hpp>
 
 #include "cli.hpp"
 #include "inputs.hpp"
@@ -583,13 +584,7 @@ private:
         if constexpr (ssm::LanguageModelHead<typename Model::head_type>) {
             ssm::Batch batch;
             for (const auto& it : items) batch.add(seqs_[static_cast<std::size_t>(it.item)]);
-            typename Model::TrainCache cache;
-            model_.forward_train(batch, cache);
-            const ssm::Matrix logits = model_.logits_train(cache);
-            ssm::Matrix dlogits;
-            const double loss = ssm::train::causal_lm_loss(logits, batch.tokens(), batch.offsets(), dlogits);
-            model_.backward_logits(cache, ssm::cview(dlogits));
-            return {loss, batch.total_tokens()};
+            return {ssm::train::causal_lm_step(model_, batch), batch.total_tokens()};
         } else {
             ssm::fail("internal: lm step on a model without a language-model head");
         }
@@ -609,16 +604,7 @@ private:
                     passages.push_back(truncated_with_eos(cache_->get(ssm::document_text(*n)), o_.passage_max, eos_));
             }
             for (const auto& p : passages) batch.add(p);
-            typename Model::TrainCache cache;
-            const ssm::Matrix emb = model_.encode_train(batch, cache);
-            const ssm::Matrix q = emb.topRows(nq), p = emb.bottomRows(emb.rows() - nq);
-            ssm::Matrix dq, dp;
-            const double loss = ssm::train::info_nce_loss(q, p, o_.group_size, o_.temperature, dq, dp);
-            ssm::Matrix d_emb(emb.rows(), emb.cols());
-            d_emb.topRows(nq) = dq;
-            d_emb.bottomRows(emb.rows() - nq) = dp;
-            model_.backward_encoded(cache, d_emb);
-            return {loss, batch.total_tokens()};
+            return {ssm::train::info_nce_step(model_, batch, nq, o_.group_size, o_.temperature), batch.total_tokens()};
         } else {
             ssm::fail("internal: retriever step on a language model");
         }
@@ -802,12 +788,6 @@ private:
     std::optional<std::int32_t> eos_;
 };
 
-/// Whether the model's layers have backward passes (Mamba-1 mixers).
-template <class Model>
-constexpr bool trainable_v = requires(const typename Model::backbone_type::layer_type& layer) {
-    typename std::remove_cvref_t<decltype(layer.mixer())>::Cache;
-};
-
 /// Fails when the resumed folder's model differs from the one --model names.
 void check_same_model(const fs::path& resume, const ssm::MambaConfig& r, const fs::path& base, const ssm::MambaConfig& b) {
     const auto differ = [&](const char* what, index x, index y) {
@@ -827,7 +807,7 @@ int train_with(const Options& o, const fs::path& model_dir, index start_step, co
     const ssm::MambaConfig config = ssm::MambaConfig::load(model_dir);
     return ssm::with_mamba<Head>(model_dir, [&](auto& model) -> int {
         using Model = std::decay_t<decltype(model)>;
-        if constexpr (!trainable_v<Model>) {
+        if constexpr (!ssm::train::TrainableModel<Model>) {
             ssm::fail(model_dir.string(), ": ssm-train trains Mamba-1 models only (this is ", ssm::family_name(config.family),
                       config.is_hybrid() ? ", a SAMBA hybrid" : "", ")");
         } else {

@@ -13,9 +13,9 @@ cd "$(dirname "$0")/../.."
 DATA=${DATA:-/work/data/manpages}
 OUT=${OUT:-/work/data/byte-retriever}
 BIN=${BIN:-build/examples}
-THREADS=${THREADS:-2}
-PRETRAIN_STEPS=${PRETRAIN_STEPS:-1500}
-FINETUNE_STEPS=${FINETUNE_STEPS:-500}
+THREADS=${THREADS:-1}
+PRETRAIN_STEPS=${PRETRAIN_STEPS:-1800}
+FINETUNE_STEPS=${FINETUNE_STEPS:-600}
 SEED=${SEED:-0}
 mkdir -p "$OUT"
 
@@ -43,16 +43,17 @@ fi
 if [ ! -f "$OUT/pretrained/trainer_state.json" ]; then
   "$BIN/ssm-train" lm --model "$OUT/init" --train "$DATA/pretrain.txt" --out "$OUT/pretrained" \
     --seq-len 512 --batch-size 8 --lr 2e-3 --warmup 100 --schedule cosine --weight-decay 0.1 \
-    --steps "$PRETRAIN_STEPS" --seed "$SEED" --threads "$THREADS" --save-every 500 \
-    --eval "$OUT/heldout.txt" --eval-every 500 --log "$OUT/pretrain.jsonl"
+    --steps "$PRETRAIN_STEPS" --seed "$SEED" --threads "$THREADS" --save-every 300 \
+    --eval "$OUT/heldout.txt" --eval-every 300 --log "$OUT/pretrain.jsonl"
 fi
 
-# 3. Retriever fine-tuning: InfoNCE, 1 positive + 7 BM25 negatives per query, in-batch negatives.
+# 3. Retriever fine-tuning: InfoNCE, 1 positive + 3 BM25 negatives per query, in-batch
+#    negatives (64 passages a step).
 if [ ! -f "$OUT/retriever/trainer_state.json" ]; then
   "$BIN/ssm-train" retriever --model "$OUT/pretrained" --train "$DATA/train.jsonl" --out "$OUT/retriever" \
-    --group-size 8 --batch-size 16 --lr 1e-3 --warmup 50 --schedule linear --temperature 0.05 \
+    --group-size 4 --batch-size 16 --lr 5e-4 --warmup 30 --schedule linear --temperature 0.05 \
     --query-max-length 64 --passage-max-length 256 --steps "$FINETUNE_STEPS" --seed "$SEED" \
-    --threads "$THREADS" --save-every 250 --log "$OUT/finetune.jsonl"
+    --threads "$THREADS" --save-every 200 --log "$OUT/finetune.jsonl"
 fi
 
 # 4. Every stage on the held-out queries (their passages among all the corpus), beside BM25.

@@ -17,6 +17,7 @@
 #include "ssm/ssm.hpp"
 #include "ssm/train/losses.hpp"
 #include "ssm/train/parameters.hpp"
+#include "ssm/train/steps.hpp"
 #include "test_util.hpp"
 
 namespace {
@@ -122,9 +123,7 @@ TEST_CASE("ssm-train lm: loss falls, resume is exact, the saved folder reloads",
     const std::string s = text.str();
     ssm::with_mamba<ssm::LmHead>(out, [&](auto& model) {
         using Model = std::decay_t<decltype(model)>;
-        if constexpr (requires(const typename Model::backbone_type::layer_type& layer) {
-                          typename std::remove_cvref_t<decltype(layer.mixer())>::Cache;
-                      }) {
+        if constexpr (ssm::train::TrainableModel<Model>) {
             ssm::train::Parameters params;  // the training forward keeps what backward needs
             model.register_parameters(params);
             double nats = 0;
