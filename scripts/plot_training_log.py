@@ -9,7 +9,8 @@ Each log holds one JSON object a line. Lines with "step" and "loss" are training
 (thin, faint) and smoothed (an exponential moving average, bias-corrected, weight
 --smooth; 0 draws the raw curve only). Lines with "step" and a metric such as
 "ndcg@10" (any key holding "@" or starting with "eval") are evaluations: when a log has any, a second panel shows
-them against step. Blank lines are skipped; any other line is an error naming it.
+them against step; ssm-train's evaluation lines, {"step", "eval": {...}}, give their
+"bits_per_byte", "loss" (as "eval ...") and "...@k" entries. Blank lines are skipped; any other line is an error naming it.
 """
 
 import argparse
@@ -44,7 +45,12 @@ def read_log(path):
             if "loss" in rec and rec["loss"] is not None:
                 steps.append(float(rec["step"]))
                 losses.append(float(rec["loss"]))
-            for key, value in rec.items():
+            items = list(rec.items())
+            if isinstance(rec.get("eval"), dict):  # ssm-train: {"step", "eval": {metric: value}}
+                items = [(k, v) for k, v in rec["eval"].items()
+                         if k in ("bits_per_byte", "loss") or "@" in k]
+                items = [("eval " + k if "@" not in k else k, v) for k, v in items]
+            for key, value in items:
                 if is_metric(key) and isinstance(value, (int, float)):
                     evals.setdefault(key, []).append((float(rec["step"]), float(value)))
     return steps, losses, evals
