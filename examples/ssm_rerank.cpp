@@ -28,7 +28,8 @@ usage: ssm-rerank --model DIR --input FILE.jsonl [options]
   --model DIR        checkpoint folder with the scoring head `score.weight` [1, hidden]
                      (and optionally `score.bias` [1]) beside the Mamba weights
   --head FILE        a safetensors or PyTorch file holding score.weight / score.bias, when they are
-                     not in the checkpoint
+                     not in the checkpoint (default: DIR/score.safetensors when present, as
+                     ssm-train reranker saves it)
   --input FILE       one object per line: {"query": "...", "document": "..."} or
                      {"input_ids": [...]}; prints one score per line, in input order
   --run FILE         a TREC run to rerank: the top --depth documents of each query are
@@ -162,7 +163,13 @@ int main(int argc, char** argv) {
             for (const char* need : {"queries", "corpus", "out"}) (void)args.required(need);
         ssm::set_num_threads(static_cast<int>(args.integer("threads", 0, 1, 1024)));
         std::vector<std::filesystem::path> extra;
-        if (auto head = args.get("head")) extra.emplace_back(*head);
+        if (auto head = args.get("head")) {
+            extra.emplace_back(*head);
+        } else {  // a folder ssm-train saved keeps its head beside the weights
+            const auto beside = std::filesystem::path(model_dir) / "score.safetensors";
+            std::error_code ec;
+            if (std::filesystem::is_regular_file(beside, ec)) extra.push_back(beside);
+        }
         return ssm::with_mamba<ssm::RerankerHead>(
             model_dir, [&](auto& model) { return run(ssm::cli::apply_weight_options(model, args), args, model_dir); }, extra);
     });

@@ -15,7 +15,8 @@ OUT=${OUT:-/work/data/byte-retriever}
 BIN=${BIN:-build/examples}
 THREADS=${THREADS:-1}
 PRETRAIN_STEPS=${PRETRAIN_STEPS:-1800}
-FINETUNE_STEPS=${FINETUNE_STEPS:-600}
+FINETUNE_STEPS=${FINETUNE_STEPS:-600}      # first phase, decaying to zero
+FINETUNE_TOTAL=${FINETUNE_TOTAL:-1800}     # then resumed to this step
 SEED=${SEED:-0}
 mkdir -p "$OUT"
 
@@ -55,16 +56,25 @@ if [ ! -f "$OUT/retriever/trainer_state.json" ]; then
     --query-max-length 64 --passage-max-length 256 --steps "$FINETUNE_STEPS" --seed "$SEED" \
     --threads "$THREADS" --save-every 200 --log "$OUT/finetune.jsonl"
 fi
+# ... then resumed from that folder with the schedule recomputed for FINETUNE_TOTAL steps
+# (the bundled model is this folder's config.json and model.safetensors).
+if [ ! -f "$OUT/retriever-long/trainer_state.json" ]; then
+  "$BIN/ssm-train" retriever --resume "$OUT/retriever" --train "$DATA/train.jsonl" --out "$OUT/retriever-long" \
+    --group-size 4 --batch-size 16 --lr 5e-4 --warmup 30 --schedule linear --temperature 0.05 \
+    --query-max-length 64 --passage-max-length 256 --steps "$FINETUNE_TOTAL" --seed "$SEED" \
+    --threads "$THREADS" --save-every 300 --log "$OUT/finetune-long.jsonl"
+fi
 
 # 4. Every stage on the held-out queries (their passages among all the corpus), beside BM25.
 mkdir -p "$OUT/beir-test/qrels"
 ln -sf "$(realpath "$DATA/corpus.jsonl")" "$OUT/beir-test/corpus.jsonl"
 ln -sf "$(realpath "$DATA/queries-test.jsonl")" "$OUT/beir-test/queries.jsonl"
 ln -sf "$(realpath "$DATA/qrels/test.tsv")" "$OUT/beir-test/qrels/test.tsv"
-for stage in init pretrained retriever; do
+for stage in init pretrained retriever retriever-long; do
   "$BIN/ssm-retrieve" --model "$OUT/$stage" --beir "$OUT/beir-test" --max-length 256 --top-k 100 \
     --threads "$THREADS" --run "$OUT/$stage-test.trec" | tail -1
 done
 python3 scripts/byte_retriever/evaluate.py --beir "$DATA" --split test \
   "$DATA/bm25-test.trec" "$OUT/init-test.trec" "$OUT/pretrained-test.trec" "$OUT/retriever-test.trec" \
-  --fuse "$DATA/bm25-test.trec" "$OUT/retriever-test.trec" --fuse-out "$OUT/fused-test.trec"
+  "$OUT/retriever-long-test.trec" \
+  --fuse "$DATA/bm25-test.trec" "$OUT/retriever-long-test.trec" --fuse-out "$OUT/fused-test.trec"

@@ -183,13 +183,19 @@ TEST_CASE("ssm-train reranker: loss falls with dropout, resume is exact, score.s
     const auto head = ssm::SafetensorsFile::open(scratch / "a" / "score.safetensors");
     CHECK(head.contains("score.weight"));
     CHECK(head.contains("score.bias"));
-    // ssm-rerank reads the saved folder with the head picked up by name.
+    // ssm-rerank reads the saved folder, picking up score.safetensors beside the weights by
+    // itself, and gives the same scores as with --head.
     ssm::test::write_bytes(scratch / "pairs.jsonl", "{\"query\": \"why is attention slow\", \"document\": \"Attention is quadratic.\"}\n");
-    const auto r = ssm::test::run_program(SSM_RERANK_EXE, "--model " + (scratch / "a").string() + " --head " +
-                                                              (scratch / "a" / "score.safetensors").string() +
-                                                              " --input " + (scratch / "pairs.jsonl").string());
-    INFO(r.output);
-    CHECK(r.status == 0);
+    const std::string pairs = " --input " + (scratch / "pairs.jsonl").string();
+    const auto by_name = ssm::test::run_program(SSM_RERANK_EXE, "--model " + (scratch / "a").string() + pairs, false);
+    const auto given = ssm::test::run_program(
+        SSM_RERANK_EXE, "--model " + (scratch / "a").string() + " --head " + (scratch / "a" / "score.safetensors").string() + pairs,
+        false);
+    INFO(by_name.output);
+    CHECK(by_name.status == 0);
+    CHECK(given.status == 0);
+    CHECK_FALSE(by_name.output.empty());
+    CHECK(by_name.output == given.output);
 }
 
 TEST_CASE("ssm-train: bad input is one line, and no checkpoint is written", "[ssm-train]") {
