@@ -55,8 +55,11 @@ inline constexpr const char* kTokenizerFiles[] = {"tokenizer.json", "tokenizer_c
     return j;
 }
 
-/// The config.json text a saved folder gets: the base's own text when it is transformers'
-/// form (`"model_type": "mamba"`), else `transformers_config(config)`.
+/// The config.json text a saved folder gets: the base's own when it is transformers' form
+/// (`"model_type": "mamba"`), else `transformers_config(config)`. Either way
+/// `rescale_prenorm_residual` is false: the flag only shapes a fresh initialisation, and
+/// transformers' `from_pretrained` redraws every `out_proj.weight` it has just loaded when
+/// it is true, so a trained model saved with it set would not load as trained.
 [[nodiscard]] inline std::string saved_config_text(const std::filesystem::path& base_dir, const MambaConfig& config) {
     const auto file = base_dir / "config.json";
     std::ifstream in(file, std::ios::binary);
@@ -64,13 +67,19 @@ inline constexpr const char* kTokenizerFiles[] = {"tokenizer.json", "tokenizer_c
         std::stringstream buffer;
         buffer << in.rdbuf();
         try {
-            const auto j = nlohmann::json::parse(buffer.str());
-            if (j.is_object() && j.value("model_type", std::string()) == "mamba") return buffer.str();
+            auto j = nlohmann::ordered_json::parse(buffer.str());
+            if (j.is_object() && j.value("model_type", std::string()) == "mamba") {
+                if (!j.contains("rescale_prenorm_residual") || j["rescale_prenorm_residual"] != false)
+                    j["rescale_prenorm_residual"] = false;
+                return j.dump(2) + "\n";
+            }
         } catch (const nlohmann::json::exception&) {
             // fall through: write transformers' form
         }
     }
-    return transformers_config(config).dump(2) + "\n";
+    auto j = transformers_config(config);
+    j["rescale_prenorm_residual"] = false;
+    return j.dump(2) + "\n";
 }
 
 /// Writes `text` to `path` atomically.
