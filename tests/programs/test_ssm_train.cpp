@@ -5,6 +5,7 @@
 // in the library (and in the retrieval program) with the trained model's outputs. Bad input
 // is one line naming the file, line or option, and leaves no checkpoint behind.
 #include <cmath>
+#include <cstdio>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -248,4 +249,45 @@ TEST_CASE("ssm-train: bad input is one line, and no checkpoint is written", "[ss
     check_one_line_error(r, "ssm-train", 2, "--temperature");
     r = train("--model x");
     check_one_line_error(r, "ssm-train", 2, "recipe");
+}
+
+TEST_CASE("ssm-train: a BEIR folder with a run to mine negatives from, and the reranker's evaluation", "[ssm-train]") {
+    const auto scratch = ssm::test::scratch_dir("train-beir");
+    const fs::path beir = scratch / "beir";
+    fs::create_directories(beir / "qrels");
+    fs::copy_file(kBeir / "corpus.jsonl", beir / "corpus.jsonl");
+    fs::copy_file(kBeir / "queries.jsonl", beir / "queries.jsonl");
+    fs::copy_file(kBeir / "qrels" / "test.tsv", beir / "qrels" / "test.tsv");
+    fs::copy_file(kBeir / "qrels" / "test.tsv", beir / "qrels" / "train.tsv");
+    // A run ranking every document for every query, in corpus order (judged ones skipped
+    // as negatives by the reader).
+    std::string run;
+    for (int q = 1; q <= 8; ++q)
+        for (int d = 1; d <= 24; ++d) {
+            char line[64];
+            std::snprintf(line, sizeof line, "q%d Q0 d%02d %d %d.0 test\n", q, d, d, 100 - d);
+            run += line;
+        }
+    ssm::test::write_bytes(scratch / "run.trec", run);
+    const std::string common = " --model " + kModel.string() + " --train " + beir.string() + " --negatives " +
+                               (scratch / "run.trec").string() + " --group-size 4 --batch-size 4 --steps 3 --threads 1";
+    auto r = train("retriever" + common + " --lr 2e-3 --out " + (scratch / "ret").string() + " --eval " + kBeir.string() +
+                   " --log " + (scratch / "ret.jsonl").string());
+    INFO(r.output);
+    REQUIRE(r.status == 0);
+    CHECK(r.output.find("retriever: 8 training items") != std::string::npos);
+    auto e = last_eval(read_log(scratch / "ret.jsonl"));
+    CHECK(e.contains("ndcg@10"));
+    CHECK(e.value("queries", 0) == 8);
+
+    r = train("reranker" + common + " --lr 2e-3 --max-length 256 --out " + (scratch / "rr").string() + " --eval " +
+              kBeir.string() + " --eval-run " + (scratch / "run.trec").string() + " --eval-depth 10 --log " +
+              (scratch / "rr.jsonl").string());
+    INFO(r.output);
+    REQUIRE(r.status == 0);
+    e = last_eval(read_log(scratch / "rr.jsonl"));
+    REQUIRE(e.contains("ndcg@10"));
+    CHECK(e.value("queries", 0) == 8);
+    CHECK(e.at("ndcg@10").get<double>() >= 0.0);
+    CHECK(e.at("ndcg@10").get<double>() <= 1.0);
 }
