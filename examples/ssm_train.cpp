@@ -375,19 +375,25 @@ struct ScoreHead {
 // ---------------------------------------------------------------------------------------
 // Tokenized training data
 
-/// A retriever/reranker group's text, tokenized once per distinct passage on demand.
+/// The model folder's tokenizer, made the first time text needs one (token-id input needs
+/// none), and a retriever/reranker group's text tokenized once per distinct string.
 class TextCache {
 public:
-    explicit TextCache(ssm::Tokenizer tok) : tok_(std::move(tok)) {}
+    TextCache(fs::path dir, index vocab) : dir_(std::move(dir)), vocab_(vocab) {}
     const Ids& get(const std::string& text) {
         auto it = cache_.find(text);
         if (it != cache_.end()) return it->second;
-        return cache_.emplace(text, tok_.encode(text)).first->second;
+        return cache_.emplace(text, tokenizer().encode(text)).first->second;
     }
-    const ssm::Tokenizer& tokenizer() const { return tok_; }
+    const ssm::Tokenizer& tokenizer() {
+        if (!tok_) tok_ = ssm::Tokenizer::for_checkpoint(dir_, vocab_);
+        return *tok_;
+    }
 
 private:
-    ssm::Tokenizer tok_;
+    fs::path dir_;
+    index vocab_;
+    std::optional<ssm::Tokenizer> tok_;
     std::unordered_map<std::string, Ids> cache_;
 };
 
@@ -427,7 +433,7 @@ std::vector<ssm::train::QueryGroup> read_groups(const Options& o) {
 }
 
 /// LM training sequences: packed text, or one {"ids"} line a sequence.
-std::vector<Ids> read_lm_sequences(const Options& o, const ssm::Tokenizer& tok, const ssm::MambaConfig& config) {
+std::vector<Ids> read_lm_sequences(const Options& o, TextCache& text_cache, const ssm::MambaConfig& config) {
     std::error_code ec;
     if (!fs::is_regular_file(o.train, ec)) ssm::fail(o.train.string(), ": no such file (the training text)");
     const bool jsonl = o.train.extension() == ".jsonl" || o.train.extension() == ".json";
@@ -436,7 +442,7 @@ std::vector<Ids> read_lm_sequences(const Options& o, const ssm::Tokenizer& tok, 
         if (!in) ssm::fail(o.train.string(), ": cannot open for reading");
         std::stringstream text;
         text << in.rdbuf();
-        const Ids ids = tok.encode(text.str());
+        const Ids ids = text_cache.tokenizer().encode(text.str());
         auto seqs = ssm::train::pack_sequences(ids, o.seq_len);
         if (seqs.empty()) ssm::fail(o.train.string(), ": under two tokens of text, nothing to predict");
         return seqs;
@@ -453,7 +459,7 @@ std::vector<Ids> read_lm_sequences(const Options& o, const ssm::Tokenizer& tok, 
             has_ids = true;
         } else if (obj.contains("text")) {
             const std::string text = ssm::cli::string_field(obj, "text", o.train, line);
-            const Ids ids = tok.encode(text);
+            const Ids ids = text_cache.tokenizer().encode(text);
             if (has_text && config.eos_token_id) stream.push_back(static_cast<std::int32_t>(*config.eos_token_id));
             stream.insert(stream.end(), ids.begin(), ids.end());
             has_text = true;
@@ -812,12 +818,12 @@ int train_with(const Options& o, const fs::path& model_dir, index start_step, co
                       config.is_hybrid() ? ", a SAMBA hybrid" : "", ")");
         } else {
             Trainer<Model> trainer(model, o, config, model_dir);
-            TextCache cache(ssm::Tokenizer::for_checkpoint(model_dir, config.vocab_size));
+            TextCache cache(model_dir, config.vocab_size);
             std::optional<std::int32_t> eos;
             if (config.eos_token_id) eos = static_cast<std::int32_t>(*config.eos_token_id);
             index items = 0;
             if (o.mode == "lm") {
-                auto seqs = read_lm_sequences(o, cache.tokenizer(), config);
+                auto seqs = read_lm_sequences(o, cache, config);
                 items = static_cast<index>(seqs.size());
                 trainer.set_sequences(std::move(seqs));
                 trainer.set_eval_tokenizer(&cache, eos);
