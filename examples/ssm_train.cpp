@@ -397,9 +397,10 @@ private:
     std::unordered_map<std::string, Ids> cache_;
 };
 
+/// A copy of `ids` as the encoders read it: the first `max_tokens`, then the EOS.
 Ids truncated_with_eos(const Ids& ids, index max_tokens, std::optional<std::int32_t> eos) {
-    Ids out(ids.begin(), ids.begin() + std::min<std::ptrdiff_t>(static_cast<std::ptrdiff_t>(ids.size()), max_tokens));
-    if (eos) out.push_back(*eos);
+    Ids out = ids;
+    ssm::cli::finish_input(out, max_tokens, eos);
     return out;
 }
 

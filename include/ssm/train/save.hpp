@@ -134,19 +134,14 @@ inline void save_model_folder(const std::filesystem::path& dir, const std::files
             if (auto stored = base.resolve(p.name)) covered.insert(*stored);
         if (config.tie_word_embeddings)
             if (auto stored = base.resolve("lm_head.weight")) covered.insert(*stored);
-        for (const std::string& name : base.names()) {
+        const std::vector<std::string> names = base.names();
+        kept.reserve(names.size());  // no reallocation: `tensors` views each kept value
+        for (const std::string& name : names) {
             if (covered.count(name) || excluded(name)) continue;
             const TensorInfo& info = base.info(name);
             if (info.dtype != DType::F32 && info.dtype != DType::BF16 && info.dtype != DType::F16) continue;
             kept.push_back(base.load_f32(name, info.shape));
-        }
-        std::size_t k = 0;
-        for (const std::string& name : base.names()) {
-            if (covered.count(name) || excluded(name)) continue;
-            const TensorInfo& info = base.info(name);
-            if (info.dtype != DType::F32 && info.dtype != DType::BF16 && info.dtype != DType::F16) continue;
-            const Tensor& t = kept[k++];
-            tensors.push_back(f32_tensor(name, info.shape, t.values()));
+            tensors.push_back(f32_tensor(name, info.shape, kept.back().values()));
         }
     }
     std::map<std::string, std::string> metadata = options.metadata;
