@@ -115,7 +115,7 @@ int run_lm(const ssm::cli::Args& args, const std::string& dir) {
     return ssm::with_mamba<ssm::LmHead>(dir, [&](auto& model) -> int {
         using Model = std::decay_t<decltype(model)>;
         if constexpr (!ssm::train::TrainableModel<Model>) {
-            ssm::fail(dir, ": ssm-grad does not train this architecture (SAMBA hybrids, Mamba-2) yet");
+            ssm::fail(dir, ": ssm-grad does not train this architecture (Mamba-2) yet");
         } else {
             const std::filesystem::path input = args.required("input");
             ssm::Batch batch;
@@ -136,21 +136,11 @@ int run_lm(const ssm::cli::Args& args, const std::string& dir) {
 }
 
 int run_infonce(const ssm::cli::Args& args, const std::string& dir) {
-    double tau = 0.01;
-    if (auto t = args.get("temperature")) {
-        try {
-            std::size_t used = 0;
-            tau = std::stod(*t, &used);
-            if (used != t->size()) throw std::invalid_argument("trailing characters");
-        } catch (const std::exception&) {
-            throw ssm::cli::UsageError("--temperature must be a number, got '" + *t + "'");
-        }
-        if (!(tau > 0) || !std::isfinite(tau)) throw ssm::cli::UsageError("--temperature must be positive, got '" + *t + "'");
-    }
+    const double tau = args.real("temperature", 0.01, 1e-30, 1e30);
     return ssm::with_mamba<ssm::BiEncoderHead<ssm::LastToken>>(dir, [&](auto& model) -> int {
         using Model = std::decay_t<decltype(model)>;
         if constexpr (!ssm::train::TrainableModel<Model>) {
-            ssm::fail(dir, ": ssm-grad does not train this architecture (SAMBA hybrids, Mamba-2) yet");
+            ssm::fail(dir, ": ssm-grad does not train this architecture (Mamba-2) yet");
         } else {
             const std::filesystem::path input = args.required("input");
             const Groups g = read_groups(input, "query", "passages", model.vocab_size());
@@ -177,7 +167,7 @@ int run_listwise(const ssm::cli::Args& args, const std::string& dir) {
         [&](auto& model) -> int {
             using Model = std::decay_t<decltype(model)>;
             if constexpr (!ssm::train::TrainableModel<Model>) {
-                ssm::fail(dir, ": ssm-grad does not train this architecture (SAMBA hybrids, Mamba-2) yet");
+                ssm::fail(dir, ": ssm-grad does not train this architecture (Mamba-2) yet");
             } else {
                 if (!model.head().has_bias())
                     ssm::fail(head.string(), ": missing tensor 'score.bias' [1]");

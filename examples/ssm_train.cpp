@@ -134,25 +134,6 @@ struct Options {
     double temperature = 0.01, dropout = 0.1;
 };
 
-double real_option(const ssm::cli::Args& args, const std::string& name, double fallback, double lo, double hi) {
-    const auto v = args.get(name);
-    if (!v) return fallback;
-    double x = 0;
-    try {
-        std::size_t used = 0;
-        x = std::stod(*v, &used);
-        if (used != v->size()) throw std::invalid_argument("trailing characters");
-    } catch (const std::exception&) {
-        throw ssm::cli::UsageError("--" + name + " must be a number, got '" + *v + "'");
-    }
-    if (!std::isfinite(x) || x < lo || x > hi) {
-        std::ostringstream s;
-        s << "--" << name << " must be in [" << lo << ", " << hi << "], got '" << *v << "'";
-        throw ssm::cli::UsageError(s.str());
-    }
-    return x;
-}
-
 Options parse_options(const std::string& mode, const ssm::cli::Args& args) {
     Options o;
     o.mode = mode;
@@ -194,27 +175,27 @@ Options parse_options(const std::string& mode, const ssm::cli::Args& args) {
     if (args.get("steps") && args.get("epochs")) throw ssm::cli::UsageError("give --steps or --epochs, not both");
     if (!args.get("steps") && !args.get("epochs")) throw ssm::cli::UsageError("missing --steps N (or --epochs E)");
     o.steps = args.integer("steps", 0, 1, 1LL << 40);
-    o.epochs = real_option(args, "epochs", 0, 1e-9, 1e9);
+    o.epochs = args.real("epochs", 0, 1e-9, 1e9);
     o.batch_size = args.integer("batch-size", 8, 1, 1 << 20);
     o.grad_accum = args.integer("grad-accum", 1, 1, 1 << 20);
-    o.lr = real_option(args, "lr", lm ? 6e-4 : 2e-5, 0, 10);
-    o.weight_decay = real_option(args, "weight-decay", lm ? 0.1 : 0.0, 0, 10);
+    o.lr = args.real("lr", lm ? 6e-4 : 2e-5, 0, 10);
+    o.weight_decay = args.real("weight-decay", lm ? 0.1 : 0.0, 0, 10);
     o.warmup = args.integer("warmup", 0, 0, 1LL << 40);
     o.schedule = args.get("schedule").value_or("linear");
     if (o.schedule != "constant" && o.schedule != "linear" && o.schedule != "cosine")
         throw ssm::cli::UsageError("--schedule must be constant, linear or cosine, got '" + o.schedule + "'");
-    o.clip = real_option(args, "clip", 1.0, 0, 1e9);
+    o.clip = args.real("clip", 1.0, 0, 1e9);
     o.seed = args.integer("seed", 0, 0, 1LL << 62);
     o.save_every = args.integer("save-every", 0, 1, 1LL << 40);
     o.eval_every = args.integer("eval-every", 0, 1, 1LL << 40);
     if (o.eval_every && !o.eval) throw ssm::cli::UsageError("--eval-every needs --eval PATH");
     o.group_size = args.integer("group-size", 8, rr ? 2 : 1, 1 << 16);
     o.max_negatives = args.integer("max-negatives", 30, 1, 1 << 20);
-    o.temperature = real_option(args, "temperature", 0.01, 1e-6, 1e6);
+    o.temperature = args.real("temperature", 0.01, 1e-6, 1e6);
     o.query_max = args.integer("query-max-length", 32, 1, 1 << 24);
     o.passage_max = args.integer("passage-max-length", 128, 1, 1 << 24);
     o.max_length = args.integer("max-length", 512, 8, 1 << 24);
-    o.dropout = real_option(args, "dropout", 0.1, 0, 0.95);
+    o.dropout = args.real("dropout", 0.1, 0, 0.95);
     o.seq_len = args.integer("seq-len", 1024, 2, 1 << 24);
     o.eval_depth = args.integer("eval-depth", 100, 1, 1 << 20);
     if (rr && o.eval && !o.eval_run) throw ssm::cli::UsageError("reranker --eval needs --eval-run RUN (the candidates to rerank)");
@@ -672,14 +653,16 @@ private:
 
     nlohmann::json eval_lm() {
         if constexpr (ssm::LanguageModelHead<typename Model::head_type>) {
-            std::ifstream in(*o_.eval, std::ios::binary);
-            if (!in) ssm::fail(o_.eval->string(), ": cannot open the held-out text");
-            std::stringstream text;
-            text << in.rdbuf();
-            const std::string s = text.str();
-            const Ids ids = cache_->tokenizer().encode(s);
-            const auto seqs = ssm::train::pack_sequences(ids, o_.seq_len);
-            if (seqs.empty()) ssm::fail(o_.eval->string(), ": under two tokens of text");
+            if (!eval_seqs_) {  // read and tokenized once, at the first evaluation
+                std::ifstream in(*o_.eval, std::ios::binary);
+                if (!in) ssm::fail(o_.eval->string(), ": cannot open the held-out text");
+                std::stringstream text;
+                text << in.rdbuf();
+                const Ids ids = cache_->tokenizer().encode(text.str());
+                eval_seqs_ = ssm::train::pack_sequences(ids, o_.seq_len);
+                if (eval_seqs_->empty()) ssm::fail(o_.eval->string(), ": under two tokens of text");
+            }
+            const std::vector<Ids>& seqs = *eval_seqs_;
             double nats = 0;
             index predicted = 0;
             for (std::size_t at = 0; at < seqs.size(); at += static_cast<std::size_t>(o_.batch_size)) {
@@ -714,28 +697,37 @@ private:
 
     nlohmann::json eval_retriever() {
         if constexpr (!ssm::LanguageModelHead<typename Model::head_type>) {
-            const ssm::BeirDataset data = ssm::read_beir(*o_.eval);
-            if (data.qrels.empty()) ssm::fail(o_.eval->string(), ": no qrels/test.tsv to evaluate against");
-            std::vector<std::string> qtext, dtext;
-            std::vector<std::string> qids;
-            for (const auto& q : data.queries)
-                if (data.qrels.count(q.id)) {
-                    qids.push_back(q.id);
-                    qtext.push_back(q.text);
+            if (!eval_retrieval_) {  // read and tokenized once, at the first evaluation
+                const ssm::BeirDataset data = ssm::read_beir(*o_.eval);
+                if (data.qrels.empty()) ssm::fail(o_.eval->string(), ": no qrels/test.tsv to evaluate against");
+                EvalRetrieval e;
+                std::vector<std::string> qtext, dtext;
+                for (const auto& q : data.queries)
+                    if (data.qrels.count(q.id)) {
+                        e.qids.push_back(q.id);
+                        qtext.push_back(q.text);
+                    }
+                for (const auto& d : data.corpus) {
+                    e.doc_ids.push_back(d.id);
+                    dtext.push_back(ssm::document_text(d));
                 }
-            for (const auto& d : data.corpus) dtext.push_back(ssm::document_text(d));
-            const auto qseq = tokenize_all(qtext, o_.query_max), dseq = tokenize_all(dtext, o_.passage_max);
-            const ssm::Matrix Q = ssm::encode_sequences(model_, std::span<const Ids>(qseq));
-            const ssm::Matrix P = ssm::encode_sequences(model_, std::span<const Ids>(dseq));
+                e.queries = tokenize_all(qtext, o_.query_max);
+                e.passages = tokenize_all(dtext, o_.passage_max);
+                e.qrels = data.qrels;
+                eval_retrieval_ = std::move(e);
+            }
+            const EvalRetrieval& e = *eval_retrieval_;
+            const ssm::Matrix Q = ssm::encode_sequences(model_, std::span<const Ids>(e.queries));
+            const ssm::Matrix P = ssm::encode_sequences(model_, std::span<const Ids>(e.passages));
             const index k = std::min<index>(100, P.rows());
             const ssm::TopK hits = ssm::exact_top_k(Q, P, k);
             ssm::Run run;
             for (index i = 0; i < Q.rows(); ++i)
                 for (index j = 0; j < k; ++j)
-                    run[qids[static_cast<std::size_t>(i)]].push_back(
-                        {data.corpus[static_cast<std::size_t>(hits.ids(i, j))].id, hits.scores(i, j)});
+                    run[e.qids[static_cast<std::size_t>(i)]].push_back(
+                        {e.doc_ids[static_cast<std::size_t>(hits.ids(i, j))], hits.scores(i, j)});
             const int nd[] = {10}, mr[] = {10}, rc[] = {100};
-            const ssm::Evaluation ev = ssm::evaluate(run, data.qrels, nd, mr, rc);
+            const ssm::Evaluation ev = ssm::evaluate(run, e.qrels, nd, mr, rc);
             nlohmann::json r = ev.mean;
             r["queries"] = ev.queries;
             return r;
@@ -745,42 +737,71 @@ private:
     }
 
     nlohmann::json eval_reranker() {
-        const ssm::BeirDataset data = ssm::read_beir(*o_.eval);
-        if (data.qrels.empty()) ssm::fail(o_.eval->string(), ": no qrels/test.tsv to evaluate against");
-        const ssm::Run candidates = ssm::read_trec_run(*o_.eval_run);
-        std::unordered_map<std::string, const ssm::Document*> docs;
-        for (const auto& d : data.corpus) docs.emplace(d.id, &d);
-        std::unordered_map<std::string, std::string> qtext;
-        for (const auto& q : data.queries) qtext.emplace(q.id, q.text);
-        ssm::Run run;
-        for (const auto& [qid, judged] : data.qrels) {
-            const auto c = candidates.find(qid);
-            const auto q = qtext.find(qid);
-            if (c == candidates.end() || q == qtext.end()) continue;
-            std::vector<ssm::RunEntry> top = c->second;
-            std::stable_sort(top.begin(), top.end(), [](const auto& a, const auto& b) { return a.score > b.score; });
-            if (static_cast<index>(top.size()) > o_.eval_depth) top.resize(static_cast<std::size_t>(o_.eval_depth));
-            ssm::Batch batch;
-            std::vector<std::string> ids;
-            for (const auto& e : top) {
-                const auto d = docs.find(e.doc_id);
-                if (d == docs.end())
-                    ssm::fail(o_.eval_run->string(), ": document '", e.doc_id, "' is not in ", o_.eval->string(), "/corpus.jsonl");
-                batch.add(reranker_pair(*cache_, q->second, ssm::document_text(*d->second), o_.max_length, eos_));
-                ids.push_back(e.doc_id);
+        if (!eval_rerank_) {  // read and tokenized once, at the first evaluation
+            const ssm::BeirDataset data = ssm::read_beir(*o_.eval);
+            if (data.qrels.empty()) ssm::fail(o_.eval->string(), ": no qrels/test.tsv to evaluate against");
+            const ssm::Run candidates = ssm::read_trec_run(*o_.eval_run);
+            std::unordered_map<std::string, const ssm::Document*> docs;
+            for (const auto& d : data.corpus) docs.emplace(d.id, &d);
+            std::unordered_map<std::string, std::string> qtext;
+            for (const auto& q : data.queries) qtext.emplace(q.id, q.text);
+            EvalRerank e;
+            e.qrels = data.qrels;
+            for (const auto& [qid, judged] : data.qrels) {
+                const auto c = candidates.find(qid);
+                const auto q = qtext.find(qid);
+                if (c == candidates.end() || q == qtext.end()) continue;
+                std::vector<ssm::RunEntry> top = c->second;
+                std::stable_sort(top.begin(), top.end(), [](const auto& a, const auto& b) { return a.score > b.score; });
+                if (static_cast<index>(top.size()) > o_.eval_depth) top.resize(static_cast<std::size_t>(o_.eval_depth));
+                if (top.empty()) continue;
+                typename EvalRerank::Query rq;
+                rq.qid = qid;
+                for (const auto& entry : top) {
+                    const auto d = docs.find(entry.doc_id);
+                    if (d == docs.end())
+                        ssm::fail(o_.eval_run->string(), ": document '", entry.doc_id, "' is not in ", o_.eval->string(),
+                                  "/corpus.jsonl");
+                    rq.pairs.add(reranker_pair(*cache_, q->second, ssm::document_text(*d->second), o_.max_length, eos_));
+                    rq.doc_ids.push_back(entry.doc_id);
+                }
+                e.queries.push_back(std::move(rq));
             }
-            if (ids.empty()) continue;
+            eval_rerank_ = std::move(e);
+        }
+        ssm::Run run;
+        for (const auto& q : eval_rerank_->queries) {
             typename Model::TrainCache cache;
-            model_.forward_train(batch, cache);
+            model_.forward_train(q.pairs, cache);
             const ssm::Matrix scores = head_->forward(cache.hidden, cache.offsets, 0.0, 0, nullptr);
-            for (std::size_t i = 0; i < ids.size(); ++i) run[qid].push_back({ids[i], scores(static_cast<index>(i), 0)});
+            for (std::size_t i = 0; i < q.doc_ids.size(); ++i)
+                run[q.qid].push_back({q.doc_ids[i], scores(static_cast<index>(i), 0)});
         }
         const int nd[] = {10}, mr[] = {10};
-        const ssm::Evaluation ev = ssm::evaluate(run, data.qrels, nd, mr, std::span<const int>());
+        const ssm::Evaluation ev = ssm::evaluate(run, eval_rerank_->qrels, nd, mr, std::span<const int>());
         nlohmann::json r = ev.mean;
         r["queries"] = ev.queries;
         return r;
     }
+
+    /// The evaluation inputs, tokenized at the first evaluation and kept.
+    struct EvalRetrieval {
+        std::vector<std::string> qids, doc_ids;
+        std::vector<Ids> queries, passages;
+        ssm::Qrels qrels;
+    };
+    struct EvalRerank {
+        struct Query {
+            std::string qid;
+            ssm::Batch pairs;
+            std::vector<std::string> doc_ids;
+        };
+        std::vector<Query> queries;
+        ssm::Qrels qrels;
+    };
+    std::optional<std::vector<Ids>> eval_seqs_;
+    std::optional<EvalRetrieval> eval_retrieval_;
+    std::optional<EvalRerank> eval_rerank_;
 
     Model& model_;
     const Options& o_;
@@ -814,8 +835,10 @@ int train_with(const Options& o, const fs::path& model_dir, index start_step, co
     const ssm::MambaConfig config = ssm::MambaConfig::load(model_dir);
     return ssm::with_mamba<Head>(model_dir, [&](auto& model) -> int {
         using Model = std::decay_t<decltype(model)>;
-        if constexpr (!ssm::train::TrainableModel<Model>) {
-            ssm::fail(model_dir.string(), ": ssm-train trains Mamba-1 models only (this is ", ssm::family_name(config.family),
+        // SAMBA hybrids have backward passes (ssm-grad), but no writer of their lit-gpt
+        // checkpoints yet, so ssm-train refuses them as it refuses Mamba-2.
+        if constexpr (!ssm::train::TrainableModel<Model> || Model::backbone_type::per_kind) {
+            ssm::fail(model_dir.string(), ": ssm-train trains Mamba-1 and Falcon-Mamba models only (this is ", ssm::family_name(config.family),
                       config.is_hybrid() ? ", a SAMBA hybrid" : "", ")");
         } else {
             Trainer<Model> trainer(model, o, config, model_dir);

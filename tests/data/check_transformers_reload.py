@@ -4,7 +4,8 @@
     python3 tests/data/check_transformers_reload.py --model DIR --forward logits.safetensors --ids 72,101,108
 
 `--forward` is what `ssm-forward --model DIR --ids ... --out FILE` wrote. The check loads
-DIR with `MambaForCausalLM.from_pretrained` (no missing, unexpected or mismatched keys
+DIR with `MambaForCausalLM.from_pretrained` (`FalconMambaForCausalLM` for a
+Falcon-Mamba config) (no missing, unexpected or mismatched keys
 allowed), runs the same ids in float32 and compares the logits with the library's:
 exit 0 when the largest difference is under 1e-4 of the logits' scale, 1 otherwise.
 """
@@ -23,7 +24,12 @@ def main() -> int:
     ap.add_argument("--ids", required=True)
     args = ap.parse_args()
 
-    model, info = transformers.MambaForCausalLM.from_pretrained(
+    import json
+    import os
+    with open(os.path.join(args.model, "config.json")) as f:
+        falcon = json.load(f).get("model_type") == "falcon_mamba"
+    cls = transformers.FalconMambaForCausalLM if falcon else transformers.MambaForCausalLM
+    model, info = cls.from_pretrained(
         args.model, output_loading_info=True, torch_dtype=torch.float32)
     problems = {k: sorted(v) for k, v in info.items() if k != "error_msgs" and v}
     if problems or info.get("error_msgs"):

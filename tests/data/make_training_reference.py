@@ -14,7 +14,7 @@ Both modes are deterministic (seeded); rerunning rewrites the same files (the gr
 inputs are read back from <case>/grad/ when present, unless --new-inputs).
 
     python3 tests/data/make_training_reference.py adamw
-    python3 tests/data/make_training_reference.py grad [--cases mambabyte-tiny] [--new-inputs]
+    python3 tests/data/make_training_reference.py grad [--cases mambabyte-tiny falcon-mamba-tiny samba-tiny] [--new-inputs]
     python3 tests/data/make_training_reference.py grad --check   # recompute, compare, write nothing
 
 See tests/data/README.md ("Training references") for every tensor written.
@@ -175,9 +175,11 @@ class Transformers:
     """The losses through transformers' MambaForCausalLM, converted to float64."""
 
     def __init__(self, case_dir):
-        from transformers import MambaForCausalLM
+        from transformers import FalconMambaForCausalLM, MambaForCausalLM
 
-        self.model = MambaForCausalLM.from_pretrained(case_dir).to(torch.float64).eval()
+        falcon = json.load(open(os.path.join(case_dir, "config.json")))["model_type"] == "falcon_mamba"
+        cls = FalconMambaForCausalLM if falcon else MambaForCausalLM
+        self.model = cls.from_pretrained(case_dir).to(torch.float64).eval()
         self.params = dict(self.model.named_parameters())  # a tied lm_head appears once, as the embedding
 
     def hidden(self, ids):  # (L, D) after norm_f
@@ -198,6 +200,8 @@ class Independent:
         self.n_layers = cfg["num_hidden_layers"]
         self.R, self.N = cfg["time_step_rank"], cfg["state_size"]
         self.tied = cfg.get("tie_word_embeddings", True)
+        # Falcon-Mamba: dt_low, B and C each x / sqrt(mean(x²) + mixer_rms_eps), no weight.
+        self.mixer_eps = cfg.get("mixer_rms_eps", 1e-6) if cfg["model_type"] == "falcon_mamba" else None
         weights = load_file(os.path.join(case_dir, "model.safetensors"))
         self.params = {k: v.to(torch.float64).clone().requires_grad_(True) for k, v in weights.items()
                        if not (self.tied and k == "lm_head.weight")}
@@ -221,6 +225,8 @@ class Independent:
             u = xc * torch.sigmoid(xc)
             xd = u @ p("x_proj.weight").T
             dt_low, B, C = xd[:, :self.R], xd[:, self.R:self.R + self.N], xd[:, self.R + self.N:]
+            if self.mixer_eps is not None:
+                dt_low, B, C = (t * torch.rsqrt((t * t).mean(-1, keepdim=True) + self.mixer_eps) for t in (dt_low, B, C))
             v = dt_low @ p("dt_proj.weight").T + p("dt_proj.bias")
             dt = torch.where(v > 20, v, torch.log1p(torch.exp(torch.clamp(v, max=20))))
             A = -torch.exp(p("A_log"))
@@ -236,6 +242,147 @@ class Independent:
     def logits(self, ids):
         head = self.params["backbone.embeddings.weight"] if self.tied else self.params["lm_head.weight"]
         return self.hidden(ids) @ head.T
+
+
+def samba_case(case_dir):
+    """A SAMBA folder's lit-gpt config and float32 state dict (lit_model.pth or
+    model.safetensors in lit-gpt names; the tied lm_head is the embedding)."""
+    if os.path.exists(os.path.join(case_dir, "lit_config.json")):
+        cfg = json.load(open(os.path.join(case_dir, "lit_config.json")))
+        sd = torch.load(os.path.join(case_dir, "lit_model.pth"), weights_only=True)["model"]
+    else:
+        cfg = json.load(open(os.path.join(case_dir, "config.json")))
+        sd = load_file(os.path.join(case_dir, "model.safetensors"))
+    sd = {k: v for k, v in sd.items() if k != "lm_head.weight"}
+    return cfg, sd
+
+
+class Samba:
+    """A SAMBA hybrid from its lit-gpt checkpoint, float64, from the definitions (the same
+    as tests/data/make_samba_reference.py's forward): x += mixer(rms(x)); x += w3(silu(w1 h)
+    ⊙ w2 h) with h = rms(x); Mamba layers (i % mb_per_layer == 0) either written out with a
+    sequential scan or, with `hf_mixer`, transformers' MambaMixer run on the same tensors
+    (torch.func.functional_call); attention layers split lit-gpt's fused, grouped
+    projection, rotate "rotate half" style with float32 angles, attend to the last
+    `local_window` positions. Gradients are reported under the library's names."""
+
+    def __init__(self, case_dir, hf_mixer=False):
+        self.cfg, sd = samba_case(case_dir)
+        self.params = {k: v.to(torch.float64).clone().requires_grad_(True) for k, v in sd.items()}
+        self.eps = self.cfg["norm_eps"]
+        d = self.cfg["n_embd"]
+        self.R, self.N = math.ceil(d / 16), 16
+        self.mixer = None
+        if hf_mixer:
+            from transformers import MambaConfig
+            from transformers.models.mamba.modeling_mamba import MambaMixer
+
+            hf = MambaConfig(hidden_size=d, state_size=self.N, conv_kernel=4, expand=2, time_step_rank=self.R,
+                             use_conv_bias=True, use_bias=False, hidden_act="silu", layer_norm_epsilon=self.eps,
+                             use_mambapy=False)
+            self.mixer = MambaMixer(hf, layer_idx=0).double().eval()
+
+    def is_mamba(self, i):
+        return self.cfg["mb_per_layer"] > 0 and i % self.cfg["mb_per_layer"] == 0
+
+    def rms(self, x, w):
+        return x * torch.rsqrt((x * x).mean(-1, keepdim=True) + self.eps) * w
+
+    def mamba(self, h, p):
+        if self.mixer is not None:
+            names = ("in_proj.weight", "conv1d.weight", "conv1d.bias", "x_proj.weight", "dt_proj.weight",
+                     "dt_proj.bias", "A_log", "D", "out_proj.weight")
+            return torch.func.functional_call(self.mixer, {n: p(n) for n in names}, (h[None],))[0]
+        L = h.shape[0]
+        xz = h @ p("in_proj.weight").T
+        E = xz.shape[1] // 2
+        x, z = xz[:, :E], xz[:, E:]
+        w = p("conv1d.weight")[:, 0, :]
+        K = w.shape[1]
+        xp = torch.cat([torch.zeros(K - 1, E, dtype=x.dtype), x])
+        xc = p("conv1d.bias") + sum(w[:, k] * xp[k:k + L] for k in range(K))
+        u = xc * torch.sigmoid(xc)
+        xd = u @ p("x_proj.weight").T
+        dt_low, B, C = xd[:, :self.R], xd[:, self.R:self.R + self.N], xd[:, self.R + self.N:]
+        v = dt_low @ p("dt_proj.weight").T + p("dt_proj.bias")
+        dt = torch.where(v > 20, v, torch.log1p(torch.exp(torch.clamp(v, max=20))))
+        A = -torch.exp(p("A_log"))
+        s = torch.zeros(E, self.N, dtype=x.dtype)
+        ys = []
+        for t in range(L):
+            s = torch.exp(dt[t, :, None] * A) * s + dt[t, :, None] * B[t][None, :] * u[t, :, None]
+            ys.append(s @ C[t] + p("D") * u[t])
+        return (torch.stack(ys) * (z * torch.sigmoid(z))) @ p("out_proj.weight").T
+
+    def attention(self, h, w_attn, w_proj):
+        cfg, T = self.cfg, h.shape[0]
+        H, G, hs = cfg["n_head"], cfg["n_query_groups"], cfg["head_size"]
+        qpk = H // G
+        qkv = (h @ w_attn.T).view(T, G, qpk + 2, hs)
+        q, k, v = qkv[:, :, :qpk].reshape(T, H, hs), qkv[:, :, qpk], qkv[:, :, qpk + 1]
+        n = int(cfg["rotary_percentage"] * hs)
+        theta = 1.0 / (10000 ** (torch.arange(0, n, 2) / n))  # float32, as lit-gpt's cache
+        ang = torch.outer(torch.arange(T, dtype=torch.float32), theta).double()
+        cos, sin = torch.cos(ang)[:, None, :], torch.sin(ang)[:, None, :]
+
+        def rope(t):
+            x1, x2, rest = t[..., :n // 2], t[..., n // 2:n], t[..., n:]
+            return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin, rest), dim=-1)
+
+        q, k = rope(q), rope(k)
+        k, v = k.repeat_interleave(qpk, dim=1), v.repeat_interleave(qpk, dim=1)
+        scores = torch.einsum("thd,shd->hts", q, k) / math.sqrt(hs)
+        t, s = torch.arange(T)[:, None], torch.arange(T)[None, :]
+        allowed = (s <= t) & ((t - s) < cfg["local_window"])
+        prob = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)
+        return torch.einsum("hts,shd->thd", prob, v).reshape(T, H * hs) @ w_proj.T
+
+    def hidden(self, ids):
+        P = self.params
+        x = P["transformer.wte.weight"][torch.tensor(ids)]
+        for i in range(self.cfg["n_layer"]):
+            b = f"transformer.h.{i}."
+            h = self.rms(x, P[b + "norm_1.weight"])
+            if self.is_mamba(i):
+                x = x + self.mamba(h, lambda n: P[b + "attn." + n])
+            else:
+                x = x + self.attention(h, P[b + "attn.attn.weight"], P[b + "attn.proj.weight"])
+            h = self.rms(x, P[b + "norm_2.weight"])
+            a = torch.nn.functional.silu(h @ P[b + "mlp.swiglu.w1.weight"].T) * (h @ P[b + "mlp.swiglu.w2.weight"].T)
+            x = x + a @ P[b + "mlp.swiglu.w3.weight"].T
+        return self.rms(x, P["transformer.ln_f.weight"])
+
+    def logits(self, ids):
+        return self.hidden(ids) @ self.params["transformer.wte.weight"].T
+
+    def export(self, grads):
+        """The gradients under the library's names: backbone.embeddings.weight,
+        backbone.layers.{i}.{norm, mlp_norm}.weight, .mixer.<Mamba tensors> or
+        .mixer.{q,k,v,o}_proj.weight (q_proj row block h = g·(H/G) + j of the grouped
+        projection), .mlp.{gate,up,down}_proj.weight, backbone.norm_f.weight."""
+        cfg = self.cfg
+        H, G, hs = cfg["n_head"], cfg["n_query_groups"], cfg["head_size"]
+        qpk = H // G
+        out = {}
+        for k, v in grads.items():
+            if not k.startswith("transformer.h."):
+                out[{"transformer.wte.weight": "backbone.embeddings.weight",
+                     "transformer.ln_f.weight": "backbone.norm_f.weight"}.get(k, k)] = v
+                continue
+            i, rest = k[len("transformer.h."):].split(".", 1)
+            b = f"backbone.layers.{i}."
+            if rest == "attn.attn.weight":
+                blocks = v.view(G, qpk + 2, hs, -1)
+                out[b + "mixer.q_proj.weight"] = blocks[:, :qpk].reshape(H * hs, -1)
+                out[b + "mixer.k_proj.weight"] = blocks[:, qpk].reshape(G * hs, -1)
+                out[b + "mixer.v_proj.weight"] = blocks[:, qpk + 1].reshape(G * hs, -1)
+            else:
+                name = {"norm_1.weight": "norm.weight", "norm_2.weight": "mlp_norm.weight",
+                        "attn.proj.weight": "mixer.o_proj.weight", "mlp.swiglu.w1.weight": "mlp.gate_proj.weight",
+                        "mlp.swiglu.w2.weight": "mlp.up_proj.weight",
+                        "mlp.swiglu.w3.weight": "mlp.down_proj.weight"}.get(rest)
+                out[b + (name if name else "mixer." + rest[len("attn."):])] = v
+        return out
 
 
 def lm_loss(impl, seqs):
@@ -278,8 +425,9 @@ def gradients(impl, loss_name, inputs, head64):
         loss = listwise_loss(impl, inputs, head64)
     loss.backward()
     out = {"loss": loss.detach().reshape(1)}
-    for name, p in impl.params.items():
-        out[name] = p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p)
+    grads = {name: p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p)
+             for name, p in impl.params.items()}
+    out.update(impl.export(grads) if hasattr(impl, "export") else grads)
     if loss_name == "listwise":
         for name, p in head64.items():
             out[name] = p.grad.detach().clone()
@@ -297,20 +445,37 @@ def rel(a, b):
 def make_grad(case, new_inputs, check, tol):
     case_dir = os.path.join(HERE, case)
     folder = os.path.join(case_dir, "grad")
-    cfg = json.load(open(os.path.join(case_dir, "config.json")))
+    samba = case.startswith("samba")
+    if samba:
+        cfg, _ = samba_case(case_dir)
+        vocab, hidden = cfg["vocab_size"], cfg["n_embd"]  # ids from the real vocabulary, not the padding
+    else:
+        cfg = json.load(open(os.path.join(case_dir, "config.json")))
+        vocab, hidden = cfg["vocab_size"], cfg["hidden_size"]
     if not check and (new_inputs or not os.path.exists(os.path.join(folder, "lm.jsonl"))):
         os.makedirs(folder, exist_ok=True)
-        make_inputs(folder, cfg["vocab_size"], cfg["hidden_size"], seed=4321)
+        make_inputs(folder, vocab, hidden, seed=4321)
     inputs = {name: read_jsonl(os.path.join(folder, f"{name}.jsonl")) for name in ("lm", "infonce", "listwise")}
     head64 = {k: v.to(torch.float64).requires_grad_(True)
               for k, v in load_file(os.path.join(folder, "head.safetensors")).items()}
-    hf, own = Transformers(case_dir), Independent(case_dir)
+    if samba:  # transformers' Mamba mixer inside the first; everything written out in the second
+        hf, own = Samba(case_dir, hf_mixer=True), Samba(case_dir)
+    else:
+        hf, own = Transformers(case_dir), Independent(case_dir)
     assert set(hf.params) == set(own.params), (sorted(hf.params), sorted(own.params))
+    if samba:  # the forward against make_samba_reference.py's stored logits
+        stored = load_file(os.path.join(case_dir, "reference.safetensors"))
+        with torch.no_grad():
+            for i in range(5):
+                ids = stored[f"seq{i}.input_ids"].tolist()
+                e = rel(own.logits(ids), stored[f"seq{i}.logits"])
+                print(f"{case} seq{i} ({len(ids)} tokens): logits vs reference.safetensors {e:.2e}")
+                assert e < 1e-6, e
     worst = 0.0
     for loss_name in ("lm", "infonce", "listwise"):
         ref = gradients(hf, loss_name, inputs[loss_name], head64)
         ind = gradients(own, loss_name, inputs[loss_name], head64)
-        agree = max(rel(ref[k], ind[k]) for k in ref)
+        agree = max(rel(ref[k], ind[k]) for k in ref if k != "score.bias")  # score.bias: 0 in exact arithmetic
         print(f"{case} {loss_name}: loss {ref['loss'].item():.10f}; transformers vs the independent float64 "
               f"model: worst tensor {agree:.2e} (norm-wise relative)")
         path = os.path.join(folder, f"{loss_name}.safetensors")
@@ -348,7 +513,7 @@ def main():
     sub = ap.add_subparsers(dest="mode", required=True)
     sub.add_parser("adamw", help="write tests/data/train/adamw.safetensors")
     g = sub.add_parser("grad", help="write <case>/grad/")
-    g.add_argument("--cases", nargs="+", default=["mambabyte-tiny"])
+    g.add_argument("--cases", nargs="+", default=["mambabyte-tiny", "falcon-mamba-tiny", "samba-tiny"])
     g.add_argument("--new-inputs", action="store_true", help="draw new seeded inputs even if some exist")
     g.add_argument("--check", action="store_true", help="recompute and compare with the stored files")
     g.add_argument("--tol", type=float, default=1e-6)

@@ -1,5 +1,5 @@
 // ssm-grad end to end: the gradients it writes for the three losses equal PyTorch autograd
-// in float64 (tests/data/mambabyte-tiny/grad/, made by make_training_reference.py) to
+// in float64 (tests/data/{mambabyte-tiny,falcon-mamba-tiny,samba-tiny}/grad/, made by make_training_reference.py) to
 // 1e-4 per tensor, norm-wise, and the loss to 1e-5; bad input gives one line, exit != 0.
 #include <cmath>
 #include <string>
@@ -14,19 +14,23 @@ ssm::test::ProgramRun grad(const std::string& args) { return ssm::test::run_prog
 
 const std::filesystem::path kModel = ssm::test::data_dir() / "mambabyte-tiny";
 
-std::string base(const std::string& loss, const std::filesystem::path& input, const std::filesystem::path& out) {
-    return "--model " + kModel.string() + " --loss " + loss + " --input " + input.string() + " --out " + out.string();
+std::string base(const std::string& loss, const std::filesystem::path& input, const std::filesystem::path& out,
+                 const std::filesystem::path& model = kModel) {
+    return "--model " + model.string() + " --loss " + loss + " --input " + input.string() + " --out " + out.string();
 }
 
 }  // namespace
 
 TEST_CASE("ssm-grad writes PyTorch's float64 gradients for lm, infonce and listwise", "[ssm-grad]") {
     const auto scratch = ssm::test::scratch_dir("grad");
-    const auto ref_dir = kModel / "grad";
+    // A Mamba LM, Falcon-Mamba, and a SAMBA hybrid (lit-gpt checkpoint, Mamba and attention layers).
+    for (const char* dir : {"mambabyte-tiny", "falcon-mamba-tiny", "samba-tiny"})
     for (const std::string loss : {"lm", "infonce", "listwise"}) {
-        INFO(loss);
-        const auto out = scratch / (loss + ".safetensors");
-        std::string args = base(loss, ref_dir / (loss + ".jsonl"), out) + " --threads 2";
+        INFO(dir << " " << loss);
+        const auto model = ssm::test::data_dir() / dir;
+        const auto ref_dir = model / "grad";
+        const auto out = scratch / (std::string(dir) + "-" + loss + ".safetensors");
+        std::string args = base(loss, ref_dir / (loss + ".jsonl"), out, model) + " --threads 2";
         if (loss == "infonce") args += " --temperature 0.05";
         if (loss == "listwise") args += " --head " + (ref_dir / "head.safetensors").string();
         const auto r = grad(args);

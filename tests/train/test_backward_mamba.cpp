@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "ssm/model/batch.hpp"
+#include "ssm/model/hybrid.hpp"
 #include "ssm/model/mamba.hpp"
 #include "ssm/train/parameters.hpp"
 #include "train/gradient_check.hpp"
@@ -88,8 +89,9 @@ TEST_CASE("MambaMixer backward matches finite differences", "[train]") {
 }
 
 TEST_CASE("whole-model gradients match finite differences", "[train]") {
-    // mamba-tiny: tied head; the bf16 sharded copy: an untied lm_head, bfloat16 weights.
-    for (const char* dir : {"mamba-tiny", "mamba-tiny-bf16-sharded"}) {
+    // mamba-tiny: tied head; the bf16 sharded copy: an untied lm_head, bfloat16 weights;
+    // falcon-mamba-tiny: the weightless RMS normalisation of dt, B and C.
+    for (const char* dir : {"mamba-tiny", "mamba-tiny-bf16-sharded", "falcon-mamba-tiny"}) {
         INFO(dir);
         {
             using ModelT = MambaLM;
@@ -141,6 +143,66 @@ TEST_CASE("whole-model gradients match finite differences", "[train]") {
                 check_all_parameters(params, f, 1e-2, 1e-2f, 12);
             }
         }
+    }
+}
+
+TEST_CASE("SAMBA whole-model gradients match finite differences", "[train]") {
+    // samba-tiny: layers M/A/M/A, grouped-query heads, window 8 (shorter than the first
+    // sequence); samba-tiny-mha: M/A/M, multi-head, RoPE on half of each head.
+    for (const char* dir : {"samba-tiny", "samba-tiny-mha"}) {
+        INFO(dir);
+        auto model = Samba::load(test::data_dir() / dir);
+        train::Parameters params;
+        model.register_parameters(params);
+        CHECK(params.begin()->name == "backbone.embeddings.weight");
+        CHECK(params.find("lm_head.weight") == nullptr);  // tied
+        CHECK((params.end() - 1)->name == "backbone.norm_f.weight");
+        CHECK(params.at("backbone.layers.1.mixer.q_proj.weight").decay);
+        CHECK(params.at("backbone.layers.1.mlp.gate_proj.weight").decay);
+        CHECK_FALSE(params.at("backbone.layers.1.mlp_norm.weight").decay);
+        CHECK_FALSE(params.at("backbone.layers.0.mixer.A_log").decay);
+        for (auto& p : params)
+            if (p.name.find("dt_proj.bias") != std::string::npos)
+                for (float& b : p.value) b += 4.0f;
+        const Batch batch = batch_of(kSequences, static_cast<std::int32_t>(model.config().vocab_size));
+        const index T = batch.total_tokens();
+        Samba::TrainCache cache;
+        const Matrix hidden = model.forward_train(batch, cache);
+        CHECK(test::rel_error(test::span_of(hidden),
+                              test::span_of(model.forward(batch, {Logits::None, false}).hidden)) < 1e-6);
+        const Matrix g = test::random_matrix(T, model.vocab_size(), -0.1f, 0.1f, 43);
+        model.backward_logits(cache, cview(g));
+        const auto f = [&] {
+            Samba::TrainCache c;
+            model.forward_train(batch, c);
+            return test::probe(model.logits_train(c), g);
+        };
+        check_all_parameters(params, f, 1e-2, 1e-2f, 10);
+    }
+}
+
+TEST_CASE("SAMBA: a packed batch's gradients equal the sum of each sequence's alone", "[train]") {
+    auto model = Samba::load(test::data_dir() / "samba-tiny");
+    train::Parameters params;
+    model.register_parameters(params);
+    const Batch batch = batch_of(kSequences, 300);
+    const Matrix g = test::random_matrix(batch.total_tokens(), model.hidden_size(), -1, 1, 52);
+    Samba::TrainCache cache;
+    model.forward_train(batch, cache);
+    model.backward(cache, cview(g));
+    std::vector<std::vector<float>> packed;
+    for (const auto& p : params) packed.emplace_back(p.grad.begin(), p.grad.end());
+    params.zero_grad();
+    for (index s = 0; s < batch.size(); ++s) {
+        const Batch one = batch_of({kSequences[static_cast<std::size_t>(s)]}, 300);
+        Samba::TrainCache c;
+        model.forward_train(one, c);
+        model.backward(c, cview(Matrix(g.middleRows(batch.offsets()[static_cast<std::size_t>(s)], batch.length(s)))));
+    }
+    std::size_t i = 0;
+    for (const auto& p : params) {
+        INFO(p.name);
+        CHECK(test::rel_error(p.grad, packed[i++]) < 1e-5);
     }
 }
 

@@ -158,7 +158,8 @@ public:
         Matrix xz;                  // (T, 2E) [x | z]
         CausalConv1d::Cache conv;   // (T, E) conv pre-activation
         Matrix u;                   // (T, E) silu(conv(x))
-        Matrix xdbl;                // (T, R+2N) [dt_low | B | C]
+        Matrix xdbl;                // (T, R+2N) [dt_low | B | C] (Falcon-Mamba: normalised)
+        Matrix xdbl_scale;          // (T, 3) Falcon-Mamba: 1/rms of dt_low, B and C; else empty
         Matrix dt_in;               // (T, E) dt_proj output, before softplus
         Matrix dt;                  // (T, E) Δ = softplus(dt_in)
         Matrix y;                   // (T, E) gated scan output (out_proj's input)
@@ -167,7 +168,7 @@ public:
 
         [[nodiscard]] std::size_t floats() const noexcept {
             return static_cast<std::size_t>(h.size() + xz.size() + conv.pre.size() + u.size() + xdbl.size() +
-                                            dt_in.size() + dt.size() + y.size()) +
+                                            xdbl_scale.size() + dt_in.size() + dt.size() + y.size()) +
                    scan.floats();
         }
     };
@@ -177,9 +178,6 @@ public:
     /// decay), `prefix.conv1d.{weight,bias}`, `prefix.in_proj.*`, `prefix.x_proj.weight`,
     /// `prefix.dt_proj.{weight,bias}`, `prefix.out_proj.*` (biases without decay).
     void register_parameters(train::Parameters& params, const std::string& prefix) {
-        // The backward has no case for the normalisation of dt, B and C yet.
-        require(dt_bc_rms_eps_ == 0.0, prefix, ": training a Falcon-Mamba mixer is not supported yet "
-                "(its RMS normalisation of dt, B and C has no backward)");
         train::register_tensor(params, prefix + ".A_log", A_log_, A_log_grad_, false);
         train::register_tensor(params, prefix + ".D", Dskip_, D_grad_, false);
         conv_.register_parameters(params, prefix + ".conv1d");
@@ -216,6 +214,13 @@ public:
         conv_.forward(x, offsets, view(cache.u), true, cache.conv);
         cache.xdbl.resize(T, R_ + 2 * N_);
         x_proj_.forward(cview(cache.u), view(cache.xdbl));
+        if (dt_bc_rms_eps_ > 0) {
+            cache.xdbl_scale.resize(T, 3);
+            StridedMap xdbl = view(cache.xdbl);
+            normalize_dt_b_c(xdbl, cache.xdbl_scale.data());
+        } else {
+            cache.xdbl_scale.resize(0, 3);
+        }
         cache.dt_in.resize(T, E_);
         dt_proj_.forward(ConstStridedMap(cache.xdbl.data(), T, R_, Eigen::OuterStride<>(R_ + 2 * N_)), view(cache.dt_in));
         cache.dt = cache.dt_in;
@@ -268,6 +273,7 @@ public:
         });
         dt_proj_.backward(ConstStridedMap(cache.xdbl.data(), T, R_, Eigen::OuterStride<>(W)), cview(ddt),
                           StridedMap(dxdbl.data(), T, R_, Eigen::OuterStride<>(W)));
+        if (dt_bc_rms_eps_ > 0) normalize_dt_b_c_backward(cache, dxdbl);
         x_proj_.backward(cview(cache.u), cview(dxdbl), view(du), true);
         conv_.backward(ConstStridedMap(cache.xz.data(), T, E_, Eigen::OuterStride<>(2 * E_)), cache.offsets, cview(du),
                        cache.conv, StridedMap(dxz.data(), T, E_, Eigen::OuterStride<>(2 * E_)));
@@ -324,8 +330,9 @@ private:
     }
 
     /// Falcon-Mamba: each of dt_low (R), B (N) and C (N) in every row of x_proj's output
-    /// becomes x / sqrt(mean(x²) + eps), as transformers' `FalconMambaMixer` does.
-    void normalize_dt_b_c(StridedMap& xdbl) const {
+    /// becomes x / sqrt(mean(x²) + eps), as transformers' `FalconMambaMixer` does; the
+    /// three scales of each row go to `scales` (rows × 3) when given.
+    void normalize_dt_b_c(StridedMap& xdbl, float* scales = nullptr) const {
         const index rows = xdbl.rows();
         const index starts[] = {0, R_, R_ + N_}, widths[] = {R_, N_, N_};
         parallel_for(rows, 64, [&](index b, index e) {
@@ -338,6 +345,30 @@ private:
                     const auto scale = static_cast<float>(
                         1.0 / std::sqrt(sum / static_cast<double>(widths[part]) + dt_bc_rms_eps_));
                     for (index i = 0; i < widths[part]; ++i) v[i] *= scale;
+                    if (scales) scales[t * 3 + part] = scale;
+                }
+            }
+        });
+    }
+
+    /// Backward of `normalize_dt_b_c`, in place on dxdbl (T, R+2N): with y = s·x and
+    /// s = (mean(x²) + eps)^(-1/2) over one part of a row, dx = s·(dy − y·mean(dy ⊙ y)).
+    void normalize_dt_b_c_backward(const Cache& cache, Matrix& dxdbl) const {
+        const index W = R_ + 2 * N_;
+        require(cache.xdbl_scale.rows() == cache.xdbl.rows(),
+                "MambaMixer::backward: the cache has no Falcon-Mamba scales (not from this mixer's training forward)");
+        const index starts[] = {0, R_, R_ + N_}, widths[] = {R_, N_, N_};
+        parallel_for(dxdbl.rows(), 64, [&](index b, index e) {
+            for (index t = b; t < e; ++t) {
+                const float* y = cache.xdbl.data() + t * W;
+                float* d = dxdbl.data() + t * W;
+                for (int part = 0; part < 3; ++part) {
+                    const index at = starts[part], n = widths[part];
+                    double dot = 0.0;
+                    for (index i = 0; i < n; ++i) dot += static_cast<double>(d[at + i]) * y[at + i];
+                    const auto m = static_cast<float>(dot / static_cast<double>(n));
+                    const float s = cache.xdbl_scale(t, part);
+                    for (index i = 0; i < n; ++i) d[at + i] = s * (d[at + i] - y[at + i] * m);
                 }
             }
         });

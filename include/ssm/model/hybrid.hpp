@@ -24,6 +24,7 @@
 #include "ssm/model/stack.hpp"
 #include "ssm/scan/discretization.hpp"
 #include "ssm/scan/selective_scan.hpp"
+#include "ssm/train/parameters.hpp"
 
 namespace ssm {
 
@@ -73,6 +74,45 @@ public:
     void step(StridedMap residual, state_type& state, Workspace& ws) const {
         mixer_block_.step(residual, state, ws);
         add_mlp(residual, ws);
+    }
+
+    // ---- Training ----------------------------------------------------------------------
+
+    static constexpr bool trainable =
+        Residual<NormT, MixerT>::trainable && requires { typename MlpT::Cache; };
+
+    struct Cache {
+        typename Residual<NormT, MixerT>::Cache mixer;
+        typename NormT::Cache mlp_norm;
+        Matrix h;  // (T, D) the MLP's input, Norm(residual) after the mixer
+        typename MlpT::Cache mlp;
+    };
+
+    /// Registers the mixer half (`prefix.norm.*`, `prefix.mixer.*`), then
+    /// `prefix.mlp_norm.*` and `prefix.mlp.*`.
+    void register_parameters(train::Parameters& params, const std::string& prefix) {
+        mixer_block_.register_parameters(params, prefix);
+        mlp_norm_.register_parameters(params, prefix + ".mlp_norm");
+        mlp_.register_parameters(params, prefix + ".mlp");
+    }
+
+    void refresh_derived() { mixer_block_.refresh_derived(); }
+
+    /// Training forward from zero state over the residual stream (T, D), in place.
+    void forward(StridedMap residual, std::span<const index> offsets, Cache& cache) {
+        mixer_block_.forward(residual, offsets, cache.mixer);
+        cache.h.resize(residual.rows(), residual.cols());
+        mlp_norm_.forward(cview(residual), view(cache.h), cache.mlp_norm);
+        mlp_.forward(cview(cache.h), residual, true, cache.mlp);
+    }
+
+    /// Backward in place: d_residual holds the gradient of the block's output on entry,
+    /// that of its input on return (the MLP half, then the mixer half).
+    void backward(StridedMap d_residual, const Cache& cache) {
+        Matrix dh(d_residual.rows(), d_residual.cols());
+        mlp_.backward(cview(cache.h), cview(d_residual), cache.mlp, view(dh));
+        mlp_norm_.backward(cview(dh), cache.mlp_norm, d_residual, true);
+        mixer_block_.backward(d_residual, cache.mixer);
     }
 
 private:
@@ -144,6 +184,37 @@ public:
                 l.step(residual, alternative<S>(state), ws);
             },
             layer_);
+    }
+
+    // ---- Training ----------------------------------------------------------------------
+
+    static constexpr bool trainable = MambaBlock::trainable && AttentionBlock::trainable;
+
+    /// The training cache of whichever block this layer is.
+    using Cache = std::variant<typename MambaBlock::Cache, typename AttentionBlock::Cache>;
+
+    void register_parameters(train::Parameters& params, const std::string& prefix) {
+        std::visit([&](auto& l) { l.register_parameters(params, prefix); }, layer_);
+    }
+
+    void refresh_derived() {
+        std::visit([](auto& l) { l.refresh_derived(); }, layer_);
+    }
+
+    void forward(StridedMap residual, std::span<const index> offsets, Cache& cache) {
+        if (auto* m = std::get_if<0>(&layer_))
+            m->forward(residual, offsets, cache.template emplace<0>());
+        else
+            std::get<1>(layer_).forward(residual, offsets, cache.template emplace<1>());
+    }
+
+    void backward(StridedMap d_residual, const Cache& cache) {
+        require(cache.index() == layer_.index(),
+                "HybridLayer::backward: the cache was made by a different kind of layer");
+        if (auto* m = std::get_if<0>(&layer_))
+            m->backward(d_residual, std::get<0>(cache));
+        else
+            std::get<1>(layer_).backward(d_residual, std::get<1>(cache));
     }
 
 private:

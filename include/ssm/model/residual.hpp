@@ -67,9 +67,20 @@ public:
 
     // ---- Training ----------------------------------------------------------------------
 
+    /// Whether the block has a backward pass: its mixer has a training cache.
+    static constexpr bool trainable = requires { typename MixerT::Cache; };
+
+    /// Whether the mixer's backward takes its forward input again (attention, which keeps
+    /// only its projections); the block then keeps the normed input in its cache.
+    static constexpr bool mixer_backward_takes_input =
+        requires(MixerT& m, ConstStridedMap h, ConstStridedMap d, const typename MixerT::Cache& c, StridedMap dh) {
+            m.backward(h, d, c, dh);
+        };
+
     struct Cache {
         typename NormT::Cache norm;
         typename MixerT::Cache mixer;
+        Matrix h;  // (T, D) the mixer's input, kept only when its backward takes it again
     };
 
     /// Registers the norm (`prefix.norm.*`), then the mixer (`prefix.mixer.*`).
@@ -85,7 +96,9 @@ public:
 
     /// Training forward from zero state: residual (T, D) += Mixer(Norm(residual)).
     void forward(StridedMap residual, std::span<const index> offsets, Cache& cache) {
-        Matrix h(residual.rows(), residual.cols());
+        Matrix local;
+        Matrix& h = mixer_backward_takes_input ? cache.h : local;
+        h.resize(residual.rows(), residual.cols());
         norm_.forward(cview(residual), view(h), cache.norm);
         mixer_.forward(cview(h), offsets, residual, true, cache.mixer);
     }
@@ -94,7 +107,10 @@ public:
     /// the block's output, on return that of its input (dx = dy + Normᵀ Mixerᵀ dy).
     void backward(StridedMap d_residual, const Cache& cache) {
         Matrix dh(d_residual.rows(), d_residual.cols());
-        mixer_.backward(cview(d_residual), cache.mixer, view(dh));
+        if constexpr (mixer_backward_takes_input)
+            mixer_.backward(cview(cache.h), cview(d_residual), cache.mixer, view(dh));
+        else
+            mixer_.backward(cview(d_residual), cache.mixer, view(dh));
         norm_.backward(cview(dh), cache.norm, d_residual, true);
     }
 

@@ -30,12 +30,15 @@ namespace ssm::train {
 inline constexpr const char* kTokenizerFiles[] = {"tokenizer.json", "tokenizer_config.json",
                                                   "special_tokens_map.json", "generation_config.json"};
 
-/// transformers' `MambaConfig` JSON for a Mamba-1 `config` (used when the base folder's
+/// transformers' `MambaConfig` (or `FalconMambaConfig`) JSON for a Mamba-1 (or
+/// Falcon-Mamba) `config` (used when the base folder's
 /// config.json is in another form, e.g. mamba_ssm's `d_model` / `n_layer`).
 [[nodiscard]] inline nlohmann::ordered_json transformers_config(const MambaConfig& c) {
     nlohmann::ordered_json j;
-    j["architectures"] = {"MambaForCausalLM"};
-    j["model_type"] = "mamba";
+    const bool falcon = c.family == ModelFamily::FalconMamba;
+    j["architectures"] = {falcon ? "FalconMambaForCausalLM" : "MambaForCausalLM"};
+    j["model_type"] = falcon ? "falcon_mamba" : "mamba";
+    if (falcon) j["mixer_rms_eps"] = c.mixer_rms_eps;
     j["vocab_size"] = c.vocab_size;
     j["hidden_size"] = c.hidden_size;
     j["num_hidden_layers"] = c.num_hidden_layers;
@@ -56,7 +59,7 @@ inline constexpr const char* kTokenizerFiles[] = {"tokenizer.json", "tokenizer_c
 }
 
 /// The config.json text a saved folder gets: the base's own when it is transformers' form
-/// (`"model_type": "mamba"`), else `transformers_config(config)`. Either way
+/// (`"model_type": "mamba"` or `"falcon_mamba"`), else `transformers_config(config)`. Either way
 /// `rescale_prenorm_residual` is false: the flag only shapes a fresh initialisation, and
 /// transformers' `from_pretrained` redraws every `out_proj.weight` it has just loaded when
 /// it is true, so a trained model saved with it set would not load as trained.
@@ -68,7 +71,8 @@ inline constexpr const char* kTokenizerFiles[] = {"tokenizer.json", "tokenizer_c
         buffer << in.rdbuf();
         try {
             auto j = nlohmann::ordered_json::parse(buffer.str());
-            if (j.is_object() && j.value("model_type", std::string()) == "mamba") {
+            const std::string type = j.is_object() ? j.value("model_type", std::string()) : std::string();
+            if (type == "mamba" || type == "falcon_mamba") {
                 if (!j.contains("rescale_prenorm_residual") || j["rescale_prenorm_residual"] != false)
                     j["rescale_prenorm_residual"] = false;
                 return j.dump(2) + "\n";

@@ -12,12 +12,10 @@
 
 namespace ssm::train {
 
-/// Whether a model's layers have backward passes: a mixer with a training `Cache`
-/// (Mamba-1 today; Mamba-2 mixers and SAMBA hybrid blocks have none yet).
+/// Whether a model's layers have backward passes (each layer type says so in `trainable`):
+/// Mamba-1 stacks and SAMBA hybrids of Mamba-1 and attention; Mamba-2 mixers have none yet.
 template <class Model>
-concept TrainableModel = requires(const typename Model::backbone_type::layer_type& layer) {
-    typename std::remove_cvref_t<decltype(layer.mixer())>::Cache;
-};
+concept TrainableModel = Model::backbone_type::layer_type::trainable;
 
 /// Causal-LM cross-entropy over a packed batch (mean over every predicted token, never
 /// across sequences), then its backward through the head and the whole model.
