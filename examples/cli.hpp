@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <exception>
@@ -11,6 +12,7 @@
 #include <map>
 #include <optional>
 #include <set>
+#include <sstream>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -68,6 +70,27 @@ public:
         if (!v) throw UsageError("missing required option --" + name);
         return *v;
     }
+    /// A real option within [lo, hi] (finite, the whole value a number), or `fallback`
+    /// when absent.
+    [[nodiscard]] double real(const std::string& name, double fallback, double lo, double hi) const {
+        const auto v = get(name);
+        if (!v) return fallback;
+        double x = 0;
+        try {
+            std::size_t used = 0;
+            x = std::stod(*v, &used);
+            if (used != v->size()) throw std::invalid_argument("trailing characters");
+        } catch (const std::exception&) {
+            throw UsageError("--" + name + " must be a number, got '" + *v + "'");
+        }
+        if (!std::isfinite(x) || x < lo || x > hi) {
+            std::ostringstream s;
+            s << "--" << name << " must be in [" << lo << ", " << hi << "], got '" << *v << "'";
+            throw UsageError(s.str());
+        }
+        return x;
+    }
+
     /// An integer option within [lo, hi], or `fallback` when absent.
     [[nodiscard]] long long integer(const std::string& name, long long fallback, long long lo,
                                     long long hi) const {

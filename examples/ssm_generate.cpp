@@ -45,16 +45,6 @@ through the recurrent state, however long the text gets (a SAMBA model's attenti
 layers read a key/value cache of at most its window). Timing goes to stderr.
 )";
 
-float parse_float(const std::string& name, const std::string& v) {
-    try {
-        std::size_t used = 0;
-        const float x = std::stof(v, &used);
-        if (used == v.size()) return x;
-    } catch (const std::exception&) {
-    }
-    throw ssm::cli::UsageError("--" + name + " must be a number, got '" + v + "'");
-}
-
 template <class Model>
 int run(const Model& model, const ssm::cli::Args& args, const std::string& model_dir) {
     const auto& config = model.config();
@@ -78,8 +68,9 @@ int run(const Model& model, const ssm::cli::Args& args, const std::string& model
     if (args.flag("greedy") && sampling)
         throw ssm::cli::UsageError("--greedy cannot be combined with --temperature, --top-k or --top-p");
     opt.sampling.greedy = !sampling;
-    if (auto t = args.get("temperature")) opt.sampling.temperature = parse_float("temperature", *t);
-    if (auto p = args.get("top-p")) opt.sampling.top_p = parse_float("top-p", *p);
+    // Any number here; the sampler names a value outside its range.
+    opt.sampling.temperature = static_cast<float>(args.real("temperature", opt.sampling.temperature, -1e30, 1e30));
+    opt.sampling.top_p = static_cast<float>(args.real("top-p", opt.sampling.top_p, -1e30, 1e30));
     opt.sampling.top_k = args.integer("top-k", 0, 0, 1LL << 31);
     opt.sampling.seed = static_cast<std::uint64_t>(args.integer("seed", 0, 0, INT64_MAX));
     (void)ssm::Sampler(opt.sampling);  // checks the options before any work
