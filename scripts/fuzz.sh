@@ -16,7 +16,7 @@ build=${SSM_FUZZ_BUILD:-build-fuzz}
 jobs=${SSM_JOBS:-$(nproc)}
 data=tests/data
 all=(fuzz_safetensors fuzz_safetensors_index fuzz_config fuzz_torch_file fuzz_tokenizer_json
-     fuzz_tokenizer_encode fuzz_jsonl fuzz_beir fuzz_trec fuzz_npy)
+     fuzz_tokenizer_encode fuzz_jsonl fuzz_beir fuzz_trec fuzz_npy fuzz_tevatron fuzz_beir_training)
 harnesses=("$@")
 ((${#harnesses[@]})) || harnesses=("${all[@]}")
 
@@ -58,10 +58,14 @@ seed_text fuzz_beir beir "$(cat "$data"/retrieval/beir-tiny/corpus.jsonl)$sep$(c
 seed_text fuzz_trec run-qrels "$(head -n 60 "$data"/retrieval/metrics/run.trec)$sep$(head -n 60 "$data"/retrieval/metrics/qrels.trec)"
 seed_text fuzz_trec run-tsv "$(head -n 60 "$data"/retrieval/metrics/run.trec)$sep$(head -n 60 "$data"/retrieval/metrics/qrels.tsv)"
 seed fuzz_npy "$data"/retrieval/npy/*.npy
+seed fuzz_tevatron "$data"/train/retrieval.jsonl
+beir="$data"/retrieval/beir-tiny
+seed_text fuzz_beir_training beir "$(cat "$beir"/corpus.jsonl)$sep$(cat "$beir"/queries.jsonl)$sep$(cat "$beir"/qrels/test.tsv)$sep$(
+  tail -n +2 "$beir"/qrels/test.tsv | awk '{ print $1, "Q0", $2, NR, 10 - NR / 10, "seed" }')"
 
 dict() {  # JSON tokens for the harnesses that read JSON
   case $1 in
-    fuzz_safetensors|fuzz_safetensors_index|fuzz_config|fuzz_tokenizer_json|fuzz_jsonl|fuzz_beir)
+    fuzz_safetensors|fuzz_safetensors_index|fuzz_config|fuzz_tokenizer_json|fuzz_jsonl|fuzz_beir|fuzz_tevatron|fuzz_beir_training)
       echo "-dict=tests/fuzz/json.dict" ;;
   esac
 }
