@@ -75,6 +75,13 @@ TEST_CASE("config family: an unsupported family fails at load with its name and 
                                                        "attn_layer_idx": [1], "ssm_cfg": {"layer": "Mamba2"}})");
     CHECK(has(ssm::test::error_of([&] { (void)ssm::MambaConfig::load(hybrid); }), "attn_layer_idx"));
     fs::remove_all(hybrid);
+    // Blocks with an MLP (mamba_ssm's d_intermediate > 0) would load without it: refused.
+    const auto mlp = write_config("family-mlp", R"({"d_model": 32, "d_intermediate": 64, "n_layer": 2,
+                                                   "vocab_size": 100, "ssm_cfg": {"layer": "Mamba1"}})");
+    const std::string e = ssm::test::error_of([&] { (void)ssm::MambaConfig::load(mlp); });
+    CHECK(has(e, "d_intermediate"));
+    CHECK(has(e, "config.json"));
+    fs::remove_all(mlp);
 }
 
 TEST_CASE("config family: the bundled Mamba-2 and Falcon-Mamba checkpoints are not read as Mamba-1",

@@ -135,6 +135,12 @@ inline constexpr const char* kSupportedFamilies =
     if (j.contains("attn_layer_idx") && j.at("attn_layer_idx").is_array() && !j.at("attn_layer_idx").empty())
         fail(source, ": 'attn_layer_idx' asks for a mamba_ssm hybrid with attention layers, which is not supported (",
              kSupportedFamilies, ")");
+    if (j.contains("d_intermediate")) {
+        const auto& v = j.at("d_intermediate");
+        if (!v.is_number() || v.get<double>() != 0.0)
+            fail(source, ": 'd_intermediate' is ", detail::json_excerpt(v),
+                 ": mamba_ssm blocks with an MLP after the mixer are not supported (0 only)");
+    }
     if (by_type && by_layer && *by_type != *by_layer && *by_type != ModelFamily::FalconMamba)
         fail(source, ": model_type says ", family_name(*by_type), " but ssm_cfg.layer says ", family_name(*by_layer));
     if (by_type) return *by_type;
