@@ -476,7 +476,7 @@ def make_grad(case, new_inputs, check, tol):
         ref = gradients(hf, loss_name, inputs[loss_name], head64)
         ind = gradients(own, loss_name, inputs[loss_name], head64)
         agree = max(rel(ref[k], ind[k]) for k in ref if k != "score.bias")  # score.bias: 0 in exact arithmetic
-        print(f"{case} {loss_name}: loss {ref['loss'].item():.10f}; transformers vs the independent float64 "
+        print(f"{case} {loss_name}: loss {ref['loss'].item():.10f}; the transformers-based vs the independent float64 "
               f"model: worst tensor {agree:.2e} (norm-wise relative)")
         path = os.path.join(folder, f"{loss_name}.safetensors")
         if check:
