@@ -190,6 +190,36 @@ class Transformers:
         return self.model.lm_head(self.hidden(ids))
 
 
+def mamba_mixer_f64(h, p, R, N, mixer_eps=None):
+    """One Mamba-1 mixer from the definitions, in the dtype of `h` (L, D), with a
+    sequential scan: in_proj → [x | z], causal depthwise conv + SiLU, x_proj → (dt_low, B,
+    C) (Falcon-Mamba: each x / sqrt(mean(x²) + mixer_eps)), Δ = softplus(dt_proj(dt_low))
+    with PyTorch's threshold 20, s_t = exp(Δ_t A) s_{t-1} + Δ_t B_t u_t, y_t = C_t s_t + D u_t,
+    gated by SiLU(z), out_proj. `p(name)` gives the mixer's tensor `name`."""
+    L = h.shape[0]
+    xz = h @ p("in_proj.weight").T
+    E = xz.shape[1] // 2
+    x, z = xz[:, :E], xz[:, E:]
+    w = p("conv1d.weight")[:, 0, :]  # (E, K)
+    K = w.shape[1]
+    xp = torch.cat([torch.zeros(K - 1, E, dtype=x.dtype), x])
+    xc = p("conv1d.bias") + sum(w[:, k] * xp[k:k + L] for k in range(K))
+    u = xc * torch.sigmoid(xc)
+    xd = u @ p("x_proj.weight").T
+    dt_low, B, C = xd[:, :R], xd[:, R:R + N], xd[:, R + N:]
+    if mixer_eps is not None:
+        dt_low, B, C = (t * torch.rsqrt((t * t).mean(-1, keepdim=True) + mixer_eps) for t in (dt_low, B, C))
+    v = dt_low @ p("dt_proj.weight").T + p("dt_proj.bias")
+    dt = torch.where(v > 20, v, torch.log1p(torch.exp(torch.clamp(v, max=20))))
+    A = -torch.exp(p("A_log"))
+    s = torch.zeros(E, N, dtype=x.dtype)
+    ys = []
+    for t in range(L):
+        s = torch.exp(dt[t, :, None] * A) * s + dt[t, :, None] * B[t][None, :] * u[t, :, None]
+        ys.append(s @ C[t] + p("D") * u[t])
+    return (torch.stack(ys) * (z * torch.sigmoid(z))) @ p("out_proj.weight").T
+
+
 class Independent:
     """The same model written from the definitions in plain float64 torch (a sequential
     scan, no float32 step anywhere), sharing nothing with transformers but the weights."""
@@ -215,28 +245,8 @@ class Independent:
         L = h.shape[0]
         for i in range(self.n_layers):
             p = lambda n: P[f"backbone.layers.{i}.mixer.{n}"]
-            xz = self.rms(h, P[f"backbone.layers.{i}.norm.weight"]) @ p("in_proj.weight").T
-            E = xz.shape[1] // 2
-            x, z = xz[:, :E], xz[:, E:]
-            w = p("conv1d.weight")[:, 0, :]  # (E, K)
-            K = w.shape[1]
-            xp = torch.cat([torch.zeros(K - 1, E, dtype=x.dtype), x])
-            xc = p("conv1d.bias") + sum(w[:, k] * xp[k:k + L] for k in range(K))
-            u = xc * torch.sigmoid(xc)
-            xd = u @ p("x_proj.weight").T
-            dt_low, B, C = xd[:, :self.R], xd[:, self.R:self.R + self.N], xd[:, self.R + self.N:]
-            if self.mixer_eps is not None:
-                dt_low, B, C = (t * torch.rsqrt((t * t).mean(-1, keepdim=True) + self.mixer_eps) for t in (dt_low, B, C))
-            v = dt_low @ p("dt_proj.weight").T + p("dt_proj.bias")
-            dt = torch.where(v > 20, v, torch.log1p(torch.exp(torch.clamp(v, max=20))))
-            A = -torch.exp(p("A_log"))
-            s = torch.zeros(E, self.N, dtype=x.dtype)
-            ys = []
-            for t in range(L):
-                s = torch.exp(dt[t, :, None] * A) * s + dt[t, :, None] * B[t][None, :] * u[t, :, None]
-                ys.append(s @ C[t] + p("D") * u[t])
-            y = torch.stack(ys) * (z * torch.sigmoid(z))
-            h = h + y @ p("out_proj.weight").T
+            h = h + mamba_mixer_f64(self.rms(h, P[f"backbone.layers.{i}.norm.weight"]), p, self.R, self.N,
+                                    self.mixer_eps)
         return self.rms(h, P["backbone.norm_f.weight"])
 
     def logits(self, ids):
@@ -293,26 +303,7 @@ class Samba:
             names = ("in_proj.weight", "conv1d.weight", "conv1d.bias", "x_proj.weight", "dt_proj.weight",
                      "dt_proj.bias", "A_log", "D", "out_proj.weight")
             return torch.func.functional_call(self.mixer, {n: p(n) for n in names}, (h[None],))[0]
-        L = h.shape[0]
-        xz = h @ p("in_proj.weight").T
-        E = xz.shape[1] // 2
-        x, z = xz[:, :E], xz[:, E:]
-        w = p("conv1d.weight")[:, 0, :]
-        K = w.shape[1]
-        xp = torch.cat([torch.zeros(K - 1, E, dtype=x.dtype), x])
-        xc = p("conv1d.bias") + sum(w[:, k] * xp[k:k + L] for k in range(K))
-        u = xc * torch.sigmoid(xc)
-        xd = u @ p("x_proj.weight").T
-        dt_low, B, C = xd[:, :self.R], xd[:, self.R:self.R + self.N], xd[:, self.R + self.N:]
-        v = dt_low @ p("dt_proj.weight").T + p("dt_proj.bias")
-        dt = torch.where(v > 20, v, torch.log1p(torch.exp(torch.clamp(v, max=20))))
-        A = -torch.exp(p("A_log"))
-        s = torch.zeros(E, self.N, dtype=x.dtype)
-        ys = []
-        for t in range(L):
-            s = torch.exp(dt[t, :, None] * A) * s + dt[t, :, None] * B[t][None, :] * u[t, :, None]
-            ys.append(s @ C[t] + p("D") * u[t])
-        return (torch.stack(ys) * (z * torch.sigmoid(z))) @ p("out_proj.weight").T
+        return mamba_mixer_f64(h, p, self.R, self.N)
 
     def attention(self, h, w_attn, w_proj):
         cfg, T = self.cfg, h.shape[0]
