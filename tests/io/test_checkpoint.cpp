@@ -116,6 +116,11 @@ TEST_CASE("broken folders, indexes and shards are errors naming what is wrong", 
     expect(dir, "lm_head.weight");
     std::ofstream(dir / "model.safetensors.index.json") << R"({"weight_map": {"x": "../escape.safetensors"}})";
     expect(dir, "not a file in the folder");
+    // A shard name longer than the file system allows: an ssm::Error naming it, not a
+    // std::filesystem exception (found by fuzz_safetensors_index).
+    std::ofstream(dir / "model.safetensors.index.json")
+        << R"({"weight_map": {"x": ")" << std::string(400, 'y') << R"(.safetensors"}})";
+    expect(dir, "does not exist");
     // Regression: a shard (or index) that is a named pipe blocked forever in the read that
     // sniffs a file's format, before the mapping's regular-file check could refuse it.
     fs::remove(dir / "model-00002-of-00004.safetensors");

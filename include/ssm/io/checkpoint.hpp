@@ -11,6 +11,7 @@
 #include <sstream>
 #include <string>
 #include <string_view>
+#include <system_error>
 #include <variant>
 #include <vector>
 
@@ -94,7 +95,8 @@ public:
         }
         const auto ext = path.extension();
         const bool torch_name = ext == ".bin" || ext == ".pt" || ext == ".pth" || ext == ".ckpt";
-        if (TorchFile::looks_like_torch({head, n}) || (torch_name && std::filesystem::exists(path)))
+        std::error_code ec;
+        if (TorchFile::looks_like_torch({head, n}) || (torch_name && std::filesystem::exists(path, ec)))
             return TensorFile(TorchFile::open(path));
         return TensorFile(SafetensorsFile::open(path));
     }
@@ -254,8 +256,10 @@ private:
         if (by_shard.empty()) fail(src, ": weight_map is empty");
         for (const auto& [shard, names] : by_shard) {
             const auto path = index_file.parent_path() / shard;
-            if (!std::filesystem::exists(path))
-                fail(src, ": shard '", shard, "' (holding '", names.front(), "') does not exist");
+            std::error_code ec;  // a name the file system refuses (too long, ...) is an error, not a throw
+            if (!std::filesystem::exists(path, ec))
+                fail(src, ": shard '", shard, "' (holding '", names.front(), "') does not exist",
+                     ec ? " (" + ec.message() + ")" : std::string());
             add_file(path, names);
         }
     }
