@@ -50,6 +50,36 @@ void check_all_parameters(train::Parameters& params, F&& f, double tol, float st
     }
 }
 
+/// The gradients of kSequences packed in one batch (ids taken mod `vocab`) against the
+/// sum of each sequence's alone, through the hidden states with a random gradient.
+template <class ModelT>
+void check_packed_is_sum(const char* dir, std::int32_t vocab, std::uint64_t seed) {
+    auto model = ModelT::load(test::data_dir() / dir);
+    train::Parameters params;
+    model.register_parameters(params);
+    const Batch batch = batch_of(kSequences, vocab);
+    const Matrix g = test::random_matrix(batch.total_tokens(), model.hidden_size(), -1, 1, seed);
+    typename ModelT::TrainCache cache;
+    model.forward_train(batch, cache);
+    model.backward(cache, cview(g));
+    std::vector<std::vector<float>> packed;
+    for (const auto& p : params) packed.emplace_back(p.grad.begin(), p.grad.end());
+
+    params.zero_grad();
+    for (index s = 0; s < batch.size(); ++s) {
+        const Batch one = batch_of({kSequences[static_cast<std::size_t>(s)]}, vocab);
+        typename ModelT::TrainCache c;
+        model.forward_train(one, c);
+        const Matrix gs = g.middleRows(batch.offsets()[static_cast<std::size_t>(s)], batch.length(s));
+        model.backward(c, cview(gs));  // accumulates over the sequences
+    }
+    std::size_t i = 0;
+    for (const auto& p : params) {
+        INFO(dir << " " << p.name);
+        CHECK(test::rel_error(p.grad, packed[i++]) < 1e-5);
+    }
+}
+
 }  // namespace
 
 TEST_CASE("MambaMixer backward matches finite differences", "[train]") {
@@ -182,56 +212,11 @@ TEST_CASE("SAMBA whole-model gradients match finite differences", "[train]") {
 }
 
 TEST_CASE("SAMBA: a packed batch's gradients equal the sum of each sequence's alone", "[train]") {
-    auto model = Samba::load(test::data_dir() / "samba-tiny");
-    train::Parameters params;
-    model.register_parameters(params);
-    const Batch batch = batch_of(kSequences, 300);
-    const Matrix g = test::random_matrix(batch.total_tokens(), model.hidden_size(), -1, 1, 52);
-    Samba::TrainCache cache;
-    model.forward_train(batch, cache);
-    model.backward(cache, cview(g));
-    std::vector<std::vector<float>> packed;
-    for (const auto& p : params) packed.emplace_back(p.grad.begin(), p.grad.end());
-    params.zero_grad();
-    for (index s = 0; s < batch.size(); ++s) {
-        const Batch one = batch_of({kSequences[static_cast<std::size_t>(s)]}, 300);
-        Samba::TrainCache c;
-        model.forward_train(one, c);
-        model.backward(c, cview(Matrix(g.middleRows(batch.offsets()[static_cast<std::size_t>(s)], batch.length(s)))));
-    }
-    std::size_t i = 0;
-    for (const auto& p : params) {
-        INFO(p.name);
-        CHECK(test::rel_error(p.grad, packed[i++]) < 1e-5);
-    }
+    check_packed_is_sum<Samba>("samba-tiny", 300, 52);
 }
 
 TEST_CASE("a packed batch's gradients equal the sum of each sequence's alone", "[train]") {
-    auto model = MambaLM::load(test::data_dir() / "mamba-tiny");
-    train::Parameters params;
-    model.register_parameters(params);
-    const Batch batch = batch_of(kSequences, 1000);
-    const index T = batch.total_tokens(), D = model.hidden_size();
-    const Matrix g = test::random_matrix(T, D, -1, 1, 51);
-    MambaLM::TrainCache cache;
-    model.forward_train(batch, cache);
-    model.backward(cache, cview(g));
-    std::vector<std::vector<float>> packed;
-    for (const auto& p : params) packed.emplace_back(p.grad.begin(), p.grad.end());
-
-    params.zero_grad();
-    for (index s = 0; s < batch.size(); ++s) {
-        const Batch one = batch_of({kSequences[static_cast<std::size_t>(s)]}, 1000);
-        MambaLM::TrainCache c;
-        model.forward_train(one, c);
-        const Matrix gs = g.middleRows(batch.offsets()[static_cast<std::size_t>(s)], batch.length(s));
-        model.backward(c, cview(gs));  // accumulates over the sequences
-    }
-    std::size_t i = 0;
-    for (const auto& p : params) {
-        INFO(p.name);
-        CHECK(test::rel_error(p.grad, packed[i++]) < 1e-5);
-    }
+    check_packed_is_sum<MambaLM>("mamba-tiny", 1000, 51);
 }
 
 TEST_CASE("a bfloat16 model trains from float32 masters of its weights", "[train]") {

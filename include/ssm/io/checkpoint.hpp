@@ -95,8 +95,7 @@ public:
         }
         const auto ext = path.extension();
         const bool torch_name = ext == ".bin" || ext == ".pt" || ext == ".pth" || ext == ".ckpt";
-        std::error_code ec;
-        if (TorchFile::looks_like_torch({head, n}) || (torch_name && std::filesystem::exists(path, ec)))
+        if (TorchFile::looks_like_torch({head, n}) || torch_name)  // the file exists: checked above
             return TensorFile(TorchFile::open(path));
         return TensorFile(SafetensorsFile::open(path));
     }
