@@ -253,7 +253,7 @@ int run(const Model& model, const ssm::cli::Args& args, const std::string& model
     }
 #endif
     const auto cache = args.get("corpus-embeddings");
-    if (!iopt.load && cache && std::filesystem::exists(*cache)) {
+    if (!iopt.load && cache && ssm::path_exists(*cache)) {
         // A cache: every rank reads it and keeps an equal run of rows.
         ranks.phase([&] {
             ssm::Matrix all = ssm::load_npy(*cache);

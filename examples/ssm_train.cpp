@@ -199,7 +199,7 @@ Options parse_options(const std::string& mode, const ssm::cli::Args& args) {
     o.seq_len = args.integer("seq-len", 1024, 2, 1 << 24);
     o.eval_depth = args.integer("eval-depth", 100, 1, 1 << 20);
     if (rr && o.eval && !o.eval_run) throw ssm::cli::UsageError("reranker --eval needs --eval-run RUN (the candidates to rerank)");
-    if (o.negatives && fs::is_regular_file(o.train))
+    if (o.negatives && ssm::path_kind(o.train) == ssm::PathKind::file)
         throw ssm::cli::UsageError("--negatives goes with a BEIR folder as --train (a JSON Lines file has its own negatives)");
     return o;
 }
@@ -475,7 +475,7 @@ public:
         if (o_.mode == "reranker") {
             std::optional<fs::path> head_file = o_.head;
             if (!head_file && resume_dir) head_file = *resume_dir / "score.safetensors";
-            if (!head_file && fs::exists(base_dir_ / "score.safetensors")) head_file = base_dir_ / "score.safetensors";
+            if (!head_file && ssm::path_exists(base_dir_ / "score.safetensors")) head_file = base_dir_ / "score.safetensors";
             head_ = ScoreHead::load_or_init(head_file, model_.hidden_size(), static_cast<std::uint64_t>(o_.seed));
         }
         model_.register_parameters(params_);

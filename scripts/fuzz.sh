@@ -16,9 +16,9 @@ build=${SSM_FUZZ_BUILD:-build-fuzz}
 jobs=${SSM_JOBS:-$(nproc)}
 data=tests/data
 all=(fuzz_safetensors fuzz_safetensors_index fuzz_config fuzz_torch_file fuzz_tokenizer_json
-     fuzz_tokenizer_encode fuzz_jsonl fuzz_beir fuzz_trec fuzz_npy fuzz_tevatron fuzz_beir_training)
+     fuzz_tokenizer_encode fuzz_jsonl fuzz_beir fuzz_trec fuzz_npy fuzz_tevatron fuzz_beir_training
+     fuzz_faiss_index)
 harnesses=("$@")
-((${#harnesses[@]})) || harnesses=("${all[@]}")
 
 cxx=${SSM_FUZZ_CXX:-$(command -v clang++ || command -v clang++-14 || true)}
 [[ -n "$cxx" ]] || { echo "fuzz.sh: clang++ not found (scripts/install-deps.sh installs it)" >&2; exit 1; }
@@ -27,6 +27,13 @@ command -v ccache >/dev/null && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER="$cxx" "${launcher[@]}" \
       -DSSM_BUILD_FUZZERS=ON -DSSM_BUILD_TESTS=OFF -DSSM_BUILD_EXAMPLES=OFF -DSSM_BUILD_BENCHMARKS=OFF \
       -DSSM_INSTALL=OFF -DSSM_USE_OPENMP=OFF -DSSM_SANITIZE=OFF -DSSM_BUILD_CUDA=OFF >/dev/null
+mapfile -t built < "$build/fuzzers.txt"   # fuzz_faiss_index only where FAISS was found
+if ((${#harnesses[@]} == 0)); then
+  harnesses=("${built[@]}")
+  for h in "${all[@]}"; do
+    [[ " ${built[*]} " == *" $h "* ]] || echo "fuzz.sh: $h is not built here (FAISS not found): skipped"
+  done
+fi
 cmake --build "$build" -j "$jobs" --target "${harnesses[@]}"
 
 # ---- seed corpora from tests/data -----------------------------------------------------
@@ -59,6 +66,7 @@ seed_text fuzz_trec run-qrels "$(head -n 60 "$data"/retrieval/metrics/run.trec)$
 seed_text fuzz_trec run-tsv "$(head -n 60 "$data"/retrieval/metrics/run.trec)$sep$(head -n 60 "$data"/retrieval/metrics/qrels.tsv)"
 seed fuzz_npy "$data"/retrieval/npy/*.npy
 seed fuzz_tevatron "$data"/train/retrieval.jsonl
+seed fuzz_faiss_index "$data"/retrieval/faiss/*.ssmfaiss
 beir="$data"/retrieval/beir-tiny
 seed_text fuzz_beir_training beir "$(cat "$beir"/corpus.jsonl)$sep$(cat "$beir"/queries.jsonl)$sep$(cat "$beir"/qrels/test.tsv)$sep$(
   tail -n +2 "$beir"/qrels/test.tsv | awk '{ print $1, "Q0", $2, NR, 10 - NR / 10, "seed" }')"

@@ -4,6 +4,7 @@
 #include "ssm/core/atomic_file.hpp"
 #include "ssm/core/dtype.hpp"
 #include "ssm/core/error.hpp"
+#include "ssm/core/path.hpp"
 #include "ssm/core/tensor.hpp"
 #include "ssm/core/threads.hpp"
 #include "ssm/core/workspace.hpp"

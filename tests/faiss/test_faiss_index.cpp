@@ -215,3 +215,44 @@ TEST_CASE("the index file keeps the ids, searches the same after loading, refuse
     CHECK(!std::filesystem::exists(dir / "x"));
     std::filesystem::remove_all(dir);
 }
+
+namespace {
+/// An index file's bytes around `meta` and `ids`, with a trailer for an empty FAISS section
+/// (what load_faiss_index checks before FAISS reads anything).
+std::string index_file_bytes(const std::string& meta, const std::string& ids) {
+    const auto le = [](std::uint64_t v, int n) {
+        std::string s;
+        for (int i = 0; i < n; ++i) s.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+        return s;
+    };
+    const std::string magic = "SSMFAISS";
+    return magic + le(1, 4) + le(0, 4) + le(meta.size(), 8) + meta + ids + le(0, 8) + le(0xcbf29ce484222325ULL, 8) +
+           magic;
+}
+}  // namespace
+
+TEST_CASE("index file metadata and ids: found by fuzz_faiss_index", "[faiss_index]") {
+    const auto dir = ssm::test::scratch_dir("faiss-fuzz");
+    const auto file = dir / "index.ssmfaiss";
+    const auto message = [&](const std::string& bytes) {
+        ssm::test::write_bytes(file, bytes);
+        return ssm::test::error_of([&] { (void)ssm::load_faiss_index(file); });
+    };
+    const std::string meta = R"({"corpus":"","count":2,"description":"Flat","dim":4,"metric":"inner_product","shard":""})";
+    // Two ids announced over 8 bytes: the first takes all 8, so the second's length is not
+    // there. The bytes left were counted down past zero and the next length was read from
+    // the trailer (a 2 GB allocation when the fuzzer found it).
+    std::string msg = message(index_file_bytes(meta, std::string("\x04\x00\x00\x00" "abcd", 8)));
+    INFO(msg);
+    CHECK(msg.find("truncated document ids") != std::string::npos);
+    // A dimension or count written as a float out of range was converted to an integer.
+    std::string big = meta;
+    big.replace(big.find("\"dim\":4"), 7, "\"dim\":1e300");
+    msg = message(index_file_bytes(big, std::string(8, '\0')));
+    CHECK(msg.find("'dim' must be an integer") != std::string::npos);
+    big = meta;
+    big.replace(big.find("\"count\":2"), 9, "\"count\":18446744073709551615");
+    msg = message(index_file_bytes(big, std::string(8, '\0')));
+    CHECK(msg.find("'count' must be an integer that fits in 64 bits") != std::string::npos);
+    std::filesystem::remove_all(dir);
+}

@@ -18,6 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include "ssm/core/error.hpp"
+#include "ssm/core/path.hpp"
 #include "ssm/core/tensor.hpp"
 #include "ssm/io/safetensors.hpp"
 #include "ssm/io/torch_file.hpp"
@@ -29,9 +30,9 @@ namespace detail {
 /// Fails unless `path` is a regular file (or a link to one): a folder, named pipe or
 /// device is refused before anything opens it.
 inline void require_regular_file(const std::filesystem::path& path) {
-    std::error_code ec;
-    if (std::filesystem::is_regular_file(path, ec)) return;
-    fail(path.string(), std::filesystem::exists(path, ec) ? ": not a regular file" : ": no such file");
+    const PathKind kind = path_kind(path);
+    if (kind == PathKind::file) return;
+    fail(path.string(), kind == PathKind::missing ? ": no such file" : ": not a regular file");
 }
 
 /// The lit-gpt names (SAMBA's training code) of a canonical name, an empty list when none:
@@ -129,26 +130,26 @@ private:
 class Checkpoint {
 public:
     [[nodiscard]] static Checkpoint open(const std::filesystem::path& dir_or_file) {
-        namespace fs = std::filesystem;
         Checkpoint c;
         c.source_ = dir_or_file;
-        if (!fs::exists(dir_or_file)) fail(dir_or_file.string(), ": no such file or folder");
-        if (!fs::is_directory(dir_or_file)) {
+        const PathKind kind = path_kind(dir_or_file);
+        if (kind == PathKind::missing) fail(dir_or_file.string(), ": no such file or folder");
+        if (kind != PathKind::folder) {
             c.add_file(dir_or_file, std::nullopt);
             return c;
         }
         for (const char* stem : {"model.safetensors", "pytorch_model.bin"}) {
             const auto index_file = dir_or_file / (std::string(stem) + ".index.json");
-            if (fs::exists(index_file)) {
+            if (path_exists(index_file)) {
                 c.open_index(index_file);
                 return c;
             }
-            if (fs::exists(dir_or_file / stem)) {
+            if (path_exists(dir_or_file / stem)) {
                 c.add_file(dir_or_file / stem, std::nullopt);
                 return c;
             }
         }
-        if (fs::exists(dir_or_file / "lit_model.pth")) {  // lit-gpt (SAMBA) checkpoints
+        if (path_exists(dir_or_file / "lit_model.pth")) {  // lit-gpt (SAMBA) checkpoints
             c.add_file(dir_or_file / "lit_model.pth", std::nullopt);
             return c;
         }
@@ -159,7 +160,7 @@ public:
     /// Adds the tensors of another file, safetensors or PyTorch (e.g. a head trained apart
     /// from the backbone). A name the checkpoint already holds is an error naming both files.
     void add_extra(const std::filesystem::path& file) {
-        if (!std::filesystem::exists(file)) fail(file.string(), ": no such file");
+        if (!path_exists(file)) fail(file.string(), ": no such file");
         auto extra = TensorFile::open(file);
         const auto names = extra.names();
         for (const auto& n : names)

@@ -16,6 +16,7 @@
 
 #include "ssm/core/checked.hpp"
 #include "ssm/core/error.hpp"
+#include "ssm/core/path.hpp"
 #include "ssm/core/tensor.hpp"
 #include "ssm/io/json_excerpt.hpp"
 
@@ -499,11 +500,11 @@ struct MambaConfig {
 
     /// Reads `file_or_dir` (a folder means its config.json, or lit_config.json).
     [[nodiscard]] static MambaConfig load(const std::filesystem::path& file_or_dir) {
-        auto file = std::filesystem::is_directory(file_or_dir) ? file_or_dir / "config.json" : file_or_dir;
-        if (std::filesystem::is_directory(file_or_dir) && !std::filesystem::exists(file) &&
-            std::filesystem::exists(file_or_dir / "lit_config.json"))
+        const PathKind kind = path_kind(file_or_dir);
+        if (kind == PathKind::missing) fail(file_or_dir.string(), ": no such file or folder");
+        auto file = kind == PathKind::folder ? file_or_dir / "config.json" : file_or_dir;
+        if (kind == PathKind::folder && !path_exists(file) && path_exists(file_or_dir / "lit_config.json"))
             file = file_or_dir / "lit_config.json";
-        if (!std::filesystem::exists(file_or_dir)) fail(file_or_dir.string(), ": no such file or folder");
         std::ifstream in(file);
         if (!in) fail(file.string(), ": cannot open (a checkpoint folder needs a config.json)");
         std::stringstream buffer;

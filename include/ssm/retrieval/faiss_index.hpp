@@ -371,8 +371,14 @@ struct LoadedFaissIndex {
     std::string description;
     try {
         meta = nlohmann::json::parse(meta_text);
-        dim = meta.at("dim").get<index>();
-        count = meta.at("count").get<index>();
+        const auto integer = [&](const char* key) {  // a float such as 1e300 is refused, not converted
+            const nlohmann::json& v = meta.at(key);
+            if (!v.is_number_integer() || (v.is_number_unsigned() && v.get<std::uint64_t>() > INT64_MAX))
+                fail(file, ": bad metadata: '", key, "' must be an integer that fits in 64 bits");
+            return v.get<index>();
+        };
+        dim = integer("dim");
+        count = integer("count");
         description = meta.at("description").get<std::string>();
         labels.corpus = meta.at("corpus").get<std::string>();
         labels.shard = meta.at("shard").get<std::string>();
@@ -388,6 +394,7 @@ struct LoadedFaissIndex {
     if (static_cast<std::uint64_t>(count) > left / 4) fail(file, ": truncated (", count, " document ids announced)");
     labels.doc_ids.resize(static_cast<std::size_t>(count));
     for (auto& id : labels.doc_ids) {
+        if (left < 4) fail(file, ": truncated document ids");
         const auto len = detail::read_le<std::uint32_t>(in, file, "document ids");
         left -= 4;
         if (len > left) fail(file, ": truncated document ids");

@@ -55,6 +55,7 @@
 
 #include "ssm/core/atomic_file.hpp"
 #include "ssm/core/error.hpp"
+#include "ssm/core/path.hpp"
 #include "ssm/core/tensor.hpp"
 #include "ssm/io/config.hpp"
 #include "ssm/io/safetensors.hpp"
@@ -162,9 +163,8 @@ private:
 /// A config file given as itself or as its folder (config.json, else lit_config.json, as
 /// `MambaConfig::load` reads).
 [[nodiscard]] inline std::filesystem::path config_file_of(const std::filesystem::path& p) {
-    if (!std::filesystem::is_directory(p)) return p;
-    if (!std::filesystem::exists(p / "config.json") &&
-        std::filesystem::exists(p / "lit_config.json"))
+    if (!is_folder(p)) return p;
+    if (!path_exists(p / "config.json") && path_exists(p / "lit_config.json"))
         return p / "lit_config.json";
     return p / "config.json";
 }
