@@ -6,6 +6,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -40,6 +41,8 @@ public:
     [[nodiscard]] TopK gather_top_k(const TopK& local, index k) const {
         return merge_top_k(std::span<const TopK>(&local, 1), k);
     }
+    template <class T>
+    void sum_everywhere(std::span<T>) const {}
     void barrier() const {}
     [[nodiscard]] int finish(int status, bool = false) const { return status; }
 };

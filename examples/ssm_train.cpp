@@ -31,6 +31,7 @@
 
 #include "cli.hpp"
 #include "inputs.hpp"
+#include "ranks.hpp"
 
 namespace {
 
@@ -114,6 +115,12 @@ Progress, evaluation, checkpoints
   --help               this text
 
 A progress bar (step, smoothed loss, lr, tokens/s, ETA) is drawn on a terminal.
+
+Data-parallel training (a build with MPI): mpirun -np N ssm-train ... splits every
+micro-batch into N equal runs of items, one per rank, and sums the gradients over the
+ranks before each optimizer step; the retriever's in-batch negatives are the passages of
+all ranks. With the same options the run equals the single-process one to float32
+rounding. Rank 0 writes the log, the checkpoints and the evaluations.
 )";
 
 // ---------------------------------------------------------------------------------------
@@ -310,12 +317,17 @@ struct ScoreHead {
     /// Scores of each sequence's last hidden row; with `drop` > 0 each input element is
     /// zeroed with probability `drop` (the rest scaled by 1/(1−drop)), masks from `rng_seed`.
     /// `masks` keeps the scaled masks for the backward.
+    /// `first_row`: the batch's first sequence is sequence `first_row` of the whole step's
+    /// batch (a rank's share in data-parallel training), so its masks are those that
+    /// sequence would get in one process.
     ssm::Matrix forward(const ssm::Matrix& hidden, std::span<const index> offsets, double drop, std::uint64_t rng_seed,
-                        ssm::Matrix* masks) const {
+                        ssm::Matrix* masks, index first_row = 0) const {
         const index n = static_cast<index>(offsets.size()) - 1, D = hidden.cols();
         ssm::Matrix scores(n, 1);
         if (masks) masks->setOnes(n, D);
         ssm::train::SplitMix64 rng(rng_seed);
+        if (drop > 0 && masks)
+            for (index k = 0; k < first_row * D; ++k) (void)rng.uniform();
         const auto w = weight.matrix().row(0);
         const float keep_scale = drop > 0 ? static_cast<float>(1.0 / (1.0 - drop)) : 1.0f;
         for (index s = 0; s < n; ++s) {
@@ -468,8 +480,8 @@ std::string fmt(const char* f, double x) {
 template <class Model>
 class Trainer {
 public:
-    Trainer(Model& model, const Options& o, const ssm::MambaConfig& config, fs::path base_dir)
-        : model_(model), o_(o), config_(config), base_dir_(std::move(base_dir)) {}
+    Trainer(Model& model, const Options& o, const ssm::MambaConfig& config, fs::path base_dir, ssm::cli::Ranks& ranks)
+        : model_(model), o_(o), config_(config), base_dir_(std::move(base_dir)), ranks_(ranks) {}
 
     int run(index start_step, index total_steps, index items, const std::optional<fs::path>& resume_dir) {
         if (o_.mode == "reranker") {
@@ -496,9 +508,9 @@ public:
                           " (the folder mixes two saves; resume from an earlier checkpoint)");
         }
 
-        Log log(o_.log);
+        Log log(ranks_.root() ? o_.log : std::nullopt);  // the root logs, saves and evaluates
         ssm::train::ItemStream stream(items, static_cast<std::uint64_t>(o_.seed));
-        ssm::Progress bar("train", total_steps - start_step, "step");
+        ssm::Progress bar("train", total_steps - start_step, "step", ranks_.root() ? stderr : nullptr);
         double smooth = 0;
         double first_loss = NAN, last_loss = NAN;
         index trained_tokens = 0;
@@ -508,13 +520,25 @@ public:
             params_.zero_grad();
             double loss = 0;
             index tokens = 0;
+            // Data-parallel: each rank takes an equal run of every micro-batch's items; its
+            // share of the loss (and gradient) is weighted so the shares add up to the
+            // whole micro-batch's, then the gradients are summed over the ranks.
+            const index lo = o_.batch_size * ranks_.rank() / ranks_.size();
+            const index hi = o_.batch_size * (ranks_.rank() + 1) / ranks_.size();
             for (index micro = 0; micro < o_.grad_accum; ++micro) {
                 std::vector<ssm::train::ItemStream::Item> batch_items;
                 for (index j = 0; j < o_.batch_size; ++j)
                     batch_items.push_back(stream.at((step * o_.grad_accum + micro) * o_.batch_size + j));
-                const auto [l, t] = micro_step(batch_items, step, micro);
+                const auto [l, t] = micro_step(batch_items, lo, hi, step, micro);
                 loss += l;
                 tokens += t;
+            }
+            if (ranks_.size() > 1) {
+                for (ssm::train::Parameter& p : params_) ranks_.sum_everywhere(p.grad);
+                ranks_.sum_everywhere(std::span<double>(&loss, 1));
+                std::int64_t all_tokens = tokens;
+                ranks_.sum_everywhere(std::span<std::int64_t>(&all_tokens, 1));
+                tokens = all_tokens;
             }
             loss /= static_cast<double>(o_.grad_accum);
             if (!std::isfinite(loss)) ssm::fail("step ", step + 1, ": the loss is ", loss, " (lower --lr, or check the data)");
@@ -533,19 +557,29 @@ public:
             bar.advance(1);
             const index done = step + 1;
             if (o_.save_every && done % o_.save_every == 0 && done < total_steps)
-                save(o_.out / ("checkpoint-" + std::to_string(done)), done);
-            if (o_.eval_every && done % o_.eval_every == 0 && done < total_steps) evaluate(done, log, bar.enabled());
+                on_root([&] { save(o_.out / ("checkpoint-" + std::to_string(done)), done); });
+            if (o_.eval_every && done % o_.eval_every == 0 && done < total_steps)
+                on_root([&] { evaluate(done, log, bar.enabled()); });
         }
         bar.finish();
         const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
-        save(o_.out, total_steps);
+        on_root([&] { save(o_.out, total_steps); });
         std::printf("trained steps %lld..%lld in %.1f s: loss %.4f -> %.4f, %.0f tokens/s (%lld tokens)\n",
                     static_cast<long long>(start_step + 1), static_cast<long long>(total_steps), secs, first_loss,
                     last_loss, static_cast<double>(trained_tokens) / std::max(secs, 1e-9),
                     static_cast<long long>(trained_tokens));
         std::printf("saved %s\n", o_.out.string().c_str());
-        if (o_.eval) evaluate(total_steps, log, false);
+        if (o_.eval) on_root([&] { evaluate(total_steps, log, false); });
         return 0;
+    }
+
+    /// Runs `f` on the root alone, as a phase: when it fails there, every rank stops with
+    /// its message (rather than waiting in the next step's gradient sum).
+    template <class F>
+    void on_root(F&& f) {
+        ranks_.phase([&] {
+            if (ranks_.root()) f();
+        });
     }
 
     // --- data -------------------------------------------------------------------------
@@ -562,28 +596,55 @@ public:
     }
 
 private:
-    std::pair<double, index> micro_step(const std::vector<ssm::train::ItemStream::Item>& items, index step, index micro) {
-        if (o_.mode == "lm") return lm_step(items);
-        if (o_.mode == "retriever") return retriever_step(items);
-        return reranker_step(items, step, micro);
+    /// This rank's share of one micro-batch: items [lo, hi) of `items`. Returns its share of
+    /// the loss and the tokens it read; the gradient of that share is added to the
+    /// parameters. With one process, [lo, hi) is the whole micro-batch.
+    std::pair<double, index> micro_step(const std::vector<ssm::train::ItemStream::Item>& items, index lo, index hi,
+                                        index step, index micro) {
+        if (o_.mode == "lm") return lm_step(items, lo, hi);
+        if (o_.mode == "retriever") return retriever_step(items, lo, hi);
+        return reranker_step(items, lo, hi, step, micro);
     }
 
-    std::pair<double, index> lm_step(const std::vector<ssm::train::ItemStream::Item>& items) {
+    /// The loss is the mean over the micro-batch's predicted tokens: a share of n of N
+    /// tokens weighs its mean by n / N.
+    std::pair<double, index> lm_step(const std::vector<ssm::train::ItemStream::Item>& items, index lo, index hi) {
         if constexpr (ssm::LanguageModelHead<typename Model::head_type>) {
+            if (lo == 0 && hi == static_cast<index>(items.size())) {
+                ssm::Batch batch;
+                for (const auto& it : items) batch.add(seqs_[static_cast<std::size_t>(it.item)]);
+                return {ssm::train::causal_lm_step(model_, batch), batch.total_tokens()};
+            }
+            index predicted_all = 0;
+            for (const auto& it : items) predicted_all += static_cast<index>(seqs_[static_cast<std::size_t>(it.item)].size()) - 1;
             ssm::Batch batch;
-            for (const auto& it : items) batch.add(seqs_[static_cast<std::size_t>(it.item)]);
-            return {ssm::train::causal_lm_step(model_, batch), batch.total_tokens()};
+            for (index j = lo; j < hi; ++j) batch.add(seqs_[static_cast<std::size_t>(items[static_cast<std::size_t>(j)].item)]);
+            const index predicted = batch.total_tokens() - batch.size();
+            if (predicted == 0) return {0.0, batch.total_tokens()};
+            const double weight = static_cast<double>(predicted) / static_cast<double>(predicted_all);
+            typename Model::TrainCache cache;
+            model_.forward_train(batch, cache);
+            const ssm::Matrix logits = model_.logits_train(cache);
+            ssm::Matrix dlogits;
+            const double loss = ssm::train::causal_lm_loss(logits, batch.tokens(), batch.offsets(), dlogits);
+            dlogits *= static_cast<float>(weight);
+            model_.backward_logits(cache, ssm::cview(dlogits));
+            return {loss * weight, batch.total_tokens()};
         } else {
             ssm::fail("internal: lm step on a model without a language-model head");
         }
     }
 
-    std::pair<double, index> retriever_step(const std::vector<ssm::train::ItemStream::Item>& items) {
+    /// InfoNCE with in-batch negatives over the whole micro-batch: the ranks' query and
+    /// passage embeddings are gathered, every rank computes the same loss, and each
+    /// back-propagates the rows of its own sequences (its share of the loss: 1 / ranks).
+    std::pair<double, index> retriever_step(const std::vector<ssm::train::ItemStream::Item>& items, index lo, index hi) {
         if constexpr (!ssm::LanguageModelHead<typename Model::head_type>) {
-            const index nq = static_cast<index>(items.size());
+            const index nq = hi - lo;
             ssm::Batch batch;
             std::vector<Ids> passages;
-            for (const auto& it : items) {
+            for (index j = lo; j < hi; ++j) {
+                const auto& it = items[static_cast<std::size_t>(j)];
                 const auto& g = groups_[static_cast<std::size_t>(it.item)];
                 batch.add(truncated_with_eos(cache_->get(g.query), o_.query_max, eos_));
                 const auto d = ssm::train::draw_group(g, o_.group_size, static_cast<std::uint64_t>(o_.seed), it.epoch, it.item);
@@ -592,15 +653,34 @@ private:
                     passages.push_back(truncated_with_eos(cache_->get(ssm::document_text(*n)), o_.passage_max, eos_));
             }
             for (const auto& p : passages) batch.add(p);
-            return {ssm::train::info_nce_step(model_, batch, nq, o_.group_size, o_.temperature), batch.total_tokens()};
+            if (ranks_.size() == 1)
+                return {ssm::train::info_nce_step(model_, batch, nq, o_.group_size, o_.temperature), batch.total_tokens()};
+            typename Model::TrainCache cache;
+            const ssm::Matrix emb = nq > 0 ? model_.encode_train(batch, cache) : ssm::Matrix(0, model_.hidden_size());
+            const ssm::Matrix q_all = ranks_.allgather_rows(emb.topRows(nq));
+            const ssm::Matrix p_all = ranks_.allgather_rows(emb.bottomRows(emb.rows() - nq));
+            ssm::Matrix dq, dp;
+            const double loss = ssm::train::info_nce_loss(q_all, p_all, o_.group_size, o_.temperature, dq, dp);
+            if (nq > 0) {
+                ssm::Matrix d_emb(emb.rows(), emb.cols());
+                d_emb.topRows(nq) = dq.middleRows(lo, nq);
+                d_emb.bottomRows(emb.rows() - nq) = dp.middleRows(lo * o_.group_size, nq * o_.group_size);
+                model_.backward_encoded(cache, d_emb);
+            }
+            return {loss / static_cast<double>(ranks_.size()), batch.total_tokens()};
         } else {
             ssm::fail("internal: retriever step on a language model");
         }
     }
 
-    std::pair<double, index> reranker_step(const std::vector<ssm::train::ItemStream::Item>& items, index step, index micro) {
+    /// The loss is the mean over the micro-batch's queries: a share of n of N queries weighs
+    /// its mean by n / N.
+    std::pair<double, index> reranker_step(const std::vector<ssm::train::ItemStream::Item>& items, index lo, index hi,
+                                           index step, index micro) {
+        if (hi == lo) return {0.0, 0};
         ssm::Batch batch;
-        for (const auto& it : items) {
+        for (index j = lo; j < hi; ++j) {
+            const auto& it = items[static_cast<std::size_t>(j)];
             const auto& g = groups_[static_cast<std::size_t>(it.item)];
             const auto d = ssm::train::draw_group(g, o_.group_size, static_cast<std::uint64_t>(o_.seed), it.epoch, it.item);
             batch.add(reranker_pair(*cache_, g.query, ssm::document_text(*d.positive), o_.max_length, eos_));
@@ -612,11 +692,17 @@ private:
         ssm::Matrix masks;
         const std::uint64_t drop_seed = ssm::train::SplitMix64::mix(
             {static_cast<std::uint64_t>(o_.seed), 0xD209ULL, static_cast<std::uint64_t>(step), static_cast<std::uint64_t>(micro)});
-        const ssm::Matrix scores = head_->forward(cache.hidden, cache.offsets, o_.dropout, drop_seed, &masks);
+        const ssm::Matrix scores =
+            head_->forward(cache.hidden, cache.offsets, o_.dropout, drop_seed, &masks, lo * o_.group_size);
         ssm::Matrix dscores(scores.rows(), 1);
-        const double loss = ssm::train::listwise_softmax_loss(
+        double loss = ssm::train::listwise_softmax_loss(
             std::span<const float>(scores.data(), static_cast<std::size_t>(scores.size())), o_.group_size,
             std::span<float>(dscores.data(), static_cast<std::size_t>(dscores.size())));
+        if (hi - lo != static_cast<index>(items.size())) {
+            const double weight = static_cast<double>(hi - lo) / static_cast<double>(items.size());
+            dscores *= static_cast<float>(weight);
+            loss *= weight;
+        }
         ssm::Matrix d_hidden = ssm::Matrix::Zero(cache.hidden.rows(), cache.hidden.cols());
         head_->backward(cache.hidden, cache.offsets, masks, dscores, d_hidden);
         model_.backward(cache, ssm::cview(d_hidden));
@@ -807,6 +893,7 @@ private:
     const Options& o_;
     ssm::MambaConfig config_;
     fs::path base_dir_;
+    ssm::cli::Ranks& ranks_;
     ssm::train::Parameters params_;
     std::optional<ssm::train::AdamW> opt_;
     std::optional<ScoreHead> head_;
@@ -831,7 +918,8 @@ void check_same_model(const fs::path& resume, const ssm::MambaConfig& r, const f
 }
 
 template <class Head>
-int train_with(const Options& o, const fs::path& model_dir, index start_step, const std::optional<fs::path>& resume_dir) {
+int train_with(const Options& o, const fs::path& model_dir, index start_step, const std::optional<fs::path>& resume_dir,
+               ssm::cli::Ranks& ranks) {
     const ssm::MambaConfig config = ssm::MambaConfig::load(model_dir);
     return ssm::with_mamba<Head>(model_dir, [&](auto& model) -> int {
         using Model = std::decay_t<decltype(model)>;
@@ -841,7 +929,7 @@ int train_with(const Options& o, const fs::path& model_dir, index start_step, co
             ssm::fail(model_dir.string(), ": ssm-train trains Mamba-1 and Falcon-Mamba models only (this is ", ssm::family_name(config.family),
                       config.is_hybrid() ? ", a SAMBA hybrid" : "", ")");
         } else {
-            Trainer<Model> trainer(model, o, config, model_dir);
+            Trainer<Model> trainer(model, o, config, model_dir, ranks);
             TextCache cache(model_dir, config.vocab_size);
             std::optional<std::int32_t> eos;
             if (config.eos_token_id) eos = static_cast<std::int32_t>(*config.eos_token_id);
@@ -882,10 +970,15 @@ int train_with(const Options& o, const fs::path& model_dir, index start_step, co
     });
 }
 
-int run(const std::string& mode, const ssm::cli::Args& args) {
+int run(const std::string& mode, const ssm::cli::Args& args, ssm::cli::Ranks& ranks) {
     const Options o = parse_options(mode, args);
     ssm::set_num_threads(static_cast<int>(args.integer("threads", 0, 1, 1024)));
-    check_writable(o.out);
+    if (o.batch_size < ranks.size())
+        throw ssm::cli::UsageError("--batch-size " + std::to_string(o.batch_size) + " is split over " +
+                                   std::to_string(ranks.size()) + " ranks: give at least one item per rank");
+    ranks.phase([&] {
+        if (ranks.root()) check_writable(o.out);
+    });
 
     fs::path model_dir;
     index start_step = 0;
@@ -903,20 +996,26 @@ int run(const std::string& mode, const ssm::cli::Args& args) {
         start_step = st.step;
     } else if (o.init) {
         // A fresh model is written into the output folder first, then trained from there.
-        const auto io = ssm::train::InitOptions::from_config(*o.init, static_cast<std::uint64_t>(o.seed));
-        ssm::train::write_initial_checkpoint(*o.init, o.out, io);
+        // With several ranks the root writes it and the others read it.
+        ranks.phase([&] {
+            if (!ranks.root()) return;
+            const auto io = ssm::train::InitOptions::from_config(*o.init, static_cast<std::uint64_t>(o.seed));
+            ssm::train::write_initial_checkpoint(*o.init, o.out, io);
+        });
         model_dir = o.out;
     } else {
         model_dir = *o.model;
     }
-    if (mode == "lm") return train_with<ssm::LmHead>(o, model_dir, start_step, o.resume);
-    return train_with<ssm::BiEncoderHead<ssm::LastToken>>(o, model_dir, start_step, o.resume);
+    // Every rank reads the model and the data; a fault in them is the same on every rank.
+    if (mode == "lm") return train_with<ssm::LmHead>(o, model_dir, start_step, o.resume, ranks);
+    return train_with<ssm::BiEncoderHead<ssm::LastToken>>(o, model_dir, start_step, o.resume, ranks);
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-    return ssm::cli::run_main("ssm-train", [&] {
+    ssm::cli::Ranks ranks(argc, argv);
+    return ssm::cli::run_ranks(ranks, "ssm-train", [&] {
         if (argc >= 2 && (std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h")) {
             std::cout << kHelp;
             return 0;
@@ -937,6 +1036,6 @@ int main(int argc, char** argv) {
             std::cout << kHelp;
             return 0;
         }
-        return run(mode, args);
+        return run(mode, args, ranks);
     });
 }

@@ -63,6 +63,30 @@ TEST_CASE("gather_rows and allgather_rows put the ranks' rows one after another"
         CHECK(at_root.size() == 0);
 }
 
+TEST_CASE("sum_everywhere leaves the same sum on every rank", "[mpi_ranks]") {
+    auto& ranks = *g_ranks;
+    const int n = ranks.size(), r = ranks.rank();
+    // floats that do not add exactly in every order: the result must still be identical
+    // bits on every rank (the root's sum, broadcast)
+    std::vector<float> f(1000);
+    for (std::size_t i = 0; i < f.size(); ++i) f[i] = 1.0f / static_cast<float>(3 + i + 7 * static_cast<std::size_t>(r));
+    ranks.sum_everywhere(std::span<float>(f));
+    for (std::size_t i = 0; i < f.size(); ++i) {
+        double expect = 0;
+        for (int k = 0; k < n; ++k) expect += 1.0 / static_cast<double>(3 + i + 7 * static_cast<std::size_t>(k));
+        REQUIRE(std::abs(f[i] - expect) <= 1e-6 * expect);
+    }
+    std::vector<float> root_copy = f;
+    MPI_Bcast(root_copy.data(), static_cast<int>(root_copy.size()), MPI_FLOAT, 0, MPI_COMM_WORLD);
+    CHECK(root_copy == f);
+    double d = 0.5 * r;
+    std::int64_t count = r + 1;
+    ranks.sum_everywhere(std::span<double>(&d, 1));
+    ranks.sum_everywhere(std::span<std::int64_t>(&count, 1));
+    CHECK(d == 0.25 * n * (n - 1));
+    CHECK(count == static_cast<std::int64_t>(n) * (n + 1) / 2);
+}
+
 TEST_CASE("per-rank top-k lists merge into the whole corpus's exact top-k", "[mpi_ranks]") {
     auto& ranks = *g_ranks;
     const ssm::Matrix docs = small_integers(700, 8, 1), queries = small_integers(25, 8, 2);

@@ -143,6 +143,16 @@ public:
         return merge_top_k(parts, std::min(k, offered));  // the padding offers nothing
     }
 
+    /// Replaces `values` on every rank by their sum over the ranks, element by element
+    /// (data-parallel training's gradient allreduce). The sum is formed once, on the root,
+    /// and broadcast, so every rank holds the same bits (an allreduce may round differently
+    /// on different ranks, and the replicas' weights would then drift apart).
+    void sum_everywhere(std::span<float> values) const { sum_everywhere_impl(values.data(), values.size(), MPI_FLOAT); }
+    void sum_everywhere(std::span<double> values) const { sum_everywhere_impl(values.data(), values.size(), MPI_DOUBLE); }
+    void sum_everywhere(std::span<std::int64_t> values) const {
+        sum_everywhere_impl(values.data(), values.size(), MPI_INT64_T);
+    }
+
     /// Blocks until every rank has arrived.
     void barrier() const {
         if (size_ > 1) MPI_Barrier(MPI_COMM_WORLD);
@@ -171,6 +181,19 @@ private:
         agreed_failure_ = true;
         throw PeerFailure("rank " + std::to_string(failed) + " of " + std::to_string(size_) + ": " + text +
                           " (all ranks stopped)");
+    }
+
+    template <class T>
+    void sum_everywhere_impl(T* data, std::size_t n, MPI_Datatype type) const {
+        if (size_ == 1) return;
+        constexpr std::size_t chunk = std::size_t{1} << 26;  // a message's count is an int
+        std::vector<T> sum(rank_ == 0 ? std::min(n, chunk) : 0);
+        for (std::size_t at = 0; at < n; at += chunk) {
+            const int count = static_cast<int>(std::min(chunk, n - at));
+            MPI_Reduce(data + at, sum.data(), count, type, MPI_SUM, 0, MPI_COMM_WORLD);
+            if (rank_ == 0) std::copy_n(sum.data(), count, data + at);
+            MPI_Bcast(data + at, count, type, 0, MPI_COMM_WORLD);
+        }
     }
 
     [[nodiscard]] static int checked_count(index n, const char* what) {
