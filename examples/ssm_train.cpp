@@ -117,10 +117,12 @@ Progress, evaluation, checkpoints
 A progress bar (step, smoothed loss, lr, tokens/s, ETA) is drawn on a terminal.
 
 Data-parallel training (a build with MPI): mpirun -np N ssm-train ... splits every
-micro-batch into N equal runs of items, one per rank, and sums the gradients over the
-ranks before each optimizer step; the retriever's in-batch negatives are the passages of
-all ranks. With the same options the run equals the single-process one to float32
-rounding. Rank 0 writes the log, the checkpoints and the evaluations.
+micro-batch into N runs of consecutive items (B/N each, rounded), one per rank, and sums
+the gradients over the ranks before each optimizer step; the retriever's in-batch
+negatives are the passages of all ranks. Each step's loss and gradient norm equal the
+single-process run's to float32 rounding. Rank 0 writes the log, the checkpoints and the
+evaluations; with --init the other ranks read the model rank 0 wrote, so --out must be
+on a file system every rank sees.
 )";
 
 // ---------------------------------------------------------------------------------------
@@ -508,7 +510,9 @@ public:
                           " (the folder mixes two saves; resume from an earlier checkpoint)");
         }
 
-        Log log(ranks_.root() ? o_.log : std::nullopt);  // the root logs, saves and evaluates
+        std::optional<Log> log_file;  // the root logs, saves and evaluates
+        on_root([&] { log_file.emplace(o_.log); });
+        Log& log = log_file ? *log_file : no_log_;
         ssm::train::ItemStream stream(items, static_cast<std::uint64_t>(o_.seed));
         ssm::Progress bar("train", total_steps - start_step, "step", ranks_.root() ? stderr : nullptr);
         double smooth = 0;
@@ -541,7 +545,9 @@ public:
                 tokens = all_tokens;
             }
             loss /= static_cast<double>(o_.grad_accum);
-            if (!std::isfinite(loss)) ssm::fail("step ", step + 1, ": the loss is ", loss, " (lower --lr, or check the data)");
+            ranks_.phase([&] {  // the same sum on every rank, so the same verdict
+                if (!std::isfinite(loss)) ssm::fail("step ", step + 1, ": the loss is ", loss, " (lower --lr, or check the data)");
+            });
             const ssm::train::AdamWStep s = opt_->step(params_, o_.grad_accum);
             model_.refresh_derived();
             const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -601,9 +607,13 @@ private:
     /// parameters. With one process, [lo, hi) is the whole micro-batch.
     std::pair<double, index> micro_step(const std::vector<ssm::train::ItemStream::Item>& items, index lo, index hi,
                                         index step, index micro) {
-        if (o_.mode == "lm") return lm_step(items, lo, hi);
+        // lm and reranker shares need no other rank: a failure in one (a loss that is not
+        // finite) is agreed on at once. The retriever's share gathers embeddings, so it is
+        // no phase; its loss, computed alike on every rank, is.
         if (o_.mode == "retriever") return retriever_step(items, lo, hi);
-        return reranker_step(items, lo, hi, step, micro);
+        return ranks_.phase([&] {
+            return o_.mode == "lm" ? lm_step(items, lo, hi) : reranker_step(items, lo, hi, step, micro);
+        });
     }
 
     /// The loss is the mean over the micro-batch's predicted tokens: a share of n of N
@@ -660,7 +670,8 @@ private:
             const ssm::Matrix q_all = ranks_.allgather_rows(emb.topRows(nq));
             const ssm::Matrix p_all = ranks_.allgather_rows(emb.bottomRows(emb.rows() - nq));
             ssm::Matrix dq, dp;
-            const double loss = ssm::train::info_nce_loss(q_all, p_all, o_.group_size, o_.temperature, dq, dp);
+            const double loss =
+                ranks_.phase([&] { return ssm::train::info_nce_loss(q_all, p_all, o_.group_size, o_.temperature, dq, dp); });
             if (nq > 0) {
                 ssm::Matrix d_emb(emb.rows(), emb.cols());
                 d_emb.topRows(nq) = dq.middleRows(lo, nq);
@@ -894,6 +905,7 @@ private:
     ssm::MambaConfig config_;
     fs::path base_dir_;
     ssm::cli::Ranks& ranks_;
+    Log no_log_{std::nullopt};
     ssm::train::Parameters params_;
     std::optional<ssm::train::AdamW> opt_;
     std::optional<ScoreHead> head_;
@@ -933,13 +945,15 @@ int train_with(const Options& o, const fs::path& model_dir, index start_step, co
             TextCache cache(model_dir, config.vocab_size);
             std::optional<std::int32_t> eos;
             if (config.eos_token_id) eos = static_cast<std::int32_t>(*config.eos_token_id);
-            index items = 0;
-            if (o.mode == "lm") {
-                auto seqs = read_lm_sequences(o, cache, config);
-                items = static_cast<index>(seqs.size());
-                trainer.set_sequences(std::move(seqs));
-                trainer.set_eval_tokenizer(&cache, eos);
-            } else {
+            // Every rank reads the data; a fault in it stops them all with one message.
+            const index items = ranks.phase([&]() -> index {
+                if (o.mode == "lm") {
+                    auto seqs = read_lm_sequences(o, cache, config);
+                    const auto n = static_cast<index>(seqs.size());
+                    trainer.set_sequences(std::move(seqs));
+                    trainer.set_eval_tokenizer(&cache, eos);
+                    return n;
+                }
                 if (!eos)
                     ssm::fail(model_dir.string(), "/config.json: no eos_token_id; the ", o.mode,
                               " recipe appends it to every input (pooling reads the last token)");
@@ -950,16 +964,19 @@ int train_with(const Options& o, const fs::path& model_dir, index start_step, co
                             ssm::fail(o.train.string(), ": query '", g.query_id, "' has no negative passage",
                                       g.line ? " (line " + std::to_string(g.line) + ")" : std::string(),
                                       "; listwise training needs a positive and negatives in every group");
-                items = static_cast<index>(groups.size());
+                const auto n = static_cast<index>(groups.size());
                 trainer.set_groups(std::move(groups), cache, eos);
-            }
+                return n;
+            });
             const index per_step = o.batch_size * o.grad_accum;
-            if (o.mode != "lm" && o.batch_size * o.group_size > 1 << 20) ssm::fail("--batch-size × --group-size is too large");
             const index total = o.steps ? o.steps
                                         : std::max<index>(1, static_cast<index>(std::ceil(o.epochs * static_cast<double>(items) /
                                                                                           static_cast<double>(per_step))));
-            if (start_step >= total)
-                ssm::fail("--resume ", resume_dir->string(), ": already at step ", start_step, " of ", total, "; nothing to do");
+            ranks.phase([&] {
+                if (o.mode != "lm" && o.batch_size * o.group_size > 1 << 20) ssm::fail("--batch-size × --group-size is too large");
+                if (start_step >= total)
+                    ssm::fail("--resume ", resume_dir->string(), ": already at step ", start_step, " of ", total, "; nothing to do");
+            });
             std::printf("%s: %lld training items, %lld steps of %lld × %lld, %s\n", o.mode.c_str(),
                         static_cast<long long>(items), static_cast<long long>(total), static_cast<long long>(o.batch_size),
                         static_cast<long long>(o.grad_accum), ssm::cli::describe(config, config.tie_word_embeddings).c_str());

@@ -3,7 +3,7 @@
 # runs each for SECONDS, one after the other; exits 1 when any of them finds something
 # (a crash, a sanitizer report, an exception other than ssm::Error, a timeout, or memory
 # past the limit). See docs/reliability.md.
-#   scripts/fuzz.sh SECONDS [HARNESS...]     (default: every harness)
+#   scripts/fuzz.sh SECONDS [HARNESS...]     (default: every harness the build has; fuzz_faiss_index needs FAISS)
 #   SSM_FUZZ_BUILD=DIR  build folder (default build-fuzz); its corpus/ keeps what earlier
 #                       runs found and grows across runs; findings/ gets the crashing inputs
 #   SSM_JOBS=N          parallel build jobs (default: number of cores)
@@ -31,7 +31,11 @@ mapfile -t built < "$build/fuzzers.txt"   # fuzz_faiss_index only where FAISS wa
 if ((${#harnesses[@]} == 0)); then
   harnesses=("${built[@]}")
   for h in "${all[@]}"; do
-    [[ " ${built[*]} " == *" $h "* ]] || echo "fuzz.sh: $h is not built here (FAISS not found): skipped"
+    [[ " ${built[*]} " == *" $h "* ]] || echo "fuzz.sh: $h is not built here (it needs FAISS, not found): skipped"
+  done
+else
+  for h in "${harnesses[@]}"; do
+    [[ " ${built[*]} " == *" $h "* ]] || { echo "fuzz.sh: no harness $h in this build (harnesses: ${built[*]})" >&2; exit 2; }
   done
 fi
 cmake --build "$build" -j "$jobs" --target "${harnesses[@]}"

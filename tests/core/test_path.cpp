@@ -24,6 +24,9 @@ TEST_CASE("path_kind: missing, file, folder and other", "[path]") {
     CHECK(ssm::path_kind(dir / "file") == ssm::PathKind::file);
     CHECK(ssm::path_kind(dir) == ssm::PathKind::folder);
     CHECK(ssm::path_kind(dir / "pipe") == ssm::PathKind::other);
+    // A config that is a named pipe blocked the read; now it is refused by name.
+    const auto msg = ssm::test::error_of([&] { (void)ssm::MambaConfig::load(dir / "pipe"); });
+    CHECK(msg.find("pipe: not a regular file") != std::string::npos);
     fs::create_symlink(dir / "file", dir / "link");
     CHECK(ssm::path_kind(dir / "link") == ssm::PathKind::file);
     CHECK(ssm::path_exists(dir / "link"));

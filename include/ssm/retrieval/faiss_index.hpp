@@ -392,13 +392,13 @@ struct LoadedFaissIndex {
     // The ids: each length checked against what is left before the trailer.
     std::uint64_t left = file_size - head - meta_bytes - tail;
     if (static_cast<std::uint64_t>(count) > left / 4) fail(file, ": truncated (", count, " document ids announced)");
-    labels.doc_ids.resize(static_cast<std::size_t>(count));
-    for (auto& id : labels.doc_ids) {
+    // Grown as the ids are read, so a count the bytes do not back allocates nothing.
+    for (index k = 0; k < count; ++k) {
         if (left < 4) fail(file, ": truncated document ids");
         const auto len = detail::read_le<std::uint32_t>(in, file, "document ids");
         left -= 4;
         if (len > left) fail(file, ": truncated document ids");
-        id.resize(len);
+        std::string& id = labels.doc_ids.emplace_back(len, '\0');
         in.read(id.data(), static_cast<std::streamsize>(len));
         left -= len;
     }

@@ -187,11 +187,10 @@ private:
     void sum_everywhere_impl(T* data, std::size_t n, MPI_Datatype type) const {
         if (size_ == 1) return;
         constexpr std::size_t chunk = std::size_t{1} << 26;  // a message's count is an int
-        std::vector<T> sum(rank_ == 0 ? std::min(n, chunk) : 0);
         for (std::size_t at = 0; at < n; at += chunk) {
             const int count = static_cast<int>(std::min(chunk, n - at));
-            MPI_Reduce(data + at, sum.data(), count, type, MPI_SUM, 0, MPI_COMM_WORLD);
-            if (rank_ == 0) std::copy_n(sum.data(), count, data + at);
+            if (rank_ == 0) MPI_Reduce(MPI_IN_PLACE, data + at, count, type, MPI_SUM, 0, MPI_COMM_WORLD);
+            else MPI_Reduce(data + at, nullptr, count, type, MPI_SUM, 0, MPI_COMM_WORLD);
             MPI_Bcast(data + at, count, type, 0, MPI_COMM_WORLD);
         }
     }
