@@ -510,9 +510,8 @@ public:
                           " (the folder mixes two saves; resume from an earlier checkpoint)");
         }
 
-        std::optional<Log> log_file;  // the root logs, saves and evaluates
-        on_root([&] { log_file.emplace(o_.log); });
-        Log& log = log_file ? *log_file : no_log_;
+        Log log(std::nullopt);  // the root logs, saves and evaluates
+        on_root([&] { log = Log(o_.log); });
         ssm::train::ItemStream stream(items, static_cast<std::uint64_t>(o_.seed));
         ssm::Progress bar("train", total_steps - start_step, "step", ranks_.root() ? stderr : nullptr);
         double smooth = 0;
@@ -620,26 +619,19 @@ private:
     /// tokens weighs its mean by n / N.
     std::pair<double, index> lm_step(const std::vector<ssm::train::ItemStream::Item>& items, index lo, index hi) {
         if constexpr (ssm::LanguageModelHead<typename Model::head_type>) {
-            if (lo == 0 && hi == static_cast<index>(items.size())) {
-                ssm::Batch batch;
-                for (const auto& it : items) batch.add(seqs_[static_cast<std::size_t>(it.item)]);
-                return {ssm::train::causal_lm_step(model_, batch), batch.total_tokens()};
-            }
-            index predicted_all = 0;
-            for (const auto& it : items) predicted_all += static_cast<index>(seqs_[static_cast<std::size_t>(it.item)].size()) - 1;
             ssm::Batch batch;
-            for (index j = lo; j < hi; ++j) batch.add(seqs_[static_cast<std::size_t>(items[static_cast<std::size_t>(j)].item)]);
+            index predicted_all = 0;
+            for (index j = 0; j < static_cast<index>(items.size()); ++j) {
+                const Ids& seq = seqs_[static_cast<std::size_t>(items[static_cast<std::size_t>(j)].item)];
+                predicted_all += static_cast<index>(seq.size()) - 1;
+                if (j >= lo && j < hi) batch.add(seq);
+            }
             const index predicted = batch.total_tokens() - batch.size();
-            if (predicted == 0) return {0.0, batch.total_tokens()};
-            const double weight = static_cast<double>(predicted) / static_cast<double>(predicted_all);
-            typename Model::TrainCache cache;
-            model_.forward_train(batch, cache);
-            const ssm::Matrix logits = model_.logits_train(cache);
-            ssm::Matrix dlogits;
-            const double loss = ssm::train::causal_lm_loss(logits, batch.tokens(), batch.offsets(), dlogits);
-            dlogits *= static_cast<float>(weight);
-            model_.backward_logits(cache, ssm::cview(dlogits));
-            return {loss * weight, batch.total_tokens()};
+            // A share with nothing to predict adds nothing; a whole batch with nothing to
+            // predict is an error, which causal_lm_loss reports.
+            if (predicted == 0 && predicted_all > 0) return {0.0, batch.total_tokens()};
+            const double weight = predicted_all > 0 ? static_cast<double>(predicted) / static_cast<double>(predicted_all) : 1.0;
+            return {ssm::train::causal_lm_step(model_, batch, weight) * weight, batch.total_tokens()};
         } else {
             ssm::fail("internal: lm step on a model without a language-model head");
         }
@@ -905,7 +897,6 @@ private:
     ssm::MambaConfig config_;
     fs::path base_dir_;
     ssm::cli::Ranks& ranks_;
-    Log no_log_{std::nullopt};
     ssm::train::Parameters params_;
     std::optional<ssm::train::AdamW> opt_;
     std::optional<ScoreHead> head_;

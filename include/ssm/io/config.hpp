@@ -506,7 +506,7 @@ struct MambaConfig {
         if (kind == PathKind::folder && !path_exists(file) && path_exists(file_or_dir / "lit_config.json"))
             file = file_or_dir / "lit_config.json";
         // A named pipe or device would block the read, or never end.
-        if (const PathKind k = path_kind(file); k == PathKind::other) fail(file.string(), ": not a regular file");
+        if ((kind == PathKind::folder ? path_kind(file) : kind) == PathKind::other) fail(file.string(), ": not a regular file");
         std::ifstream in(file);
         if (!in) fail(file.string(), ": cannot open (a checkpoint folder needs a config.json)");
         std::stringstream buffer;

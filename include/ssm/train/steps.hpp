@@ -18,14 +18,17 @@ template <class Model>
 concept TrainableModel = Model::backbone_type::layer_type::trainable;
 
 /// Causal-LM cross-entropy over a packed batch (mean over every predicted token, never
-/// across sequences), then its backward through the head and the whole model.
+/// across sequences), then its backward through the head and the whole model. The
+/// gradient added is `grad_scale` times the loss's (a share of a larger batch weighs its
+/// mean by its part of the tokens); the loss returned is unscaled.
 template <TrainableModel Model>
-double causal_lm_step(Model& model, const Batch& batch) {
+double causal_lm_step(Model& model, const Batch& batch, double grad_scale = 1.0) {
     typename Model::TrainCache cache;
     model.forward_train(batch, cache);
     const Matrix logits = model.logits_train(cache);
     Matrix dlogits;
     const double loss = causal_lm_loss(logits, batch.tokens(), batch.offsets(), dlogits);
+    if (grad_scale != 1.0) dlogits *= static_cast<float>(grad_scale);
     model.backward_logits(cache, cview(dlogits));
     return loss;
 }
