@@ -18,6 +18,8 @@
 #include "ssm/layers/linear.hpp"
 #include "ssm/layers/mamba_mixer.hpp"
 #include "ssm/scan/ssd.hpp"
+#include "ssm/scan/ssd_backward.hpp"
+#include "ssm/train/parameters.hpp"
 
 namespace ssm {
 
@@ -62,16 +64,14 @@ public:
         m.out_proj_ = Linear::load(ckpt, prefix + ".out_proj", m.D_, m.E_, config.use_bias);
         const index h_shape[] = {m.H_};
         m.dt_bias_ = ckpt.load_f32(prefix + ".dt_bias", h_shape);
-        const Tensor a_log = ckpt.load_f32(prefix + ".A_log", h_shape);
-        std::vector<float> a(static_cast<std::size_t>(m.H_));
-        for (std::size_t i = 0; i < a.size(); ++i) a[i] = -std::exp(a_log.data()[i]);
-        m.A_ = Tensor::from({m.H_}, std::move(a));
-        // D per head (or per channel, mamba_ssm's D_has_hdim), kept per channel.
+        m.A_log_ = ckpt.load_f32(prefix + ".A_log", h_shape);
+        // D per head (or per channel, mamba_ssm's D_has_hdim), used per channel.
+        m.d_per_channel_ = f.d_per_channel;
         const index d_shape[] = {f.d_per_channel ? m.S_ : m.H_};
-        const Tensor d = ckpt.load_f32(prefix + ".D", d_shape);
-        std::vector<float> dch(static_cast<std::size_t>(m.S_));
-        for (index c = 0; c < m.S_; ++c) dch[static_cast<std::size_t>(c)] = d.data()[f.d_per_channel ? c : c / m.P_];
-        m.Dskip_ = Tensor::from({m.S_}, std::move(dch));
+        m.D_param_ = ckpt.load_f32(prefix + ".D", d_shape);
+        m.A_ = Tensor::zeros({m.H_});
+        m.Dskip_ = Tensor::zeros({m.S_});
+        m.derive_A_D();
         if (m.gated_norm_) {
             const index w_shape[] = {m.S_};
             m.norm_weight_ = ckpt.load_f32(prefix + ".norm.weight", w_shape);
@@ -143,7 +143,223 @@ public:
         for (Linear* l : {&in_proj_, &out_proj_}) l->store_bf16();
     }
 
+    // ---- Training ----------------------------------------------------------------------
+
+    /// What backward needs, per token O(E + conv_dim) floats: the mixer's input, in_proj's
+    /// output, the conv's pre-activation and output, Δ before and after softplus, the scan's
+    /// output and out_proj's input. The scan's states are recomputed in backward
+    /// (`ssd_scan_backward`).
+    struct Cache {
+        Matrix h;                  // (T, D) input (in_proj's)
+        Matrix zx;                 // (T, in_width) in_proj's output [z0 | x0 | z | xBC | dt]
+        CausalConv1d::Cache conv;  // (T, conv_dim) conv pre-activation
+        Matrix xbc;                // (T, conv_dim) silu(conv(xBC)) = [x | B | C]
+        Matrix dt_in;              // (T, H) dt + dt_bias, before softplus
+        Matrix dt;                 // (T, H) Δ
+        Matrix yssm;               // (T, S) the scan's output, before the D skip
+        Matrix y;                  // (T, E) out_proj's input
+        std::vector<index> offsets;
+
+        [[nodiscard]] std::size_t floats() const noexcept {
+            return static_cast<std::size_t>(h.size() + zx.size() + conv.pre.size() + xbc.size() + dt_in.size() +
+                                            dt.size() + yssm.size() + y.size());
+        }
+    };
+
+    /// Makes every weight an owned float32 master with a gradient, registered under the
+    /// checkpoint's names in PyTorch's parameter order: `prefix.dt_bias`, `prefix.A_log`,
+    /// `prefix.D` (no decay), `prefix.conv1d.{weight,bias}`, `prefix.in_proj.*`,
+    /// `prefix.norm.weight` (no decay; with the gated norm only), `prefix.out_proj.*`.
+    void register_parameters(train::Parameters& params, const std::string& prefix) {
+        train::register_tensor(params, prefix + ".dt_bias", dt_bias_, dt_bias_grad_, false);
+        train::register_tensor(params, prefix + ".A_log", A_log_, A_log_grad_, false);
+        train::register_tensor(params, prefix + ".D", D_param_, D_grad_, false);
+        conv_.register_parameters(params, prefix + ".conv1d");
+        in_proj_.register_parameters(params, prefix + ".in_proj");
+        if (gated_norm_) train::register_tensor(params, prefix + ".norm.weight", norm_weight_, norm_grad_, false);
+        out_proj_.register_parameters(params, prefix + ".out_proj");
+        A_ = Tensor::zeros({H_});  // owned from now on, refreshed from the masters
+        Dskip_ = Tensor::zeros({S_});
+        refresh_derived();
+    }
+
+    /// Re-derives A = −exp(A_log), D per channel and the conv taps from the masters after
+    /// they changed (an optimizer step); every training forward calls it first.
+    void refresh_derived() {
+        if (A_log_grad_.empty()) return;
+        derive_A_D();
+        conv_.refresh_derived();
+    }
+
+    /// Training forward over packed sequences from zero state: out (T, D) (+)= mixer(h), as
+    /// `forward` computes it, filling `cache`.
+    void forward(ConstStridedMap h, std::span<const index> offsets, StridedMap out, bool accumulate, Cache& cache) {
+        require(!A_log_grad_.empty(), "Mamba2Mixer: register_parameters was not called before a training forward");
+        refresh_derived();
+        const index T = h.rows();
+        cache.offsets.assign(offsets.begin(), offsets.end());
+        cache.h = h;
+        cache.zx.resize(T, in_width());
+        in_proj_.forward(cview(cache.h), view(cache.zx));
+        StridedMap zx = view(cache.zx);
+        cache.xbc.resize(T, conv_dim());
+        conv_.forward(column_slice(zx, xbc_col(), conv_dim()), offsets, view(cache.xbc), true, cache.conv);
+        cache.dt_in.resize(T, H_);
+        for (index t = 0; t < T; ++t)
+            for (index hh = 0; hh < H_; ++hh) cache.dt_in(t, hh) = cache.zx(t, dt_col() + hh) + dt_bias_.data()[hh];
+        cache.dt = cache.dt_in;
+        softplus_inplace(cache.dt.data(), T * H_);
+        for (index i = 0; i < T * H_; ++i) cache.dt.data()[i] = std::clamp(cache.dt.data()[i], dt_min_, dt_max_);
+        cache.y.resize(T, E_);
+        StridedMap xbc = view(cache.xbc), dt = view(cache.dt), y = view(cache.y);
+        SsdArgs args = scan_args(T, xbc, dt, y);
+        args.offsets = offsets;
+        args.chunk = chunk_;
+        ScanT::run(args);
+        cache.yssm = cache.y.rightCols(S_);
+        finish(zx, xbc, y);
+        out_proj_.forward(cview(cache.y), out, accumulate);
+    }
+
+    /// Backward from dout (T, D), the gradient of the mixer's output: every parameter
+    /// gradient accumulates (dA_log = dA ⊙ A); dh (T, D) is written (added with
+    /// `accumulate`). dh must not alias dout.
+    void backward(ConstStridedMap dout, const Cache& cache, StridedMap dh, bool accumulate = false) {
+        const index T = cache.h.rows(), M = mlp_width(), group = S_ / G_;
+        require(dout.rows() == T && dout.cols() == D_ && dh.rows() == T && dh.cols() == D_,
+                "Mamba2Mixer::backward: gradients do not fit the cached (", T, ", ", D_, ") input");
+        Matrix dy(T, E_);
+        out_proj_.backward(cview(cache.y), dout, view(dy));
+        Matrix dzx = Matrix::Zero(T, in_width());
+        Matrix dys(T, S_);           // gradient of the scan's output
+        Matrix dxbc(T, conv_dim());  // gradient of silu(conv(xBC)): [dx | dB | dC]
+        Matrix dD_rows(T, S_), dw_rows(T, gated_norm_ ? S_ : 0);
+        // The gated MLP, the gate, the norm and the D skip, row by row.
+        parallel_for(T, 16, [&](index begin, index end) {
+            std::vector<float> v(static_cast<std::size_t>(S_)), g(v.size()), dg(v.size());
+            for (index t = begin; t < end; ++t) {
+                const float* zrow = cache.zx.data() + t * cache.zx.cols();
+                const float* xrow = cache.xbc.data() + t * cache.xbc.cols();
+                const float* ys = cache.yssm.data() + t * S_;
+                const float* dyrow = dy.data() + t * E_;
+                float* dzrow = dzx.data() + t * dzx.cols();
+                for (index c = 0; c < M; ++c) {  // y0 = silu(z0)·x0
+                    const float z0 = zrow[c], x0 = zrow[M + c], sg = 1.0f / (1.0f + std::exp(-z0));
+                    dzrow[c] = dyrow[c] * x0 * sg * (1.0f + z0 * (1.0f - sg));
+                    dzrow[M + c] = dyrow[c] * z0 * sg;
+                }
+                const float* z = zrow + z_col();
+                for (index c = 0; c < S_; ++c) {
+                    const auto cu = static_cast<std::size_t>(c);
+                    v[cu] = ys[c] + Dskip_.data()[c] * xrow[c];
+                    const float sg = 1.0f / (1.0f + std::exp(-z[c]));
+                    g[cu] = v[cu] * z[c] * sg;
+                    dg[cu] = dyrow[M + c];
+                }
+                if (gated_norm_) {
+                    for (index g0 = 0; g0 < S_; g0 += group) {
+                        double sum = 0.0, dot = 0.0;
+                        for (index c = g0; c < g0 + group; ++c) {
+                            const auto cu = static_cast<std::size_t>(c);
+                            sum += static_cast<double>(g[cu]) * g[cu];
+                            dot += static_cast<double>(dg[cu]) * norm_weight_.data()[c] * g[cu];
+                        }
+                        const double r = 1.0 / std::sqrt(sum / static_cast<double>(group) + norm_eps_);
+                        const double k = r * r * dot / static_cast<double>(group);
+                        for (index c = g0; c < g0 + group; ++c) {
+                            const auto cu = static_cast<std::size_t>(c);
+                            dw_rows(t, c) = static_cast<float>(dg[cu] * g[cu] * r);
+                            dg[cu] = static_cast<float>(r * (dg[cu] * norm_weight_.data()[c] - g[cu] * k));
+                        }
+                    }
+                }
+                float* dzs = dzrow + z_col();
+                for (index c = 0; c < S_; ++c) {
+                    const auto cu = static_cast<std::size_t>(c);
+                    const float sg = 1.0f / (1.0f + std::exp(-z[c]));
+                    dzs[c] = dg[cu] * v[cu] * sg * (1.0f + z[c] * (1.0f - sg));
+                    const float dv = dg[cu] * z[c] * sg;
+                    dys(t, c) = dv;
+                    dD_rows(t, c) = dv * xrow[c];
+                }
+            }
+        });
+        // The scan.
+        Matrix dx_scan(T, S_), ddt(T, H_);
+        std::vector<float> dA(static_cast<std::size_t>(H_));
+        SsdGrads sg;
+        sg.dy = dys.data();
+        sg.ld_dy = S_;
+        sg.dx = dx_scan.data();
+        sg.ld_dx = S_;
+        sg.ddt = ddt.data();
+        sg.ld_ddt = H_;
+        sg.dB = dxbc.data() + S_;
+        sg.ld_dB = conv_dim();
+        sg.dC = dxbc.data() + S_ + G_ * N_;
+        sg.ld_dC = conv_dim();
+        sg.dA = dA.data();
+        ssd_scan_backward(train_scan_args(cache), sg);
+        for (index t = 0; t < T; ++t)
+            for (index c = 0; c < S_; ++c) dxbc(t, c) = dx_scan(t, c) + dys(t, c) * Dskip_.data()[c];
+        float* gA = A_log_grad_.mutable_data();
+        for (index hh = 0; hh < H_; ++hh) gA[hh] += dA[static_cast<std::size_t>(hh)] * A_.data()[hh];
+        float* gD = D_grad_.mutable_data();
+        for (index c = 0; c < S_; ++c) {
+            double sum = 0.0;
+            for (index t = 0; t < T; ++t) sum += dD_rows(t, c);
+            gD[d_per_channel_ ? c : c / P_] += static_cast<float>(sum);
+        }
+        if (gated_norm_) {
+            float* gw = norm_grad_.mutable_data();
+            for (index c = 0; c < S_; ++c) {
+                double sum = 0.0;
+                for (index t = 0; t < T; ++t) sum += dw_rows(t, c);
+                gw[c] += static_cast<float>(sum);
+            }
+        }
+        // Δ = clamp(softplus(v), dt_min, dt_max): dv = dΔ·sigmoid(v) inside the limits (dΔ
+        // itself where softplus is the identity, v > 20), 0 outside.
+        float* gbias = dt_bias_grad_.mutable_data();
+        for (index hh = 0; hh < H_; ++hh) {
+            double sum = 0.0;
+            for (index t = 0; t < T; ++t) {
+                const float v = cache.dt_in(t, hh);
+                const float sp = v > 20.0f ? v : std::log1p(std::exp(v));
+                float d = 0.0f;
+                if (sp >= dt_min_ && sp <= dt_max_) d = v > 20.0f ? ddt(t, hh) : ddt(t, hh) / (1.0f + std::exp(-v));
+                dzx(t, dt_col() + hh) = d;
+                sum += d;
+            }
+            gbias[hh] += static_cast<float>(sum);
+        }
+        const ConstStridedMap xbc_in(cache.zx.data() + xbc_col(), T, conv_dim(), Eigen::OuterStride<>(cache.zx.cols()));
+        conv_.backward(xbc_in, cache.offsets, cview(dxbc), cache.conv,
+                       StridedMap(dzx.data() + xbc_col(), T, conv_dim(), Eigen::OuterStride<>(dzx.cols())));
+        in_proj_.backward(cview(cache.h), cview(dzx), dh, accumulate);
+    }
+
 private:
+    /// A = −exp(A_log) per head and D spread to every channel of its head.
+    void derive_A_D() {
+        float* a = A_.mutable_data();
+        for (index hh = 0; hh < H_; ++hh) a[hh] = -std::exp(A_log_.data()[hh]);
+        float* d = Dskip_.mutable_data();
+        for (index c = 0; c < S_; ++c) d[c] = D_param_.data()[d_per_channel_ ? c : c / P_];
+    }
+
+    /// The scan's operands in a training cache; `y` is not written by the backward.
+    [[nodiscard]] SsdArgs train_scan_args(const Cache& c) const {
+        const index T = c.h.rows();
+        StridedMap xbc(const_cast<float*>(c.xbc.data()), T, conv_dim(), Eigen::OuterStride<>(conv_dim()));
+        StridedMap dt(const_cast<float*>(c.dt.data()), T, H_, Eigen::OuterStride<>(H_));
+        StridedMap y(const_cast<float*>(c.y.data()), T, E_, Eigen::OuterStride<>(E_));
+        SsdArgs a = scan_args(T, xbc, dt, y);
+        a.offsets = c.offsets;
+        a.chunk = chunk_;
+        return a;
+    }
+
     [[nodiscard]] index mlp_width() const noexcept { return E_ - S_; }
     [[nodiscard]] index conv_dim() const noexcept { return S_ + 2 * G_ * N_; }
     [[nodiscard]] index z_col() const noexcept { return 2 * mlp_width(); }
@@ -234,10 +450,14 @@ private:
     Linear in_proj_;      // (2(E−S) + S + conv_dim + H, D)
     CausalConv1d conv_;   // (conv_dim, 1, K)
     Linear out_proj_;     // (D, E)
+    bool d_per_channel_ = false;
     Tensor dt_bias_;      // (H)
+    Tensor A_log_;        // (H)
+    Tensor D_param_;      // (H), or (S) with d_per_channel_, as the checkpoint holds it
     Tensor A_;            // (H) = −exp(A_log)
     Tensor Dskip_;        // (S): D per channel
     Tensor norm_weight_;  // (S)
+    Tensor dt_bias_grad_, A_log_grad_, D_grad_, norm_grad_;  // once trainable
 };
 
 }  // namespace ssm
