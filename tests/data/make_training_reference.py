@@ -7,14 +7,15 @@ tests to match.
           plus transformers' learning-rate schedule factors.
   grad    <case>/grad/ — inputs in `ssm-grad`'s format and PyTorch autograd gradients
           (float64) of the three training losses w.r.t. every parameter of
-          transformers' `MambaForCausalLM` loaded from <case>.
+          transformers' `MambaForCausalLM` (`FalconMambaForCausalLM`,
+          `Mamba2ForCausalLM`) loaded from <case>.
 
 Needs torch, transformers (5.x), safetensors and numpy; runs on the CPU, no network.
 Both modes are deterministic (seeded); rerunning rewrites the same files (the grad
 inputs are read back from <case>/grad/ when present, unless --new-inputs).
 
     python3 tests/data/make_training_reference.py adamw
-    python3 tests/data/make_training_reference.py grad [--cases mambabyte-tiny falcon-mamba-tiny samba-tiny] [--new-inputs]
+    python3 tests/data/make_training_reference.py grad [--cases mambabyte-tiny falcon-mamba-tiny mamba2-tiny samba-tiny] [--new-inputs]
     python3 tests/data/make_training_reference.py grad --check   # recompute, compare, write nothing
 
 See tests/data/README.md ("Training references") for every tensor written.
@@ -175,10 +176,10 @@ class Transformers:
     """The losses through transformers' MambaForCausalLM, converted to float64."""
 
     def __init__(self, case_dir):
-        from transformers import FalconMambaForCausalLM, MambaForCausalLM
+        from transformers import FalconMambaForCausalLM, Mamba2ForCausalLM, MambaForCausalLM
 
-        falcon = json.load(open(os.path.join(case_dir, "config.json")))["model_type"] == "falcon_mamba"
-        cls = FalconMambaForCausalLM if falcon else MambaForCausalLM
+        model_type = json.load(open(os.path.join(case_dir, "config.json")))["model_type"]
+        cls = {"falcon_mamba": FalconMambaForCausalLM, "mamba2": Mamba2ForCausalLM}.get(model_type, MambaForCausalLM)
         self.model = cls.from_pretrained(case_dir).to(torch.float64).eval()
         self.params = dict(self.model.named_parameters())  # a tied lm_head appears once, as the embedding
 
@@ -220,6 +221,59 @@ def mamba_mixer_f64(h, p, R, N, mixer_eps=None):
     return (torch.stack(ys) * (z * torch.sigmoid(z))) @ p("out_proj.weight").T
 
 
+def mamba2_mixer_f64(h, p, cfg):
+    """One Mamba-2 mixer from the definitions, in the dtype of `h` (L, D), with a
+    sequential scan: in_proj → [z0 | x0 | z | xBC | dt] (z0, x0 empty unless d_ssm < inner),
+    causal depthwise conv + SiLU over xBC = [x | B | C], Δ = clamp(softplus(dt + dt_bias),
+    time_step_limit), per head h of group g = h // (H / G): S_h = exp(Δ A_h) S_h +
+    Δ x_h B_gᵀ, y_h = S_h C_g + D_h x_h; then y · silu(z) RMS-normalised per group of
+    d_ssm / G channels times norm.weight; [silu(z0) · x0 | y] through out_proj."""
+    L = h.shape[0]
+    H, P, N, G = cfg["num_heads"], cfg["head_dim"], cfg["state_size"], cfg["n_groups"]
+    E = cfg.get("intermediate_size") or cfg["expand"] * cfg["hidden_size"]
+    S = H * P
+    M = E - S
+    eps = cfg["layer_norm_epsilon"]
+    lo, hi = cfg.get("time_step_limit", [0.0, float("inf")])
+    hi = float("inf") if isinstance(hi, dict) else hi
+    zx = h @ p("in_proj.weight").T
+    if cfg.get("use_bias"):
+        zx = zx + p("in_proj.bias")
+    z0, x0, z, xbc, dt = torch.split(zx, [M, M, S, S + 2 * G * N, H], dim=-1)
+    w = p("conv1d.weight")[:, 0, :]
+    K = w.shape[1]
+    xp = torch.cat([torch.zeros(K - 1, xbc.shape[1], dtype=h.dtype), xbc])
+    xc = sum(w[:, k] * xp[k:k + L] for k in range(K))
+    if cfg.get("use_conv_bias", True):
+        xc = xc + p("conv1d.bias")
+    xbc = xc * torch.sigmoid(xc)
+    x, B, C = torch.split(xbc, [S, G * N, G * N], dim=-1)
+    v = dt + p("dt_bias")
+    dt = torch.clamp(torch.where(v > 20, v, torch.log1p(torch.exp(torch.clamp(v, max=20)))), lo, hi)
+    A = -torch.exp(p("A_log"))
+    Dh = p("D")
+    states = [torch.zeros(P, N, dtype=h.dtype) for _ in range(H)]
+    ys = []
+    for t in range(L):
+        row = []
+        for hh in range(H):
+            g = hh // (H // G)
+            xh = x[t, hh * P:(hh + 1) * P]
+            Bg, Cg = B[t, g * N:(g + 1) * N], C[t, g * N:(g + 1) * N]
+            states[hh] = torch.exp(dt[t, hh] * A[hh]) * states[hh] + dt[t, hh] * torch.outer(xh, Bg)
+            row.append(states[hh] @ Cg + Dh[hh] * xh)
+        ys.append(torch.cat(row))
+    y = torch.stack(ys) * (z * torch.sigmoid(z))
+    yg = y.view(L, G, S // G)
+    y = (yg * torch.rsqrt((yg * yg).mean(-1, keepdim=True) + eps)).view(L, S) * p("norm.weight")
+    if M > 0:
+        y = torch.cat([z0 * torch.sigmoid(z0) * x0, y], dim=-1)
+    out = y @ p("out_proj.weight").T
+    if cfg.get("use_bias"):
+        out = out + p("out_proj.bias")
+    return out
+
+
 class Independent:
     """The same model written from the definitions in plain float64 torch (a sequential
     scan, no float32 step anywhere), sharing nothing with transformers but the weights."""
@@ -228,10 +282,12 @@ class Independent:
         cfg = json.load(open(os.path.join(case_dir, "config.json")))
         self.eps = cfg["layer_norm_epsilon"]
         self.n_layers = cfg["num_hidden_layers"]
-        self.R, self.N = cfg["time_step_rank"], cfg["state_size"]
+        self.R, self.N = cfg.get("time_step_rank"), cfg["state_size"]
         self.tied = cfg.get("tie_word_embeddings", True)
         # Falcon-Mamba: dt_low, B and C each x / sqrt(mean(x²) + mixer_rms_eps), no weight.
         self.mixer_eps = cfg.get("mixer_rms_eps", 1e-6) if cfg["model_type"] == "falcon_mamba" else None
+        self.cfg = cfg
+        self.mamba2 = cfg["model_type"] == "mamba2"
         weights = load_file(os.path.join(case_dir, "model.safetensors"))
         self.params = {k: v.to(torch.float64).clone().requires_grad_(True) for k, v in weights.items()
                        if not (self.tied and k == "lm_head.weight")}
@@ -245,8 +301,11 @@ class Independent:
         L = h.shape[0]
         for i in range(self.n_layers):
             p = lambda n: P[f"backbone.layers.{i}.mixer.{n}"]
-            h = h + mamba_mixer_f64(self.rms(h, P[f"backbone.layers.{i}.norm.weight"]), p, self.R, self.N,
-                                    self.mixer_eps)
+            normed = self.rms(h, P[f"backbone.layers.{i}.norm.weight"])
+            if self.mamba2:
+                h = h + mamba2_mixer_f64(normed, p, self.cfg)
+            else:
+                h = h + mamba_mixer_f64(normed, p, self.R, self.N, self.mixer_eps)
         return self.rms(h, P["backbone.norm_f.weight"])
 
     def logits(self, ids):
@@ -504,7 +563,7 @@ def main():
     sub = ap.add_subparsers(dest="mode", required=True)
     sub.add_parser("adamw", help="write tests/data/train/adamw.safetensors")
     g = sub.add_parser("grad", help="write <case>/grad/")
-    g.add_argument("--cases", nargs="+", default=["mambabyte-tiny", "falcon-mamba-tiny", "samba-tiny"])
+    g.add_argument("--cases", nargs="+", default=["mambabyte-tiny", "falcon-mamba-tiny", "mamba2-tiny", "samba-tiny"])
     g.add_argument("--new-inputs", action="store_true", help="draw new seeded inputs even if some exist")
     g.add_argument("--check", action="store_true", help="recompute and compare with the stored files")
     g.add_argument("--tol", type=float, default=1e-6)

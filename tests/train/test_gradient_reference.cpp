@@ -1,6 +1,7 @@
 // The library's whole-model gradients for the three losses against PyTorch autograd in
-// float64 (tests/data/mambabyte-tiny/grad/ for Mamba, tests/data/samba-tiny/grad/ for a
-// SAMBA hybrid; see tests/data/README.md): every parameter's gradient to 1e-4 relative
+// float64 (tests/data/mambabyte-tiny/grad/ for Mamba, falcon-mamba-tiny/grad/ for
+// Falcon-Mamba, mamba2-tiny/grad/ for Mamba-2, samba-tiny/grad/ for a SAMBA hybrid; see
+// tests/data/README.md): every parameter's gradient to 1e-4 relative
 // (norm-wise), the loss to 1e-5.
 #include <cmath>
 #include <string>
@@ -113,6 +114,59 @@ TEST_CASE("listwise gradients equal PyTorch float64 autograd", "[train]") {
         Matrix dscores(scores.rows(), 1);
         const double loss = train::listwise_softmax_loss({scores.data(), static_cast<std::size_t>(scores.size())}, group,
                                                          {dscores.data(), static_cast<std::size_t>(dscores.size())});
+        model.backward_encoded(cache, dscores);
+        check_against_reference(dir, "listwise", loss, params);
+    }
+}
+
+TEST_CASE("Mamba-2 gradients equal PyTorch float64 autograd for the three losses", "[train][mamba2]") {
+    // transformers' Mamba2ForCausalLM: 4 heads of 16, one group, chunks of 16 (most inputs
+    // cross a chunk boundary), tied embeddings.
+    const std::filesystem::path dir = test::data_dir() / "mamba2-tiny";
+    const auto read = [&](const char* name, const char* key, index& group) {
+        std::vector<std::vector<std::int32_t>> first, items;
+        for_each_jsonl(dir / "grad" / name, [&](const nlohmann::json& o, std::int64_t) {
+            if (o.contains("query")) first.push_back(ids(o.at("query")));
+            group = static_cast<index>(o.at(key).size());
+            for (const auto& p : o.at(key)) items.push_back(ids(p));
+        });
+        Batch batch;
+        for (const auto& q : first) batch.add(q);
+        for (const auto& p : items) batch.add(p);
+        return std::make_pair(batch, static_cast<index>(first.size()));
+    };
+    SECTION("causal LM") {
+        auto model = Mamba2LM::load(dir);
+        train::Parameters params;
+        model.register_parameters(params);
+        Batch batch;
+        for_each_jsonl(dir / "grad" / "lm.jsonl", [&](const nlohmann::json& o, std::int64_t) { batch.add(ids(o.at("ids"))); });
+        check_against_reference(dir, "lm", train::causal_lm_step(model, batch), params);
+    }
+    SECTION("InfoNCE") {
+        auto model = Mamba2With<BiEncoderHead<LastToken>>::load(dir);
+        train::Parameters params;
+        model.register_parameters(params);
+        index group = 0;
+        const auto [batch, nq] = read("infonce.jsonl", "passages", group);
+        const double tau = SafetensorsFile::open(dir / "grad" / "infonce.safetensors").load_f32("temperature").values()[0];
+        check_against_reference(dir, "infonce", train::info_nce_step(model, batch, nq, group, tau), params);
+    }
+    SECTION("listwise") {
+        Checkpoint ckpt = Checkpoint::open(dir);
+        ckpt.add_extra(dir / "grad" / "head.safetensors");
+        using Reranker = Mamba2With<RerankerHead>;
+        auto model = Reranker::load(ckpt, MambaConfig::load(dir));
+        train::Parameters params;
+        model.register_parameters(params);
+        index group = 0;
+        const auto [batch, nq] = read("listwise.jsonl", "pairs", group);
+        CHECK(nq == 0);
+        Reranker::TrainCache cache;
+        const Matrix scores = model.encode_train(batch, cache);
+        Matrix dscores(scores.rows(), 1);
+        const double loss = train::listwise_softmax_loss({scores.data(), static_cast<std::size_t>(scores.size())},
+                                                         group, {dscores.data(), static_cast<std::size_t>(dscores.size())});
         model.backward_encoded(cache, dscores);
         check_against_reference(dir, "listwise", loss, params);
     }

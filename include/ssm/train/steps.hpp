@@ -13,7 +13,8 @@
 namespace ssm::train {
 
 /// Whether a model's layers have backward passes (each layer type says so in `trainable`):
-/// Mamba-1 stacks and SAMBA hybrids of Mamba-1 and attention; Mamba-2 mixers have none yet.
+/// Mamba-1 (and Falcon-Mamba) stacks, Mamba-2 stacks, and SAMBA hybrids of Mamba-1 and
+/// attention.
 template <class Model>
 concept TrainableModel = Model::backbone_type::layer_type::trainable;
 
