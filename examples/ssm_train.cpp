@@ -913,6 +913,9 @@ void check_same_model(const fs::path& resume, const ssm::MambaConfig& r, const f
             ssm::fail("--resume ", resume.string(), ": a checkpoint of a different model (", what, " ", x, ", --model ",
                       base.string(), " has ", y, ")");
     };
+    if (r.family != b.family)
+        ssm::fail("--resume ", resume.string(), ": a checkpoint of a different model (", ssm::family_name(r.family), ", --model ",
+                  base.string(), " is ", ssm::family_name(b.family), ")");
     differ("hidden_size", r.hidden_size, b.hidden_size);
     differ("num_hidden_layers", r.num_hidden_layers, b.num_hidden_layers);
     differ("vocab_size", r.vocab_size, b.vocab_size);
@@ -927,9 +930,9 @@ int train_with(const Options& o, const fs::path& model_dir, index start_step, co
     return ssm::with_mamba<Head>(model_dir, [&](auto& model) -> int {
         using Model = std::decay_t<decltype(model)>;
         // SAMBA hybrids have backward passes (ssm-grad), but no writer of their lit-gpt
-        // checkpoints yet, so ssm-train refuses them as it refuses Mamba-2.
+        // checkpoints yet, so ssm-train refuses them.
         if constexpr (!ssm::train::TrainableModel<Model> || Model::backbone_type::per_kind) {
-            ssm::fail(model_dir.string(), ": ssm-train trains Mamba-1 and Falcon-Mamba models only (this is ", ssm::family_name(config.family),
+            ssm::fail(model_dir.string(), ": ssm-train trains Mamba-1, Falcon-Mamba and Mamba-2 models only (this is ", ssm::family_name(config.family),
                       config.is_hybrid() ? ", a SAMBA hybrid" : "", ")");
         } else {
             Trainer<Model> trainer(model, o, config, model_dir, ranks);

@@ -5,7 +5,7 @@
 
 `--forward` is what `ssm-forward --model DIR --ids ... --out FILE` wrote. The check loads
 DIR with `MambaForCausalLM.from_pretrained` (`FalconMambaForCausalLM` for a
-Falcon-Mamba config) (no missing, unexpected or mismatched keys
+Falcon-Mamba config, `Mamba2ForCausalLM` for a Mamba-2 one) (no missing, unexpected or mismatched keys
 allowed), runs the same ids in float32 and compares the logits with the library's:
 exit 0 when the largest difference is under 1e-4 of the logits' scale, 1 otherwise.
 """
@@ -27,8 +27,9 @@ def main() -> int:
     import json
     import os
     with open(os.path.join(args.model, "config.json")) as f:
-        falcon = json.load(f).get("model_type") == "falcon_mamba"
-    cls = transformers.FalconMambaForCausalLM if falcon else transformers.MambaForCausalLM
+        model_type = json.load(f).get("model_type")
+    cls = {"falcon_mamba": transformers.FalconMambaForCausalLM,
+           "mamba2": transformers.Mamba2ForCausalLM}.get(model_type, transformers.MambaForCausalLM)
     model, info = cls.from_pretrained(
         args.model, output_loading_info=True, torch_dtype=torch.float32)
     problems = {k: sorted(v) for k, v in info.items() if k != "error_msgs" and v}

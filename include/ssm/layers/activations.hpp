@@ -8,9 +8,22 @@
 namespace ssm {
 
 /// v ← v · sigmoid(v) = v / (1 + exp(−v)) over `n` floats at `v`.
+///
+/// Computed into an aligned buffer, then copied back: Eigen evaluates the leading
+/// elements of an unaligned destination one at a time (a scalar exp that may differ from
+/// its vector exp by an ulp), so writing in place would make the result depend on where
+/// the heap put `v`, and a training run resumed in a fresh process would not repeat an
+/// uninterrupted one bit for bit.
 inline void silu_inplace(float* v, index n) {
-    auto a = Eigen::Map<Eigen::ArrayXf>(v, n);
-    a = a / (1.0f + (-a).exp());
+    constexpr index kBlock = 256;
+    alignas(64) float r_buf[kBlock];
+    for (index i = 0; i < n; i += kBlock) {
+        const index m = std::min(kBlock, n - i);
+        auto x = Eigen::Map<Eigen::ArrayXf>(v + i, m);
+        auto r = Eigen::Map<Eigen::ArrayXf, Eigen::Aligned64>(r_buf, m);
+        r = x / (1.0f + (-x).exp());
+        std::copy(r_buf, r_buf + m, v + i);
+    }
 }
 
 /// v ← softplus(v) = v > 20 ? v : log1p(exp(v)), the exact formula Mamba checkpoints

@@ -150,7 +150,10 @@ struct ChunkedSsd {
             std::vector<double> cum(static_cast<std::size_t>(Q));
             std::vector<float> dts(static_cast<std::size_t>(Q)), out_decay(static_cast<std::size_t>(Q));
             detail::SsdRowMajor CB(Q, Q), W(Q, Q), CS(Q, a.P), Bw(Q, a.N);
-            std::vector<float> states;
+            // Aligned as Eigen's own buffers: Eigen's products over the states then take
+            // the same path whatever address the heap gives, so results never depend on it
+            // (an exactly resumed training run relies on that).
+            std::vector<float, Eigen::aligned_allocator<float>> states;
             for (index task = begin; task < end; ++task) {
                 const index s = task / (a.G * blocks), g = task / blocks % a.G, blk = task % blocks;
                 const index h0 = g * per_group + per_group * blk / blocks;

@@ -7,6 +7,8 @@
 // different steps, which the safetensors metadata key `ssm.step` tells apart.
 #pragma once
 
+#include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -29,6 +31,46 @@ namespace ssm::train {
 /// The files a checkpoint folder's tokenizer lives in, copied along with the weights.
 inline constexpr const char* kTokenizerFiles[] = {"tokenizer.json", "tokenizer_config.json",
                                                   "special_tokens_map.json", "generation_config.json"};
+
+/// Whether transformers' `Mamba2ForCausalLM` can express a Mamba-2 `config`: not with a
+/// gated MLP beside the SSM (d_ssm < d_inner), D per channel, or no gated norm.
+[[nodiscard]] inline bool has_transformers_mamba2_form(const MambaConfig& c) {
+    const Mamba2Fields& f = c.mamba2;
+    return f.ssm_size == c.intermediate_size && !f.d_per_channel && f.gated_norm;
+}
+
+/// transformers' `Mamba2Config` JSON for a Mamba-2 `config` that has that form (used when
+/// the base folder's config.json is mamba_ssm's).
+[[nodiscard]] inline nlohmann::ordered_json transformers_mamba2_config(const MambaConfig& c) {
+    const Mamba2Fields& f = c.mamba2;
+    require(has_transformers_mamba2_form(c), "transformers_mamba2_config: transformers has no form for this Mamba-2 model");
+    nlohmann::ordered_json j;
+    j["architectures"] = {"Mamba2ForCausalLM"};
+    j["model_type"] = "mamba2";
+    j["vocab_size"] = c.vocab_size;
+    j["hidden_size"] = c.hidden_size;
+    j["num_hidden_layers"] = c.num_hidden_layers;
+    j["state_size"] = c.state_size;
+    j["num_heads"] = f.num_heads;
+    j["head_dim"] = f.head_dim;
+    j["n_groups"] = f.n_groups;
+    j["expand"] = c.intermediate_size / std::max<index>(c.hidden_size, 1);
+    j["conv_kernel"] = c.conv_kernel;
+    j["chunk_size"] = f.chunk_size;
+    j["use_bias"] = c.use_bias;
+    j["use_conv_bias"] = c.use_conv_bias;
+    j["tie_word_embeddings"] = c.tie_word_embeddings;
+    j["layer_norm_epsilon"] = c.layer_norm_epsilon;
+    j["residual_in_fp32"] = true;
+    j["hidden_act"] = "silu";
+    // transformers writes an infinite limit as {"__float__": "Infinity"}, which it reads back.
+    nlohmann::ordered_json hi = std::isinf(f.dt_max) ? nlohmann::ordered_json{{"__float__", "Infinity"}}
+                                                     : nlohmann::ordered_json(f.dt_max);
+    j["time_step_limit"] = {f.dt_min, hi};
+    if (c.eos_token_id) j["eos_token_id"] = *c.eos_token_id;
+    j["torch_dtype"] = "float32";
+    return j;
+}
 
 /// transformers' `MambaConfig` (or `FalconMambaConfig`) JSON for a Mamba-1 (or
 /// Falcon-Mamba) `config` (used when the base folder's
@@ -59,7 +101,10 @@ inline constexpr const char* kTokenizerFiles[] = {"tokenizer.json", "tokenizer_c
 }
 
 /// The config.json text a saved folder gets: the base's own when it is transformers' form
-/// (`"model_type": "mamba"` or `"falcon_mamba"`), else `transformers_config(config)`. Either way
+/// (`"model_type"` `"mamba"`, `"falcon_mamba"` or `"mamba2"`), else
+/// `transformers_config(config)` (`transformers_mamba2_config` for Mamba-2; a Mamba-2
+/// model transformers cannot express keeps the base's mamba_ssm config.json, which the
+/// library reads with the saved weights' names as well). Either way
 /// `rescale_prenorm_residual` is false: the flag only shapes a fresh initialisation, and
 /// transformers' `from_pretrained` redraws every `out_proj.weight` it has just loaded when
 /// it is true, so a trained model saved with it set would not load as trained.
@@ -70,9 +115,12 @@ inline constexpr const char* kTokenizerFiles[] = {"tokenizer.json", "tokenizer_c
         std::stringstream buffer;
         buffer << in.rdbuf();
         try {
-            auto j = nlohmann::ordered_json::parse(buffer.str());
+            // mamba_ssm configs may hold Python's `Infinity`: kept as the string "Infinity",
+            // which the library reads back as the number.
+            auto j = nlohmann::ordered_json::parse(ssm::detail::quote_nonfinite_tokens(buffer.str()));
             const std::string type = j.is_object() ? j.value("model_type", std::string()) : std::string();
-            if (type == "mamba" || type == "falcon_mamba") {
+            if (type == "mamba" || type == "falcon_mamba" || type == "mamba2" ||
+                (config.family == ModelFamily::Mamba2 && !has_transformers_mamba2_form(config))) {
                 if (!j.contains("rescale_prenorm_residual") || j["rescale_prenorm_residual"] != false)
                     j["rescale_prenorm_residual"] = false;
                 return j.dump(2) + "\n";
@@ -81,7 +129,9 @@ inline constexpr const char* kTokenizerFiles[] = {"tokenizer.json", "tokenizer_c
             // fall through: write transformers' form
         }
     }
-    auto j = transformers_config(config);
+    if (config.family == ModelFamily::Mamba2 && !has_transformers_mamba2_form(config))
+        fail(file.string(), ": cannot be read, and this Mamba-2 model has no transformers config form to write instead");
+    auto j = config.family == ModelFamily::Mamba2 ? transformers_mamba2_config(config) : transformers_config(config);
     j["rescale_prenorm_residual"] = false;
     return j.dump(2) + "\n";
 }
