@@ -1,7 +1,9 @@
 // Mamba-2 beside Mamba-1 at equal width, in one run (random weights): prefill tokens/s and
 // decode tokens/s in the mamba2-130m shape (D 768, 24 layers, d_inner 1536, state 128,
 // 24 heads of 64, one group, chunk 256) and the mamba-130m shape (state 16, dt rank 48),
-// each with the projection GEMM FLOP/s it reaches, beside the machine's FMA ceiling.
+// each with the projection GEMM FLOP/s it reaches, beside the machine's FMA ceiling; and a
+// causal-LM training step of each (training forward, logits, loss, backward to every
+// parameter; the GEMM FLOP/s counts 3 forwards' worth).
 //
 //   build/benchmarks/bench_mamba2 [--benchmark_filter=...]
 //   SSM_BENCH_DIR=/tmp/x   where the random checkpoints are written (default: system temp)
@@ -15,6 +17,8 @@
 #include <vector>
 
 #include <ssm/ssm.hpp>
+#include <ssm/train/losses.hpp>
+#include <ssm/train/parameters.hpp>
 
 #include "bench_inputs.hpp"
 #include "machine_limits.hpp"
@@ -149,6 +153,44 @@ void decode(benchmark::State& state, const Model& m) {
     state.counters["threads"] = ssm::num_threads();
 }
 
+/// A model with its parameters registered for training (loaded once, kept).
+template <class Model>
+struct Trainable {
+    Model model;
+    ssm::train::Parameters params;
+    explicit Trainable(const std::filesystem::path& dir) : model(Model::load(dir)) { model.register_parameters(params); }
+};
+
+template <class Model>
+void train_step(benchmark::State& state, Trainable<Model>& t, double gemm_params) {
+    const ssm::index L = state.range(0);
+    const auto batch = ssm::Batch::of({ssm::bench::random_ids(L, kVocab, 1)});
+    for (auto _ : state) {
+        t.params.zero_grad();
+        typename Model::TrainCache cache;
+        t.model.forward_train(batch, cache);
+        const ssm::Matrix logits = t.model.logits_train(cache);
+        ssm::Matrix dlogits;
+        const double loss = ssm::train::causal_lm_loss(logits, batch.tokens(), batch.offsets(), dlogits);
+        benchmark::DoNotOptimize(loss);
+        t.model.backward_logits(cache, ssm::cview(dlogits));
+    }
+    const double tokens = static_cast<double>(L) * static_cast<double>(state.iterations());
+    state.SetItemsProcessed(static_cast<std::int64_t>(tokens));
+    const double flops = 3.0 * 2.0 * (gemm_params * kLayers + static_cast<double>(kD) * kVocab) * tokens;
+    state.counters["GEMM_FLOP/s"] = benchmark::Counter(flops, benchmark::Counter::kIsRate);
+    state.counters["threads"] = ssm::num_threads();
+}
+
+void BM_Mamba1_TrainStep(benchmark::State& s) {
+    static Trainable<ssm::MambaLM> t(mamba1_checkpoint());
+    train_step(s, t, kGemm1);
+}
+void BM_Mamba2_TrainStep(benchmark::State& s) {
+    static Trainable<ssm::Mamba2LM> t(mamba2_checkpoint());
+    train_step(s, t, kGemm2);
+}
+
 void BM_Mamba1_Prefill(benchmark::State& s) { prefill(s, mamba1(), kGemm1); }
 void BM_Mamba2_Prefill_Chunk256(benchmark::State& s) { prefill(s, mamba2<0>(), kGemm2); }  // the config's chunk
 void BM_Mamba2_Prefill_Chunk64(benchmark::State& s) { prefill(s, mamba2<64>(), kGemm2); }
@@ -163,4 +205,6 @@ BENCHMARK(BM_Mamba2_Prefill_Chunk256)->Arg(512)->Arg(2048)->Unit(benchmark::kMil
 BENCHMARK(BM_Mamba2_Prefill_Chunk64)->Arg(512)->Arg(2048)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_Mamba1_Decode)->Arg(1)->Arg(8)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_Mamba2_Decode)->Arg(1)->Arg(8)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_Mamba1_TrainStep)->Arg(512)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_Mamba2_TrainStep)->Arg(512)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_MAIN();

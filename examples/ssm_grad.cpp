@@ -115,7 +115,7 @@ int run_lm(const ssm::cli::Args& args, const std::string& dir) {
     return ssm::with_mamba<ssm::LmHead>(dir, [&](auto& model) -> int {
         using Model = std::decay_t<decltype(model)>;
         if constexpr (!ssm::train::TrainableModel<Model>) {
-            ssm::fail(dir, ": ssm-grad does not train this architecture (Mamba-2) yet");
+            ssm::fail(dir, ": ssm-grad has no backward pass for this model");
         } else {
             const std::filesystem::path input = args.required("input");
             ssm::Batch batch;
@@ -140,7 +140,7 @@ int run_infonce(const ssm::cli::Args& args, const std::string& dir) {
     return ssm::with_mamba<ssm::BiEncoderHead<ssm::LastToken>>(dir, [&](auto& model) -> int {
         using Model = std::decay_t<decltype(model)>;
         if constexpr (!ssm::train::TrainableModel<Model>) {
-            ssm::fail(dir, ": ssm-grad does not train this architecture (Mamba-2) yet");
+            ssm::fail(dir, ": ssm-grad has no backward pass for this model");
         } else {
             const std::filesystem::path input = args.required("input");
             const Groups g = read_groups(input, "query", "passages", model.vocab_size());
@@ -167,7 +167,7 @@ int run_listwise(const ssm::cli::Args& args, const std::string& dir) {
         [&](auto& model) -> int {
             using Model = std::decay_t<decltype(model)>;
             if constexpr (!ssm::train::TrainableModel<Model>) {
-                ssm::fail(dir, ": ssm-grad does not train this architecture (Mamba-2) yet");
+                ssm::fail(dir, ": ssm-grad has no backward pass for this model");
             } else {
                 if (!model.head().has_bias())
                     ssm::fail(head.string(), ": missing tensor 'score.bias' [1]");

@@ -1,5 +1,5 @@
 // ssm-grad end to end: the gradients it writes for the three losses equal PyTorch autograd
-// in float64 (tests/data/{mambabyte-tiny,falcon-mamba-tiny,samba-tiny}/grad/, made by make_training_reference.py) to
+// in float64 (tests/data/{mambabyte-tiny,falcon-mamba-tiny,mamba2-tiny,samba-tiny}/grad/, made by make_training_reference.py) to
 // 1e-4 per tensor, norm-wise, and the loss to 1e-5; bad input gives one line, exit != 0.
 #include <cmath>
 #include <string>
@@ -23,8 +23,8 @@ std::string base(const std::string& loss, const std::filesystem::path& input, co
 
 TEST_CASE("ssm-grad writes PyTorch's float64 gradients for lm, infonce and listwise", "[ssm-grad]") {
     const auto scratch = ssm::test::scratch_dir("grad");
-    // A Mamba LM, Falcon-Mamba, and a SAMBA hybrid (lit-gpt checkpoint, Mamba and attention layers).
-    for (const char* dir : {"mambabyte-tiny", "falcon-mamba-tiny", "samba-tiny"})
+    // A Mamba LM, Falcon-Mamba, Mamba-2, and a SAMBA hybrid (lit-gpt checkpoint, Mamba and attention layers).
+    for (const char* dir : {"mambabyte-tiny", "falcon-mamba-tiny", "mamba2-tiny", "samba-tiny"})
     for (const std::string loss : {"lm", "infonce", "listwise"}) {
         INFO(dir << " " << loss);
         const auto model = ssm::test::data_dir() / dir;
