@@ -56,7 +56,7 @@ TEST_CASE("ssm-grad writes PyTorch's float64 gradients for lm, infonce and listw
             ++compared;
         }
         CHECK(got.names().size() == compared);  // nothing extra
-        CHECK(compared >= 22);
+        CHECK(compared >= 21);  // the loss and every parameter: mamba2-tiny, the smallest, has 20
     }
 }
 

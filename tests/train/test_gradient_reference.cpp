@@ -119,10 +119,12 @@ TEST_CASE("listwise gradients equal PyTorch float64 autograd", "[train]") {
     }
 }
 
-TEST_CASE("Mamba-2 gradients equal PyTorch float64 autograd for the three losses", "[train][mamba2]") {
-    // transformers' Mamba2ForCausalLM: 4 heads of 16, one group, chunks of 16 (most inputs
-    // cross a chunk boundary), tied embeddings.
-    const std::filesystem::path dir = test::data_dir() / "mamba2-tiny";
+namespace {
+
+/// The three losses through models of one family, `With<Head>` (the LM head, a bi-encoder,
+/// a reranker with the reference's head), against `dir/grad/`, one SECTION each.
+template <template <class> class With>
+void check_three_losses(const std::filesystem::path& dir) {
     const auto read = [&](const char* name, const char* key, index& group) {
         std::vector<std::vector<std::int32_t>> first, items;
         for_each_jsonl(dir / "grad" / name, [&](const nlohmann::json& o, std::int64_t) {
@@ -136,7 +138,7 @@ TEST_CASE("Mamba-2 gradients equal PyTorch float64 autograd for the three losses
         return std::make_pair(batch, static_cast<index>(first.size()));
     };
     SECTION("causal LM") {
-        auto model = Mamba2LM::load(dir);
+        auto model = With<LmHead>::load(dir);
         train::Parameters params;
         model.register_parameters(params);
         Batch batch;
@@ -144,7 +146,7 @@ TEST_CASE("Mamba-2 gradients equal PyTorch float64 autograd for the three losses
         check_against_reference(dir, "lm", train::causal_lm_step(model, batch), params);
     }
     SECTION("InfoNCE") {
-        auto model = Mamba2With<BiEncoderHead<LastToken>>::load(dir);
+        auto model = With<BiEncoderHead<LastToken>>::load(dir);
         train::Parameters params;
         model.register_parameters(params);
         index group = 0;
@@ -155,14 +157,14 @@ TEST_CASE("Mamba-2 gradients equal PyTorch float64 autograd for the three losses
     SECTION("listwise") {
         Checkpoint ckpt = Checkpoint::open(dir);
         ckpt.add_extra(dir / "grad" / "head.safetensors");
-        using Reranker = Mamba2With<RerankerHead>;
+        using Reranker = With<RerankerHead>;
         auto model = Reranker::load(ckpt, MambaConfig::load(dir));
         train::Parameters params;
         model.register_parameters(params);
         index group = 0;
         const auto [batch, nq] = read("listwise.jsonl", "pairs", group);
         CHECK(nq == 0);
-        Reranker::TrainCache cache;
+        typename Reranker::TrainCache cache;
         const Matrix scores = model.encode_train(batch, cache);
         Matrix dscores(scores.rows(), 1);
         const double loss = train::listwise_softmax_loss({scores.data(), static_cast<std::size_t>(scores.size())},
@@ -172,56 +174,22 @@ TEST_CASE("Mamba-2 gradients equal PyTorch float64 autograd for the three losses
     }
 }
 
+template <class Head>
+using Mamba2Family = Mamba2With<Head>;
+template <class Head>
+using SambaFamily = SambaWith<Head>;
+
+}  // namespace
+
+TEST_CASE("Mamba-2 gradients equal PyTorch float64 autograd for the three losses", "[train][mamba2]") {
+    // transformers' Mamba2ForCausalLM: 4 heads of 16, one group, chunks of 16 (most inputs
+    // cross a chunk boundary), tied embeddings.
+    check_three_losses<Mamba2Family>(test::data_dir() / "mamba2-tiny");
+}
+
 TEST_CASE("SAMBA hybrid gradients equal PyTorch float64 autograd for the three losses", "[train]") {
     // Layers M/A/M/A, grouped-query attention with a window of 8 (shorter than most inputs).
-    const std::filesystem::path dir = test::data_dir() / "samba-tiny";
-    const auto read = [&](const char* name, const char* key, index& group) {
-        std::vector<std::vector<std::int32_t>> first, items;
-        for_each_jsonl(dir / "grad" / name, [&](const nlohmann::json& o, std::int64_t) {
-            if (o.contains("query")) first.push_back(ids(o.at("query")));
-            group = static_cast<index>(o.at(key).size());
-            for (const auto& p : o.at(key)) items.push_back(ids(p));
-        });
-        Batch batch;
-        for (const auto& q : first) batch.add(q);
-        for (const auto& p : items) batch.add(p);
-        return std::make_pair(batch, static_cast<index>(first.size()));
-    };
-    SECTION("causal LM") {
-        auto model = Samba::load(dir);
-        train::Parameters params;
-        model.register_parameters(params);
-        Batch batch;
-        for_each_jsonl(dir / "grad" / "lm.jsonl", [&](const nlohmann::json& o, std::int64_t) { batch.add(ids(o.at("ids"))); });
-        check_against_reference(dir, "lm", train::causal_lm_step(model, batch), params);
-    }
-    SECTION("InfoNCE") {
-        auto model = SambaWith<BiEncoderHead<LastToken>>::load(dir);
-        train::Parameters params;
-        model.register_parameters(params);
-        index group = 0;
-        const auto [batch, nq] = read("infonce.jsonl", "passages", group);
-        const double tau = SafetensorsFile::open(dir / "grad" / "infonce.safetensors").load_f32("temperature").values()[0];
-        check_against_reference(dir, "infonce", train::info_nce_step(model, batch, nq, group, tau), params);
-    }
-    SECTION("listwise") {
-        Checkpoint ckpt = Checkpoint::open(dir);
-        ckpt.add_extra(dir / "grad" / "head.safetensors");
-        using Reranker = SambaWith<RerankerHead>;
-        auto model = Reranker::load(ckpt, MambaConfig::load(dir));
-        train::Parameters params;
-        model.register_parameters(params);
-        index group = 0;
-        const auto [batch, nq] = read("listwise.jsonl", "pairs", group);
-        CHECK(nq == 0);
-        Reranker::TrainCache cache;
-        const Matrix scores = model.encode_train(batch, cache);
-        Matrix dscores(scores.rows(), 1);
-        const double loss = train::listwise_softmax_loss({scores.data(), static_cast<std::size_t>(scores.size())},
-                                                         group, {dscores.data(), static_cast<std::size_t>(dscores.size())});
-        model.backward_encoded(cache, dscores);
-        check_against_reference(dir, "listwise", loss, params);
-    }
+    check_three_losses<SambaFamily>(test::data_dir() / "samba-tiny");
 }
 
 }  // namespace ssm

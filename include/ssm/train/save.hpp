@@ -32,6 +32,20 @@ namespace ssm::train {
 inline constexpr const char* kTokenizerFiles[] = {"tokenizer.json", "tokenizer_config.json",
                                                   "special_tokens_map.json", "generation_config.json"};
 
+namespace detail {
+/// The fields transformers' Mamba, Falcon-Mamba and Mamba-2 configs share.
+inline void add_common_config_fields(nlohmann::ordered_json& j, const MambaConfig& c) {
+    j["use_bias"] = c.use_bias;
+    j["use_conv_bias"] = c.use_conv_bias;
+    j["tie_word_embeddings"] = c.tie_word_embeddings;
+    j["layer_norm_epsilon"] = c.layer_norm_epsilon;
+    j["residual_in_fp32"] = true;
+    j["hidden_act"] = "silu";
+    if (c.eos_token_id) j["eos_token_id"] = *c.eos_token_id;
+    j["torch_dtype"] = "float32";
+}
+}  // namespace detail
+
 /// Whether transformers' `Mamba2ForCausalLM` can express a Mamba-2 `config`: not with a
 /// gated MLP beside the SSM (d_ssm < d_inner), D per channel, or no gated norm.
 [[nodiscard]] inline bool has_transformers_mamba2_form(const MambaConfig& c) {
@@ -57,18 +71,11 @@ inline constexpr const char* kTokenizerFiles[] = {"tokenizer.json", "tokenizer_c
     j["expand"] = c.intermediate_size / std::max<index>(c.hidden_size, 1);
     j["conv_kernel"] = c.conv_kernel;
     j["chunk_size"] = f.chunk_size;
-    j["use_bias"] = c.use_bias;
-    j["use_conv_bias"] = c.use_conv_bias;
-    j["tie_word_embeddings"] = c.tie_word_embeddings;
-    j["layer_norm_epsilon"] = c.layer_norm_epsilon;
-    j["residual_in_fp32"] = true;
-    j["hidden_act"] = "silu";
     // transformers writes an infinite limit as {"__float__": "Infinity"}, which it reads back.
     nlohmann::ordered_json hi = std::isinf(f.dt_max) ? nlohmann::ordered_json{{"__float__", "Infinity"}}
                                                      : nlohmann::ordered_json(f.dt_max);
     j["time_step_limit"] = {f.dt_min, hi};
-    if (c.eos_token_id) j["eos_token_id"] = *c.eos_token_id;
-    j["torch_dtype"] = "float32";
+    detail::add_common_config_fields(j, c);
     return j;
 }
 
@@ -89,14 +96,7 @@ inline constexpr const char* kTokenizerFiles[] = {"tokenizer.json", "tokenizer_c
     j["expand"] = c.expand;
     j["intermediate_size"] = c.intermediate_size;
     j["time_step_rank"] = c.time_step_rank;
-    j["use_bias"] = c.use_bias;
-    j["use_conv_bias"] = c.use_conv_bias;
-    j["tie_word_embeddings"] = c.tie_word_embeddings;
-    j["layer_norm_epsilon"] = c.layer_norm_epsilon;
-    j["residual_in_fp32"] = true;
-    j["hidden_act"] = "silu";
-    if (c.eos_token_id) j["eos_token_id"] = *c.eos_token_id;
-    j["torch_dtype"] = "float32";
+    detail::add_common_config_fields(j, c);
     return j;
 }
 
