@@ -205,13 +205,11 @@ public:
         cache.xbc.resize(T, conv_dim());
         conv_.forward(column_slice(zx, xbc_col(), conv_dim()), offsets, view(cache.xbc), true, cache.conv);
         cache.dt_in.resize(T, H_);
-        for (index t = 0; t < T; ++t)
-            for (index hh = 0; hh < H_; ++hh) cache.dt_in(t, hh) = cache.zx(t, dt_col() + hh) + dt_bias_.data()[hh];
-        cache.dt = cache.dt_in;
-        softplus_inplace(cache.dt.data(), T * H_);
-        for (index i = 0; i < T * H_; ++i) cache.dt.data()[i] = std::clamp(cache.dt.data()[i], dt_min_, dt_max_);
+        cache.dt.resize(T, H_);
+        StridedMap xbc = view(cache.xbc), dt = view(cache.dt), dt_in = view(cache.dt_in);
+        make_dt(zx, dt, &dt_in);
         cache.y.resize(T, E_);
-        StridedMap xbc = view(cache.xbc), dt = view(cache.dt), y = view(cache.y);
+        StridedMap y = view(cache.y);
         SsdArgs args = scan_args(T, xbc, dt, y);
         args.offsets = offsets;
         args.chunk = chunk_;
@@ -236,7 +234,7 @@ public:
         Matrix dD_rows(T, S_), dw_rows(T, gated_norm_ ? S_ : 0);
         // The gated MLP, the gate, the norm and the D skip, row by row.
         parallel_for(T, 16, [&](index begin, index end) {
-            std::vector<float> v(static_cast<std::size_t>(S_)), g(v.size()), dg(v.size());
+            std::vector<float> v(static_cast<std::size_t>(S_)), g(v.size()), dg(v.size()), sig(v.size());
             for (index t = begin; t < end; ++t) {
                 const float* zrow = cache.zx.data() + t * cache.zx.cols();
                 const float* xrow = cache.xbc.data() + t * cache.xbc.cols();
@@ -252,8 +250,8 @@ public:
                 for (index c = 0; c < S_; ++c) {
                     const auto cu = static_cast<std::size_t>(c);
                     v[cu] = ys[c] + Dskip_.data()[c] * xrow[c];
-                    const float sg = 1.0f / (1.0f + std::exp(-z[c]));
-                    g[cu] = v[cu] * z[c] * sg;
+                    sig[cu] = 1.0f / (1.0f + std::exp(-z[c]));
+                    g[cu] = v[cu] * z[c] * sig[cu];
                     dg[cu] = dyrow[M + c];
                 }
                 if (gated_norm_) {
@@ -276,7 +274,7 @@ public:
                 float* dzs = dzrow + z_col();
                 for (index c = 0; c < S_; ++c) {
                     const auto cu = static_cast<std::size_t>(c);
-                    const float sg = 1.0f / (1.0f + std::exp(-z[c]));
+                    const float sg = sig[cu];
                     dzs[c] = dg[cu] * v[cu] * sg * (1.0f + z[c] * (1.0f - sg));
                     const float dv = dg[cu] * z[c] * sg;
                     dys(t, c) = dv;
@@ -371,13 +369,15 @@ private:
         return {m.data() + col, m.rows(), width, Eigen::OuterStride<>(m.outerStride())};
     }
 
-    /// dt = clamp(softplus(dt_raw + dt_bias), time_step_limit).
-    void make_dt(const StridedMap& zx, StridedMap& dt) const {
+    /// dt = clamp(softplus(dt_raw + dt_bias), time_step_limit); `dt_in`, when given, keeps
+    /// dt_raw + dt_bias (what the backward differentiates softplus at).
+    void make_dt(const StridedMap& zx, StridedMap& dt, StridedMap* dt_in = nullptr) const {
         const index rows = zx.rows();
         for (index t = 0; t < rows; ++t) {
             const float* raw = zx.data() + t * zx.outerStride() + dt_col();
             float* d = dt.data() + t * dt.outerStride();
             for (index hh = 0; hh < H_; ++hh) d[hh] = raw[hh] + dt_bias_.data()[hh];
+            if (dt_in) std::copy(d, d + H_, dt_in->data() + t * dt_in->outerStride());
             softplus_inplace(d, H_);
             for (index hh = 0; hh < H_; ++hh) d[hh] = std::clamp(d[hh], dt_min_, dt_max_);
         }
