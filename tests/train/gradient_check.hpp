@@ -80,6 +80,21 @@ void check_gradient(const char* what, std::span<float> values, std::span<const f
     CHECK(err < tol);
 }
 
+/// Every parameter of a registry (`train::Parameters`) against central differences of
+/// `f()` on up to `coords` of its coordinates, norm-wise relative error below `tol`; the
+/// difference step for a parameter is `step_of(name)`.
+template <class Params, class F, class Step>
+void check_parameters(Params& params, F&& f, double tol, Step&& step_of, index coords) {
+    for (auto& p : params) {
+        const auto which = some_coordinates(p.size(), coords, p.size() + 1);
+        const auto fd = central_differences(p.value, which, step_of(p.name), f);
+        const auto an = gather(p.grad, which);
+        const double err = rel_error(an, fd, 1e-5);
+        INFO(p.name << ": relative error " << err << " over " << which.size() << " coordinates");
+        CHECK(err < tol);
+    }
+}
+
 inline std::span<float> mspan(Matrix& m) { return {m.data(), static_cast<std::size_t>(m.size())}; }
 inline std::span<float> mspan(Tensor& t) { return {t.mutable_data(), static_cast<std::size_t>(t.size())}; }
 inline std::span<const float> cspan(const Tensor& t) { return t.values(); }

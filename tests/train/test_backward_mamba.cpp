@@ -38,16 +38,10 @@ Batch batch_of(const std::vector<std::vector<std::int32_t>>& seqs, std::int32_t 
 /// 3e-2; at 1e-3 rounding makes them wrong by tens of percent).
 template <class F>
 void check_all_parameters(train::Parameters& params, F&& f, double tol, float step, index coords) {
-    for (auto& p : params) {
-        const bool through_dt = p.name.find("A_log") != std::string::npos || p.name.find("dt_proj") != std::string::npos;
-        const float h = through_dt ? 3 * step : step;
-        const auto which = test::some_coordinates(p.size(), coords, p.size() + 1);
-        const auto fd = test::central_differences(p.value, which, h, f);
-        const auto an = test::gather(p.grad, which);
-        const double err = test::rel_error(an, fd, 1e-5);
-        INFO(p.name << ": relative error " << err << " over " << which.size() << " coordinates");
-        CHECK(err < tol);
-    }
+    test::check_parameters(params, f, tol, [&](const std::string& name) {
+        const bool through_dt = name.find("A_log") != std::string::npos || name.find("dt_proj") != std::string::npos;
+        return through_dt ? 3 * step : step;
+    }, coords);
 }
 
 /// The gradients of kSequences packed in one batch (ids taken mod `vocab`) against the

@@ -88,14 +88,7 @@ SsdGradients ssd_backward(SsdProblem& pr, const Matrix& dy, bool with_init, inde
 /// Every parameter's gradient against central differences on `coords` coordinates.
 template <class F>
 void check_all_parameters(train::Parameters& params, F&& f, double tol, float step, index coords) {
-    for (auto& p : params) {
-        const auto which = test::some_coordinates(p.size(), coords, p.size() + 1);
-        const auto fd = test::central_differences(p.value, which, step, f);
-        const auto an = test::gather(p.grad, which);
-        const double err = test::rel_error(an, fd, 1e-5);
-        INFO(p.name << ": relative error " << err << " over " << which.size() << " coordinates");
-        CHECK(err < tol);
-    }
+    test::check_parameters(params, f, tol, [&](const std::string&) { return step; }, coords);
 }
 
 const std::vector<std::vector<std::int32_t>> kSequences = {
