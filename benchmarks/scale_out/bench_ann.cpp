@@ -1,14 +1,15 @@
 // bench_ann: search speed and recall of the exact search (ssm::ExactIndex) and of FAISS
 // indexes (flat, HNSW, IVF-PQ) at several settings, on seeded unit vectors: queries/s,
 // recall@10 and recall@100 against the exact answer, build time and bytes per vector.
-// The size is a flag: docs/scale-out.md reports what a 2-core machine runs in minutes,
-// and `--docs 1000000` is the 1 M × 768 on a bigger one.
+// The size is a flag (docs/scale-out.md reports `--docs 1000000 --dim 768`).
 //
 //   bench_ann [--docs 100000] [--dim 768] [--queries 1000] [--clusters 1000]
 //             [--noise 1.0] [--csv FILE] [--only exact,flat,hnsw,ivfpq]
+//   bench_ann --vectors DOCS.npy --query-vectors QUERIES.npy [--csv FILE] [--only ...]
 //
 // The vectors: seeded_vectors.hpp (clustered unit vectors); queries come from the same
-// distribution with another seed.
+// distribution with another seed. Or real embeddings: two float32 .npy files of one width
+// (what ssm-embed writes for a corpus and its queries), rows L2-normalised here.
 //
 // Exact search runs on ssm's threads, FAISS on its OpenMP threads: the same cores.
 // Recall@k = |returned top-k ∩ exact top-k| / k, averaged over queries. QPS at k = 10 and
@@ -31,6 +32,7 @@
 #include "seeded_vectors.hpp"
 #include "ssm/core/threads.hpp"
 #include "ssm/retrieval/faiss_index.hpp"
+#include "ssm/retrieval/npy.hpp"
 #include "ssm/retrieval/vector_index.hpp"
 
 namespace {
@@ -38,7 +40,7 @@ namespace {
 struct Options {
     ssm::index docs = 100000, dim = 768, queries = 1000, clusters = 1000;
     double noise = 1.0;
-    std::string csv, only = "exact,flat,hnsw,ivfpq";
+    std::string csv, only = "exact,flat,hnsw,ivfpq", vectors, query_vectors;
 };
 
 Options parse(int argc, char** argv) {
@@ -59,11 +61,17 @@ Options parse(int argc, char** argv) {
         else if (a == "--noise") o.noise = std::stod(value());
         else if (a == "--csv") o.csv = value();
         else if (a == "--only") o.only = value();
+        else if (a == "--vectors") o.vectors = value();
+        else if (a == "--query-vectors") o.query_vectors = value();
         else {
             std::fprintf(stderr, "bench_ann: unknown argument %s (see the comment at the top of bench_ann.cpp)\n",
                          a.c_str());
             std::exit(2);
         }
+    }
+    if (o.vectors.empty() != o.query_vectors.empty()) {
+        std::fprintf(stderr, "bench_ann: give --vectors and --query-vectors together\n");
+        std::exit(2);
     }
     return o;
 }
@@ -103,15 +111,42 @@ struct Row {
 }  // namespace
 
 int main(int argc, char** argv) {
-    const Options o = parse(argc, argv);
-    const auto wants = [&](const char* name) { return ("," + o.only + ",").find(std::string(",") + name + ",") != std::string::npos; };
-    std::printf("bench_ann: %lld documents × %lld dims, %lld queries, %lld clusters, noise %.2f, %d threads\n",
-                static_cast<long long>(o.docs), static_cast<long long>(o.dim), static_cast<long long>(o.queries),
-                static_cast<long long>(o.clusters), o.noise, ssm::num_threads());
+    Options o = parse(argc, argv);
+    ssm::Matrix docs, queries;
     auto t0 = std::chrono::steady_clock::now();
-    const ssm::Matrix docs = vectors(o, o.docs, 7), queries = vectors(o, o.queries, 11);
-    std::printf("vectors  generated in %.1f s (%.0f MB of float32 documents)\n", seconds_since(t0),
-                static_cast<double>(docs.size()) * 4 / 1e6);
+    if (!o.vectors.empty()) {
+        try {
+            docs = ssm::load_npy(o.vectors);
+            queries = ssm::load_npy(o.query_vectors);
+        } catch (const std::exception& e) {
+            std::fprintf(stderr, "bench_ann: %s\n", e.what());
+            return 1;
+        }
+        if (docs.cols() != queries.cols() || docs.rows() == 0 || queries.rows() == 0) {
+            std::fprintf(stderr, "bench_ann: %s (%lld × %lld) and %s (%lld × %lld) must be non-empty and of one width\n",
+                         o.vectors.c_str(), static_cast<long long>(docs.rows()), static_cast<long long>(docs.cols()),
+                         o.query_vectors.c_str(), static_cast<long long>(queries.rows()),
+                         static_cast<long long>(queries.cols()));
+            return 2;
+        }
+        ssm::normalize_rows(docs);
+        ssm::normalize_rows(queries);
+        o.docs = docs.rows();
+        o.dim = docs.cols();
+        o.queries = queries.rows();
+        std::printf("bench_ann: %s and %s: %lld documents × %lld dims, %lld queries, %d threads\n", o.vectors.c_str(),
+                    o.query_vectors.c_str(), static_cast<long long>(o.docs), static_cast<long long>(o.dim),
+                    static_cast<long long>(o.queries), ssm::num_threads());
+    } else {
+        std::printf("bench_ann: %lld documents × %lld dims, %lld queries, %lld clusters, noise %.2f, %d threads\n",
+                    static_cast<long long>(o.docs), static_cast<long long>(o.dim), static_cast<long long>(o.queries),
+                    static_cast<long long>(o.clusters), o.noise, ssm::num_threads());
+        docs = vectors(o, o.docs, 7);
+        queries = vectors(o, o.queries, 11);
+        std::printf("vectors  generated in %.1f s (%.0f MB of float32 documents)\n", seconds_since(t0),
+                    static_cast<double>(docs.size()) * 4 / 1e6);
+    }
+    const auto wants = [&](const char* name) { return ("," + o.only + ",").find(std::string(",") + name + ",") != std::string::npos; };
 
     std::vector<Row> rows;
     const auto report = [&](const Row& r) {
@@ -184,7 +219,7 @@ int main(int argc, char** argv) {
         std::ofstream csv(o.csv);
         csv << "index,setting,build_s,bytes_per_vector,qps_k10,recall_at_10,qps_k100,recall_at_100,docs,dim,queries\n";
         for (const auto& r : rows)
-            csv << r.index << ',' << r.setting << ',' << r.build_s << ',' << r.bytes << ',' << r.qps10 << ',' << r.r10
+            csv << r.index << ",\"" << r.setting << "\"," << r.build_s << ',' << r.bytes << ',' << r.qps10 << ',' << r.r10
                 << ',' << r.qps100 << ',' << r.r100 << ',' << o.docs << ',' << o.dim << ',' << o.queries << '\n';
         std::printf("wrote    %s\n", o.csv.c_str());
     }
