@@ -68,9 +68,10 @@ Data (--train)
               sequence a line, used as given)
 
 Model and output
-  --model DIR          checkpoint folder to start from (Mamba-1; float32, bf16 or sharded)
-  --init FILE          config.json of a model to initialise from scratch (mamba_ssm's
-                       initialisation, seeded by --seed)
+  --model DIR          checkpoint folder to start from (Mamba-1, Falcon-Mamba or Mamba-2;
+                       float32, bf16 or sharded)
+  --init FILE          config.json of a Mamba-1, Falcon-Mamba or Mamba-2 model to initialise
+                       from scratch (mamba_ssm's initialisation, seeded by --seed)
   --out DIR            where the trained model goes: config.json, model.safetensors,
                        tokenizer files, score.safetensors (reranker), optimizer.safetensors,
                        trainer_state.json

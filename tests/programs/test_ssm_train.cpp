@@ -234,6 +234,28 @@ TEST_CASE("ssm-train lm trains a grouped mamba_ssm Mamba-2 checkpoint and keeps 
     CHECK(model.forward(batch, {ssm::Logits::All, false}).logits.allFinite());
 }
 
+TEST_CASE("ssm-train lm --init trains a Mamba-2 model from its config alone", "[ssm-train]") {
+    // mamba2-tiny's config.json, drawn as mamba_ssm's Mamba2 draws one: the first loss is
+    // near uniform prediction over 256 bytes, and it falls.
+    const auto scratch = ssm::test::scratch_dir("train-mamba2-init");
+    const fs::path config = ssm::test::data_dir() / "mamba2-tiny" / "config.json", out = scratch / "out";
+    const auto r = train("lm --init " + config.string() + " --train " + (kData / "lm.txt").string() +
+                         " --seq-len 64 --batch-size 4 --lr 3e-3 --steps 12 --seed 3 --threads 1 --out " + out.string() +
+                         " --log " + (scratch / "log.jsonl").string());
+    INFO(r.output);
+    REQUIRE(r.status == 0);
+    const auto l = losses(read_log(scratch / "log.jsonl"));
+    REQUIRE(l.size() == 12);
+    CHECK(std::abs(l.front() - std::log(256.0)) < 0.5);
+    INFO("first three " << mean(l, 0, 3) << ", last three " << mean(l, 9, 12));
+    CHECK(mean(l, 9, 12) < mean(l, 0, 3) - 0.3);
+    CHECK(ssm::MambaConfig::load(out).family == ssm::ModelFamily::Mamba2);
+    auto model = ssm::Mamba2LM::load(out);
+    ssm::Batch batch;
+    batch.add(std::vector<std::int32_t>{72, 101, 108, 108, 111});
+    CHECK(model.forward(batch, {ssm::Logits::All, false}).logits.allFinite());
+}
+
 TEST_CASE("ssm-train retriever: loss falls, resume is exact, ssm-retrieve reproduces the final evaluation",
           "[ssm-train]") {
     const auto scratch = ssm::test::scratch_dir("train-retriever");

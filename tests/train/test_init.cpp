@@ -1,6 +1,6 @@
-// Initialising a Mamba-1 model from scratch (ssm/train/init.hpp). Checked against: the
-// names and shapes of the bundled transformers checkpoints (mamba-tiny, mambabyte-tiny)
-// and the training registry's order; the closed forms of A_log, D, the norms and the
+// Initialising a model from scratch (ssm/train/init.hpp). Checked against: the names and
+// shapes of the bundled checkpoints (mamba-tiny, mambabyte-tiny, falcon-mamba-tiny,
+// mamba2-tiny, mamba2-grouped-torch) and the training registry's order; the closed forms of A_log, D, the norms and the
 // biases; the distributions `mamba_ssm` draws from (uniform bounds and standard
 // deviations, the log-uniform time steps, the normal embedding) within tolerances set by
 // the sample counts; pinned values of the seeded streams; and the library's loader, which
@@ -12,12 +12,14 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <set>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
+#include "ssm/io/checkpoint.hpp"
 #include "ssm/io/safetensors.hpp"
 #include "ssm/model/mamba.hpp"
 #include "ssm/train/init.hpp"
@@ -559,31 +561,172 @@ TEST_CASE("write_initial_checkpoint: LayerNorm, untied, biased and conv-bias-fre
     fs::remove_all(root);
 }
 
-TEST_CASE("write_initial_checkpoint: only Mamba-1 configs are initialised") {
+TEST_CASE("write_initial_checkpoint: a SAMBA config is refused") {
     const fs::path root = ssm::test::scratch_dir("init-refuse");
-    const struct {
-        fs::path config;
-        const char* family;
-    } cases[] = {
-        {ssm::test::data_dir() / "mamba2-tiny" / "config.json", "mamba2"},
-        {ssm::test::data_dir() / "falcon-mamba-tiny" / "config.json", "falcon_mamba"},
-        {ssm::test::data_dir() / "samba-tiny", "samba"},  // a folder: its lit_config.json
-    };
-    for (const auto& c : cases) {
-        INFO(c.config);
-        const fs::path dir = root / c.family;
-        const auto msg = ssm::test::error_of(
-            [&] { ssm::train::write_initial_checkpoint(c.config, dir, InitOptions{}); });
-        INFO(msg);
-        CHECK(contains(msg, ssm::train::detail::config_file_of(c.config).string()));
-        CHECK(contains(msg, std::string("a ") + c.family + " model"));
-        CHECK(contains(msg, "only Mamba-1"));
-        CHECK_FALSE(fs::exists(dir));
-    }
+    const fs::path config = ssm::test::data_dir() / "samba-tiny";  // a folder: its lit_config.json
+    const fs::path dir = root / "samba";
+    const auto msg = ssm::test::error_of(
+        [&] { ssm::train::write_initial_checkpoint(config, dir, InitOptions{}); });
+    INFO(msg);
+    CHECK(contains(msg, ssm::train::detail::config_file_of(config).string()));
+    CHECK(contains(msg, "a samba model"));
+    CHECK(contains(msg, "only Mamba-1, Falcon-Mamba and Mamba-2"));
+    CHECK_FALSE(fs::exists(dir));
     CHECK(fs::is_empty(root));  // nothing left behind, not even a temporary folder
-    const auto mamba2 = ssm::MambaConfig::load(ssm::test::data_dir() / "mamba2-tiny");
+    const auto samba = ssm::MambaConfig::load(config);
     CHECK(contains(
-        ssm::test::error_of([&] { (void)ssm::train::initial_parameters(mamba2, InitOptions{}); }),
-        "mamba2"));
+        ssm::test::error_of([&] { (void)ssm::train::initial_parameters(samba, InitOptions{}); }),
+        "samba"));
+    fs::remove_all(root);
+}
+
+TEST_CASE("initial_parameters: Falcon-Mamba and Mamba-2 name and shape every tensor of their checkpoints") {
+    // transformers' falcon-mamba-tiny and mamba2-tiny (safetensors), and mamba_ssm's
+    // mamba2-grouped-torch (pytorch_model.bin: 2 groups, d_ssm 48 of d_inner 64, an untied
+    // head), read through the loader's names.
+    for (const char* name : {"falcon-mamba-tiny", "mamba2-tiny", "mamba2-grouped-torch"}) {
+        INFO(name);
+        const fs::path dir = ssm::test::data_dir() / name;
+        const auto params =
+            ssm::train::initial_parameters(ssm::MambaConfig::load(dir), InitOptions{});
+        const auto ckpt = ssm::Checkpoint::open(dir);
+        std::map<std::string, std::vector<ssm::index>> ours;
+        for (const auto& t : params) ours[t.name] = shape_of(t);
+        CHECK(params.size() == ours.size());  // no name twice
+        CHECK(params.size() == ckpt.names().size());
+        for (const auto& [n, shape] : ours) {
+            INFO(n);
+            REQUIRE(ckpt.contains(n));
+            CHECK(ckpt.info(n).shape == shape);
+        }
+    }
+}
+
+TEST_CASE("initial_parameters: a Mamba-2 layer is drawn as mamba_ssm's Mamba2 draws it") {
+    // 8 heads of 32 (d_ssm 256 = d_inner), 2 groups of N 16, 3 layers.
+    const nlohmann::json j = {{"model_type", "mamba2"}, {"vocab_size", 512},   {"hidden_size", 128},
+                              {"state_size", 16},       {"num_hidden_layers", 3}, {"expand", 2},
+                              {"conv_kernel", 4},       {"num_heads", 8},     {"head_dim", 32},
+                              {"n_groups", 2},          {"chunk_size", 64},   {"use_bias", false},
+                              {"use_conv_bias", true},  {"tie_word_embeddings", true}};
+    InitOptions o = seeded(9);
+    o.a_init_min = 2.0;
+    o.a_init_max = 8.0;
+    const auto params = ssm::train::initial_parameters(config_of(j), o);
+    CHECK(params.size() == 1 + 3 * 9 + 1);  // embedding, 9 a layer (its norm, 8 of the mixer), norm_f
+    const ssm::index C = 256 + 2 * 2 * 16, W = 2 * 256 + 2 * 2 * 16 + 8;
+    std::vector<float> a_all, dt_all;
+    for (ssm::index l = 0; l < 3; ++l) {
+        const std::string p = "backbone.layers." + std::to_string(l) + ".mixer.";
+        INFO(p);
+        CHECK(shape_of(tensor_named(params, p + "conv1d.weight")) == std::vector<ssm::index>{C, 1, 4});
+        CHECK(shape_of(tensor_named(params, p + "in_proj.weight")) == std::vector<ssm::index>{W, 128});
+        check_uniform(tensor_named(params, p + "in_proj.weight").value.values(), 1 / std::sqrt(128.0),
+                      p + "in_proj.weight");
+        check_uniform(tensor_named(params, p + "conv1d.weight").value.values(), 0.5, p + "conv1d.weight");
+        // out_proj: U(±1/√E) divided by √L (rescale_prenorm_residual, mamba_ssm's default)
+        check_uniform(tensor_named(params, p + "out_proj.weight").value.values(),
+                      1 / std::sqrt(256.0) / std::sqrt(3.0), p + "out_proj.weight");
+        for (const char* ones : {"D", "norm.weight"}) {
+            const auto v = tensor_named(params, p + ones).value.values();
+            CHECK(std::all_of(v.begin(), v.end(), [](float x) { return x == 1.0f; }));
+        }
+        CHECK(shape_of(tensor_named(params, p + "D")) == std::vector<ssm::index>{8});
+        CHECK(shape_of(tensor_named(params, p + "norm.weight")) == std::vector<ssm::index>{256});
+        for (float x : tensor_named(params, p + "A_log").value.values()) a_all.push_back(x);
+        for (float x : tensor_named(params, p + "dt_bias").value.values()) dt_all.push_back(x);
+    }
+    // exp(A_log) in [2, 8] (24 draws): inside the range, spread over it.
+    double lo = 1e9, hi = 0, mean = 0;
+    for (float x : a_all) {
+        const double a = std::exp(static_cast<double>(x));
+        lo = std::min(lo, a);
+        hi = std::max(hi, a);
+        mean += a / static_cast<double>(a_all.size());
+    }
+    CHECK(lo >= 2.0 * (1 - 1e-6));
+    CHECK(hi <= 8.0 * (1 + 1e-6));
+    CHECK(hi - lo > 3.0);
+    CHECK(std::abs(mean - 5.0) < 6 * std::sqrt(3.0) / std::sqrt(static_cast<double>(a_all.size())));
+    // softplus(dt_bias) is a time step in [dt_min, dt_max].
+    for (float x : dt_all) {
+        const double dt = softplus(x);
+        CHECK(dt >= 0.001 * (1 - 1e-5));
+        CHECK(dt <= 0.1 * (1 + 1e-5));
+    }
+    // Different heads, layers and seeds draw different values.
+    const auto again = ssm::train::initial_parameters(config_of(j), o);
+    CHECK(tensor_named(again, "backbone.layers.1.mixer.A_log").value.values()[3] ==
+          tensor_named(params, "backbone.layers.1.mixer.A_log").value.values()[3]);
+    CHECK(std::set<float>(a_all.begin(), a_all.end()).size() == a_all.size());
+
+    // D per channel (mamba_ssm's D_has_hdim) and no gated norm (rmsnorm false), original form.
+    const nlohmann::json original = {
+        {"d_model", 32}, {"n_layer", 2}, {"vocab_size", 64}, {"d_intermediate", 0},
+        {"ssm_cfg", {{"layer", "Mamba2"}, {"d_state", 8}, {"headdim", 8}, {"ngroups", 1},
+                     {"D_has_hdim", true}, {"rmsnorm", false}, {"chunk_size", 8}}}};
+    const auto variant = ssm::train::initial_parameters(config_of(original), InitOptions{});
+    CHECK(shape_of(tensor_named(variant, "backbone.layers.1.mixer.D")) == std::vector<ssm::index>{64});
+    CHECK_FALSE(has(variant, "backbone.layers.1.mixer.norm.weight"));
+}
+
+TEST_CASE("InitOptions::from_config reads Mamba-2's A_init_range; a bad one is refused") {
+    const auto original = config_file(
+        {{"d_model", 32}, {"n_layer", 2}, {"vocab_size", 64},
+         {"ssm_cfg", {{"layer", "Mamba2"}, {"headdim", 8}, {"A_init_range", {0.5, 4}}}}},
+        "init-a-range");
+    const auto o = InitOptions::from_config(original);
+    CHECK(o.a_init_min == 0.5);
+    CHECK(o.a_init_max == 4.0);
+    const auto hf = InitOptions::from_config(ssm::test::data_dir() / "mamba2-tiny");
+    CHECK(hf.a_init_min == 1.0);  // mamba_ssm's default, which transformers' config lacks
+    CHECK(hf.a_init_max == 16.0);
+    for (const nlohmann::json& bad : {nlohmann::json{4, 0.5}, nlohmann::json{0, 4},
+                                      nlohmann::json{1}, nlohmann::json("1,16")}) {
+        INFO(bad.dump());
+        const auto file = config_file(
+            {{"d_model", 32}, {"n_layer", 2}, {"vocab_size", 64},
+             {"ssm_cfg", {{"layer", "Mamba2"}, {"headdim", 8}, {"A_init_range", bad}}}},
+            "init-a-range-bad");
+        const auto msg = ssm::test::error_of([&] { (void)InitOptions::from_config(file); });
+        INFO(msg);
+        CHECK(contains(msg, file.string()));
+        CHECK(contains(msg, "A_init_range"));
+    }
+}
+
+TEST_CASE("write_initial_checkpoint: Mamba-2 and Falcon-Mamba folders load, train's registry agrees") {
+    const fs::path root = ssm::test::scratch_dir("init-mamba2");
+    for (const char* name : {"mamba2-tiny", "mamba2-grouped-torch", "falcon-mamba-tiny"}) {
+        INFO(name);
+        const fs::path src = ssm::test::data_dir() / name / "config.json";
+        const fs::path dir = root / name;
+        const auto options = InitOptions::from_config(src, 4);
+        ssm::train::write_initial_checkpoint(src, dir, options);
+        CHECK(read_bytes(dir / "config.json") == read_bytes(src));
+        const auto params = ssm::train::initial_parameters(ssm::MambaConfig::load(src), options);
+        const auto file = ssm::SafetensorsFile::open(dir / "model.safetensors");
+        CHECK(file.names().size() == params.size());
+        // The library opens it as the config's family and runs a finite forward near
+        // uniform prediction (vocab 256: ln 256 ≈ 5.55).
+        const std::vector<std::int32_t> ids = {1, 5, 200, 42, 7, 7, 100, 255, 0, 12, 64, 128};
+        const double nll = ssm::with_mamba_lm(dir, [&](const auto& model) {
+            const auto r = model.forward(ssm::Batch::of({ids}));
+            CHECK(r.logits.allFinite());
+            return mean_nll(r.logits, ids);
+        });
+        CHECK(std::abs(nll - std::log(256.0)) < 0.5);
+        // The training registry lists the same names in the same order.
+        const std::vector<std::string> registered = ssm::with_mamba_lm(dir, [](auto& model) {
+            ssm::train::Parameters registry;
+            model.register_parameters(registry);
+            std::vector<std::string> names;
+            for (const auto& p : registry) names.push_back(p.name);
+            return names;
+        });
+        std::vector<std::string> ours;
+        for (const auto& t : params) ours.push_back(t.name);
+        CHECK(registered == ours);
+    }
     fs::remove_all(root);
 }

@@ -1,6 +1,7 @@
-// ssm/train/init.hpp — a freshly initialised Mamba-1 model, drawn as `mamba_ssm`'s
-// `MambaLMHeadModel` draws one (`Mamba.__init__` plus `_init_weights` of
-// mixer_seq_simple.py), from a seed, and written as a checkpoint folder the loaders open.
+// ssm/train/init.hpp — a freshly initialised Mamba-1, Falcon-Mamba or Mamba-2 model, drawn
+// as `mamba_ssm`'s `MambaLMHeadModel` draws one (`Mamba.__init__` / `Mamba2.__init__` plus
+// `_init_weights` of mixer_seq_simple.py), from a seed, and written as a checkpoint folder
+// the loaders open.
 //
 // What each tensor gets (V vocabulary, D hidden, E inner, N state, K conv width, R dt rank,
 // L layers; U(−b, b) uniform, N(0, σ²) normal):
@@ -19,10 +20,22 @@
 //   in_proj.bias, out_proj.bias  0 (use_bias configs)
 //   lm_head.weight (V, D)        untied heads only: U(−1/√D, 1/√D), nn.Linear's default
 //
+// Falcon-Mamba has Mamba-1's tensors (its B, C and Δ norms have no weights) and gets the
+// same. A Mamba-2 layer (H heads of P, G groups, d_ssm = H·P, C = d_ssm + 2GN conv
+// channels, in_proj width 2E + 2GN + H) gets, as `Mamba2.__init__` draws them:
+//
+//   dt_bias (H)                  softplus⁻¹(dt), dt as dt_proj.bias above
+//   A_log (H)                    ln(a), a ~ U(A_init_range) = U(1, 16) by default
+//   D (H, or d_ssm with D_has_hdim)   1
+//   conv1d.weight (C, 1, K)      U(−1/√K, 1/√K); conv1d.bias (C) the same
+//   in_proj.weight (2E+2GN+H, D) U(−1/√D, 1/√D)
+//   norm.weight (d_ssm)          1 (the gated RMSNorm; configs without it have none)
+//   out_proj.weight (D, E)       as Mamba-1's
+//
 // (Recent transformers versions' own `MambaPreTrainedModel._init_weights` differ: it draws every
 // Linear weight but dt_proj's and out_proj's from N(0, initializer_range²) and zeroes the conv
-// bias. A config.json written by transformers also carries its defaults, initializer_range
-// 0.1 and no rescaling; `InitOptions::from_config` reads them.)
+// bias; its Mamba-2 sets A = 1..H. A config.json written by transformers also carries its
+// defaults, initializer_range 0.1 and no rescaling; `InitOptions::from_config` reads them.)
 //
 // Random numbers: every tensor draws from its own `std::mt19937_64` (whose output the C++
 // standard fixes), seeded with splitmix64(seed ⊕ splitmix64(FNV-1a-64(tensor name))), so a
@@ -74,6 +87,8 @@ struct InitOptions {
     DtInit dt_init = DtInit::random;
     double initializer_range = 0.02;       // standard deviation of the embedding
     bool rescale_prenorm_residual = true;  // out_proj.weight divided by √(layers)
+    double a_init_min = 1.0;   // Mamba-2: each head's −A starts uniform in
+    double a_init_max = 16.0;  // [a_init_min, a_init_max] (mamba_ssm's A_init_range)
     std::uint64_t seed = 0;
 
     /// Fails, naming `source`, unless 0 < dt_min <= dt_max, the floor, the scale and the
@@ -89,13 +104,17 @@ struct InitOptions {
         finite_at_least(dt_init_floor, 0.0, "dt_init_floor");
         finite_at_least(dt_scale, 0.0, "dt_scale");
         finite_at_least(initializer_range, 0.0, "initializer_range");
+        if (!(std::isfinite(a_init_min) && a_init_min > 0))
+            fail(source, ": A_init_range's lower end must be a finite positive number, got ", a_init_min);
+        finite_at_least(a_init_max, a_init_min, "A_init_range's upper end (at least its lower end)");
     }
 
     /// The options a config.json asks for, each absent key keeping `mamba_ssm`'s default:
     /// transformers' `time_step_min`, `time_step_max`, `time_step_floor`, `time_step_scale`,
     /// `time_step_init_scheme`, `initializer_range` and `rescale_prenorm_residual`, or an
     /// original config's `ssm_cfg.{dt_min, dt_max, dt_init_floor, dt_scale, dt_init}` and
-    /// `initializer_cfg.{initializer_range, rescale_prenorm_residual}`. `config_json` is the
+    /// `initializer_cfg.{initializer_range, rescale_prenorm_residual}`; Mamba-2's
+    /// `A_init_range` ([lo, hi], in `ssm_cfg` or at the top level). `config_json` is the
     /// file or its folder.
     [[nodiscard]] static InitOptions from_config(const std::filesystem::path& config_json,
                                                  std::uint64_t seed = 0);
@@ -179,12 +198,27 @@ private:
     return buffer.str();
 }
 
-/// Refuses, naming `source`, every family but plain Mamba-1.
-inline void require_mamba1(const MambaConfig& config, const std::string& source) {
-    if (config.family != ModelFamily::Mamba1 || config.is_hybrid())
+/// Refuses, naming `source`, what `initial_parameters` cannot draw: hybrids (SAMBA).
+inline void require_initialisable(const MambaConfig& config, const std::string& source) {
+    const bool ssm_only = config.family == ModelFamily::Mamba1 ||
+                          config.family == ModelFamily::FalconMamba ||
+                          config.family == ModelFamily::Mamba2;
+    if (!ssm_only || config.is_hybrid())
         fail(source,
-             ": only Mamba-1 models can be initialised for training; this config describes a ",
+             ": only Mamba-1, Falcon-Mamba and Mamba-2 models can be initialised for training; "
+             "this config describes a ",
              family_name(config.family), " model");
+}
+
+/// `[lo, hi]` of `key` in `j` into lo, hi; absent or null keeps them.
+inline void read_range(const nlohmann::json& j, const char* key, const std::string& source,
+                       double& lo, double& hi) {
+    if (!j.contains(key) || j.at(key).is_null()) return;
+    const nlohmann::json& v = j.at(key);
+    if (!v.is_array() || v.size() != 2 || !v.at(0).is_number() || !v.at(1).is_number())
+        fail(source, ": '", key, "' must be a list of two numbers [lo, hi], got ", v.dump());
+    lo = v.at(0).get<double>();
+    hi = v.at(1).get<double>();
 }
 
 }  // namespace detail
@@ -223,6 +257,7 @@ inline InitOptions InitOptions::from_config(const std::filesystem::path& config_
         o.initializer_range = f.number(init_cfg, "initializer_range", o.initializer_range);
         o.rescale_prenorm_residual =
             f.boolean(init_cfg, "rescale_prenorm_residual", o.rescale_prenorm_residual);
+        detail::read_range(ssm_cfg, "A_init_range", source, o.a_init_min, o.a_init_max);
     } else {
         o.dt_min = f.number(j, "time_step_min", o.dt_min);
         o.dt_max = f.number(j, "time_step_max", o.dt_max);
@@ -232,6 +267,7 @@ inline InitOptions InitOptions::from_config(const std::filesystem::path& config_
         o.initializer_range = f.number(j, "initializer_range", o.initializer_range);
         o.rescale_prenorm_residual =
             f.boolean(j, "rescale_prenorm_residual", o.rescale_prenorm_residual);
+        detail::read_range(j, "A_init_range", source, o.a_init_min, o.a_init_max);
     }
     if (scheme == "random")
         o.dt_init = DtInit::random;
@@ -244,18 +280,19 @@ inline InitOptions InitOptions::from_config(const std::filesystem::path& config_
     return o;
 }
 
-/// Every tensor of a freshly initialised Mamba-1 checkpoint for `config`, under the
-/// checkpoint names transformers' `MambaForCausalLM` uses, in the order the training
-/// registry lists them: `backbone.embeddings.weight`; per layer i
-/// `backbone.layers.{i}.norm.weight` (+ `.bias` for LayerNorm), and `.mixer.` `A_log`, `D`,
-/// `conv1d.weight` (E, 1, K), `conv1d.bias` (use_conv_bias), `in_proj.weight`,
-/// `in_proj.bias` (use_bias), `x_proj.weight`, `dt_proj.weight`, `dt_proj.bias`,
-/// `out_proj.weight`, `out_proj.bias` (use_bias); `backbone.norm_f.weight` (+ `.bias`);
-/// `lm_head.weight` when the head is not tied. Values as the table at the top of this file
-/// says. Mamba-2, Falcon-Mamba and SAMBA configs are refused.
+/// Every tensor of a freshly initialised checkpoint for `config`, under the checkpoint
+/// names transformers' `MambaForCausalLM` / `Mamba2ForCausalLM` use, in the order the
+/// training registry lists them: `backbone.embeddings.weight`; per layer i
+/// `backbone.layers.{i}.norm.weight` (+ `.bias` for LayerNorm), and `.mixer.` — Mamba-1 and
+/// Falcon-Mamba: `A_log`, `D`, `conv1d.weight` (E, 1, K), `conv1d.bias` (use_conv_bias),
+/// `in_proj.weight`, `in_proj.bias` (use_bias), `x_proj.weight`, `dt_proj.weight`,
+/// `dt_proj.bias`, `out_proj.weight`, `out_proj.bias` (use_bias); Mamba-2: `dt_bias`,
+/// `A_log`, `D`, `conv1d.*`, `in_proj.*`, `norm.weight` (gated norm), `out_proj.*`; then
+/// `backbone.norm_f.weight` (+ `.bias`) and `lm_head.weight` when the head is not tied.
+/// Values as the tables at the top of this file say. SAMBA configs are refused.
 [[nodiscard]] inline std::vector<NamedTensor> initial_parameters(const MambaConfig& config,
                                                                  const InitOptions& options) {
-    detail::require_mamba1(config, "initial_parameters");
+    detail::require_initialisable(config, "initial_parameters");
     config.validate("initial_parameters");
     options.validate();
     const index V = config.vocab_size, D = config.hidden_size, E = config.intermediate_size,
@@ -288,16 +325,47 @@ inline InitOptions InitOptions::from_config(const std::filesystem::path& config_
         rng.normal(v, options.initializer_range);
     });
 
-    const double dt_bound = options.dt_scale / std::sqrt(static_cast<double>(R));
     const double log_min = std::log(options.dt_min), log_max = std::log(options.dt_max);
     const double out_bound =
         fan_in_bound(E) /
         (options.rescale_prenorm_residual ? std::sqrt(static_cast<double>(L)) : 1.0);
+    // softplus(bias) = dt, dt log-uniform in [dt_min, dt_max] and at least the floor;
+    // softplus⁻¹(dt) = dt + ln(−expm1(−dt)) = ln(eᵈᵗ − 1), without cancellation.
+    const auto time_step_bias = [&](std::span<float> v, detail::InitStream& rng) {
+        for (float& x : v) {
+            const double dt = std::max(std::exp(log_min + rng.uniform01() * (log_max - log_min)),
+                                       options.dt_init_floor);
+            x = static_cast<float>(dt + std::log(-std::expm1(-dt)));
+        }
+    };
     for (index i = 0; i < L; ++i) {
         const std::string p = "backbone.layers." + std::to_string(i);
         const std::string m = p + ".mixer.";
         add(p + ".norm.weight", {D}, constant(1.0f));
         if (layer_norm) add(p + ".norm.bias", {D}, constant(0.0f));
+        if (config.family == ModelFamily::Mamba2) {
+            const Mamba2Fields& f = config.mamba2;
+            const index H = f.num_heads, S = f.ssm_size, G = f.n_groups;
+            const index C = S + 2 * G * N, in_width = 2 * E + 2 * G * N + H;
+            add(m + "dt_bias", {H}, time_step_bias);
+            // A = −a with a ~ U(a_init_min, a_init_max): A_log = ln(a).
+            add(m + "A_log", {H}, [&](std::span<float> v, detail::InitStream& rng) {
+                for (float& x : v)
+                    x = static_cast<float>(std::log(
+                        options.a_init_min +
+                        rng.uniform01() * (options.a_init_max - options.a_init_min)));
+            });
+            add(m + "D", {f.d_per_channel ? S : H}, constant(1.0f));
+            add(m + "conv1d.weight", {C, 1, K}, uniform(fan_in_bound(K)));
+            if (config.use_conv_bias) add(m + "conv1d.bias", {C}, uniform(fan_in_bound(K)));
+            add(m + "in_proj.weight", {in_width, D}, uniform(fan_in_bound(D)));
+            if (config.use_bias) add(m + "in_proj.bias", {in_width}, constant(0.0f));
+            if (f.gated_norm) add(m + "norm.weight", {S}, constant(1.0f));
+            add(m + "out_proj.weight", {D, E}, uniform(out_bound));
+            if (config.use_bias) add(m + "out_proj.bias", {D}, constant(0.0f));
+            continue;
+        }
+        const double dt_bound = options.dt_scale / std::sqrt(static_cast<double>(R));
         add(m + "A_log", {E, N}, [&](std::span<float> v, detail::InitStream&) {
             for (index e = 0; e < E; ++e)
                 for (index n = 0; n < N; ++n)
@@ -314,16 +382,7 @@ inline InitOptions InitOptions::from_config(const std::filesystem::path& config_
             add(m + "dt_proj.weight", {E, R}, uniform(dt_bound));
         else
             add(m + "dt_proj.weight", {E, R}, constant(static_cast<float>(dt_bound)));
-        // softplus(bias) = dt, dt log-uniform in [dt_min, dt_max] and at least the floor;
-        // softplus⁻¹(dt) = dt + ln(−expm1(−dt)) = ln(eᵈᵗ − 1), without cancellation.
-        add(m + "dt_proj.bias", {E}, [&](std::span<float> v, detail::InitStream& rng) {
-            for (float& x : v) {
-                const double dt =
-                    std::max(std::exp(log_min + rng.uniform01() * (log_max - log_min)),
-                             options.dt_init_floor);
-                x = static_cast<float>(dt + std::log(-std::expm1(-dt)));
-            }
-        });
+        add(m + "dt_proj.bias", {E}, time_step_bias);
         add(m + "out_proj.weight", {D, E}, uniform(out_bound));
         if (config.use_bias) add(m + "out_proj.bias", {D}, constant(0.0f));
     }
@@ -339,14 +398,14 @@ inline InitOptions InitOptions::from_config(const std::filesystem::path& config_
 /// `ssm::with_mamba`, `MambaLM::load` and transformers' `from_pretrained` open. The folder
 /// is assembled beside `dir` and renamed into place, so it appears complete or not at all;
 /// `dir` must not exist or be an empty folder (a checkpoint already there is never
-/// overwritten). A config that is not Mamba-1 (Mamba-2, Falcon-Mamba, SAMBA) is refused
-/// with an `ssm::Error` naming the file and the family.
+/// overwritten). A SAMBA config is refused with an `ssm::Error` naming the file and the
+/// family.
 inline void write_initial_checkpoint(const std::filesystem::path& config_json,
                                      const std::filesystem::path& dir, const InitOptions& options) {
     namespace fs = std::filesystem;
     const fs::path file = detail::config_file_of(config_json);
     const MambaConfig config = MambaConfig::load(file);
-    detail::require_mamba1(config, file.string());
+    detail::require_initialisable(config, file.string());
     options.validate();
     const std::string text = detail::read_text_file(file);
 
@@ -382,6 +441,8 @@ inline void write_initial_checkpoint(const std::filesystem::path& config_json,
              << " dt_init=" << (options.dt_init == DtInit::random ? "random" : "constant")
              << " initializer_range=" << options.initializer_range << " rescale_prenorm_residual="
              << (options.rescale_prenorm_residual ? "true" : "false");
+        if (config.family == ModelFamily::Mamba2)
+            init << " A_init_range=" << options.a_init_min << "," << options.a_init_max;
         const std::map<std::string, std::string> metadata{{"format", "pt"},
                                                           {"ssm.init", init.str()}};
         write_safetensors(tmp / "model.safetensors", tensors, metadata);
