@@ -64,7 +64,7 @@ inline void make_checkpoint(const std::filesystem::path& dir) {
         tensors.push_back(ssm::f32_tensor(specs[i].first, specs[i].second, store[i]));
     ssm::write_safetensors(dir / "model.safetensors", tensors);
     std::ofstream(dir / "config.json")
-        << R"({"model_type": "mamba", "vocab_size": 50280, "hidden_size": 768, "state_size": 16,
+        << R"({"architectures": ["MambaForCausalLM"], "model_type": "mamba", "vocab_size": 50280, "hidden_size": 768, "state_size": 16,
 "num_hidden_layers": 24, "expand": 2, "conv_kernel": 4, "time_step_rank": 48,
 "intermediate_size": 1536, "use_bias": false, "use_conv_bias": true,
 "tie_word_embeddings": true, "layer_norm_epsilon": 1e-05, "eos_token_id": 0})";
