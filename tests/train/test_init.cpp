@@ -1,7 +1,7 @@
 // Initialising a model from scratch (ssm/train/init.hpp). Checked against: the names and
 // shapes of the bundled checkpoints (mamba-tiny, mambabyte-tiny, falcon-mamba-tiny,
-// mamba2-tiny, mamba2-grouped-torch) and the training registry's order; the closed forms of A_log, D, the norms and the
-// biases; the distributions `mamba_ssm` draws from (uniform bounds and standard
+// mamba2-tiny, mamba2-grouped-torch) and the training registry's order; the closed forms
+// of A_log, D, the norms and the biases; the distributions `mamba_ssm` draws from (uniform bounds and standard
 // deviations, the log-uniform time steps, the normal embedding) within tolerances set by
 // the sample counts; pinned values of the seeded streams; and the library's loader, which
 // must open the written folder and run a finite forward.
@@ -708,22 +708,19 @@ TEST_CASE("write_initial_checkpoint: Mamba-2 and Falcon-Mamba folders load, trai
         const auto file = ssm::SafetensorsFile::open(dir / "model.safetensors");
         CHECK(file.names().size() == params.size());
         // The library opens it as the config's family and runs a finite forward near
-        // uniform prediction (vocab 256: ln 256 ≈ 5.55).
+        // uniform prediction (vocab 256: ln 256 ≈ 5.55); its training registry lists the
+        // same names in the same order.
         const std::vector<std::int32_t> ids = {1, 5, 200, 42, 7, 7, 100, 255, 0, 12, 64, 128};
-        const double nll = ssm::with_mamba_lm(dir, [&](const auto& model) {
+        const auto [nll, registered] = ssm::with_mamba_lm(dir, [&](auto& model) {
             const auto r = model.forward(ssm::Batch::of({ids}));
             CHECK(r.logits.allFinite());
-            return mean_nll(r.logits, ids);
-        });
-        CHECK(std::abs(nll - std::log(256.0)) < 0.5);
-        // The training registry lists the same names in the same order.
-        const std::vector<std::string> registered = ssm::with_mamba_lm(dir, [](auto& model) {
             ssm::train::Parameters registry;
             model.register_parameters(registry);
             std::vector<std::string> names;
             for (const auto& p : registry) names.push_back(p.name);
-            return names;
+            return std::pair{mean_nll(r.logits, ids), names};
         });
+        CHECK(std::abs(nll - std::log(256.0)) < 0.5);
         std::vector<std::string> ours;
         for (const auto& t : params) ours.push_back(t.name);
         CHECK(registered == ours);
