@@ -51,7 +51,7 @@ for ((r = 1; r <= rounds && ${SUMMARY_ONLY:-0} != 1; ++r)); do
     --benchmark_format=json --benchmark_out="$out/ssm-r$r.json" --benchmark_out_format=json >/dev/null
 done
 python3 - "$out" "$rounds" "$threads" <<'EOF'
-import glob, json, os, statistics, sys
+import json, statistics, sys
 out, rounds, threads = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 fmt_names = {"f32": ("F32", "float32", 0), "bf16": ("BF16", "bfloat16", 1), "q8_0": ("Q8_0", "int8 blocks", 2)}
 llama, ssm, peak, read = {}, {}, [], []
@@ -100,11 +100,14 @@ kinds = [k for k in ("pp512", "pp2048", "tg128") if any((f, k) in llama for f in
 fig, axes = plt.subplots(1, len(kinds), figsize=(4 * len(kinds), 3.8))
 for ax, kind in zip(axes, kinds):
     xs = range(len(fmt_names))
-    for off, (label, data, key, color) in enumerate((("llama.cpp", llama, lambda f, a: (f, kind), "tab:gray"),
-                                                      ("ssm", ssm, lambda f, a: (a, kind), "tab:blue"))):
-        vals = [statistics.median(data.get(key(f, a), [0]) or [0]) for f, (_, _, a) in fmt_names.items()]
-        lo = [v - min(data.get(key(f, a), [v])) for v, (f, (_, _, a)) in zip(vals, fmt_names.items())]
-        hi = [max(data.get(key(f, a), [v])) - v for v, (f, (_, _, a)) in zip(vals, fmt_names.items())]
+    # Each program's runs per format, in fmt_names' order (llama.cpp keys by GGUF type,
+    # ssm by bench_model's weight argument).
+    series = (("llama.cpp", [llama.get((f, kind), [0]) for f in fmt_names], "tab:gray"),
+              ("ssm", [ssm.get((arg, kind), [0]) for _, _, arg in fmt_names.values()], "tab:blue"))
+    for off, (label, runs, color) in enumerate(series):
+        vals = [statistics.median(v) for v in runs]
+        lo = [m - min(v) for m, v in zip(vals, runs)]
+        hi = [max(v) - m for m, v in zip(vals, runs)]
         ax.bar([x + (off - 0.5) * 0.38 for x in xs], vals, 0.38, yerr=[lo, hi], color=color, label=label, capsize=3)
     ax.set_xticks(list(xs))
     ax.set_xticklabels([f"{g}\n{s_}" for g, s_, _ in fmt_names.values()], fontsize=8)
