@@ -28,6 +28,7 @@
 #include <string>
 #include <vector>
 
+#include "../mamba_130m_checkpoint.hpp"
 #include "device_ceilings.cuh"
 #include "ssm/cuda/model.cuh"
 
@@ -36,61 +37,6 @@ namespace {
 namespace cu = ssm::cuda;
 namespace bench = ssm::bench;
 using cu::dindex;
-
-ssm::MambaConfig mamba_130m() {
-    ssm::MambaConfig c;
-    c.vocab_size = 50280;
-    c.hidden_size = 768;
-    c.num_hidden_layers = 24;
-    c.state_size = 16;
-    c.conv_kernel = 4;
-    c.expand = 2;
-    c.intermediate_size = 1536;
-    c.time_step_rank = 48;
-    c.use_bias = false;
-    c.use_conv_bias = true;
-    c.tie_word_embeddings = true;
-    c.validate("mamba-130m shape");
-    return c;
-}
-
-/// Random weights of plausible scale, by tensor name (fast xorshift; no file).
-cu::WeightSource random_weights() {
-    cu::WeightSource src;
-    src.load = [](const std::string& name, std::span<const ssm::index> shape) {
-        std::vector<ssm::index> s(shape.begin(), shape.end());
-        ssm::index n = 1;
-        for (ssm::index d : s) n *= d;
-        std::vector<float> v(static_cast<std::size_t>(n));
-        std::uint64_t x = 0x9E3779B97F4A7C15ull ^ std::hash<std::string>{}(name);
-        auto uniform = [&x](float lo, float hi) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            return lo + (hi - lo) * static_cast<float>(x >> 40) * (1.0f / 16777216.0f);
-        };
-        const auto ends = [&name](const char* suffix) {
-            const std::string s(suffix);
-            return name.size() >= s.size() &&
-                   name.compare(name.size() - s.size(), s.size(), s) == 0;
-        };
-        if (ends("A_log")) {
-            for (std::size_t i = 0; i < v.size(); ++i)
-                v[i] = std::log(static_cast<float>(i % static_cast<std::size_t>(s[1]) + 1));
-        } else if (ends(".D") || ends("norm.weight") || ends("norm_f.weight")) {
-            for (auto& e : v) e = 1.0f;
-        } else if (ends("dt_proj.bias")) {
-            for (auto& e : v) e = std::log(std::expm1(uniform(0.001f, 0.1f)));  // softplus⁻¹ of dt
-        } else {
-            const float scale =
-                s.size() >= 2 ? 1.0f / std::sqrt(static_cast<float>(s.back())) : 0.1f;
-            for (auto& e : v) e = uniform(-scale, scale);
-        }
-        return ssm::Tensor::from(std::move(s), std::move(v));
-    };
-    src.contains = [](const std::string&) { return false; };
-    return src;
-}
 
 std::vector<std::int32_t> random_tokens(ssm::index n, ssm::index vocab, std::uint64_t seed) {
     std::vector<std::int32_t> t(static_cast<std::size_t>(n));
@@ -313,7 +259,10 @@ int main(int argc, char** argv) {
             std::fprintf(stderr, "usage: ssm_bench_cuda_model [decode_steps >= 1]\n");
             return 2;
         }
-        const auto config = mamba_130m();
+        // The same random mamba-130m-shaped checkpoint as the CPU benchmarks (written once
+        // to SSM_BENCH_DIR or the temp folder), loaded by the CPU loader and uploaded.
+        bench::make_checkpoint(bench::checkpoint_dir());
+        const auto config = ssm::MambaConfig::load(bench::checkpoint_dir());
         const ssm::index D = config.hidden_size, E = config.intermediate_size,
                          N = config.state_size, R = config.time_step_rank, K = config.conv_kernel,
                          layers = config.num_hidden_layers;
@@ -339,7 +288,7 @@ int main(int argc, char** argv) {
             top.copy_bytes_per_s / 1e9, bench::dram_bandwidth() / 1e9, top.gemm_fp32 / 1e12,
             top.gemm_bf16 / 1e12);
         layer_ops_table(config, top);
-        auto model = cu::MambaModel::from_source(config, random_weights());
+        auto model = cu::MambaModel::load(bench::checkpoint_dir());
 
         for (const bool bf16 : {false, true}) {
             if (bf16) model.store_weights_bf16();

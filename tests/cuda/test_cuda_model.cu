@@ -335,3 +335,17 @@ TEST_CASE("cuda model: bad input is an ssm::Error naming what is wrong", "[cuda]
           std::string::npos);
     CHECK_THROWS_AS(cu::MambaModel::load(ssm::test::data_dir() / "no-such-model"), ssm::Error);
 }
+
+TEST_CASE("cuda model: Mamba-2, Falcon-Mamba and SAMBA folders are refused naming what they are",
+          "[cuda]") {
+    const auto family = [](const char* folder) {
+        return ssm::test::error_of([&] { (void)cu::MambaModel::load(ssm::test::data_dir() / folder); });
+    };
+    CHECK(family("mamba2-tiny").find("a mamba2 model") != std::string::npos);
+    CHECK(family("falcon-mamba-tiny").find("a falcon_mamba model") != std::string::npos);
+    CHECK(family("samba-tiny-mha").find("SAMBA") != std::string::npos);
+    // A model uploaded from the CPU must hold float32 weights.
+    auto cpu = ssm::MambaLM::load(ssm::test::data_dir() / "mamba-tiny");
+    cpu.store_weights_bf16();
+    CHECK(ssm::test::error_of([&] { (void)cu::MambaModel::upload(cpu); }).find("bfloat16") != std::string::npos);
+}

@@ -30,6 +30,7 @@
 #include "ssm/cuda/buffer.cuh"
 #include "ssm/cuda/gemm.cuh"
 #include "ssm/cuda/kernels.cuh"
+#include "ssm/cuda/mamba2_mixer.cuh"
 #include "ssm/ssm.hpp"
 #include "test_util.hpp"
 
@@ -994,4 +995,246 @@ TEST_CASE("cuda op: bad arguments are ssm::Error naming the call", "[cuda]") {
     const auto oom =
         ssm::test::error_of([] { cu::DeviceBuffer<float> huge(std::size_t{1} << 50); });
     CHECK(oom.find("cudaMalloc") != std::string::npos);
+}
+
+// ---- Mamba-2: the SSD scan, its decoding update, the mixer --------------------------------
+
+namespace {
+
+/// Random SSD operands for a packed batch, laid out as the mixer lays them out: x, B and C
+/// are column slices of one (T, H·P + 2GN + 3) matrix, Δ rows are H + 1 floats apart.
+struct SsdCase {
+    ssm::index T, H, P, N, G, nseq, ld_xbc, ld_dt;
+    std::vector<ssm::index> offsets;
+    std::vector<float> xbc, dt, A, state0;
+
+    SsdCase(const std::vector<ssm::index>& lengths, ssm::index H_, ssm::index P_, ssm::index N_,
+            ssm::index G_, std::uint64_t seed)
+        : H(H_), P(P_), N(N_), G(G_), offsets(offsets_of(lengths)) {
+        T = offsets.back();
+        nseq = static_cast<ssm::index>(lengths.size());
+        ld_xbc = H * P + 2 * G * N + 3;
+        ld_dt = H + 1;
+        const auto rows = static_cast<std::size_t>(std::max<ssm::index>(T, 1));
+        xbc = random_floats(rows * static_cast<std::size_t>(ld_xbc), -1, 1, seed);
+        dt = random_floats(rows * static_cast<std::size_t>(ld_dt), 0.001f, 0.2f, seed + 1);
+        A = random_floats(static_cast<std::size_t>(H), -8.0f, -0.5f, seed + 2);
+        state0 = random_floats(static_cast<std::size_t>(nseq * H * P * N), -1, 1, seed + 3);
+    }
+
+    ssm::SsdArgs cpu_args(float* y) const {
+        ssm::SsdArgs a;
+        a.T = T;
+        a.H = H;
+        a.P = P;
+        a.N = N;
+        a.G = G;
+        a.x = xbc.data();
+        a.ld_x = ld_xbc;
+        a.B = xbc.data() + H * P;
+        a.ld_B = ld_xbc;
+        a.C = xbc.data() + H * P + G * N;
+        a.ld_C = ld_xbc;
+        a.dt = dt.data();
+        a.ld_dt = ld_dt;
+        a.A = A.data();
+        a.y = y;
+        a.ld_y = H * P;
+        a.offsets = offsets;
+        return a;
+    }
+
+    cu::SsdParams device_params(const float* d_xbc, const float* d_dt, const float* d_A,
+                                float* d_y) const {
+        cu::SsdParams p;
+        p.H = H;
+        p.P = P;
+        p.N = N;
+        p.G = G;
+        p.x = d_xbc;
+        p.ld_x = ld_xbc;
+        p.B = d_xbc + H * P;
+        p.ld_B = ld_xbc;
+        p.C = d_xbc + H * P + G * N;
+        p.ld_C = ld_xbc;
+        p.dt = d_dt;
+        p.ld_dt = ld_dt;
+        p.A = d_A;
+        p.y = d_y;
+        p.ld_y = H * P;
+        return p;
+    }
+};
+
+}  // namespace
+
+TEST_CASE("cuda op: SSD scan equals the CPU sequential SSD over packed sequences", "[cuda][mamba2]") {
+    struct Shape {
+        ssm::index H, P, N, G, Q;
+    };
+    // Heads, head dim, state, groups and chunk length: head dims below, at and above the
+    // kernel's 64-channel tiles, states that are not multiples of its 32-row stages, chunk
+    // lengths that are and are not multiples of 32; the last is the mamba2-130m head shape.
+    const std::vector<Shape> shapes = {{4, 16, 16, 1, 16}, {6, 8, 24, 3, 48}, {2, 80, 40, 2, 64},
+                                       {3, 64, 128, 1, 256}};
+    const std::vector<std::vector<ssm::index>> length_sets = {
+        {0}, {0, 0}, {1}, {7}, {16}, {17}, {64}, {65}, {300, 1, 17, 64, 1000, 2}, {5, 0, 3},
+        {0, 300, 0}, {257, 256, 255, 513}, {2100}};
+    for (std::size_t si = 0; si < shapes.size(); ++si)
+        for (const auto& lengths : length_sets)
+            for (const bool with_state : {false, true})
+                for (const bool in_place : {false, true}) {
+                    if (in_place && !with_state) continue;
+                    if (!runs(lengths, si + 1 == shapes.size())) continue;
+                    const Shape& s = shapes[si];
+                    INFO(describe(lengths) << " H " << s.H << " P " << s.P << " N " << s.N << " G "
+                                           << s.G << " chunk " << s.Q << " state " << with_state
+                                           << " in place " << in_place);
+                    const SsdCase c(lengths, s.H, s.P, s.N, s.G,
+                                    case_seed(1000 + si * 100 + static_cast<std::uint64_t>(total(lengths))));
+                    std::vector<float> y_cpu(static_cast<std::size_t>(c.T * s.H * s.P));
+                    std::vector<float> final_cpu(c.state0.size());
+                    ssm::SsdArgs a = c.cpu_args(y_cpu.data());
+                    a.initial_state = with_state ? c.state0.data() : nullptr;
+                    a.final_state = final_cpu.data();
+                    ssm::SequentialSsd::run(a);
+
+                    const cu::DeviceOffsets d_off(c.offsets);
+                    const auto d_xbc = cu::upload(c.xbc);
+                    const auto d_dt = cu::upload(c.dt);
+                    const auto d_A = cu::upload(c.A);
+                    auto d_state_in = cu::upload(c.state0);
+                    auto d_state_out = poisoned(c.state0.size());
+                    // (One float at least: an empty batch has no y, but the operand must exist.)
+                    const std::size_t y_floats = std::max<std::size_t>(y_cpu.size(), 1);
+                    auto d_y = poisoned(y_floats);
+                    cu::SsdParams p = c.device_params(d_xbc.data(), d_dt.data(), d_A.data(), d_y.data());
+                    p.initial_state = with_state ? d_state_in.data() : nullptr;
+                    p.final_state = in_place ? d_state_in.data() : d_state_out.data();
+                    p.chunk = s.Q;
+                    cu::SsdWorkspace ws;
+                    cu::ssd_scan(p, d_off, ws, nullptr);
+                    if (c.T > 0) check_close(d_y.to_host(), y_cpu, kTol, "y");
+                    check_close(in_place ? d_state_in.to_host() : d_state_out.to_host(), final_cpu, kTol,
+                                "final state");
+                    // The same workspace again (as a model reuses it): the same answer.
+                    auto d_y2 = poisoned(y_floats);
+                    p.y = d_y2.data();
+                    p.initial_state = nullptr;
+                    p.final_state = nullptr;
+                    if (!with_state && c.T > 0) {
+                        cu::ssd_scan(p, d_off, ws, nullptr);
+                        check_close(d_y2.to_host(), y_cpu, kTol, "y, workspace reused");
+                    }
+                }
+}
+
+TEST_CASE("cuda op: SSD state update equals ssm::ssd_state_update, step after step", "[cuda][mamba2]") {
+    struct Shape {
+        ssm::index H, P, N, G;
+    };
+    for (const Shape s : {Shape{4, 16, 16, 1}, Shape{6, 8, 24, 3}, Shape{3, 64, 128, 1}})
+        for (ssm::index B : {1, 3, 33}) {
+            INFO("B " << B << " H " << s.H << " P " << s.P << " N " << s.N << " G " << s.G);
+            const std::vector<ssm::index> ones(static_cast<std::size_t>(B), 1);
+            const SsdCase c0(ones, s.H, s.P, s.N, s.G, case_seed(static_cast<std::uint64_t>(2000 + B * 7 + s.N)));
+            auto state = c0.state0;
+            auto d_state = cu::upload(state);
+            const auto d_A = cu::upload(c0.A);
+            for (int step = 0; step < 4; ++step) {
+                INFO("step " << step);
+                SsdCase c(ones, s.H, s.P, s.N, s.G,
+                          case_seed(static_cast<std::uint64_t>(3000 + B * 7 + s.N + 100 * step)));
+                c.A = c0.A;  // the same layer every step
+                std::vector<float> y_cpu(static_cast<std::size_t>(B * s.H * s.P));
+                ssm::ssd_state_update(c.cpu_args(y_cpu.data()), state.data());
+                const auto d_xbc = cu::upload(c.xbc);
+                const auto d_dt = cu::upload(c.dt);
+                auto d_y = poisoned(y_cpu.size());
+                cu::ssd_state_update(c.device_params(d_xbc.data(), d_dt.data(), d_A.data(), d_y.data()), B,
+                                     d_state.data(), nullptr);
+                check_close(d_y.to_host(), y_cpu, kTol, "y");
+                check_close(d_state.to_host(), state, kTol, "state");
+            }
+        }
+}
+
+TEST_CASE("cuda op: Mamba2Mixer taken from a loaded CPU mixer equals it, prefill then steps",
+          "[cuda][mamba2]") {
+    // mamba2-tiny: one group, chunk 16, D per head; mamba2-grouped-torch (an original
+    // mamba_ssm checkpoint): two groups, chunk 8, d_ssm 48 of 64 inner channels.
+    for (const char* dir : {"mamba2-tiny", "mamba2-grouped-torch"}) {
+        INFO(dir);
+        const auto model = ssm::Mamba2LM::load(ssm::test::data_dir() / dir);
+        const auto& cpu = model.backbone()[1].mixer();
+        const auto gpu = cu::Mamba2Mixer::upload(cpu);
+        const cu::Cublas blas;
+        const std::vector<ssm::index> lengths = {19, 1, 0, 40};
+        const auto offsets = offsets_of(lengths);
+        const ssm::index T = offsets.back(), D = cpu.hidden_size(), nseq = 4;
+        const auto seed = case_seed(4000);
+        const auto h = random_floats(static_cast<std::size_t>(T * D), -1, 1, seed);
+        const auto base = random_floats(static_cast<std::size_t>(T * D), -1, 1, seed + 1);  // accumulated into
+        auto out_cpu = base;
+        ssm::MambaLayerState state_in = cpu.make_state(nseq);
+        state_in.conv = random_floats(state_in.conv.size(), -1, 1, seed + 2);
+        state_in.ssm = random_floats(state_in.ssm.size(), -1, 1, seed + 3);
+        ssm::MambaLayerState state = cpu.make_state(nseq);
+        ssm::Workspace ws;
+        ws.reset();
+        const auto d_h = cu::upload(h);
+        auto d_out = cu::upload(base);
+        auto d_conv = cu::upload(state_in.conv);
+        auto d_ssm = cu::upload(state_in.ssm);
+        cpu.forward(cmap(h, T, D, D), offsets, map(out_cpu, T, D, D), true, ws, &state_in, &state);
+
+        const cu::DeviceOffsets d_off(offsets);
+        cu::Mamba2Workspace dws;
+        gpu.forward(blas, d_h.data(), D, d_off, d_out.data(), D, true, dws, d_conv.data(), d_ssm.data(),
+                    d_conv.data(), d_ssm.data());  // the states advance in place
+        // The mixer's own contribution (the output less the base it was added to), so the
+        // tolerance is not measured against the base.
+        auto gpu_out = d_out.to_host();
+        for (std::size_t i = 0; i < base.size(); ++i) {
+            gpu_out[i] -= base[i];
+            out_cpu[i] -= base[i];
+        }
+        check_close(gpu_out, out_cpu, kTol, "prefill output");
+        check_close(d_conv.to_host(), state.conv, kTol, "conv state after prefill");
+        check_close(d_ssm.to_host(), state.ssm, kTol, "SSM state after prefill");
+
+        for (int step = 0; step < 3; ++step) {
+            INFO("step " << step);
+            const auto x = random_floats(static_cast<std::size_t>(nseq * D), -1, 1, seed + 10 + step);
+            std::vector<float> y_cpu(x.size());
+            ws.reset();
+            cpu.step(cmap(x, nseq, D, D), state, map(y_cpu, nseq, D, D), false, ws);
+            const auto d_x = cu::upload(x);
+            auto d_y = poisoned(x.size());
+            gpu.step(blas, d_x.data(), D, nseq, d_conv.data(), d_ssm.data(), d_y.data(), D, false, dws);
+            check_close(d_y.to_host(), y_cpu, kTol, "step output");
+            check_close(d_ssm.to_host(), state.ssm, kTol, "SSM state after the step");
+            check_close(d_conv.to_host(), state.conv, kTol, "conv state after the step");
+        }
+    }
+}
+
+TEST_CASE("cuda op: SSD and Mamba2Mixer refuse bad arguments with ssm::Error", "[cuda][mamba2]") {
+    const std::vector<ssm::index> o{0, 3};
+    const cu::DeviceOffsets off(o);
+    cu::SsdWorkspace ws;
+    cu::SsdParams p;  // all null
+    p.H = 2;
+    p.P = 4;
+    p.N = 4;
+    const auto null_msg = ssm::test::error_of([&] { cu::ssd_scan(p, off, ws, nullptr); });
+    CHECK(null_msg.find("cuda::ssd_scan") != std::string::npos);
+    p.G = 3;  // H not a multiple of G
+    const auto groups = ssm::test::error_of([&] { cu::ssd_state_update(p, 1, nullptr, nullptr); });
+    CHECK(groups.find("G 3") != std::string::npos);
+    auto model = ssm::Mamba2LM::load(ssm::test::data_dir() / "mamba2-tiny");
+    auto mixer = model.backbone()[0].mixer();
+    mixer.store_bf16();
+    const auto bf16 = ssm::test::error_of([&] { (void)cu::Mamba2Mixer::upload(mixer); });
+    CHECK(bf16.find("bfloat16") != std::string::npos);
 }

@@ -1,4 +1,4 @@
-// ssm/cuda/kernels.cuh — the Mamba-1 kernels on the device, each the counterpart of a CPU
+// ssm/cuda/kernels.cuh — the Mamba-1 and Mamba-2 kernels on the device, each the counterpart of a CPU
 // layer and checked against it (tests/cuda/test_cuda_ops.cu). One header per op, as
 // `ssm/layers/` has one per layer; this one includes them all:
 //
@@ -16,6 +16,9 @@
 //   mamba_step.cuh      mamba_decode_step      ssm::MambaMixer::step between in_proj and
 //                                              out_proj (conv step, x_proj, dt_proj +
 //                                              softplus, state update), fused in two kernels
+//   ssd.cuh             ssd_scan               ssm::ChunkedSsd (the Mamba-2 scan, chunked,
+//                                              packed sequences, carried state)
+//                       ssd_state_update       ssm::ssd_state_update
 //   heads.cuh           argmax_rows            greedy sampling (Eigen's maxCoeff: the first
 //                                              largest)
 //                       gather_last_rows       the last token of every packed sequence
@@ -40,3 +43,4 @@
 #include "ssm/cuda/mamba_step.cuh"
 #include "ssm/cuda/norm.cuh"
 #include "ssm/cuda/selective_scan.cuh"
+#include "ssm/cuda/ssd.cuh"

@@ -13,7 +13,6 @@
 #include <exception>
 #include <filesystem>
 #include <functional>
-#include <initializer_list>
 #include <optional>
 #include <span>
 #include <string>
@@ -29,7 +28,9 @@
 #include "ssm/cuda/kernels.cuh"
 #include "ssm/io/checkpoint.hpp"
 #include "ssm/io/config.hpp"
+#include "ssm/cuda/upload.cuh"
 #include "ssm/layers/mamba_mixer.hpp"
+#include "ssm/model/mamba.hpp"
 #include "ssm/model/batch.hpp"
 #include "ssm/model/model.hpp"
 #include "ssm/model/state.hpp"
@@ -37,22 +38,6 @@
 namespace ssm::cuda {
 
 static_assert(std::is_same_v<dindex, ssm::index>, "device and host index types must agree");
-
-/// Where the weights come from: `load(name, shape)` returns the fp32 tensor with that
-/// canonical (HuggingFace) name and shape or throws naming what is wrong; `contains(name)`
-/// says whether an optional tensor is present. `Checkpoint` is the usual source; the
-/// benchmarks use random weights.
-struct WeightSource {
-    std::function<Tensor(const std::string&, std::span<const index>)> load;
-    std::function<bool(const std::string&)> contains;
-
-    [[nodiscard]] static WeightSource of(const Checkpoint& ckpt) {
-        return {[&ckpt](const std::string& name, std::span<const index> shape) {
-                    return ckpt.load_f32(name, shape);
-                },
-                [&ckpt](const std::string& name) { return ckpt.contains(name); }};
-    }
-};
 
 /// A weight matrix on the device: fp32 as uploaded, or bf16 after `to_bf16` (which frees
 /// the fp32 copy). Move-only.
@@ -162,70 +147,53 @@ public:
         return load(Checkpoint::open(dir), config);
     }
 
+    /// Loads the checkpoint with the CPU loader (`ssm::MambaLM`, or `ssm::MambaLMLayerNorm`
+    /// for a LayerNorm config), which reads and checks every tensor, then uploads it.
     [[nodiscard]] static MambaModel load(const Checkpoint& ckpt, const MambaConfig& config) {
-        return from_source(config, WeightSource::of(ckpt));
+        check_supported(config);
+        if (config.norm == NormKind::LayerNorm) return upload(MambaLMLayerNorm::load(ckpt, config));
+        return upload(MambaLM::load(ckpt, config));
     }
 
-    /// Loads every tensor from `source` (the names and shapes `ssm::MambaLM` loads) and
-    /// uploads it once.
-    [[nodiscard]] static MambaModel from_source(const MambaConfig& config,
-                                                const WeightSource& source) {
-        if (config.is_hybrid())
-            fail(
-                "cuda::MambaModel: the config describes a SAMBA hybrid (attention and MLP "
-                "layers), which the CUDA backend does not run yet; use ssm::Samba on the CPU");
-        if (config.family != ModelFamily::Mamba1)
-            fail("cuda::MambaModel: the config describes a ", family_name(config.family),
-                 " model, which the CUDA backend does not run yet; use ssm::with_mamba on the CPU");
+    /// Takes over a loaded CPU Mamba-1 LM (`ssm::MambaLMWith<RMSNorm or LayerNorm>`, float32
+    /// weights: upload before `store_weights_bf16`): its tensors as the CPU layers hold them —
+    /// the conv taps already (K, E), A = −exp(A_log) already computed — uploaded once.
+    template <class CpuModel>
+    [[nodiscard]] static MambaModel upload(const CpuModel& cpu) {
+        const MambaConfig& config = cpu.config();
+        check_supported(config);
         MambaModel m;
         m.config_ = config;
-        const index V = config.vocab_size, D = config.hidden_size, E = config.intermediate_size,
-                    N = config.state_size, K = config.conv_kernel, R = config.time_step_rank;
-        const bool layer_norm = config.norm == NormKind::LayerNorm;
-        auto up = [&](const std::string& name, std::initializer_list<index> shape) {
-            const std::vector<index> s(shape);
-            const Tensor t = source.load(name, s);
-            return DeviceBuffer<float>::from(t.values());
+        auto norm = [](const auto& cpu_norm, Norm& n) {
+            n.weight = upload_tensor(cpu_norm.weight());
+            if constexpr (requires { cpu_norm.bias(); })
+                if (cpu_norm.bias()) n.bias = upload_tensor(*cpu_norm.bias());
         };
-        auto norm = [&](const std::string& prefix, Norm& n) {
-            n.weight = up(prefix + ".weight", {D});
-            if (layer_norm && source.contains(prefix + ".bias")) n.bias = up(prefix + ".bias", {D});
+        auto optional = [](const std::optional<Tensor>& t) {
+            return t ? upload_tensor(*t) : DeviceBuffer<float>();
         };
-        m.embedding_ = DeviceWeight(up("backbone.embeddings.weight", {V, D}));
-        for (index i = 0; i < config.num_hidden_layers; ++i) {
-            const std::string p = "backbone.layers." + std::to_string(i);
-            const std::string x = p + ".mixer";
+        m.embedding_ = DeviceWeight(upload_matrix(cpu.embedding().table(), "the embedding"));
+        for (const auto& layer : cpu.backbone()) {
+            const auto& x = layer.mixer();
             Layer L;
-            norm(p + ".norm", L.norm);
-            L.in_proj_w = DeviceWeight(up(x + ".in_proj.weight", {2 * E, D}));
-            if (config.use_bias) L.in_proj_b = up(x + ".in_proj.bias", {2 * E});
-            {  // (E, 1, K) → taps (K, E): tap k of every channel is one contiguous row
-                const std::vector<index> shape{E, 1, K};
-                const Tensor w = source.load(x + ".conv1d.weight", shape);
-                std::vector<float> taps(static_cast<std::size_t>(K * E));
-                for (index e = 0; e < E; ++e)
-                    for (index k = 0; k < K; ++k)
-                        taps[static_cast<std::size_t>(k * E + e)] = w.data()[e * K + k];
-                L.conv_taps = upload(taps);
-            }
-            if (config.use_conv_bias) L.conv_b = up(x + ".conv1d.bias", {E});
-            L.x_proj_w = DeviceWeight(up(x + ".x_proj.weight", {R + 2 * N, E}));
-            L.dt_proj_w = DeviceWeight(up(x + ".dt_proj.weight", {E, R}));
-            L.dt_proj_b = up(x + ".dt_proj.bias", {E});
-            {  // A = −exp(A_log), on the host exactly as the CPU mixer computes it
-                const std::vector<index> shape{E, N};
-                const Tensor a_log = source.load(x + ".A_log", shape);
-                std::vector<float> a(static_cast<std::size_t>(a_log.size()));
-                for (std::size_t j = 0; j < a.size(); ++j) a[j] = -std::exp(a_log.data()[j]);
-                L.A = upload(a);
-            }
-            L.D = up(x + ".D", {E});
-            L.out_proj_w = DeviceWeight(up(x + ".out_proj.weight", {D, E}));
-            if (config.use_bias) L.out_proj_b = up(x + ".out_proj.bias", {D});
+            norm(layer.norm(), L.norm);
+            L.in_proj_w = DeviceWeight(upload_matrix(x.in_proj().weight(), "in_proj"));
+            L.in_proj_b = optional(x.in_proj().bias());
+            L.conv_taps = upload_tensor(x.conv().taps());
+            L.conv_b = optional(x.conv().bias());
+            L.x_proj_w = DeviceWeight(upload_matrix(x.x_proj().weight(), "x_proj"));
+            L.dt_proj_w = DeviceWeight(upload_matrix(x.dt_proj().weight(), "dt_proj"));
+            require(x.dt_proj().bias().has_value(), "cuda::MambaModel: dt_proj has no bias");
+            L.dt_proj_b = upload_tensor(*x.dt_proj().bias());
+            L.A = upload_tensor(x.A());
+            L.D = upload_tensor(x.skip());
+            L.out_proj_w = DeviceWeight(upload_matrix(x.out_proj().weight(), "out_proj"));
+            L.out_proj_b = optional(x.out_proj().bias());
             m.layers_.push_back(std::move(L));
         }
-        norm("backbone.norm_f", m.norm_f_);
-        if (!config.tie_word_embeddings) m.lm_head_ = DeviceWeight(up("lm_head.weight", {V, D}));
+        norm(cpu.norm_f(), m.norm_f_);
+        if (!config.tie_word_embeddings)
+            m.lm_head_ = DeviceWeight(upload_matrix(cpu.head().projection().weight(), "lm_head"));
         SSM_CUDA_CHECK(cudaDeviceSynchronize());
         return m;
     }
@@ -383,6 +351,19 @@ public:
     }
 
 private:
+    /// What the device model runs: Mamba-1 (RMSNorm or LayerNorm), not a SAMBA hybrid, not
+    /// another family.
+    static void check_supported(const MambaConfig& config) {
+        if (config.is_hybrid())
+            fail(
+                "cuda::MambaModel: the config describes a SAMBA hybrid (attention and MLP "
+                "layers), which the CUDA backend does not run yet; use ssm::Samba on the CPU");
+        if (config.family != ModelFamily::Mamba1)
+            fail("cuda::MambaModel: the config describes a ", family_name(config.family),
+                 " model, which the CUDA model does not run yet (ssm::cuda::Mamba2Mixer runs a "
+                 "Mamba-2 layer); use ssm::with_mamba on the CPU");
+    }
+
     struct Norm {
         DeviceBuffer<float> weight;  // (D)
         DeviceBuffer<float> bias;    // (D), LayerNorm only, optional

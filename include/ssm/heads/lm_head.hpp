@@ -32,6 +32,8 @@ public:
     }
 
     [[nodiscard]] bool tied() const noexcept { return tied_; }
+    /// The projection (vocab, D): the embedding table itself when tied.
+    [[nodiscard]] const Linear& projection() const noexcept { return proj_; }
 
     /// Keeps the weight in `format`: a tied head shares `embedding`'s table again (call
     /// after `embedding.store_weights(format)`), an untied one converts its own.

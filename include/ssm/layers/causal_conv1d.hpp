@@ -59,6 +59,9 @@ public:
     [[nodiscard]] index width() const noexcept { return width_; }
     /// Floats in one sequence's conv state: (K−1) · E.
     [[nodiscard]] index state_size() const noexcept { return (width_ - 1) * channels_; }
+    /// The taps as (K, E): tap k of every channel is row k (the newest input meets row K−1).
+    [[nodiscard]] const Tensor& taps() const noexcept { return taps_; }
+    [[nodiscard]] const std::optional<Tensor>& bias() const noexcept { return bias_; }
 
     /// Prefill. x, out: (T, E); `offsets`: nseq+1 sequence boundaries. `state_in`
     /// (nseq, K−1, E) supplies the inputs before each sequence (nullptr: zeros);

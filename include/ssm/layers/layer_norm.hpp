@@ -37,6 +37,8 @@ public:
     }
 
     [[nodiscard]] index dim() const { return weight_.size(); }
+    [[nodiscard]] const Tensor& weight() const noexcept { return weight_; }
+    [[nodiscard]] const std::optional<Tensor>& bias() const noexcept { return bias_; }
 
     /// y (rows, dim) = LayerNorm(x (rows, dim)); y may alias x.
     void forward(ConstStridedMap x, StridedMap y) const {

@@ -88,6 +88,24 @@ public:
     /// The config's chunk length, which `ChunkedSsd<>` uses (`ChunkedSsd<Q>` uses Q).
     [[nodiscard]] index chunk_size() const noexcept { return chunk_; }
     [[nodiscard]] const Tensor& A() const noexcept { return A_; }
+    /// Channels the SSM heads cover (H·P = d_ssm ≤ E); the other E − d_ssm are the gated MLP.
+    [[nodiscard]] index ssm_size() const noexcept { return S_; }
+    [[nodiscard]] index mlp_size() const noexcept { return E_ - S_; }
+
+    // What another backend (ssm::cuda::Mamba2Mixer) takes over from a loaded mixer.
+    [[nodiscard]] const Linear& in_proj() const noexcept { return in_proj_; }
+    [[nodiscard]] const CausalConv1d& conv() const noexcept { return conv_; }
+    [[nodiscard]] const Linear& out_proj() const noexcept { return out_proj_; }
+    [[nodiscard]] const Tensor& dt_bias() const noexcept { return dt_bias_; }
+    /// D spread to every SSM channel (S), whether the checkpoint holds it per head or per channel.
+    [[nodiscard]] const Tensor& skip() const noexcept { return Dskip_; }
+    /// The gated norm's weight (S); empty without the gated norm.
+    [[nodiscard]] const Tensor& norm_weight() const noexcept { return norm_weight_; }
+    [[nodiscard]] bool gated_norm() const noexcept { return gated_norm_; }
+    [[nodiscard]] double norm_eps() const noexcept { return norm_eps_; }
+    /// Δ after softplus is clamped to [dt_min, dt_max] (`time_step_limit`).
+    [[nodiscard]] float dt_min() const noexcept { return dt_min_; }
+    [[nodiscard]] float dt_max() const noexcept { return dt_max_; }
 
     /// An all-zero recurrent state for `batch` sequences.
     [[nodiscard]] MambaLayerState make_state(index batch) const {

@@ -81,6 +81,14 @@ public:
     [[nodiscard]] index state_size() const noexcept { return N_; }
     [[nodiscard]] index dt_rank() const noexcept { return R_; }
     [[nodiscard]] const Tensor& A() const noexcept { return A_; }
+    // What another backend (ssm::cuda::MambaModel) takes over from a loaded mixer.
+    [[nodiscard]] const Linear& in_proj() const noexcept { return in_proj_; }
+    [[nodiscard]] const CausalConv1d& conv() const noexcept { return conv_; }
+    [[nodiscard]] const Linear& x_proj() const noexcept { return x_proj_; }
+    [[nodiscard]] const Linear& dt_proj() const noexcept { return dt_proj_; }
+    [[nodiscard]] const Linear& out_proj() const noexcept { return out_proj_; }
+    /// D (E), the skip.
+    [[nodiscard]] const Tensor& skip() const noexcept { return Dskip_; }
     /// Falcon-Mamba: the eps of the weightless RMS norm of dt_low, B and C (0: none, Mamba-1).
     [[nodiscard]] double dt_bc_rms_eps() const noexcept { return dt_bc_rms_eps_; }
 

@@ -29,6 +29,7 @@ public:
 
     [[nodiscard]] index dim() const { return weight_.size(); }
     [[nodiscard]] float eps() const noexcept { return eps_; }
+    [[nodiscard]] const Tensor& weight() const noexcept { return weight_; }
 
     /// y (rows, dim) = RMSNorm(x (rows, dim)); y may alias x.
     void forward(ConstStridedMap x, StridedMap y) const {

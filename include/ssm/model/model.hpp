@@ -88,6 +88,8 @@ public:
     [[nodiscard]] const Backbone& backbone() const noexcept { return backbone_; }
     [[nodiscard]] const Embedding& embedding() const noexcept { return embedding_; }
     [[nodiscard]] const Head& head() const noexcept { return head_; }
+    /// The final norm (`backbone.norm_f`).
+    [[nodiscard]] const norm_type& norm_f() const noexcept { return norm_f_; }
     [[nodiscard]] Head& head() noexcept { return head_; }
     [[nodiscard]] index vocab_size() const noexcept { return config_.vocab_size; }
     [[nodiscard]] index hidden_size() const noexcept { return config_.hidden_size; }

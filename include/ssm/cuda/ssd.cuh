@@ -1,0 +1,434 @@
+// ssm/cuda/ssd.cuh — the Mamba-2 scan (state space duality, SSD) on the device over packed
+// sequences (ssm::ChunkedSsd), and its one-token decoding update (ssm::ssd_state_update).
+//
+// Per sequence, head h (scalar A_h < 0), group g = h / (H / G), with the state S_h a (P, N)
+// matrix: S_h ← exp(Δ·A_h)·S_h + Δ·x Bᵀ, y = S_h C. Each sequence is cut into chunks of Q
+// tokens counted from its own start, as the CPU's chunked scan does, and every chunk of
+// every sequence runs side by side:
+//   1. cumulative log-decays c_i = Σ_{k≤i} Δ_k·A_h per (chunk, head), in double;
+//   2. each chunk's end state from zero, Xᵀ·diag(exp(c_last − c_j)·Δ_j)·B, a (P × L)·(L × N)
+//      product tiled through shared memory;
+//   3. the states passed along each sequence's chunks, h ← exp(c_last)·h + end, from the
+//      initial state, leaving every chunk's start state (and each sequence's final state);
+//   4. each chunk's output, Y = (C Bᵀ ⊙ W)·X + diag(exp(c))·C·S₀ᵀ with
+//      W[i,j] = exp(c_i − c_j)·Δ_j for j ≤ i, as tiles of 32 rows × 64 head channels.
+// The products run in fp32 on the CUDA cores (the CPU's numerics, compared at 1e-5).
+#pragma once
+
+#include "ssm/cuda/common.cuh"
+
+namespace ssm::cuda {
+
+/// Device operands of one SSD scan, as `ssm::SsdArgs` (row strides let x, B and C be column
+/// slices of the conv output [x | B | C]).
+struct SsdParams {
+    dindex H = 0, P = 0, N = 0, G = 1;  // heads, head dim, state size, groups
+    const float* x = nullptr;           // (T, H·P)
+    dindex ld_x = 0;
+    const float* dt = nullptr;  // (T, H) Δ after softplus and clamping
+    dindex ld_dt = 0;
+    const float* A = nullptr;  // (H) = −exp(A_log)
+    const float* B = nullptr;  // (T, G·N)
+    dindex ld_B = 0;
+    const float* C = nullptr;  // (T, G·N)
+    dindex ld_C = 0;
+    float* y = nullptr;  // (T, H·P) output
+    dindex ld_y = 0;
+    const float* initial_state = nullptr;  // (nseq, H, P, N); nullptr: zeros
+    float* final_state = nullptr;  // (nseq, H, P, N), written when non-null; may be initial_state
+    dindex chunk = 0;              // chunk length Q (0: 64, as ssm::ChunkedSsd)
+};
+
+/// Throws `ssm::Error` naming `what` when the operands are inconsistent.
+inline void validate(const SsdParams& p, const char* what) {
+    require(p.H > 0 && p.P > 0 && p.N > 0 && p.G > 0 && p.H % p.G == 0, what, ": bad sizes H ",
+            p.H, ", P ", p.P, ", N ", p.N, ", G ", p.G);
+    require(p.x && p.dt && p.A && p.B && p.C && p.y, what, ": a required operand is null");
+    require(p.ld_x >= p.H * p.P && p.ld_y >= p.H * p.P && p.ld_dt >= p.H && p.ld_B >= p.G * p.N &&
+                p.ld_C >= p.G * p.N,
+            what, ": a row stride is smaller than the row");
+    require(p.chunk >= 0, what, ": chunk length must be >= 0, got ", p.chunk);
+}
+
+/// The chunk table and scratch of `ssd_scan`, kept between calls so a scan of the same
+/// shape allocates nothing: per chunk its first row and length, per sequence its
+/// first chunk; the cumulative log-decays (T·H doubles); the chunks' states (chunks·H·P·N
+/// floats).
+class SsdWorkspace {
+public:
+    /// Builds the table for `offsets` cut into chunks of Q rows and sizes the scratch.
+    void prepare(const DeviceOffsets& offsets, dindex Q, dindex H, dindex P, dindex N,
+                 cudaStream_t stream) {
+        require(Q > 0, "cuda::ssd_scan: chunk length must be positive, got ", Q);
+        const auto o = offsets.host();
+        const std::size_t nseq = o.size() - 1;
+        std::vector<dindex> t0, len, first{0};
+        for (std::size_t s = 0; s < nseq; ++s) {
+            for (dindex t = o[s]; t < o[s + 1]; t += Q) {
+                t0.push_back(t);
+                len.push_back(std::min(Q, o[s + 1] - t));
+            }
+            first.push_back(static_cast<dindex>(t0.size()));
+        }
+        chunks_ = static_cast<dindex>(t0.size());
+        std::vector<dindex> table;
+        table.reserve(2 * t0.size() + first.size());
+        for (const auto* part : {&t0, &len, &first}) table.insert(table.end(), part->begin(), part->end());
+        table_.reserve(table.size());
+        table_.upload(table, stream);
+        cum_.reserve(static_cast<std::size_t>(std::max<dindex>(offsets.tokens() * H, 1)));
+        states_.reserve(static_cast<std::size_t>(std::max<dindex>(chunks_ * H * P * N, 1)));
+    }
+
+    [[nodiscard]] dindex chunks() const noexcept { return chunks_; }
+    [[nodiscard]] const dindex* chunk_t0() const noexcept { return table_.data(); }
+    [[nodiscard]] const dindex* chunk_len() const noexcept { return table_.data() + chunks_; }
+    [[nodiscard]] const dindex* seq_first_chunk() const noexcept {
+        return table_.data() + 2 * chunks_;
+    }
+    [[nodiscard]] double* cum() noexcept { return cum_.data(); }
+    [[nodiscard]] float* states() noexcept { return states_.data(); }
+
+private:
+    DeviceBuffer<dindex> table_;
+    DeviceBuffer<double> cum_;
+    DeviceBuffer<float> states_;
+    dindex chunks_ = 0;
+};
+
+namespace detail {
+
+inline constexpr int kSsdThreads = 256;   // block size of the chunk kernels
+inline constexpr int kSsdTile = 32;       // rows of a chunk staged in shared memory at a time
+inline constexpr int kSsdStateOut = 8;    // state elements per thread (chunk state kernel)
+inline constexpr int kSsdRows = 32;       // output rows per block (chunk output kernel)
+inline constexpr int kSsdCols = 64;       // head channels per block (chunk output kernel)
+inline constexpr int kSsdOut = kSsdRows * kSsdCols / kSsdThreads;  // outputs per thread
+
+// The kernels are templates on their block size only so that the header can be included by
+// several translation units.
+
+/// One thread per (chunk, head): c_i = Σ_{k≤i} Δ_k·A_h over the chunk, in double as the
+/// CPU sums it, stored at the row's own index (t·H + h).
+template <int kThreads>
+__global__ void __launch_bounds__(kThreads) ssd_cumsum_kernel(const dindex* __restrict__ chunk_t0,
+                                  const dindex* __restrict__ chunk_len, dindex chunks, dindex H,
+                                  const float* __restrict__ dt, dindex ld_dt,
+                                  const float* __restrict__ A, double* __restrict__ cum) {
+    for (dindex i = global_thread(); i < chunks * H; i += grid_threads()) {
+        const dindex c = i / H, h = i - c * H;
+        const double a = A[h];
+        double run = 0.0;
+        for (dindex t = chunk_t0[c], end = t + chunk_len[c]; t < end; ++t) {
+            run += static_cast<double>(dt[t * ld_dt + h]) * a;
+            cum[t * H + h] = run;
+        }
+    }
+}
+
+/// Block (chunk, head, slice of kSsdThreads·kSsdStateOut state elements): the chunk's end
+/// state from zero, end[p,n] = Σ_j x[j,p]·w_j·B[j,n], w_j = exp(c_last − c_j)·Δ_j, with
+/// kSsdTile rows of x, B and w staged in shared memory at a time.
+template <int kThreads>
+__global__ void __launch_bounds__(kThreads)
+    ssd_chunk_state_kernel(SsdParams p, const dindex* __restrict__ chunk_t0,
+                           const dindex* __restrict__ chunk_len, const double* __restrict__ cum,
+                           float* __restrict__ states) {
+    extern __shared__ float smem[];
+    float* xs = smem;                  // (kSsdTile, P)
+    float* bs = xs + kSsdTile * p.P;   // (kSsdTile, N)
+    float* ws = bs + kSsdTile * p.N;   // (kSsdTile)
+    const dindex c = blockIdx.x, h = blockIdx.y, g = h / (p.H / p.G);
+    const dindex t0 = chunk_t0[c], len = chunk_len[c], PN = p.P * p.N;
+    const double last = cum[(t0 + len - 1) * p.H + h];
+    const dindex base = static_cast<dindex>(blockIdx.z) * kThreads * kSsdStateOut + threadIdx.x;
+    float acc[kSsdStateOut];
+#pragma unroll
+    for (int k = 0; k < kSsdStateOut; ++k) acc[k] = 0.0f;
+    for (dindex j0 = 0; j0 < len; j0 += kSsdTile) {
+        const dindex m = len - j0 < kSsdTile ? len - j0 : kSsdTile;
+        for (dindex i = threadIdx.x; i < m; i += blockDim.x) {
+            const dindex t = t0 + j0 + i;
+            ws[i] = static_cast<float>(exp(last - cum[t * p.H + h])) * p.dt[t * p.ld_dt + h];
+        }
+        for (dindex i = threadIdx.x; i < m * p.P; i += blockDim.x) {
+            const dindex j = i / p.P, q = i - j * p.P;
+            xs[i] = p.x[(t0 + j0 + j) * p.ld_x + h * p.P + q];
+        }
+        for (dindex i = threadIdx.x; i < m * p.N; i += blockDim.x) {
+            const dindex j = i / p.N, n = i - j * p.N;
+            bs[i] = p.B[(t0 + j0 + j) * p.ld_B + g * p.N + n];
+        }
+        __syncthreads();
+#pragma unroll
+        for (int k = 0; k < kSsdStateOut; ++k) {
+            const dindex o = base + static_cast<dindex>(k) * kThreads;
+            if (o >= PN) break;
+            const dindex q = o / p.N, n = o - q * p.N;
+            float s = 0.0f;
+            for (dindex j = 0; j < m; ++j) s += xs[j * p.P + q] * (bs[j * p.N + n] * ws[j]);
+            acc[k] += s;
+        }
+        __syncthreads();
+    }
+#pragma unroll
+    for (int k = 0; k < kSsdStateOut; ++k) {
+        const dindex o = base + static_cast<dindex>(k) * kThreads;
+        if (o < PN) states[(c * p.H + h) * PN + o] = acc[k];
+    }
+}
+
+/// One thread per (sequence, head, state element): walks the sequence's chunks in order,
+/// replacing each chunk's end state with its start state, h ← exp(c_last)·h + end, from the
+/// initial state (or zero); writes the final state. Each thread reads its element of the
+/// initial state before writing the same element of the final one, so they may alias.
+template <int kThreads>
+__global__ void __launch_bounds__(kThreads) ssd_state_passing_kernel(const dindex* __restrict__ chunk_t0,
+                                         const dindex* __restrict__ chunk_len,
+                                         const dindex* __restrict__ seq_first_chunk, dindex nseq,
+                                         dindex H, dindex PN, const double* __restrict__ cum,
+                                         float* __restrict__ states, const float* initial,
+                                         float* final_state) {
+    for (dindex i = global_thread(); i < nseq * H * PN; i += grid_threads()) {
+        const dindex sh = i / PN, e = i - sh * PN, s = sh / H, h = sh - s * H;
+        float S = initial ? initial[i] : 0.0f;
+        for (dindex c = seq_first_chunk[s]; c < seq_first_chunk[s + 1]; ++c) {
+            float* slot = states + (c * H + h) * PN + e;
+            const float end = *slot;
+            *slot = S;
+            const dindex last = chunk_t0[c] + chunk_len[c] - 1;
+            S = static_cast<float>(exp(cum[last * H + h])) * S + end;
+        }
+        if (final_state) final_state[i] = S;
+    }
+}
+
+/// Block (chunk, head, tile of kSsdRows rows × kSsdCols head channels): the tile of
+///   y[i,q] = Σ_{j≤i} (C_i·B_j)·exp(c_i − c_j)·Δ_j·x[j,q] + exp(c_i)·Σ_n C[i,n]·S₀[q,n],
+/// S₀ the chunk's start state. The tile's rows of C stay in shared memory; S₀ and then B, x
+/// are staged kSsdTile columns or rows at a time (in the same space), and the masked
+/// (kSsdRows × kSsdTile) block of C Bᵀ ⊙ W is formed in shared memory before it multiplies x.
+template <int kThreads>
+__global__ void __launch_bounds__(kThreads)
+    ssd_chunk_output_kernel(SsdParams p, const dindex* __restrict__ chunk_t0,
+                            const dindex* __restrict__ chunk_len, const double* __restrict__ cum,
+                            const float* __restrict__ states, dindex col_tiles) {
+    // Rows of B and of the S₀ stage are padded by one float, so the lanes of a warp, which
+    // read one row each, fall in different banks.
+    extern __shared__ double smem_d[];
+    double* cj = smem_d;                                    // (kSsdTile) c_j of the staged rows
+    double* ci = cj + kSsdTile;                             // (kSsdRows) c_i of the tile's rows
+    float* cs = reinterpret_cast<float*>(ci + kSsdRows);    // (kSsdRows, N) the tile's rows of C
+    float* stage = cs + kSsdRows * p.N;                     // S₀ (kSsdCols, kSsdTile + 1), or B then x
+    const dindex ldb = p.N + 1;
+    float* bs = stage;                                      // (kSsdTile, N + 1)
+    float* xs = bs + kSsdTile * ldb;                        // (kSsdTile, kSsdCols)
+    float* mw = xs + kSsdTile * kSsdCols;                   // (kSsdRows, kSsdTile)
+    float* dts = mw + kSsdRows * kSsdTile;                  // (kSsdTile) Δ_j
+    const dindex c = blockIdx.x, h = blockIdx.y, g = h / (p.H / p.G);
+    const dindex row_tile = blockIdx.z / col_tiles, q0 = (blockIdx.z - row_tile * col_tiles) * kSsdCols;
+    const dindex t0 = chunk_t0[c], len = chunk_len[c], i0 = row_tile * kSsdRows;
+    if (i0 >= len) return;  // the whole block: the chunk is shorter than this row tile
+    const dindex mi = len - i0 < kSsdRows ? len - i0 : kSsdRows;
+    const dindex mq = p.P - q0 < kSsdCols ? p.P - q0 : kSsdCols;
+    const float* S0 = states + (c * p.H + h) * p.P * p.N;
+
+    for (dindex i = threadIdx.x; i < mi * p.N; i += blockDim.x) {
+        const dindex r = i / p.N, n = i - r * p.N;
+        cs[i] = p.C[(t0 + i0 + r) * p.ld_C + g * p.N + n];
+    }
+    for (dindex r = threadIdx.x; r < mi; r += blockDim.x) ci[r] = cum[(t0 + i0 + r) * p.H + h];
+    // Thread k-th output: row (threadIdx.x + k·kSsdThreads) / kSsdCols of the tile, column
+    // (threadIdx.x % kSsdCols) — the same column for every k.
+    const int col = static_cast<int>(threadIdx.x) % kSsdCols;
+    const int row0 = static_cast<int>(threadIdx.x) / kSsdCols;
+    static_assert(kThreads % kSsdCols == 0 && kSsdRows * kSsdCols == kThreads * kSsdOut);
+    constexpr int kRowStep = kThreads / kSsdCols;
+    float carried[kSsdOut], within[kSsdOut];
+#pragma unroll
+    for (int k = 0; k < kSsdOut; ++k) carried[k] = within[k] = 0.0f;
+
+    // The carried state: C·S₀ᵀ, kSsdTile state columns at a time.
+    for (dindex n0 = 0; n0 < p.N; n0 += kSsdTile) {
+        const dindex mn = p.N - n0 < kSsdTile ? p.N - n0 : kSsdTile;
+        __syncthreads();  // cs is complete; the previous tile's readers are done
+        for (dindex i = threadIdx.x; i < mq * mn; i += blockDim.x) {
+            const dindex q = i / mn, n = i - q * mn;
+            stage[q * (kSsdTile + 1) + n] = S0[(q0 + q) * p.N + n0 + n];
+        }
+        __syncthreads();
+        if (col < mq) {
+#pragma unroll
+            for (int k = 0; k < kSsdOut; ++k) {
+                const int r = row0 + k * kRowStep;
+                if (r >= mi) break;
+                float s = 0.0f;
+                for (dindex n = 0; n < mn; ++n) s += cs[r * p.N + n0 + n] * stage[col * (kSsdTile + 1) + n];
+                carried[k] += s;
+            }
+        }
+    }
+
+    // Within the chunk: rows j ≤ i, kSsdTile at a time.
+    const dindex j_end = i0 + mi;  // rows past the tile's last row do not reach it
+    for (dindex j0 = 0; j0 < j_end; j0 += kSsdTile) {
+        const dindex mj = j_end - j0 < kSsdTile ? j_end - j0 : kSsdTile;
+        __syncthreads();  // the previous stage's readers are done
+        for (dindex i = threadIdx.x; i < mj * p.N; i += blockDim.x) {
+            const dindex j = i / p.N, n = i - j * p.N;
+            bs[j * ldb + n] = p.B[(t0 + j0 + j) * p.ld_B + g * p.N + n];
+        }
+        for (dindex i = threadIdx.x; i < mj * mq; i += blockDim.x) {
+            const dindex j = i / mq, q = i - j * mq;
+            xs[j * kSsdCols + q] = p.x[(t0 + j0 + j) * p.ld_x + h * p.P + q0 + q];
+        }
+        for (dindex j = threadIdx.x; j < mj; j += blockDim.x) {
+            const dindex t = t0 + j0 + j;
+            cj[j] = cum[t * p.H + h];
+            dts[j] = p.dt[t * p.ld_dt + h];
+        }
+        __syncthreads();
+        for (dindex e = threadIdx.x; e < kSsdRows * kSsdTile; e += blockDim.x) {
+            const dindex r = e / kSsdTile, j = e - r * kSsdTile;
+            float w = 0.0f;
+            if (r < mi && j < mj && j0 + j <= i0 + r) {
+                float dot = 0.0f;
+                for (dindex n = 0; n < p.N; ++n) dot += cs[r * p.N + n] * bs[j * ldb + n];
+                w = dot * static_cast<float>(exp(ci[r] - cj[j])) * dts[j];
+            }
+            mw[e] = w;
+        }
+        __syncthreads();
+        if (col < mq) {
+#pragma unroll
+            for (int k = 0; k < kSsdOut; ++k) {
+                const int r = row0 + k * kRowStep;
+                if (r >= mi) break;
+                float s = 0.0f;
+                for (dindex j = 0; j < mj; ++j) s += mw[r * kSsdTile + j] * xs[j * kSsdCols + col];
+                within[k] += s;
+            }
+        }
+    }
+    if (col < mq) {
+#pragma unroll
+        for (int k = 0; k < kSsdOut; ++k) {
+            const int r = row0 + k * kRowStep;
+            if (r >= mi) break;
+            const dindex t = t0 + i0 + r;
+            const float decay = static_cast<float>(exp(ci[r]));
+            p.y[t * p.ld_y + h * p.P + q0 + col] = within[k] + decay * carried[k];
+        }
+    }
+}
+
+/// Shared memory of ssd_chunk_output_kernel for state size N.
+inline std::size_t ssd_output_shared_bytes(dindex N) {
+    const dindex stage = std::max<dindex>(kSsdCols * (kSsdTile + 1), kSsdTile * (N + 1) + kSsdTile * kSsdCols +
+                                                                         kSsdRows * kSsdTile + kSsdTile);
+    return sizeof(double) * (kSsdTile + kSsdRows) + sizeof(float) * static_cast<std::size_t>(kSsdRows * N + stage);
+}
+
+/// One warp per (b, h, q): S[q,:] ← exp(Δ·A_h)·S[q,:] + Δ·x[q]·B, y[q] = S[q,:]·C, the
+/// lanes over the state, summed by shuffles.
+template <int kThreads>
+__global__ void __launch_bounds__(kThreads) ssd_state_update_kernel(SsdParams p, dindex batch, float* __restrict__ state) {
+    const dindex warps = batch * p.H * p.P;
+    const int lane = static_cast<int>(threadIdx.x) & 31;
+    for (dindex w = global_thread() / 32; w < warps; w += grid_threads() / 32) {
+        const dindex b = w / (p.H * p.P), hq = w - b * p.H * p.P, h = hq / p.P, q = hq - h * p.P;
+        const dindex g = h / (p.H / p.G);
+        const float dt = p.dt[b * p.ld_dt + h];
+        const float decay = expf(dt * p.A[h]);
+        const float dx = dt * p.x[b * p.ld_x + h * p.P + q];
+        float* row = state + ((b * p.H + h) * p.P + q) * p.N;
+        const float* B = p.B + b * p.ld_B + g * p.N;
+        const float* C = p.C + b * p.ld_C + g * p.N;
+        float acc = 0.0f;
+        for (dindex n = lane; n < p.N; n += 32) {
+            const float v = decay * row[n] + dx * B[n];
+            row[n] = v;
+            acc += v * C[n];
+        }
+#pragma unroll
+        for (int off = 16; off > 0; off /= 2) acc += __shfl_xor_sync(0xffffffffu, acc, off);
+        if (lane == 0) p.y[b * p.ld_y + h * p.P + q] = acc;
+    }
+}
+
+}  // namespace detail
+
+/// The chunked SSD over the packed sequences of `offsets` (`ssm::ChunkedSsd` with
+/// Q = p.chunk, or 64): y, and each sequence's final state when `p.final_state` is set.
+/// `ws` keeps the chunk table and scratch between calls. Queued on `stream`; the chunk table
+/// is built on the host and uploaded first, which waits for the stream (so a call cannot be
+/// captured in a CUDA graph, and one workspace serves one stream).
+inline void ssd_scan(const SsdParams& p, const DeviceOffsets& offsets, SsdWorkspace& ws,
+                     cudaStream_t stream) {
+    validate(p, "cuda::ssd_scan");
+    if (offsets.sequences() == 0) return;  // offsets describing no batch (never assigned)
+    const dindex Q = p.chunk > 0 ? p.chunk : 64;
+    const dindex nseq = offsets.sequences(), PN = p.P * p.N;
+    ws.prepare(offsets, Q, p.H, p.P, p.N, stream);
+    const dindex chunks = ws.chunks();
+    if (chunks > 0) {
+        require(chunks <= INT_MAX && p.H <= 65535, "cuda::ssd_scan: ", chunks, " chunks of ", p.H,
+                " heads exceed the grid");
+        detail::ssd_cumsum_kernel<detail::kBlockThreads><<<detail::grid_for(chunks * p.H, detail::kBlockThreads),
+                                    detail::kBlockThreads, 0, stream>>>(
+            ws.chunk_t0(), ws.chunk_len(), chunks, p.H, p.dt, p.ld_dt, p.A, ws.cum());
+        SSM_CUDA_CHECK_LAUNCH("ssd_cumsum_kernel");
+
+        const std::size_t state_bytes =
+            sizeof(float) * static_cast<std::size_t>(detail::kSsdTile * (p.P + p.N + 1));
+        const int limit = detail::allow_shared_memory(
+            reinterpret_cast<const void*>(&detail::ssd_chunk_state_kernel<detail::kSsdThreads>), state_bytes);
+        require(state_bytes <= static_cast<std::size_t>(limit), "cuda::ssd_scan: head dim ", p.P,
+                " and state size ", p.N, " need ", state_bytes, " bytes of shared memory, the device has ",
+                limit);
+        const dindex slices = (PN + detail::kSsdThreads * detail::kSsdStateOut - 1) /
+                              (detail::kSsdThreads * detail::kSsdStateOut);
+        require(slices <= 65535, "cuda::ssd_scan: a (", p.P, ", ", p.N, ") state is too large");
+        detail::ssd_chunk_state_kernel<detail::kSsdThreads><<<dim3(static_cast<unsigned>(chunks), static_cast<unsigned>(p.H),
+                                              static_cast<unsigned>(slices)),
+                                         detail::kSsdThreads, state_bytes, stream>>>(
+            p, ws.chunk_t0(), ws.chunk_len(), ws.cum(), ws.states());
+        SSM_CUDA_CHECK_LAUNCH("ssd_chunk_state_kernel");
+    }
+    if (nseq > 0 && (chunks > 0 || p.final_state)) {
+        detail::ssd_state_passing_kernel<detail::kBlockThreads><<<detail::grid_for(nseq * p.H * PN, detail::kBlockThreads),
+                                           detail::kBlockThreads, 0, stream>>>(
+            ws.chunk_t0(), ws.chunk_len(), ws.seq_first_chunk(), nseq, p.H, PN, ws.cum(),
+            ws.states(), p.initial_state, p.final_state);
+        SSM_CUDA_CHECK_LAUNCH("ssd_state_passing_kernel");
+    }
+    if (chunks > 0) {
+        const std::size_t out_bytes = detail::ssd_output_shared_bytes(p.N);
+        const int limit = detail::allow_shared_memory(
+            reinterpret_cast<const void*>(&detail::ssd_chunk_output_kernel<detail::kSsdThreads>), out_bytes);
+        require(out_bytes <= static_cast<std::size_t>(limit), "cuda::ssd_scan: state size ", p.N,
+                " needs ", out_bytes, " bytes of shared memory, the device has ", limit);
+        const dindex col_tiles = (p.P + detail::kSsdCols - 1) / detail::kSsdCols;
+        const dindex row_tiles = (Q + detail::kSsdRows - 1) / detail::kSsdRows;
+        require(col_tiles * row_tiles <= 65535, "cuda::ssd_scan: chunk length ", Q, " and head dim ",
+                p.P, " exceed the grid");
+        detail::ssd_chunk_output_kernel<detail::kSsdThreads><<<dim3(static_cast<unsigned>(chunks), static_cast<unsigned>(p.H),
+                                               static_cast<unsigned>(col_tiles * row_tiles)),
+                                          detail::kSsdThreads, out_bytes, stream>>>(
+            p, ws.chunk_t0(), ws.chunk_len(), ws.cum(), ws.states(), col_tiles);
+        SSM_CUDA_CHECK_LAUNCH("ssd_chunk_output_kernel");
+    }
+}
+
+/// Decoding (`ssm::ssd_state_update`): one token for each of `batch` sequences; `state`
+/// (batch, H, P, N) advances in place and y receives S·C.
+inline void ssd_state_update(const SsdParams& p, dindex batch, float* state, cudaStream_t stream) {
+    validate(p, "cuda::ssd_state_update");
+    require(batch >= 0 && state, "cuda::ssd_state_update: no state, or a negative batch");
+    if (batch == 0) return;
+    detail::ssd_state_update_kernel<detail::kBlockThreads><<<detail::grid_for(batch * p.H * p.P * 32, detail::kBlockThreads),
+                                      detail::kBlockThreads, 0, stream>>>(p, batch, state);
+    SSM_CUDA_CHECK_LAUNCH("ssd_state_update_kernel");
+}
+
+}  // namespace ssm::cuda
