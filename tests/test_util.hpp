@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "catch.hpp"
+#include "ssm/core/cpu.hpp"
 #include "ssm/core/error.hpp"
 #include "ssm/core/tensor.hpp"
 #include "ssm/core/threads.hpp"
@@ -72,6 +73,28 @@ inline double rel_error(std::span<const float> a, std::span<const float> b, doub
     den = std::max(den, floor_rms * floor_rms * static_cast<double>(a.size()));
     return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
 }
+
+/// Holds the CPU kernels' dispatch on one instruction set while in scope (tests force each
+/// path the CPU supports this way), then gives the choice back to the default.
+class ForceCpuIsa {
+public:
+    explicit ForceCpuIsa(ssm::CpuIsa isa) { ssm::use_cpu_isa(isa); }
+    ~ForceCpuIsa() { ssm::use_default_cpu_isa(); }
+    ForceCpuIsa(const ForceCpuIsa&) = delete;
+    ForceCpuIsa& operator=(const ForceCpuIsa&) = delete;
+};
+
+/// The best instruction set below the bf16 dot-product unit this CPU runs: forced, a
+/// bfloat16 weight is widened to float32 GEMMs (activations stay float32), so a model
+/// with bf16 weights computes what a float32 model with the same rounded weights does.
+[[nodiscard]] inline ssm::CpuIsa below_bf16_unit() noexcept {
+    const ssm::CpuIsa best = ssm::detected_cpu_isa();
+    return best == ssm::CpuIsa::Avx512Bf16 ? ssm::CpuIsa::Avx512 : best;
+}
+
+/// Every instruction set the dispatched kernels have a path for, lowest first.
+inline constexpr ssm::CpuIsa kAllCpuIsas[] = {ssm::CpuIsa::Generic, ssm::CpuIsa::Avx2, ssm::CpuIsa::Avx512,
+                                              ssm::CpuIsa::Avx512Bf16};
 
 /// Guards a check that results agree across thread counts. It counts the loops
 /// `parallel_for` runs on two or more threads while it lives; `verify()`, called after the

@@ -3,9 +3,12 @@
 #include <cmath>
 #include <string>
 #include <limits>
+#include <optional>
 #include <vector>
 
+#include "ssm/core/cpu.hpp"
 #include "ssm/core/weights.hpp"
+#include "ssm/layers/linear.hpp"
 #include "test_util.hpp"
 
 TEST_CASE("WeightMatrix::to_bf16 rounds every value as f32_to_bf16 and widens it back exactly", "[weights]") {
@@ -143,33 +146,82 @@ TEST_CASE("WeightMatrix::to_int8 keeps each value within half a step of its bloc
     CHECK(ssm::test::error_of([&] { (void)f32.to_int8().to(ssm::WeightFormat::F32); }).find("float32") != std::string::npos);
 }
 
-TEST_CASE("dot_rows_int8 equals a double-precision dot product with the widened weights", "[weights]") {
-    std::uint64_t seed = 500;
-    std::size_t checked = 0;
-    for (const ssm::index n : {1, 5, 31, 32, 33, 64, 100, 768}) {
-        const auto w = ssm::test::random_floats(static_cast<std::size_t>(n), -2, 2, seed++);
-        const ssm::WeightMatrix q = ssm::WeightMatrix(ssm::Tensor::from({1, n}, w)).to_int8();
-        std::vector<float> widened(static_cast<std::size_t>(n));
-        q.rows_f32(0, 1, widened.data());
-        const ssm::index ldx = n + 5;
-        const auto x = ssm::test::random_floats(static_cast<std::size_t>(8 * ldx), -1, 1, seed++);
-        const auto check = [&](const float* got, int count) {
-            for (int r = 0; r < count; ++r) {
-                double e = 0, mag = 0;
-                for (ssm::index i = 0; i < n; ++i) {
-                    e += static_cast<double>(widened[static_cast<std::size_t>(i)]) * x[static_cast<std::size_t>(r * ldx + i)];
-                    mag += std::abs(static_cast<double>(widened[static_cast<std::size_t>(i)]) * x[static_cast<std::size_t>(r * ldx + i)]);
+using ssm::test::ForceCpuIsa;
+using ssm::test::kAllCpuIsas;
+
+TEST_CASE("dot_rows_int8 equals a double-precision dot product with the widened weights, on every kernel the CPU runs",
+          "[weights]") {
+    std::size_t checked = 0, paths = 0;
+    for (const ssm::CpuIsa isa : kAllCpuIsas) {
+        if (!ssm::cpu_supports(isa)) continue;
+        const ForceCpuIsa force(isa);
+        REQUIRE(ssm::cpu_isa() == isa);
+        ++paths;
+        INFO("kernel " << ssm::isa_name(isa));
+        std::uint64_t seed = 500;
+        for (const ssm::index n : {1, 5, 31, 32, 33, 64, 100, 768}) {
+            const auto w = ssm::test::random_floats(static_cast<std::size_t>(n), -2, 2, seed++);
+            const ssm::WeightMatrix q = ssm::WeightMatrix(ssm::Tensor::from({1, n}, w)).to_int8();
+            std::vector<float> widened(static_cast<std::size_t>(n));
+            q.rows_f32(0, 1, widened.data());
+            const ssm::index ldx = n + 5;
+            const auto x = ssm::test::random_floats(static_cast<std::size_t>(8 * ldx), -1, 1, seed++);
+            const auto check = [&](const float* got, int count) {
+                for (int r = 0; r < count; ++r) {
+                    double e = 0, mag = 0;
+                    for (ssm::index i = 0; i < n; ++i) {
+                        e += static_cast<double>(widened[static_cast<std::size_t>(i)]) * x[static_cast<std::size_t>(r * ldx + i)];
+                        mag += std::abs(static_cast<double>(widened[static_cast<std::size_t>(i)]) * x[static_cast<std::size_t>(r * ldx + i)]);
+                    }
+                    INFO("n " << n << ", row " << r << " of " << count);
+                    CHECK(std::abs(got[r] - e) <= 2e-6 * (1 + mag));
+                    ++checked;
                 }
-                INFO("n " << n << ", row " << r << " of " << count);
-                CHECK(std::abs(got[r] - e) <= 2e-6 * (1 + mag));
-                ++checked;
-            }
-        };
-        float out[8];
-        ssm::dot_rows_int8<1>(q.int8_row(0), q.int8_scales(0), x.data(), ldx, n, out), check(out, 1);
-        ssm::dot_rows_int8<2>(q.int8_row(0), q.int8_scales(0), x.data(), ldx, n, out), check(out, 2);
-        ssm::dot_rows_int8<4>(q.int8_row(0), q.int8_scales(0), x.data(), ldx, n, out), check(out, 4);
-        ssm::dot_rows_int8<8>(q.int8_row(0), q.int8_scales(0), x.data(), ldx, n, out), check(out, 8);
+            };
+            float out[8];
+            ssm::dot_rows_int8<1>(q.int8_row(0), q.int8_scales(0), x.data(), ldx, n, out), check(out, 1);
+            ssm::dot_rows_int8<2>(q.int8_row(0), q.int8_scales(0), x.data(), ldx, n, out), check(out, 2);
+            ssm::dot_rows_int8<4>(q.int8_row(0), q.int8_scales(0), x.data(), ldx, n, out), check(out, 4);
+            ssm::dot_rows_int8<8>(q.int8_row(0), q.int8_scales(0), x.data(), ldx, n, out), check(out, 8);
+        }
     }
-    CHECK(checked == 8 * 15);
+    CHECK(paths >= 1);
+    CHECK(checked == paths * 8 * 15);  // (avx512bf16 runs the avx512 int8 kernel again)
+}
+
+TEST_CASE("the CPU kernels' instruction set is chosen at run time and can be forced", "[weights]") {
+    const ssm::CpuIsa best = ssm::detected_cpu_isa();
+    CHECK(ssm::cpu_supports(ssm::CpuIsa::Generic));
+    CHECK(ssm::cpu_supports(best));
+    for (const ssm::CpuIsa isa : kAllCpuIsas) {
+        INFO(ssm::isa_name(isa));
+        if (ssm::cpu_supports(isa)) {
+            const ForceCpuIsa force(isa);
+            CHECK(ssm::cpu_isa() == isa);
+        } else {  // refused with the set's name, and the choice is left as it was
+            const auto before = ssm::cpu_isa();
+            CHECK(ssm::test::error_of([&] { ssm::use_cpu_isa(isa); }).find(ssm::isa_name(isa)) != std::string::npos);
+            CHECK(ssm::cpu_isa() == before);
+        }
+    }
+    // Every kernel gives an int8 Linear the same outputs to float32 rounding.
+    const ssm::index rows = 3, in = 200, out = 37;
+    const auto w = ssm::test::random_floats(static_cast<std::size_t>(out * in), -1, 1, 900);
+    const auto xv = ssm::test::random_floats(static_cast<std::size_t>(rows * in), -1, 1, 901);
+    ssm::Linear lin(ssm::WeightMatrix(ssm::Tensor::from({out, in}, w)), std::nullopt);
+    lin.store_weights(ssm::WeightFormat::Int8);
+    const ssm::Matrix x = Eigen::Map<const ssm::Matrix>(xv.data(), rows, in);
+    ssm::Matrix reference(rows, out);
+    {
+        const ForceCpuIsa force(ssm::CpuIsa::Generic);
+        lin.forward(x, reference);
+    }
+    for (const ssm::CpuIsa isa : kAllCpuIsas) {
+        if (!ssm::cpu_supports(isa)) continue;
+        INFO(ssm::isa_name(isa));
+        const ForceCpuIsa force(isa);
+        ssm::Matrix y(rows, out);
+        lin.forward(x, y);
+        CHECK((y - reference).cwiseAbs().maxCoeff() <= 1e-5f * (1.0f + reference.cwiseAbs().maxCoeff()));
+    }
 }

@@ -9,12 +9,13 @@
 #include <memory>
 #include <vector>
 
+#include "ssm/core/cpu.hpp"
 #include "ssm/core/dtype.hpp"
 #include "ssm/core/error.hpp"
 #include "ssm/core/tensor.hpp"
 #include "ssm/core/threads.hpp"
 
-#if defined(__AVX2__) && defined(__FMA__) && !defined(__AVX512F__)
+#if SSM_X86_DISPATCH
 #include <immintrin.h>
 #endif
 
@@ -105,19 +106,52 @@ enum class WeightFormat { F32, BF16, Int8 };
 /// Values per int8 block (one scale each).
 inline constexpr index kInt8Block = 32;
 
-/// out[r] = Σᵢ w[i] · x[r·ldx + i] for R input rows, with w given as int8 values `q` and one
-/// scale per block of `kInt8Block` (w[i] = q[i] · scale[i / kInt8Block]): each block's 32
-/// products are summed in float32, then scaled once. The int8 row is read once and meets all
-/// R rows (what decoding does with every weight row, at a quarter of float32's bytes).
+namespace detail {
+
+// The int8 kernels over the `full` whole blocks of a row, adding each row's sum to sum[r]:
+// one per instruction set, picked at run time by `dot_rows_int8`.
+
+/// Portable: GCC and Clang vectorise it as far as the compiler's flags allow.
 template <int R>
-inline void dot_rows_int8(const std::int8_t* q, const float* scale, const float* x, index ldx,
-                          index n, float* out) noexcept {
-    float sum[R] = {};
-    const index full = n / kInt8Block;  // whole blocks; the rest one by one
-#if defined(__AVX2__) && defined(__FMA__) && !defined(__AVX512F__)
-    // Without AVX-512, GCC widens an int8 vector to 16 floats one element at a time (a
-    // tenth of the speed the memory allows); AVX2 sign-extends and converts 8 at a time.
-    // Two accumulators per row (even and odd blocks) hide the multiply-add latency.
+inline void dot_rows_int8_generic(const std::int8_t* q, const float* scale, const float* x, index ldx, index full,
+                                  float* sum) noexcept {
+#if defined(__GNUC__) || defined(__clang__)
+    using i8x16 = std::int8_t __attribute__((vector_size(16)));
+    f32x16 acc[R] = {};
+    for (index b = 0; b < full; ++b) {
+        const std::int8_t* qb = q + b * kInt8Block;
+        i8x16 q0, q1;
+        std::memcpy(&q0, qb, sizeof q0);
+        std::memcpy(&q1, qb + 16, sizeof q1);
+        const f32x16 w0 = __builtin_convertvector(q0, f32x16);
+        const f32x16 w1 = __builtin_convertvector(q1, f32x16);
+        const float s = scale[b];
+        for (int r = 0; r < R; ++r) {
+            f32x16 x0, x1;
+            load16(x0, x + r * ldx + b * kInt8Block);
+            load16(x1, x + r * ldx + b * kInt8Block + 16);
+            acc[r] += (w0 * x0 + w1 * x1) * s;
+        }
+    }
+    for (int r = 0; r < R; ++r) sum[r] += sum16(acc[r]);
+#else
+    for (index b = 0; b < full; ++b)
+        for (int r = 0; r < R; ++r) {
+            float block = 0.0f;
+            for (index i = b * kInt8Block; i < (b + 1) * kInt8Block; ++i) block += static_cast<float>(q[i]) * x[r * ldx + i];
+            sum[r] += block * scale[b];
+        }
+#endif
+}
+
+#if SSM_X86_DISPATCH
+/// AVX2 + FMA: sign-extends and converts 8 int8 values at a time (without AVX-512 a compiler
+/// widens an int8 vector one element at a time, a tenth of the speed the memory allows). Two
+/// accumulators per row (even and odd blocks) hide the multiply-add latency.
+template <int R>
+__attribute__((target("avx2,fma"))) void dot_rows_int8_avx2(const std::int8_t* q, const float* scale,
+                                                            const float* x, index ldx, index full,
+                                                            float* sum) noexcept {
     __m256 acc[2][R];
     for (int r = 0; r < R; ++r) acc[0][r] = acc[1][r] = _mm256_setzero_ps();
     for (index b = 0; b < full; ++b) {
@@ -137,35 +171,53 @@ inline void dot_rows_int8(const std::int8_t* q, const float* scale, const float*
     for (int r = 0; r < R; ++r) {
         const __m256 a = _mm256_add_ps(acc[0][r], acc[1][r]);
         const __m128 h = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
-        sum[r] = (h[0] + h[2]) + (h[1] + h[3]);
+        sum[r] += (h[0] + h[2]) + (h[1] + h[3]);
     }
-#elif defined(__GNUC__) || defined(__clang__)
-    using i8x16 = std::int8_t __attribute__((vector_size(16)));
-    detail::f32x16 acc[R] = {};
+}
+
+/// AVX-512: 16 int8 values sign-extended and converted at a time, one block in two halves.
+template <int R>
+__attribute__((target("avx512f,avx512bw"))) void dot_rows_int8_avx512(const std::int8_t* q, const float* scale,
+                                                                      const float* x, index ldx, index full,
+                                                                      float* sum) noexcept {
+    __m512 acc[R];
+    for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
     for (index b = 0; b < full; ++b) {
         const std::int8_t* qb = q + b * kInt8Block;
-        i8x16 q0, q1;
-        std::memcpy(&q0, qb, sizeof q0);
-        std::memcpy(&q1, qb + 16, sizeof q1);
-        const detail::f32x16 w0 = __builtin_convertvector(q0, detail::f32x16);
-        const detail::f32x16 w1 = __builtin_convertvector(q1, detail::f32x16);
-        const float s = scale[b];
+        const __m512 w0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(qb))));
+        const __m512 w1 =
+            _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(qb + 16))));
+        const __m512 s = _mm512_set1_ps(scale[b]);
         for (int r = 0; r < R; ++r) {
-            detail::f32x16 x0, x1;
-            detail::load16(x0, x + r * ldx + b * kInt8Block);
-            detail::load16(x1, x + r * ldx + b * kInt8Block + 16);
-            acc[r] += (w0 * x0 + w1 * x1) * s;
+            const float* xr = x + r * ldx + b * kInt8Block;
+            const __m512 t = _mm512_fmadd_ps(w1, _mm512_loadu_ps(xr + 16), _mm512_mul_ps(w0, _mm512_loadu_ps(xr)));
+            acc[r] = _mm512_fmadd_ps(t, s, acc[r]);
         }
     }
-    for (int r = 0; r < R; ++r) sum[r] = detail::sum16(acc[r]);
-#else
-    for (index b = 0; b < full; ++b)
-        for (int r = 0; r < R; ++r) {
-            float block = 0.0f;
-            for (index i = b * kInt8Block; i < (b + 1) * kInt8Block; ++i) block += static_cast<float>(q[i]) * x[r * ldx + i];
-            sum[r] += block * scale[b];
-        }
+    for (int r = 0; r < R; ++r) sum[r] += _mm512_reduce_add_ps(acc[r]);
+}
 #endif
+
+}  // namespace detail
+
+/// out[r] = Σᵢ w[i] · x[r·ldx + i] for R input rows, with w given as int8 values `q` and one
+/// scale per block of `kInt8Block` (w[i] = q[i] · scale[i / kInt8Block]): each block's 32
+/// products are summed in float32, then scaled once. The int8 row is read once and meets all
+/// R rows (what decoding does with every weight row, at a quarter of float32's bytes). The
+/// whole blocks run through the kernel of `cpu_isa()` (AVX-512, AVX2 + FMA, or portable).
+template <int R>
+inline void dot_rows_int8(const std::int8_t* q, const float* scale, const float* x, index ldx,
+                          index n, float* out) noexcept {
+    float sum[R] = {};
+    const index full = n / kInt8Block;  // whole blocks; the rest one by one
+    switch (cpu_isa()) {
+#if SSM_X86_DISPATCH
+        case CpuIsa::Avx512Bf16:
+        case CpuIsa::Avx512: detail::dot_rows_int8_avx512<R>(q, scale, x, ldx, full, sum); break;
+        case CpuIsa::Avx2: detail::dot_rows_int8_avx2<R>(q, scale, x, ldx, full, sum); break;
+#endif
+        default: detail::dot_rows_int8_generic<R>(q, scale, x, ldx, full, sum); break;
+    }
     if (full * kInt8Block < n) {  // a partial last block
         const float s = scale[full];
         for (int r = 0; r < R; ++r) {

@@ -1,0 +1,110 @@
+// ssm/core/cpu.hpp — which instruction set the CPU kernels use, chosen at run time: one
+// binary serves a CPU with AVX-512, one with only AVX2 + FMA and one with neither. The
+// choice is the best the CPU reports, unless the environment (`SSM_CPU_ISA`) or a caller
+// (`use_cpu_isa`, for tests and benchmarks) asks for a lesser one.
+#pragma once
+
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+#include "ssm/core/error.hpp"
+
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#define SSM_X86_DISPATCH 1
+#else
+#define SSM_X86_DISPATCH 0
+#endif
+
+namespace ssm {
+
+/// The instruction sets the dispatched kernels have paths for, in increasing order.
+enum class CpuIsa : int {
+    Generic = 0,  // portable C++ (vectorised as far as the compiler's flags allow)
+    Avx2 = 1,     // AVX2 + FMA
+    Avx512 = 2,   // AVX-512 F + BW
+    Avx512Bf16 = 3,  // AVX-512 F + BW + BF16 (vdpbf16ps: bf16 products, float32 sums)
+};
+
+[[nodiscard]] inline const char* isa_name(CpuIsa isa) noexcept {
+    switch (isa) {
+        case CpuIsa::Generic: return "generic";
+        case CpuIsa::Avx2: return "avx2";
+        case CpuIsa::Avx512: return "avx512";
+        case CpuIsa::Avx512Bf16: return "avx512bf16";
+    }
+    return "?";
+}
+
+/// The best instruction set this CPU supports (asked once).
+[[nodiscard]] inline CpuIsa detected_cpu_isa() noexcept {
+#if SSM_X86_DISPATCH
+    static const CpuIsa isa = [] {
+        __builtin_cpu_init();
+        if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw"))
+            return __builtin_cpu_supports("avx512bf16") ? CpuIsa::Avx512Bf16 : CpuIsa::Avx512;
+        if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return CpuIsa::Avx2;
+        return CpuIsa::Generic;
+    }();
+    return isa;
+#else
+    return CpuIsa::Generic;
+#endif
+}
+
+/// Whether the CPU can run `isa`'s kernels (the sets nest: AVX-512 machines have AVX2,
+/// AVX512-BF16 ones AVX-512).
+[[nodiscard]] inline bool cpu_supports(CpuIsa isa) noexcept {
+    return static_cast<int>(isa) <= static_cast<int>(detected_cpu_isa());
+}
+
+namespace detail {
+
+/// The instruction set `SSM_CPU_ISA` names (generic, avx2, avx512, avx512bf16), or the detected one when
+/// it is unset. A name that is unknown or that the CPU cannot run is reported on stderr once
+/// and the detected set is used.
+inline CpuIsa cpu_isa_from_environment() noexcept {
+    const CpuIsa detected = detected_cpu_isa();
+    const char* env = std::getenv("SSM_CPU_ISA");
+    if (!env || !*env) return detected;
+    for (const CpuIsa isa : {CpuIsa::Generic, CpuIsa::Avx2, CpuIsa::Avx512, CpuIsa::Avx512Bf16})
+        if (std::strcmp(env, isa_name(isa)) == 0) {
+            if (cpu_supports(isa)) return isa;
+            std::fprintf(stderr, "ssm: SSM_CPU_ISA=%s: this CPU does not support it; using %s\n", env,
+                         isa_name(detected));
+            return detected;
+        }
+    std::fprintf(stderr, "ssm: SSM_CPU_ISA=%s is not one of generic, avx2, avx512, avx512bf16; using %s\n", env,
+                 isa_name(detected));
+    return detected;
+}
+
+/// The caller's choice (`use_cpu_isa`), or −1 for the environment's / the detected one.
+inline std::atomic<int>& cpu_isa_choice() noexcept {
+    static std::atomic<int> choice{-1};
+    return choice;
+}
+
+}  // namespace detail
+
+/// The instruction set the dispatched kernels use now.
+[[nodiscard]] inline CpuIsa cpu_isa() noexcept {
+    const int chosen = detail::cpu_isa_choice().load(std::memory_order_relaxed);
+    if (chosen >= 0) return static_cast<CpuIsa>(chosen);
+    static const CpuIsa from_env = detail::cpu_isa_from_environment();
+    return from_env;
+}
+
+/// Makes the dispatched kernels use `isa` from now on (process-wide; tests and benchmarks
+/// force each path this way). Throws `ssm::Error` when the CPU cannot run it.
+inline void use_cpu_isa(CpuIsa isa) {
+    require(cpu_supports(isa), "use_cpu_isa: this CPU does not support ", isa_name(isa), " (it supports up to ",
+            isa_name(detected_cpu_isa()), ")");
+    detail::cpu_isa_choice().store(static_cast<int>(isa), std::memory_order_relaxed);
+}
+
+/// Back to the environment's choice (`SSM_CPU_ISA`), or the best the CPU supports.
+inline void use_default_cpu_isa() noexcept { detail::cpu_isa_choice().store(-1, std::memory_order_relaxed); }
+
+}  // namespace ssm
