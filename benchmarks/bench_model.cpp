@@ -32,10 +32,24 @@ using ssm::bench::kR;
 using ssm::bench::kVocab;
 using ssm::bench::make_checkpoint;
 
-/// Weight storage by benchmark argument: 0 float32, 1 bfloat16, 2 int8 blocks.
+/// Weight storage by benchmark argument: 0 float32, 1 bfloat16, 2 int8 blocks, 3 bfloat16
+/// with the dispatch held below AVX512-BF16 (widened to float32 GEMMs: the baseline of 1).
 ssm::WeightFormat format_of(std::int64_t arg) {
-    return arg == 2 ? ssm::WeightFormat::Int8 : arg == 1 ? ssm::WeightFormat::BF16 : ssm::WeightFormat::F32;
+    return arg == 2 ? ssm::WeightFormat::Int8 : arg == 1 || arg == 3 ? ssm::WeightFormat::BF16 : ssm::WeightFormat::F32;
 }
+
+/// Holds the dispatch below the bf16 unit for argument 3 while in scope.
+struct WithoutBf16Unit {
+    explicit WithoutBf16Unit(std::int64_t arg) : on(arg == 3 && ssm::detected_cpu_isa() == ssm::CpuIsa::Avx512Bf16) {
+        if (on) ssm::use_cpu_isa(ssm::CpuIsa::Avx512);
+    }
+    ~WithoutBf16Unit() {
+        if (on) ssm::use_default_cpu_isa();
+    }
+    WithoutBf16Unit(const WithoutBf16Unit&) = delete;
+    WithoutBf16Unit& operator=(const WithoutBf16Unit&) = delete;
+    bool on;
+};
 
 /// Bytes a weight takes in `format` (int8: 32 values and a float32 scale per block).
 double bytes_per_weight(ssm::WeightFormat format) {
@@ -61,8 +75,9 @@ const ssm::MambaLM& model(ssm::WeightFormat format) {
 std::vector<std::int32_t> random_ids(ssm::index n, unsigned seed) { return ssm::bench::random_ids(n, kVocab, seed); }
 
 /// Prefill of one sequence of L tokens, logits for the last position only. Second
-/// argument: weight storage (0 float32, 1 bfloat16, 2 int8).
+/// argument: weight storage (0 float32, 1 bfloat16, 2 int8, 3 bfloat16 widened).
 void BM_Prefill(benchmark::State& state) {
+    const WithoutBf16Unit held(state.range(1));
     const auto& m = model(format_of(state.range(1)));
     const ssm::index L = state.range(0);
     const auto batch = ssm::Batch::of({random_ids(L, 1)});
@@ -77,6 +92,35 @@ void BM_Prefill(benchmark::State& state) {
                          2.0 * kD * kVocab * static_cast<double>(state.iterations());
     state.counters["GEMM_FLOP/s"] = benchmark::Counter(flops, benchmark::Counter::kIsRate);
     state.counters["threads"] = ssm::num_threads();
+    state.SetLabel(ssm::isa_name(ssm::cpu_isa()));
+}
+
+/// One projection alone, in_proj's shape (L × 768 → 3072), L = first argument: the
+/// float32 GEMM (Eigen), the bf16 unit (`gemm_bf16`), and a bf16 weight widened to float32
+/// (second argument 0, 1, 2) — the GEMM share of prefill against the two peaks.
+void BM_Projection(benchmark::State& state) {
+    const ssm::index L = state.range(0), in = kD, out = 2 * kE;
+    const std::int64_t path = state.range(1);
+    if (path == 1 && !ssm::cpu_supports(ssm::CpuIsa::Avx512Bf16)) {
+        state.SkipWithError("this CPU has no AVX512-BF16 unit");
+        return;
+    }
+    const WithoutBf16Unit held(path == 2 ? 3 : 0);
+    std::mt19937 rng(5);
+    std::uniform_real_distribution<float> u(-0.05f, 0.05f);
+    std::vector<float> w(static_cast<std::size_t>(out * in));
+    for (auto& v : w) v = u(rng);
+    ssm::Linear lin(ssm::WeightMatrix(ssm::Tensor::from({out, in}, w)), std::nullopt);
+    if (path != 0) lin.store_bf16();
+    ssm::Matrix x = ssm::Matrix::Random(L, in), y(L, out);
+    for (auto _ : state) {
+        lin.forward(x, y);
+        benchmark::DoNotOptimize(y.data());
+    }
+    state.counters["FLOP/s"] = benchmark::Counter(2.0 * static_cast<double>(L) * in * out * static_cast<double>(state.iterations()),
+                                                  benchmark::Counter::kIsRate);
+    state.counters["threads"] = ssm::num_threads();
+    state.SetLabel(ssm::isa_name(ssm::cpu_isa()));
 }
 
 /// Decoding at batch B: one step per iteration, after a 16-token prompt per sequence.
@@ -106,7 +150,9 @@ void BM_Decode(benchmark::State& state) {
 }  // namespace
 
 BENCHMARK(ssm::bench::BM_PeakFma)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(ssm::bench::BM_PeakBf16Dot)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(ssm::bench::BM_MemoryRead)->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(BM_Prefill)->ArgsProduct({{512, 2048, 8192}, {0, 1, 2}})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_Projection)->ArgsProduct({{512, 2048}, {0, 1, 2}})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_Prefill)->ArgsProduct({{512, 2048, 8192}, {0, 1, 3, 2}})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_Decode)->ArgsProduct({{1, 8, 16, 32, 64}, {0, 1, 2}})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_MAIN();

@@ -134,15 +134,27 @@ TEST_CASE("parity: decoding a batch of sequences at once equals decoding each al
 }
 
 TEST_CASE("parity: bfloat16 weights are exact for a BF16 checkpoint, close for a float32 one", "[parity]") {
-    {  // weights stored as BF16 in the file: keeping them in bf16 loses nothing
+    {  // weights stored as BF16 in the file: keeping them in bf16 loses nothing (float32
+       // activations: the bf16 dot-product unit, which rounds them, is held off here)
         const auto dir = ssm::test::data_dir() / "mamba-tiny-bf16-sharded";
         const auto ref = ssm::SafetensorsFile::open(dir / "reference.safetensors");
         auto model = ssm::MambaLM::load(dir);
         model.store_weights_bf16();
         REQUIRE(model.embedding().table().is_bf16());
-        check_sequences_one_by_one(model, ref, 2);
-        check_packed_batch(model, ref, 2);
-        ssm::test::check_generation(model, ref, kTol);
+        {
+            const ssm::test::ForceCpuIsa widened(ssm::test::below_bf16_unit());
+            check_sequences_one_by_one(model, ref, 2);
+            check_packed_batch(model, ref, 2);
+            ssm::test::check_generation(model, ref, kTol);
+        }
+        if (ssm::cpu_supports(ssm::CpuIsa::Avx512Bf16)) {  // on the unit: within bf16's precision
+            const ssm::test::ForceCpuIsa unit(ssm::CpuIsa::Avx512Bf16);
+            const auto ids = ids_of(ref, "seq1.input_ids");  // 40 tokens: prefill on the unit
+            const auto r = model.forward(ssm::Batch::of({ids}), {ssm::Logits::All, false});
+            const double err = rel_error(span_of(r.logits), ref.load_f32("seq1.logits").values());
+            CHECK(err > 1e-7);  // the activations were rounded
+            CHECK(err < 2e-2);
+        }
     }
     {  // float32 weights rounded to bf16: logits move, but only by bf16's precision
         const auto dir = ssm::test::data_dir() / "mamba-tiny";
@@ -154,7 +166,9 @@ TEST_CASE("parity: bfloat16 weights are exact for a BF16 checkpoint, close for a
         const double err = rel_error(span_of(r.logits), ref.load_f32("seq1.logits").values());
         CHECK(err > 1e-6);  // the weights did change
         CHECK(err < 2e-2);  // and only by bf16's precision (transformers' float32 logits)
-        // The same rounded weights through the float32 path: equal at float32 precision.
+        // The same rounded weights through the float32 path: equal at float32 precision
+        // (with float32 activations: the bf16 unit held off).
+        const ssm::test::ForceCpuIsa widened(ssm::test::below_bf16_unit());
         const auto rounded_dir = ssm::test::bf16_rounded_copy(dir / "model.safetensors", dir / "config.json",
                                                               ssm::test::scratch_dir("bf16-rounded"));
         const auto rounded = ssm::MambaLM::load(rounded_dir);

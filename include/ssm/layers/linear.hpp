@@ -7,6 +7,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "ssm/core/gemm_bf16.hpp"
 #include "ssm/core/tensor.hpp"
 #include "ssm/core/threads.hpp"
 #include "ssm/core/weights.hpp"
@@ -217,11 +218,20 @@ private:
         if (bias_) y.middleCols(begin, end - begin).rowwise() += bias_->vector().segment(begin, end - begin).transpose();
     }
 
-    /// A bfloat16 or int8 weight. Many rows: widened a block of rows at a time (in parallel,
-    /// into a buffer reused across calls), each block one GEMM. A few rows: each weight row
-    /// widened inside the dot products (`few_rows_stored`).
+    /// A bfloat16 or int8 weight. Many rows: a bfloat16 weight on a CPU with AVX512-BF16
+    /// goes through `gemm_bf16` (x rounded to bf16, float32 sums); otherwise the weight is
+    /// widened a block of rows at a time (in parallel, into a buffer reused across calls),
+    /// each block one float32 GEMM. A few rows: each weight row widened inside the dot
+    /// products (`few_rows_stored`).
     void forward_narrow(ConstStridedMap x, StridedMap y, bool accumulate) const {
         const index rows = x.rows(), in = in_features();
+        if (rows >= kGemmRows && weight_.format() == WeightFormat::BF16 && gemm_bf16_available()) {
+            // The CPU's bf16 dot-product unit: x rounded to bf16, float32 sums.
+            gemm_bf16(x.data(), x.outerStride(), rows, in, weight_.bf16_row(0), in, out_features(), y.data(),
+                      y.outerStride(), accumulate);
+            add_bias(y, 0, out_features());
+            return;
+        }
         if (rows >= kGemmRows) {
             const index block = std::min(kWidenGemmRows, out_features());
             // The widened block (at most 1024 rows × in floats) lives in a buffer kept, and
