@@ -2,8 +2,10 @@
 # benchmarks/llama_cpp_compare.sh — ssm's bench_model against llama.cpp's llama-bench on the
 # same random mamba-130m-shaped checkpoint, on this machine, runs interleaved: prefill of
 # 512 and 2 048 tokens and decoding (128 tokens, batch 1) for float32, bfloat16 and 8-bit
-# weights (llama.cpp: F32, BF16, Q8_0; ssm: float32, bf16, int8 blocks), with the
-# machine's FMA peak and read bandwidth measured by bench_model in the same runs.
+# weights (llama.cpp: F32, BF16, Q8_0; ssm: float32, bf16 — on the bf16 dot-product unit
+# where the CPU has one, and widened to float32 GEMMs — and int8 blocks), with the
+# machine's FMA peak, bf16 dot-product peak and read bandwidth measured by bench_model in
+# the same runs.
 #
 # It fetches and builds nothing. Give it:
 #   BENCH_MODEL  ssm's benchmarks/bench_model (a Release build with -DSSM_BUILD_BENCHMARKS=ON)
@@ -47,14 +49,14 @@ for ((r = 1; r <= rounds && ${SUMMARY_ONLY:-0} != 1; ++r)); do
   done
   echo "== round $r of $rounds: bench_model" >&2
   OMP_NUM_THREADS=$threads "$bench_model" \
-    --benchmark_filter='BM_PeakFma|BM_MemoryRead|BM_Prefill/(512|2048)/|BM_Decode/1/' \
+    --benchmark_filter='BM_PeakFma|BM_PeakBf16Dot|BM_MemoryRead|BM_Prefill/(512|2048)/|BM_Decode/1/' \
     --benchmark_format=json --benchmark_out="$out/ssm-r$r.json" --benchmark_out_format=json >/dev/null
 done
 python3 - "$out" "$rounds" "$threads" <<'EOF'
 import json, statistics, sys
 out, rounds, threads = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 fmt_names = {"f32": ("F32", "float32", 0), "bf16": ("BF16", "bfloat16", 1), "q8_0": ("Q8_0", "int8 blocks", 2)}
-llama, ssm, peak, read = {}, {}, [], []
+llama, ssm, peak, peak_bf16, read = {}, {}, [], [], []
 for r in range(1, rounds + 1):
     for fmt in fmt_names:
         for row in json.load(open(f"{out}/llama-mamba-130m-{fmt}-r{r}.json")):
@@ -64,6 +66,9 @@ for r in range(1, rounds + 1):
         name = b["name"]
         if "BM_PeakFma" in name:
             peak.append(b["FLOP/s"])
+        elif "BM_PeakBf16Dot" in name:
+            if "FLOP/s" in b:  # skipped (no counters) on a CPU without the unit
+                peak_bf16.append(b["FLOP/s"])
         elif "BM_MemoryRead" in name:
             read.append(b["bytes/s"])
         elif name.startswith("BM_Prefill/"):
@@ -77,11 +82,17 @@ def cell(v):
 cpu = next((l.split(":", 1)[1].strip() for l in open(f"{out}/lscpu.txt") if l.startswith("Model name")), "?")
 flags = next((l.split(":", 1)[1].split() for l in open(f"{out}/lscpu.txt") if l.startswith("Flags")), [])
 isa = ", ".join(x for x in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if x in flags)
+bf16_peak = f"{statistics.median(peak_bf16)/1e9:.0f} GFLOP/s" if peak_bf16 else "none (no AVX512-BF16)"
 lines = [f"CPU: {cpu} ({isa}); {rounds} rounds; FMA peak {statistics.median(peak)/1e9:.0f} GFLOP/s, "
+         f"bf16 dot-product peak {bf16_peak}, "
          f"read bandwidth {statistics.median(read)/1e9:.1f} GB/s (medians of bench_model's runs)", "",
          "| workload | weights | llama.cpp tok/s | ssm tok/s | ssm / llama.cpp |", "|---|---|---:|---:|---:|"]
+# Rows: each format, and ssm's bf16 weights with the bf16 unit held off (bench_model's
+# argument 3, prefill only) against the same llama.cpp BF16 runs.
+rows = [(fmt, *names) for fmt, names in fmt_names.items()]
+rows.insert(2, ("bf16", "BF16", "bfloat16, widened (unit held off)", 3))
 for kind in ("pp512", "pp2048", "tg128"):
-    for fmt, (gguf_name, ssm_name, arg) in fmt_names.items():
+    for fmt, gguf_name, ssm_name, arg in rows:
         a, b = llama.get((fmt, kind)), ssm.get((arg, kind))
         if not a or not b:
             continue

@@ -7,11 +7,13 @@
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <vector>
 
 #include "ssm/core/cpu.hpp"
 #include "ssm/core/dtype.hpp"
 #include "ssm/core/error.hpp"
+#include "ssm/core/gemm_bf16.hpp"
 #include "ssm/core/tensor.hpp"
 #include "ssm/core/threads.hpp"
 
@@ -256,6 +258,7 @@ public:
             for (index i = b; i < e; ++i) dst[i] = f32_to_bf16(src[i]);
         });
         w.bf16_ = std::move(bits);
+        w.bf16_packed_ = std::make_shared<Bf16Packed>();
         return w;
     }
 
@@ -342,6 +345,17 @@ public:
     /// Row r of a bfloat16 matrix (cols bf16 values); only for bfloat16 storage.
     [[nodiscard]] const std::uint16_t* bf16_row(index r) const noexcept { return bf16_->data() + r * cols_; }
 
+    /// The bfloat16 matrix in the bf16 dot-product unit's layout (`gemm_bf16`): packed on
+    /// first use (thread-safe) and kept, shared by every copy of this matrix, so a prefill
+    /// GEMM does not repack it. Costs as much memory again as the bfloat16 matrix; a
+    /// matrix that only decodes (few rows) never packs.
+    [[nodiscard]] const PackedBf16& bf16_packed() const {
+        require(is_bf16() && bf16_packed_, "WeightMatrix::bf16_packed: the matrix is not stored in bfloat16");
+        std::call_once(bf16_packed_->once,
+                       [&] { bf16_packed_->packed = PackedBf16(bf16_->data(), cols_, rows_, cols_); });
+        return bf16_packed_->packed;
+    }
+
     /// Rows [r0, r0 + n) as float32 into `dst` (n × cols, contiguous rows).
     void rows_f32(index r0, index n, float* dst) const noexcept {
         const std::size_t count = static_cast<std::size_t>(n * cols_);
@@ -364,8 +378,14 @@ public:
     }
 
 private:
+    struct Bf16Packed {
+        std::once_flag once;
+        PackedBf16 packed;
+    };
+
     Tensor f32_;                                              // float32 storage, or empty
     std::shared_ptr<const std::vector<std::uint16_t>> bf16_;  // bfloat16 storage, or null
+    std::shared_ptr<Bf16Packed> bf16_packed_;                 // with bf16_: its unit layout, made on first use
     std::shared_ptr<const std::vector<std::int8_t>> int8_;    // (rows, blocks·kInt8Block), or null
     std::shared_ptr<const std::vector<float>> int8_scales_;   // (rows, blocks)
     index rows_ = 0, cols_ = 0;

@@ -227,8 +227,7 @@ private:
         const index rows = x.rows(), in = in_features();
         if (rows >= kGemmRows && weight_.format() == WeightFormat::BF16 && gemm_bf16_available()) {
             // The CPU's bf16 dot-product unit: x rounded to bf16, float32 sums.
-            gemm_bf16(x.data(), x.outerStride(), rows, in, weight_.bf16_row(0), in, out_features(), y.data(),
-                      y.outerStride(), accumulate);
+            gemm_bf16(x.data(), x.outerStride(), rows, weight_.bf16_packed(), y.data(), y.outerStride(), accumulate);
             add_bias(y, 0, out_features());
             return;
         }
