@@ -39,8 +39,11 @@ Batch batch_of(const std::vector<std::vector<std::int32_t>>& seqs, std::int32_t 
 template <class F>
 void check_all_parameters(train::Parameters& params, F&& f, double tol, float step, index coords) {
     test::check_parameters(params, f, tol, [&](const std::string& name) {
-        const bool through_dt = name.find("A_log") != std::string::npos || name.find("dt_proj") != std::string::npos;
-        return through_dt ? 3 * step : step;
+        // A_log moves the output by little for its size: its differences need the largest
+        // step to stand above float32 rounding (at 3× the relative error was 0.0057 with
+        // AVX-512 kernels, at 1.5× 0.0087: noise, falling as the step grows).
+        if (name.find("A_log") != std::string::npos) return 6 * step;
+        return name.find("dt_proj") != std::string::npos ? 3 * step : step;
     }, coords);
 }
 
