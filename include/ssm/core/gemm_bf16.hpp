@@ -25,6 +25,16 @@
 #include <immintrin.h>
 #endif
 
+// Unrolled loops for the register tiles: GCC's pragma (clang reads it too). nvcc's front
+// end, which reads these headers in CUDA programs as well, does not know the pragma; there
+// the loops stay rolled (CUDA programs do not prefill on the CPU's bf16 unit).
+#if defined(__CUDACC__)
+#define SSM_UNROLL(n)
+#else
+#define SSM_PRAGMA(x) _Pragma(#x)
+#define SSM_UNROLL(n) SSM_PRAGMA(GCC unroll n)
+#endif
+
 namespace ssm {
 
 /// Whether `gemm_bf16` can run here: the CPU has AVX512-BF16 and the dispatch (`cpu_isa()`,
@@ -58,23 +68,23 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) void bf16_tile(const std:
                                                                       bool accumulate) noexcept {
     // The loops over r and v are unrolled, so that the MR·NV accumulators live in registers.
     __m512 acc[MR][NV];
-#pragma GCC unroll 8
+SSM_UNROLL(8)
     for (int r = 0; r < MR; ++r)
-#pragma GCC unroll 4
+SSM_UNROLL(4)
         for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_setzero_ps();
     for (index p = 0; p < pairs; ++p) {
         __m512bh bv[NV];
-#pragma GCC unroll 4
+SSM_UNROLL(4)
         for (int v = 0; v < NV; ++v) bv[v] = (__m512bh)_mm512_loadu_si512(b + (p * NV + v) * 16);
-#pragma GCC unroll 8
+SSM_UNROLL(8)
         for (int r = 0; r < MR; ++r) {
             // The pair (2p, 2p+1) of row r in every lane (an unaligned 32-bit load).
             const __m512bh av = (__m512bh)_mm512_broadcastd_epi32(_mm_loadu_si32(a + 2 * (r * lda + p)));
-#pragma GCC unroll 4
+SSM_UNROLL(4)
             for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], av, bv[v]);
         }
     }
-#pragma GCC unroll 4
+SSM_UNROLL(4)
     for (int v = 0; v < NV; ++v) {
         const index left = cols - 16 * v;
         if (left <= 0) break;
