@@ -61,39 +61,53 @@ TEST_CASE("WeightMatrix::rows_f32 copies a block of rows from either storage", "
     CHECK(ssm::test::error_of([] { (void)ssm::WeightMatrix(ssm::Tensor::zeros({2, 3, 4})); }).find("2-D") != std::string::npos);
 }
 
-TEST_CASE("dot_rows equals a double-precision dot product for every row count, length and storage", "[weights]") {
-    std::uint64_t seed = 300;
-    std::size_t checked = 0;
-    for (const ssm::index n : {1, 15, 16, 17, 31, 63, 64, 65, 100, 768}) {
-        const auto w = ssm::test::random_floats(static_cast<std::size_t>(n), -1, 1, seed++);
-        const ssm::index ldx = n + 3;  // rows of x with a stride
-        const auto x = ssm::test::random_floats(static_cast<std::size_t>(8 * ldx), -1, 1, seed++);
-        std::vector<std::uint16_t> wb(w.size());
-        for (std::size_t i = 0; i < w.size(); ++i) wb[i] = ssm::f32_to_bf16(w[i]);
-        const auto expect = [&](int r, bool bf16) {
-            double e = 0;
-            for (ssm::index i = 0; i < n; ++i) {
-                const float wi = bf16 ? ssm::bf16_to_f32(wb[static_cast<std::size_t>(i)]) : w[static_cast<std::size_t>(i)];
-                e += static_cast<double>(wi) * x[static_cast<std::size_t>(r * ldx + i)];
-            }
-            return e;
-        };
-        const auto check = [&](const float* got, int rows, bool bf16) {
-            for (int r = 0; r < rows; ++r) {
-                INFO("n " << n << ", row " << r << " of " << rows << (bf16 ? ", bf16" : ", f32"));
-                CHECK(std::abs(got[r] - expect(r, bf16)) <= 1e-5 * (1 + std::abs(expect(r, bf16))));
-                ++checked;
-            }
-        };
-        float out[8];
-        ssm::dot_rows<1>(w.data(), x.data(), ldx, n, out), check(out, 1, false);
-        ssm::dot_rows<2>(w.data(), x.data(), ldx, n, out), check(out, 2, false);
-        ssm::dot_rows<4>(w.data(), x.data(), ldx, n, out), check(out, 4, false);
-        ssm::dot_rows<8>(w.data(), x.data(), ldx, n, out), check(out, 8, false);
-        ssm::dot_rows<1>(wb.data(), x.data(), ldx, n, out), check(out, 1, true);
-        ssm::dot_rows<8>(wb.data(), x.data(), ldx, n, out), check(out, 8, true);
+TEST_CASE("dot_rows equals a double-precision dot product for every row count, length, storage and kernel",
+          "[weights]") {
+    std::size_t checked = 0, paths = 0;
+    for (const ssm::CpuIsa isa : ssm::test::kAllCpuIsas) {
+        if (!ssm::cpu_supports(isa)) continue;
+        const ssm::test::ForceCpuIsa force(isa);
+        REQUIRE(ssm::cpu_isa() == isa);
+        ++paths;
+        std::uint64_t seed = 300;
+        // Lengths around every kernel's step (8 and 64 for AVX2 + FMA, 16 and 64 portable),
+        // below one vector, and dt_proj's 48 (whole vectors, none of the main loop's steps).
+        for (const ssm::index n : {1, 7, 8, 9, 15, 16, 17, 31, 48, 63, 64, 65, 100, 768}) {
+            const auto w = ssm::test::random_floats(static_cast<std::size_t>(n), -1, 1, seed++);
+            const ssm::index ldx = n + 3;  // rows of x with a stride
+            const auto x = ssm::test::random_floats(static_cast<std::size_t>(8 * ldx), -1, 1, seed++);
+            std::vector<std::uint16_t> wb(w.size());
+            for (std::size_t i = 0; i < w.size(); ++i) wb[i] = ssm::f32_to_bf16(w[i]);
+            const auto expect = [&](int r, bool bf16) {
+                double e = 0;
+                for (ssm::index i = 0; i < n; ++i) {
+                    const float wi =
+                        bf16 ? ssm::bf16_to_f32(wb[static_cast<std::size_t>(i)]) : w[static_cast<std::size_t>(i)];
+                    e += static_cast<double>(wi) * x[static_cast<std::size_t>(r * ldx + i)];
+                }
+                return e;
+            };
+            const auto check = [&](const float* got, int rows, bool bf16) {
+                for (int r = 0; r < rows; ++r) {
+                    INFO("kernel " << ssm::isa_name(isa) << ", n " << n << ", row " << r << " of " << rows
+                                   << (bf16 ? ", bf16" : ", f32"));
+                    CHECK(std::abs(got[r] - expect(r, bf16)) <= 1e-5 * (1 + std::abs(expect(r, bf16))));
+                    ++checked;
+                }
+            };
+            float out[8];
+            ssm::dot_rows<1>(w.data(), x.data(), ldx, n, out), check(out, 1, false);
+            ssm::dot_rows<2>(w.data(), x.data(), ldx, n, out), check(out, 2, false);
+            ssm::dot_rows<4>(w.data(), x.data(), ldx, n, out), check(out, 4, false);
+            ssm::dot_rows<8>(w.data(), x.data(), ldx, n, out), check(out, 8, false);
+            ssm::dot_rows<1>(wb.data(), x.data(), ldx, n, out), check(out, 1, true);
+            ssm::dot_rows<2>(wb.data(), x.data(), ldx, n, out), check(out, 2, true);
+            ssm::dot_rows<4>(wb.data(), x.data(), ldx, n, out), check(out, 4, true);
+            ssm::dot_rows<8>(wb.data(), x.data(), ldx, n, out), check(out, 8, true);
+        }
     }
-    CHECK(checked == 10 * 24);
+    REQUIRE(paths >= 1);
+    CHECK(checked == paths * 14 * 30);
 }
 
 TEST_CASE("WeightMatrix::to_int8 keeps each value within half a step of its block's scale", "[weights]") {

@@ -58,41 +58,118 @@ inline void load16(f32x16& v, const std::uint16_t* p) noexcept {  // bf16, widen
 
 }  // namespace detail
 
-/// out[r] = Σᵢ w[i] · x[r·ldx + i] for R input rows at once, with `w` float32 or bfloat16
-/// (widened as it is read, no buffer): each chunk of the weight row is loaded once and
-/// meets all R rows, and there are enough independent sums to hide the multiply-add
-/// latency. What decoding does with every weight row. Scalar without GCC/Clang.
+namespace detail {
+
+#if SSM_X86_DISPATCH
+/// 8 weights as floats: float32 loaded, bfloat16 zero-extended and shifted into the high half.
+__attribute__((target("avx2,fma"))) inline __m256 load8_avx2(const float* p) noexcept { return _mm256_loadu_ps(p); }
+__attribute__((target("avx2,fma"))) inline __m256 load8_avx2(const std::uint16_t* p) noexcept {
+    const __m256i h = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(h, 16));
+}
+
+/// AVX2 + FMA: eight 8-lane sums in registers whatever R is (8/R chunks of 8 per row), so
+/// the multiply-add latency is hidden and nothing spills — a 16-lane vector type would be
+/// split in two on this instruction set and GCC moves its accumulators through the stack,
+/// which halves the speed of a bfloat16 row. Adds the first `8·(n/8)` products of each row
+/// to sum[r] and returns how many it took; the rest are the caller's.
 template <int R, class T>
-inline void dot_rows(const T* w, const float* x, index ldx, index n, float* out) noexcept {
-    float sum[R] = {};
-    index vector_end = 0;  // [0, vector_end) in vectors, the rest one by one
+__attribute__((target("avx2,fma"))) index dot_rows_avx2(const T* w, const float* x, index ldx, index n,
+                                                       float* sum) noexcept {
+    constexpr int kChunks = R >= 8 ? 1 : 8 / R;
+    constexpr index kStep = 8 * kChunks;
+    constexpr index kPrefetchBytes = 4096;
+    __m256 acc[kChunks][R];
+    for (int c = 0; c < kChunks; ++c)
+        for (int r = 0; r < R; ++r) acc[c][r] = _mm256_setzero_ps();
+    const index main_end = n - n % kStep;
+    index i = 0;
+    for (; i < main_end; i += kStep) {
+        // As in the portable loop: with several input rows, ask for the weight row ahead.
+        if constexpr (R > 1) _mm_prefetch(reinterpret_cast<const char*>(w + i) + kPrefetchBytes, _MM_HINT_NTA);
+        for (int c = 0; c < kChunks; ++c) {
+            const __m256 wv = load8_avx2(w + i + 8 * c);
+            for (int r = 0; r < R; ++r) acc[c][r] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + r * ldx + i + 8 * c), acc[c][r]);
+        }
+    }
+    for (; i + 8 <= n; i += 8) {  // whole chunks of 8 left over (a short row: dt_proj's 48)
+        const __m256 wv = load8_avx2(w + i);
+        for (int r = 0; r < R; ++r) acc[0][r] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + r * ldx + i), acc[0][r]);
+    }
+    for (int r = 0; r < R; ++r) {
+        __m256 a = acc[0][r];
+        for (int c = 1; c < kChunks; ++c) a = _mm256_add_ps(a, acc[c][r]);
+        const __m128 h = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+        sum[r] += (h[0] + h[2]) + (h[1] + h[3]);
+    }
+    return i;
+}
+#endif
+
+/// Portable: GCC and Clang vectorise it as far as the compiler's flags allow (16-lane
+/// vectors: one AVX-512 register each when the compiler targets AVX-512). Same contract as
+/// `dot_rows_avx2`.
+template <int R, class T>
+inline index dot_rows_vector(const T* w, const float* x, index ldx, index n, float* sum) noexcept {
 #if defined(__GNUC__) || defined(__clang__)
     constexpr index kStep = 16 * (R >= 4 ? 1 : 4 / R);  // ≥ 4 independent sums per step
     constexpr int kChunks = static_cast<int>(kStep / 16);
     constexpr index kPrefetchBytes = 4096;
-    vector_end = n - n % kStep;
-    detail::f32x16 acc[kChunks][R] = {};
+    const index vector_end = n - n % kStep;
+    f32x16 acc[kChunks][R] = {};
     for (index i = 0; i < vector_end; i += kStep) {
         // Several rows make each weight byte take longer, and the input rows' own streams
         // crowd the hardware prefetcher: ask for the weight row 4 KiB ahead (into the next
         // row at its end), or the loop waits on memory at a fraction of its bandwidth.
         if constexpr (R > 1) __builtin_prefetch(reinterpret_cast<const char*>(w + i) + kPrefetchBytes, 0, 0);
         for (int c = 0; c < kChunks; ++c) {
-            detail::f32x16 wv, xv;
-            detail::load16(wv, w + i + 16 * c);
+            f32x16 wv, xv;
+            load16(wv, w + i + 16 * c);
             for (int r = 0; r < R; ++r) {
-                detail::load16(xv, x + r * ldx + i + 16 * c);
+                load16(xv, x + r * ldx + i + 16 * c);
                 acc[c][r] += wv * xv;
             }
         }
     }
     for (int r = 0; r < R; ++r) {
-        detail::f32x16 a = acc[0][r];
+        f32x16 a = acc[0][r];
         for (int c = 1; c < kChunks; ++c) a += acc[c][r];
-        sum[r] = detail::sum16(a);
+        sum[r] += sum16(a);
     }
+    return vector_end;
+#else
+    (void)w, (void)x, (void)ldx, (void)n, (void)sum;
+    return 0;
 #endif
-    for (index i = vector_end; i < n; ++i) {
+}
+
+}  // namespace detail
+
+/// out[r] = Σᵢ w[i] · x[r·ldx + i] for R input rows at once, with `w` float32 or bfloat16
+/// (widened as it is read, no buffer): each chunk of the weight row is loaded once and
+/// meets all R rows, and there are enough independent sums to hide the multiply-add
+/// latency. What decoding does with every weight row. The kernel follows `cpu_isa()`: the
+/// AVX2 + FMA one from that level up, except that a build targeting AVX-512 itself runs
+/// the portable loop on 16-lane registers on an AVX-512 CPU; scalar without GCC/Clang.
+template <int R, class T>
+inline void dot_rows(const T* w, const float* x, index ldx, index n, float* out) noexcept {
+    float sum[R] = {};
+    index done = 0;  // [0, done) summed by a vector kernel, the rest one by one
+#if SSM_X86_DISPATCH
+#if defined(__AVX512F__)
+    constexpr bool kAvx512Build = true;
+#else
+    constexpr bool kAvx512Build = false;
+#endif
+    const CpuIsa isa = cpu_isa();
+    if (isa == CpuIsa::Generic || (kAvx512Build && (isa == CpuIsa::Avx512 || isa == CpuIsa::Avx512Bf16)))
+        done = detail::dot_rows_vector<R>(w, x, ldx, n, sum);
+    else
+        done = detail::dot_rows_avx2<R>(w, x, ldx, n, sum);
+#else
+    done = detail::dot_rows_vector<R>(w, x, ldx, n, sum);
+#endif
+    for (index i = done; i < n; ++i) {
         const float wv = detail::widen(w[i]);
         for (int r = 0; r < R; ++r) sum[r] += wv * x[r * ldx + i];
     }
