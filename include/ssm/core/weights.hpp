@@ -80,24 +80,31 @@ __attribute__((target("avx2,fma"))) index dot_rows_avx2(const T* w, const float*
     constexpr index kStep = 8 * kChunks;
     constexpr index kPrefetchBytes = 4096;
     __m256 acc[kChunks][R];
+SSM_UNROLL(8)
     for (int c = 0; c < kChunks; ++c)
+SSM_UNROLL(8)
         for (int r = 0; r < R; ++r) acc[c][r] = _mm256_setzero_ps();
     const index main_end = n - n % kStep;
     index i = 0;
     for (; i < main_end; i += kStep) {
         // As in the portable loop: with several input rows, ask for the weight row ahead.
         if constexpr (R > 1) _mm_prefetch(reinterpret_cast<const char*>(w + i) + kPrefetchBytes, _MM_HINT_NTA);
+SSM_UNROLL(8)
         for (int c = 0; c < kChunks; ++c) {
             const __m256 wv = load8_avx2(w + i + 8 * c);
+SSM_UNROLL(8)
             for (int r = 0; r < R; ++r) acc[c][r] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + r * ldx + i + 8 * c), acc[c][r]);
         }
     }
     for (; i + 8 <= n; i += 8) {  // whole chunks of 8 left over (a short row: dt_proj's 48)
         const __m256 wv = load8_avx2(w + i);
+SSM_UNROLL(8)
         for (int r = 0; r < R; ++r) acc[0][r] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + r * ldx + i), acc[0][r]);
     }
+SSM_UNROLL(8)
     for (int r = 0; r < R; ++r) {
         __m256 a = acc[0][r];
+SSM_UNROLL(8)
         for (int c = 1; c < kChunks; ++c) a = _mm256_add_ps(a, acc[c][r]);
         const __m128 h = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
         sum[r] += (h[0] + h[2]) + (h[1] + h[3]);
@@ -224,31 +231,51 @@ inline void dot_rows_int8_generic(const std::int8_t* q, const float* scale, cons
 }
 
 #if SSM_X86_DISPATCH
+/// One block of 32 int8 weights against R rows: acc[r] += (Σ w·x) · scale.
+template <int R>
+__attribute__((target("avx2,fma"), always_inline)) inline void int8_block_avx2(const std::int8_t* qb, const float* s,
+                                                                                const float* x, index ldx,
+                                                                                __m256* acc) noexcept {
+    __m256 w[4];
+SSM_UNROLL(8)
+    for (int j = 0; j < 4; ++j)
+        w[j] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(qb + 8 * j))));
+    const __m256 scale = _mm256_broadcast_ss(s);
+SSM_UNROLL(8)
+    for (int r = 0; r < R; ++r) {
+        const float* xr = x + r * ldx;
+        const __m256 t = _mm256_fmadd_ps(w[1], _mm256_loadu_ps(xr + 8), _mm256_mul_ps(w[0], _mm256_loadu_ps(xr)));
+        const __m256 u = _mm256_fmadd_ps(w[3], _mm256_loadu_ps(xr + 24), _mm256_mul_ps(w[2], _mm256_loadu_ps(xr + 16)));
+        acc[r] = _mm256_fmadd_ps(_mm256_add_ps(t, u), scale, acc[r]);
+    }
+}
+
 /// AVX2 + FMA: sign-extends and converts 8 int8 values at a time (without AVX-512 a compiler
-/// widens an int8 vector one element at a time, a tenth of the speed the memory allows). Two
-/// accumulators per row (even and odd blocks) hide the multiply-add latency.
+/// widens an int8 vector one element at a time, a tenth of the speed the memory allows).
+/// Each step takes 4/R blocks (at least one), each with its own sums per row, so at least
+/// four sums are in flight; their indices are constants once the loops are unrolled, so the
+/// sums stay in registers (indexed by a block's parity, they went through the stack).
 template <int R>
 __attribute__((target("avx2,fma"))) void dot_rows_int8_avx2(const std::int8_t* q, const float* scale,
                                                             const float* x, index ldx, index full,
                                                             float* sum) noexcept {
-    __m256 acc[2][R];
-    for (int r = 0; r < R; ++r) acc[0][r] = acc[1][r] = _mm256_setzero_ps();
-    for (index b = 0; b < full; ++b) {
-        const std::int8_t* qb = q + b * kInt8Block;
-        __m256 w[4];
-        for (int k = 0; k < 4; ++k)
-            w[k] = _mm256_cvtepi32_ps(
-                _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(qb + 8 * k))));
-        const __m256 s = _mm256_set1_ps(scale[b]);
-        for (int r = 0; r < R; ++r) {
-            const float* xr = x + r * ldx + b * kInt8Block;
-            const __m256 t = _mm256_fmadd_ps(w[1], _mm256_loadu_ps(xr + 8), _mm256_mul_ps(w[0], _mm256_loadu_ps(xr)));
-            const __m256 u = _mm256_fmadd_ps(w[3], _mm256_loadu_ps(xr + 24), _mm256_mul_ps(w[2], _mm256_loadu_ps(xr + 16)));
-            acc[b & 1][r] = _mm256_fmadd_ps(_mm256_add_ps(t, u), s, acc[b & 1][r]);
-        }
-    }
+    constexpr int kBlocks = R >= 4 ? 1 : 4 / R;
+    __m256 acc[kBlocks][R];
+SSM_UNROLL(8)
+    for (int k = 0; k < kBlocks; ++k)
+SSM_UNROLL(8)
+        for (int r = 0; r < R; ++r) acc[k][r] = _mm256_setzero_ps();
+    index b = 0;
+    for (; b + kBlocks <= full; b += kBlocks)
+SSM_UNROLL(8)
+        for (int k = 0; k < kBlocks; ++k)
+            int8_block_avx2<R>(q + (b + k) * kInt8Block, scale + b + k, x + (b + k) * kInt8Block, ldx, acc[k]);
+    for (; b < full; ++b) int8_block_avx2<R>(q + b * kInt8Block, scale + b, x + b * kInt8Block, ldx, acc[0]);
+SSM_UNROLL(8)
     for (int r = 0; r < R; ++r) {
-        const __m256 a = _mm256_add_ps(acc[0][r], acc[1][r]);
+        __m256 a = acc[0][r];
+SSM_UNROLL(8)
+        for (int k = 1; k < kBlocks; ++k) a = _mm256_add_ps(a, acc[k][r]);
         const __m128 h = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
         sum[r] += (h[0] + h[2]) + (h[1] + h[3]);
     }
