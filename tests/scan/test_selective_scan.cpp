@@ -190,33 +190,37 @@ TEST_CASE("ParallelScan over packed sequences equals SequentialScan", "[scan]") 
 }
 
 TEST_CASE("selective_state_update token by token equals the full scan", "[scan]") {
-    const Index T = 40, E = 19, N = 16, split = 13;
-    const Problem p({0, T}, E, N, 400);
-    std::vector<float> y_ref, fin_ref;
-    run<ssm::SequentialScan, ssm::MambaDiscretization>(p.args(y_ref, true, true, false, &fin_ref));
+    // N 16: one vector of state per channel; 21: a vector and 5 one by one; 5: none.
+    for (const Index N : {16, 21, 5}) {
+        INFO("N " << N);
+        const Index T = 40, E = 19, split = 13;
+        const Problem p({0, T}, E, N, 400);
+        std::vector<float> y_ref, fin_ref;
+        run<ssm::SequentialScan, ssm::MambaDiscretization>(p.args(y_ref, true, true, false, &fin_ref));
 
-    // Prefill rows [0, split) into a state, then one row at a time.
-    std::vector<float> y, state;
-    auto a = p.args(y, true, true, false, &state);
-    std::vector<Index> head = {0, split};
-    auto pre = a;
-    pre.T = split;
-    pre.offsets = head;
-    run<ssm::ParallelScan, ssm::MambaDiscretization>(pre);
-    for (Index t = split; t < T; ++t) {
-        auto step = a;
-        step.T = 1;
-        step.u += t * a.ld_u, step.dt += t * a.ld_dt, step.B += t * a.ld_B, step.C += t * a.ld_C;
-        step.z += t * a.ld_z, step.y += t * a.ld_y;
-        ssm::selective_state_update<ssm::MambaDiscretization>(step, state.data());
+        // Prefill rows [0, split) into a state, then one row at a time.
+        std::vector<float> y, state;
+        auto a = p.args(y, true, true, false, &state);
+        std::vector<Index> head = {0, split};
+        auto pre = a;
+        pre.T = split;
+        pre.offsets = head;
+        run<ssm::ParallelScan, ssm::MambaDiscretization>(pre);
+        for (Index t = split; t < T; ++t) {
+            auto step = a;
+            step.T = 1;
+            step.u += t * a.ld_u, step.dt += t * a.ld_dt, step.B += t * a.ld_B, step.C += t * a.ld_C;
+            step.z += t * a.ld_z, step.y += t * a.ld_y;
+            ssm::selective_state_update<ssm::MambaDiscretization>(step, state.data());
+        }
+        CHECK(ssm::test::rel_error(y, y_ref) < 1e-6);
+        CHECK(ssm::test::rel_error(state, fin_ref) < 1e-6);
     }
-    CHECK(ssm::test::rel_error(y, y_ref) < 1e-6);
-    CHECK(ssm::test::rel_error(state, fin_ref) < 1e-6);
 }
 
 TEST_CASE("selective_state_update advances a batch of sequences independently", "[scan]") {
     const ssm::test::MultiThreadCheck threaded("batched selective_state_update at 3 threads");
-    const Index Bsz = 5, E = 97, N = 8;  // 5 × 7 blocks of channels: 3 threads get 8 or more
+    const Index Bsz = 5, E = 97, N = 8;  // 485 channels: 3 threads get 64 or more
     const Problem p({0, 1, 2, 3, 4, 5}, E, N, 500);  // five one-token sequences
     std::vector<float> y_ref, fin_ref;
     run<ssm::SequentialScan, ssm::Bilinear>(p.args(y_ref, true, false, true, &fin_ref));

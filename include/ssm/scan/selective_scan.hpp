@@ -277,8 +277,55 @@ using ParallelScan = BasicParallelScan<false>;
 static_assert(Scan<SequentialScan>);
 static_assert(Scan<ParallelScan>);
 
+namespace detail {
+
+/// One token of channel e of sequence t, in the state's own (E, N) layout: the N state
+/// elements of the channel are contiguous, so they are the vector lanes (16 at a time, the
+/// rest one by one), and nothing is transposed. The element-wise arithmetic is the
+/// scan's (`scan_rows`); only the order of y's sum over n differs.
+template <Discretization Disc>
+void step_channel(const SelectiveScanArgs& a, index t, index e, float* s) {
+    constexpr int kLanes = 16;
+    using V = Eigen::Array<float, kLanes, 1>;
+    using V1 = Eigen::Array<float, 1, 1>;
+    const index N = a.N;
+    const float dt = a.dt[t * a.ld_dt + e], u = a.u[t * a.ld_u + e];
+    const float* A = a.A + e * N;
+    const float* Bt = a.B + t * a.ld_B;
+    const float* Ct = a.C + t * a.ld_C;
+    index n = 0;
+    float y = 0.0f;
+    if (N >= kLanes) {
+        const V dt_v = V::Constant(dt);
+        V acc = V::Zero(), a_bar, beta;
+        for (; n + kLanes <= N; n += kLanes) {
+            Disc::discretize(dt_v, V(Eigen::Map<const V>(A + n)), a_bar, beta);
+            Eigen::Map<V> st(s + n);
+            st = ScanOp::advance(V(st), a_bar, V(beta * u * Eigen::Map<const V>(Bt + n)));
+            acc += st * Eigen::Map<const V>(Ct + n);
+        }
+        y = acc.sum();
+    }
+    for (; n < N; ++n) {
+        const V1 dt_v = V1::Constant(dt), A_v = V1::Constant(A[n]);
+        V1 a_bar, beta;
+        Disc::discretize(dt_v, A_v, a_bar, beta);
+        s[n] = ScanOp::advance(V1::Constant(s[n]), a_bar, V1(beta * (u * Bt[n])))(0);
+        y += s[n] * Ct[n];
+    }
+    if (a.D) y += a.D[e] * u;
+    if (a.z) {
+        const float z = a.z[t * a.ld_z + e];
+        y *= z / (1.0f + std::exp(-z));
+    }
+    a.y[t * a.ld_y + e] = y;
+}
+
+}  // namespace detail
+
 /// Decoding: one token for each of `args.T` sequences (row b of u, Δ, B, C, z, y is
-/// sequence b; `args.offsets` is ignored). `state` (T, E, N) is read and advanced.
+/// sequence b; `args.offsets` is ignored). `state` (T, E, N) is read and advanced in place,
+/// channel by channel (`detail::step_channel`), split over the threads.
 template <Discretization Disc>
 void selective_state_update(const SelectiveScanArgs& args, float* state) {
     require(state != nullptr, "selective_state_update: state is null");
@@ -286,13 +333,14 @@ void selective_state_update(const SelectiveScanArgs& args, float* state) {
     for (index i = 0; i <= args.T; ++i) offsets[static_cast<std::size_t>(i)] = i;
     SelectiveScanArgs a = args;
     a.offsets = offsets;
-    a.initial_state = state;
-    a.final_state = state;
     validate(a);
-    const auto AT = detail::transpose_A(a);
-    const detail::Blocks blocks(a.E);
-    // In place is safe: each item reads its block of the state before writing it back.
-    parallel_for(a.T * blocks.count, 8, [&](index b, index e) { detail::scan_items<Disc>(a, AT.data(), blocks, b, e); });
+    const index E = args.E, N = args.N;
+    parallel_for(args.T * E, 64, [&](index begin, index end) {
+        for (index i = begin; i < end; ++i) {
+            const index t = i / E, e = i % E;
+            detail::step_channel<Disc>(args, t, e, state + (t * E + e) * N);
+        }
+    });
 }
 
 }  // namespace ssm
