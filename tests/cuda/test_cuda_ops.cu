@@ -1113,6 +1113,15 @@ TEST_CASE("cuda op: SSD scan equals the CPU sequential SSD over packed sequences
                     p.final_state = in_place ? d_state_in.data() : d_state_out.data();
                     p.chunk = s.Q;
                     cu::SsdWorkspace ws;
+                    if (c.T > 0) {  // the workspace first serves another batch: its chunk table is rebuilt
+                        const std::vector<cu::dindex> whole = {0, static_cast<cu::dindex>(c.T)};
+                        auto d_other = poisoned(y_floats);
+                        cu::SsdParams other = p;
+                        other.y = d_other.data();
+                        other.initial_state = nullptr;
+                        other.final_state = nullptr;
+                        cu::ssd_scan(other, cu::DeviceOffsets(whole), ws, nullptr);
+                    }
                     cu::ssd_scan(p, d_off, ws, nullptr);
                     if (c.T > 0) check_close(d_y.to_host(), y_cpu, kTol, "y");
                     check_close(in_place ? d_state_in.to_host() : d_state_out.to_host(), final_cpu, kTol,

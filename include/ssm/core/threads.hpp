@@ -39,7 +39,11 @@ inline std::atomic<std::int64_t>& parallel_loops_run() {
 [[nodiscard]] inline int num_threads() noexcept {
 #if defined(_OPENMP)
     const int n = detail::thread_setting().load();
-    return n > 0 ? n : omp_get_num_procs();
+    if (n > 0) return n;
+    // Asked once: omp_get_num_procs reads the affinity mask with a system call, and decoding
+    // asks before each of its ~150 parallel loops a token.
+    static const int procs = omp_get_num_procs();
+    return procs;
 #else
     return 1;
 #endif

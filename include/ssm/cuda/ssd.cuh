@@ -53,7 +53,8 @@ inline void validate(const SsdParams& p, const char* what) {
 /// The chunk table and scratch of `ssd_scan`, kept between calls so a scan of the same
 /// shape allocates nothing: per chunk its first row and length, per sequence its
 /// first chunk; the cumulative log-decays (T·H doubles); the chunks' states (chunks·H·P·N
-/// floats).
+/// floats). The table is rebuilt and uploaded only when the batch's offsets or the chunk
+/// length differ from the last call's: the layers of one forward share it.
 class SsdWorkspace {
 public:
     /// Builds the table for `offsets` cut into chunks of Q rows and sizes the scratch.
@@ -61,6 +62,27 @@ public:
                  cudaStream_t stream) {
         require(Q > 0, "cuda::ssd_scan: chunk length must be positive, got ", Q);
         const auto o = offsets.host();
+        const bool same_table = Q == table_chunk_ && std::equal(o.begin(), o.end(), table_offsets_.begin(),
+                                                                table_offsets_.end());
+        if (!same_table) build_table(o, Q, stream);
+        cum_.reserve(static_cast<std::size_t>(std::max<dindex>(offsets.tokens() * H, 1)));
+        states_.reserve(static_cast<std::size_t>(std::max<dindex>(chunks_ * H * P * N, 1)));
+    }
+
+    [[nodiscard]] dindex chunks() const noexcept { return chunks_; }
+    [[nodiscard]] const dindex* chunk_t0() const noexcept { return table_.data(); }
+    [[nodiscard]] const dindex* chunk_len() const noexcept { return table_.data() + chunks_; }
+    [[nodiscard]] const dindex* seq_first_chunk() const noexcept {
+        return table_.data() + 2 * chunks_;
+    }
+    [[nodiscard]] double* cum() noexcept { return cum_.data(); }
+    [[nodiscard]] float* states() noexcept { return states_.data(); }
+
+private:
+    /// The table for offsets `o` in chunks of Q rows, uploaded (which waits for the stream).
+    void build_table(std::span<const dindex> o, dindex Q, cudaStream_t stream) {
+        table_offsets_.clear();  // describes no table until the upload has succeeded
+        table_chunk_ = 0;
         const std::size_t nseq = o.size() - 1;
         std::vector<dindex> t0, len, first{0};
         for (std::size_t s = 0; s < nseq; ++s) {
@@ -76,21 +98,13 @@ public:
         for (const auto* part : {&t0, &len, &first}) table.insert(table.end(), part->begin(), part->end());
         table_.reserve(table.size());
         table_.upload(table, stream);
-        cum_.reserve(static_cast<std::size_t>(std::max<dindex>(offsets.tokens() * H, 1)));
-        states_.reserve(static_cast<std::size_t>(std::max<dindex>(chunks_ * H * P * N, 1)));
+        table_offsets_.assign(o.begin(), o.end());
+        table_chunk_ = Q;
     }
 
-    [[nodiscard]] dindex chunks() const noexcept { return chunks_; }
-    [[nodiscard]] const dindex* chunk_t0() const noexcept { return table_.data(); }
-    [[nodiscard]] const dindex* chunk_len() const noexcept { return table_.data() + chunks_; }
-    [[nodiscard]] const dindex* seq_first_chunk() const noexcept {
-        return table_.data() + 2 * chunks_;
-    }
-    [[nodiscard]] double* cum() noexcept { return cum_.data(); }
-    [[nodiscard]] float* states() noexcept { return states_.data(); }
-
-private:
     DeviceBuffer<dindex> table_;
+    std::vector<dindex> table_offsets_;  // what table_ was built for
+    dindex table_chunk_ = 0;
     DeviceBuffer<double> cum_;
     DeviceBuffer<float> states_;
     dindex chunks_ = 0;
@@ -360,9 +374,10 @@ __global__ void __launch_bounds__(kThreads) ssd_state_update_kernel(SsdParams p,
 
 /// The chunked SSD over the packed sequences of `offsets` (`ssm::ChunkedSsd` with
 /// Q = p.chunk, or 64): y, and each sequence's final state when `p.final_state` is set.
-/// `ws` keeps the chunk table and scratch between calls. Queued on `stream`; the chunk table
-/// is built on the host and uploaded first, which waits for the stream (so a call cannot be
-/// captured in a CUDA graph, and one workspace serves one stream).
+/// `ws` keeps the chunk table and scratch between calls. Queued on `stream`. The chunk table
+/// is built on the host and uploaded, which waits for the stream, only when the offsets or
+/// the chunk length changed since the workspace's last call (so the layers of a forward
+/// after the first queue without waiting; one workspace serves one stream).
 inline void ssd_scan(const SsdParams& p, const DeviceOffsets& offsets, SsdWorkspace& ws,
                      cudaStream_t stream) {
     validate(p, "cuda::ssd_scan");
