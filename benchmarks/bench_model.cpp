@@ -147,6 +147,33 @@ void BM_Decode(benchmark::State& state) {
     state.counters["threads"] = ssm::num_threads();
 }
 
+/// Decoding's projections alone: every layer's in_proj, x_proj, dt_proj and out_proj, then
+/// the head, each on one row, in a token's order (argument: weight storage as BM_Decode's).
+/// Beside BM_Decode/1, it splits a token's time into the weight-streaming matrix-vector
+/// products and the rest (conv, scan step, norms).
+void BM_DecodeProjections(benchmark::State& state) {
+    const ssm::WeightFormat format = format_of(state.range(0));
+    const auto& m = model(format);
+    ssm::Matrix x = ssm::Matrix::Random(1, 2 * kE), y(1, kVocab);
+    const auto project = [&](const ssm::Linear& l) {
+        l.forward(ssm::ConstStridedMap(x.data(), 1, l.in_features(), Eigen::OuterStride<>(x.cols())),
+                  ssm::StridedMap(y.data(), 1, l.out_features(), Eigen::OuterStride<>(y.cols())));
+    };
+    for (auto _ : state) {
+        for (const auto& layer : m.backbone()) {
+            const auto& mixer = layer.mixer();
+            for (const ssm::Linear* l : {&mixer.in_proj(), &mixer.x_proj(), &mixer.dt_proj(), &mixer.out_proj()})
+                project(*l);
+        }
+        project(m.head().projection());
+        benchmark::DoNotOptimize(y.data());
+    }
+    const double weight_bytes = bytes_per_weight(format) * (kLayerGemmParams * kLayers + static_cast<double>(kD) * kVocab);
+    state.counters["weight_bytes/s"] =
+        benchmark::Counter(weight_bytes * static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
+    state.counters["threads"] = ssm::num_threads();
+}
+
 }  // namespace
 
 BENCHMARK(ssm::bench::BM_PeakFma)->Unit(benchmark::kMillisecond)->UseRealTime();
@@ -155,4 +182,5 @@ BENCHMARK(ssm::bench::BM_MemoryRead)->Unit(benchmark::kMillisecond)->UseRealTime
 BENCHMARK(BM_Projection)->ArgsProduct({{512, 2048}, {0, 1, 2}})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_Prefill)->ArgsProduct({{512, 2048, 8192}, {0, 1, 3, 2}})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_Decode)->ArgsProduct({{1, 8, 16, 32, 64}, {0, 1, 2}})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_DecodeProjections)->DenseRange(0, 2)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_MAIN();
