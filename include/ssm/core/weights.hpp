@@ -61,6 +61,20 @@ inline void load16(f32x16& v, const std::uint16_t* p) noexcept {  // bf16, widen
 namespace detail {
 
 #if SSM_X86_DISPATCH
+/// sum[r] += every lane of acc[0][r] + … + acc[K−1][r]: the K partial sums of each of R rows.
+template <int K, int R>
+__attribute__((target("avx2,fma"), always_inline)) inline void add_sums_avx2(const __m256 (&acc)[K][R],
+                                                                              float* sum) noexcept {
+SSM_UNROLL(8)
+    for (int r = 0; r < R; ++r) {
+        __m256 a = acc[0][r];
+SSM_UNROLL(8)
+        for (int k = 1; k < K; ++k) a = _mm256_add_ps(a, acc[k][r]);
+        const __m128 h = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+        sum[r] += (h[0] + h[2]) + (h[1] + h[3]);
+    }
+}
+
 /// 8 weights as floats: float32 loaded, bfloat16 zero-extended and shifted into the high half.
 __attribute__((target("avx2,fma"))) inline __m256 load8_avx2(const float* p) noexcept { return _mm256_loadu_ps(p); }
 __attribute__((target("avx2,fma"))) inline __m256 load8_avx2(const std::uint16_t* p) noexcept {
@@ -101,14 +115,7 @@ SSM_UNROLL(8)
 SSM_UNROLL(8)
         for (int r = 0; r < R; ++r) acc[0][r] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + r * ldx + i), acc[0][r]);
     }
-SSM_UNROLL(8)
-    for (int r = 0; r < R; ++r) {
-        __m256 a = acc[0][r];
-SSM_UNROLL(8)
-        for (int c = 1; c < kChunks; ++c) a = _mm256_add_ps(a, acc[c][r]);
-        const __m128 h = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
-        sum[r] += (h[0] + h[2]) + (h[1] + h[3]);
-    }
+    add_sums_avx2(acc, sum);
     return i;
 }
 #endif
@@ -271,14 +278,7 @@ SSM_UNROLL(8)
         for (int k = 0; k < kBlocks; ++k)
             int8_block_avx2<R>(q + (b + k) * kInt8Block, scale + b + k, x + (b + k) * kInt8Block, ldx, acc[k]);
     for (; b < full; ++b) int8_block_avx2<R>(q + b * kInt8Block, scale + b, x + b * kInt8Block, ldx, acc[0]);
-SSM_UNROLL(8)
-    for (int r = 0; r < R; ++r) {
-        __m256 a = acc[0][r];
-SSM_UNROLL(8)
-        for (int k = 1; k < kBlocks; ++k) a = _mm256_add_ps(a, acc[k][r]);
-        const __m128 h = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
-        sum[r] += (h[0] + h[2]) + (h[1] + h[3]);
-    }
+    add_sums_avx2(acc, sum);
 }
 
 /// AVX-512: 16 int8 values sign-extended and converted at a time, one block in two halves.
