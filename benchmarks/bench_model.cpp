@@ -56,6 +56,11 @@ double bytes_per_weight(ssm::WeightFormat format) {
     return format == ssm::WeightFormat::Int8 ? 36.0 / 32.0 : format == ssm::WeightFormat::BF16 ? 2.0 : 4.0;
 }
 
+/// Weight bytes one decoding token reads in `format`: every layer's projections and the head.
+double decode_weight_bytes(ssm::WeightFormat format) {
+    return bytes_per_weight(format) * (kLayerGemmParams * kLayers + static_cast<double>(kD) * kVocab);
+}
+
 /// The model with its matrices stored in `format`.
 const ssm::MambaLM& model(ssm::WeightFormat format) {
     static const ssm::MambaLM f32 = [] {
@@ -142,8 +147,7 @@ void BM_Decode(benchmark::State& state) {
     }
     const double steps = static_cast<double>(state.iterations());
     state.SetItemsProcessed(static_cast<std::int64_t>(steps * static_cast<double>(B)));
-    const double weight_bytes = bytes_per_weight(format) * (kLayerGemmParams * kLayers + static_cast<double>(kD) * kVocab);
-    state.counters["weight_bytes/s"] = benchmark::Counter(weight_bytes * steps, benchmark::Counter::kIsRate);
+    state.counters["weight_bytes/s"] = benchmark::Counter(decode_weight_bytes(format) * steps, benchmark::Counter::kIsRate);
     state.counters["threads"] = ssm::num_threads();
 }
 
@@ -168,9 +172,8 @@ void BM_DecodeProjections(benchmark::State& state) {
         project(m.head().projection());
         benchmark::DoNotOptimize(y.data());
     }
-    const double weight_bytes = bytes_per_weight(format) * (kLayerGemmParams * kLayers + static_cast<double>(kD) * kVocab);
-    state.counters["weight_bytes/s"] =
-        benchmark::Counter(weight_bytes * static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
+    state.counters["weight_bytes/s"] = benchmark::Counter(
+        decode_weight_bytes(format) * static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
     state.counters["threads"] = ssm::num_threads();
 }
 

@@ -279,40 +279,37 @@ static_assert(Scan<ParallelScan>);
 
 namespace detail {
 
+/// State elements [n0, n1) of one channel advanced by one token, W at a time as vector lanes
+/// ((n1 − n0) a multiple of W), the arithmetic element for element the scan's (`scan_rows`);
+/// returns their part of y, Σ_n s[n]·C[n].
+template <Discretization Disc, int W>
+float step_lanes(float dt, float u, const float* A, const float* B, const float* C, float* s, index n0, index n1) {
+    using V = Eigen::Array<float, W, 1>;
+    const V dt_v = V::Constant(dt);
+    V acc = V::Zero(), a_bar, beta;
+    for (index n = n0; n < n1; n += W) {
+        Disc::discretize(dt_v, V(Eigen::Map<const V>(A + n)), a_bar, beta);
+        Eigen::Map<V> st(s + n);
+        st = ScanOp::advance(V(st), a_bar, V(beta * u * Eigen::Map<const V>(B + n)));
+        acc += st * Eigen::Map<const V>(C + n);
+    }
+    return acc.sum();
+}
+
 /// One token of channel e of sequence t, in the state's own (E, N) layout: the N state
 /// elements of the channel are contiguous, so they are the vector lanes (16 at a time, the
-/// rest one by one), and nothing is transposed. The element-wise arithmetic is the
-/// scan's (`scan_rows`); only the order of y's sum over n differs.
+/// rest one by one), and nothing is transposed. Only the order of y's sum over n differs
+/// from the scan's.
 template <Discretization Disc>
 void step_channel(const SelectiveScanArgs& a, index t, index e, float* s) {
     constexpr int kLanes = 16;
-    using V = Eigen::Array<float, kLanes, 1>;
-    using V1 = Eigen::Array<float, 1, 1>;
-    const index N = a.N;
+    const index N = a.N, vector_end = N - N % kLanes;
     const float dt = a.dt[t * a.ld_dt + e], u = a.u[t * a.ld_u + e];
     const float* A = a.A + e * N;
     const float* Bt = a.B + t * a.ld_B;
     const float* Ct = a.C + t * a.ld_C;
-    index n = 0;
-    float y = 0.0f;
-    if (N >= kLanes) {
-        const V dt_v = V::Constant(dt);
-        V acc = V::Zero(), a_bar, beta;
-        for (; n + kLanes <= N; n += kLanes) {
-            Disc::discretize(dt_v, V(Eigen::Map<const V>(A + n)), a_bar, beta);
-            Eigen::Map<V> st(s + n);
-            st = ScanOp::advance(V(st), a_bar, V(beta * u * Eigen::Map<const V>(Bt + n)));
-            acc += st * Eigen::Map<const V>(Ct + n);
-        }
-        y = acc.sum();
-    }
-    for (; n < N; ++n) {
-        const V1 dt_v = V1::Constant(dt), A_v = V1::Constant(A[n]);
-        V1 a_bar, beta;
-        Disc::discretize(dt_v, A_v, a_bar, beta);
-        s[n] = ScanOp::advance(V1::Constant(s[n]), a_bar, V1(beta * (u * Bt[n])))(0);
-        y += s[n] * Ct[n];
-    }
+    float y = step_lanes<Disc, kLanes>(dt, u, A, Bt, Ct, s, 0, vector_end);
+    y += step_lanes<Disc, 1>(dt, u, A, Bt, Ct, s, vector_end, N);
     if (a.D) y += a.D[e] * u;
     if (a.z) {
         const float z = a.z[t * a.ld_z + e];
