@@ -10,6 +10,8 @@
 #include "ssm/core/checked.hpp"
 #include "ssm/core/tensor.hpp"
 
+namespace test_checked {
+
 TEST_CASE("checked_mul and checked_add report overflow instead of wrapping", "[checked]") {
     constexpr auto i64max = std::numeric_limits<std::int64_t>::max();
     constexpr auto u64max = std::numeric_limits<std::uint64_t>::max();
@@ -68,3 +70,5 @@ TEST_CASE("checked_mul and checked_add agree with the compiler's overflow builti
         }
     }
 }
+
+}  // namespace test_checked

@@ -9,6 +9,8 @@
 #include "ssm/core/dtype.hpp"
 #include "test_util.hpp"
 
+namespace test_dtype {
+
 TEST_CASE("dtype names parse back and sizes are right", "[dtype]") {
     for (auto t : {ssm::DType::F32, ssm::DType::F16, ssm::DType::BF16, ssm::DType::F64, ssm::DType::I64,
                    ssm::DType::I32, ssm::DType::I16, ssm::DType::I8, ssm::DType::U8, ssm::DType::Bool})
@@ -66,3 +68,5 @@ TEST_CASE("convert_to_f32 reads unaligned data of each float and integer type", 
     CHECK(out[1] == 2.0f);
     CHECK_FALSE(ssm::convert_to_f32(ssm::DType::Bool, buf, out, 1));
 }
+
+}  // namespace test_dtype

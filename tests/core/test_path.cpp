@@ -13,6 +13,8 @@
 #include "ssm/train/init.hpp"
 #include "test_util.hpp"
 
+namespace test_path {
+
 namespace fs = std::filesystem;
 
 TEST_CASE("path_kind: missing, file, folder and other", "[path]") {
@@ -63,3 +65,5 @@ TEST_CASE("a path that cannot be inspected is an ssm::Error naming it in every l
     CHECK(msg.find("model.safetensors") != std::string::npos);
     fs::remove_all(dir);
 }
+
+}  // namespace test_path

@@ -5,6 +5,8 @@
 #include "ssm/core/progress.hpp"
 #include "test_util.hpp"
 
+namespace test_progress {
+
 TEST_CASE("Progress formats count, percentage, rate and ETA", "[progress]") {
     ssm::Progress p("encode", 1000, "tok", nullptr, false);
     CHECK_FALSE(p.enabled());
@@ -43,3 +45,5 @@ TEST_CASE("Progress draws nothing on a stream that is not a terminal", "[progres
     CHECK(std::ftell(f) > 0);
     std::fclose(f);
 }
+
+}  // namespace test_progress

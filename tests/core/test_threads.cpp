@@ -5,6 +5,8 @@
 #include "ssm/core/threads.hpp"
 #include "test_util.hpp"
 
+namespace test_threads {
+
 TEST_CASE("parallel_for visits every index exactly once", "[threads]") {
     const ssm::test::MultiThreadCheck threaded("parallel_for at 2, 3 and 8 threads");
     for (int threads : {1, 2, 3, 8}) {
@@ -35,3 +37,5 @@ TEST_CASE("parallel_for rethrows an ssm::Error from a worker", "[threads]") {
     CHECK(msg.find("worker failed") != std::string::npos);
     CHECK(ssm::test::error_of([] { ssm::set_num_threads(-1); }).find("-1") != std::string::npos);
 }
+
+}  // namespace test_threads

@@ -11,6 +11,8 @@
 #include "ssm/layers/linear.hpp"
 #include "test_util.hpp"
 
+namespace test_weights {
+
 TEST_CASE("WeightMatrix::to_bf16 rounds every value as f32_to_bf16 and widens it back exactly", "[weights]") {
     const ssm::test::MultiThreadCheck threaded("to_bf16 at 2 threads");
     const ssm::index rows = 37, cols = 200000 / 37;  // enough elements for 2 threads (2^16 each, at least)
@@ -239,3 +241,5 @@ TEST_CASE("the CPU kernels' instruction set is chosen at run time and can be for
         CHECK((y - reference).cwiseAbs().maxCoeff() <= 1e-5f * (1.0f + reference.cwiseAbs().maxCoeff()));
     }
 }
+
+}  // namespace test_weights

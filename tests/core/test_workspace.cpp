@@ -4,6 +4,8 @@
 #include "ssm/core/workspace.hpp"
 #include "test_util.hpp"
 
+namespace test_workspace {
+
 TEST_CASE("Workspace hands out disjoint aligned matrices and stops growing", "[workspace]") {
     ssm::Workspace ws;
     for (int pass = 0; pass < 3; ++pass) {
@@ -24,3 +26,5 @@ TEST_CASE("Workspace hands out disjoint aligned matrices and stops growing", "[w
     CHECK(ws.capacity_floats() == cap);
     CHECK(cap > 0);
 }
+
+}  // namespace test_workspace

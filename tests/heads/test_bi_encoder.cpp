@@ -7,6 +7,8 @@
 #include "ssm/ssm.hpp"
 #include "test_util.hpp"
 
+namespace test_bi_encoder {
+
 using ssm::test::span_of;
 
 TEST_CASE("BiEncoderHead<LastToken> gives transformers' embeddings and cosines", "[bi_encoder]") {
@@ -65,3 +67,5 @@ TEST_CASE("a model without an LM head refuses logits and says so", "[bi_encoder]
     const auto msg = ssm::test::error_of([&] { (void)model.forward(ssm::Batch::of({{1, 2, 3}}), {ssm::Logits::All, false}); });
     CHECK(msg.find("Logits::None") != std::string::npos);
 }
+
+}  // namespace test_bi_encoder

@@ -7,6 +7,8 @@
 #include "ssm/ssm.hpp"
 #include "test_util.hpp"
 
+namespace test_generate {
+
 using ssm::test::ids_of;
 
 TEST_CASE("greedy generate() reproduces generate.output exactly", "[generate]") {
@@ -91,3 +93,5 @@ TEST_CASE("sampled generation with a seed repeats exactly", "[generate]") {
     CHECK(a.size() == 30);
     CHECK(a == ssm::generate(model, prompt, o).tokens);
 }
+
+}  // namespace test_generate

@@ -7,6 +7,8 @@
 #include "ssm/ssm.hpp"
 #include "test_util.hpp"
 
+namespace test_reranker {
+
 TEST_CASE("RerankerHead scores match transformers on every bundled checkpoint", "[reranker]") {
     const auto scratch = ssm::test::scratch_dir("reranker");
     for (const char* folder : {"mamba-tiny", "mambabyte-tiny", "mamba-tiny-bf16-sharded", "falcon-mamba-tiny",
@@ -62,3 +64,5 @@ TEST_CASE("RerankerHead::pair_text is the RankMamba template", "[reranker]") {
     CHECK(ssm::RerankerHead::pair_text("what is ssm", "Mamba is an SSM.") ==
           "Document: Mamba is an SSM.\n\nQuery: what is ssm");
 }
+
+}  // namespace test_reranker

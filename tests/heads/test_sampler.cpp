@@ -8,6 +8,8 @@
 #include "ssm/heads/sampler.hpp"
 #include "test_util.hpp"
 
+namespace test_sampler {
+
 namespace {
 
 std::vector<float> random_logits(std::size_t n, std::uint64_t seed) {
@@ -130,3 +132,5 @@ TEST_CASE("bad sampling options are refused by name", "[sampler]") {
     o.top_k = -2;
     CHECK(ssm::test::error_of([&] { ssm::Sampler s(o); }).find("top_k") != std::string::npos);
 }
+
+}  // namespace test_sampler

@@ -10,6 +10,8 @@
 #include "ssm/io/checkpoint.hpp"
 #include "test_util.hpp"
 
+namespace test_checkpoint {
+
 namespace fs = std::filesystem;
 
 TEST_CASE("opens a folder, a single file, and a sharded BF16 checkpoint", "[checkpoint]") {
@@ -134,3 +136,5 @@ TEST_CASE("broken folders, indexes and shards are errors naming what is wrong", 
     expect(dir, "model.safetensors.index.json: not a regular file");
     fs::remove_all(dir);
 }
+
+}  // namespace test_checkpoint

@@ -7,6 +7,8 @@
 #include "ssm/io/config.hpp"
 #include "test_util.hpp"
 
+namespace test_config {
+
 namespace fs = std::filesystem;
 
 namespace {
@@ -174,3 +176,5 @@ TEST_CASE("a deeply nested value in an error message is shown without recursion"
     }
     fs::remove_all(dir);
 }
+
+}  // namespace test_config

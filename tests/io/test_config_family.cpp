@@ -9,6 +9,8 @@
 #include "ssm/io/config.hpp"
 #include "test_util.hpp"
 
+namespace test_config_family {
+
 namespace fs = std::filesystem;
 
 namespace {
@@ -155,3 +157,5 @@ TEST_CASE("config family: inconsistent Mamba-2 configs are refused with the file
         fs::remove_all(dir);
     }
 }
+
+}  // namespace test_config_family

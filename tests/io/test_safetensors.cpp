@@ -10,6 +10,8 @@
 #include "ssm/io/safetensors.hpp"
 #include "test_util.hpp"
 
+namespace test_safetensors {
+
 namespace fs = std::filesystem;
 
 namespace {
@@ -204,3 +206,5 @@ TEST_CASE("malformed files are rejected with the file and tensor named", "[safet
           std::string::npos);
     fs::remove_all(dir);
 }
+
+}  // namespace test_safetensors

@@ -15,6 +15,8 @@
 #include "ssm/io/torch_file.hpp"
 #include "test_util.hpp"
 
+namespace test_torch_file {
+
 namespace fs = std::filesystem;
 
 namespace {
@@ -334,3 +336,5 @@ TEST_CASE("checkpoints: a state-spaces folder with pytorch_model.bin, and bin sh
     CHECK(ssm::Checkpoint::open(dir).file_of("encoder.weight").filename() == "pytorch_model.bin");
     fs::remove_all(dir);
 }
+
+}  // namespace test_torch_file

@@ -6,6 +6,8 @@
 #include "ssm/layers/activations.hpp"
 #include "test_util.hpp"
 
+namespace test_activations {
+
 TEST_CASE("silu_inplace = v / (1 + exp(-v))", "[activations]") {
     auto v = ssm::test::random_floats(1001, -30, 30, 80);
     std::vector<float> expect(v.size());
@@ -44,3 +46,5 @@ TEST_CASE("silu_inplace and softplus_inplace give the same bits wherever the val
         }
     }
 }
+
+}  // namespace test_activations

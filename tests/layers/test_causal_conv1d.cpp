@@ -6,6 +6,8 @@
 #include "ssm/layers/causal_conv1d.hpp"
 #include "test_util.hpp"
 
+namespace test_causal_conv1d {
+
 namespace {
 
 double silu(double v) { return v / (1 + std::exp(-v)); }
@@ -99,3 +101,5 @@ TEST_CASE("CausalConv1d rejects a non-depthwise weight and offsets that do not c
     CHECK(ssm::test::error_of([&] { conv.forward(cmap(x, 5, 4), bad, map(out, 5, 4), true); })
               .find("offsets") != std::string::npos);
 }
+
+}  // namespace test_causal_conv1d

@@ -4,6 +4,8 @@
 #include "ssm/layers/embedding.hpp"
 #include "test_util.hpp"
 
+namespace test_embedding {
+
 TEST_CASE("Embedding gathers table rows", "[embedding]") {
     const auto table = ssm::test::random_floats(10 * 4, -1, 1, 70);
     const ssm::Embedding emb(ssm::Tensor::from({10, 4}, table));
@@ -40,3 +42,5 @@ TEST_CASE("Embedding rejects ids outside [0, vocab) naming the position", "[embe
         CHECK(msg.find(std::to_string(bad)) != std::string::npos);
     }
 }
+
+}  // namespace test_embedding

@@ -10,6 +10,8 @@
 #include "ssm/layers/linear.hpp"
 #include "test_util.hpp"
 
+namespace test_linear {
+
 namespace {
 
 std::vector<float> naive(const std::vector<float>& x, const std::vector<float>& w, const std::vector<float>* b,
@@ -182,3 +184,5 @@ TEST_CASE("Linear rejects mismatched shapes", "[linear]") {
     CHECK(ssm::test::error_of([] { ssm::Linear(ssm::Tensor::zeros({4, 3}), ssm::Tensor::zeros({5})); })
               .find("bias") != std::string::npos);
 }
+
+}  // namespace test_linear

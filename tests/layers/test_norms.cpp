@@ -6,6 +6,8 @@
 #include "ssm/layers/rms_norm.hpp"
 #include "test_util.hpp"
 
+namespace test_norms {
+
 TEST_CASE("RMSNorm = x · rsqrt(mean(x²) + eps) · w", "[norm]") {
     const ssm::index rows = 37, dim = 48;
     const double eps = 1e-5;
@@ -69,3 +71,5 @@ TEST_CASE("norms reject a width that does not match the weight", "[norm]") {
                           ssm::StridedMap(y.data(), 2, 7, Eigen::OuterStride<>(7)));
           }).find("RMSNorm") != std::string::npos);
 }
+
+}  // namespace test_norms

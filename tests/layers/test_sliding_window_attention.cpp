@@ -11,6 +11,8 @@
 #include "ssm/layers/sliding_window_attention.hpp"
 #include "test_util.hpp"
 
+namespace test_sliding_window_attention {
+
 namespace {
 
 using Shape = ssm::SlidingWindowAttention::Shape;
@@ -307,3 +309,5 @@ TEST_CASE("rotary: rotations keep lengths, and scores depend on relative positio
     CHECK(std::abs(s1 - s2) < 1e-5 * std::abs(s1));
     CHECK(std::abs(s1 - dot(rotated(q0, 10), rotated(k0, 4))) > 1e-3);  // and it does depend on it
 }
+
+}  // namespace test_sliding_window_attention

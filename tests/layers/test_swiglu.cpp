@@ -6,6 +6,8 @@
 #include "ssm/layers/swiglu.hpp"
 #include "test_util.hpp"
 
+namespace test_swiglu {
+
 namespace {
 
 std::vector<float> naive(const std::vector<float>& x, const std::vector<float>& g,
@@ -81,3 +83,5 @@ TEST_CASE("swiglu: weights of disagreeing shapes are refused", "[swiglu]") {
     CHECK(ssm::test::error_of([&] { ssm::SwiGLU(t(8, 4), t(8, 4), t(4, 9)); }).find("down") !=
           std::string::npos);
 }
+
+}  // namespace test_swiglu

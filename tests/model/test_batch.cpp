@@ -2,6 +2,8 @@
 #include "ssm/model/batch.hpp"
 #include "test_util.hpp"
 
+namespace test_batch {
+
 TEST_CASE("Batch packs sequences back to back with offsets", "[batch]") {
     const auto b = ssm::Batch::of({{1, 2, 3}, {4}, {5, 6}});
     CHECK(b.size() == 3);
@@ -17,3 +19,5 @@ TEST_CASE("Batch rejects an empty sequence, naming it", "[batch]") {
     b.add(std::vector<std::int32_t>{1});
     CHECK(ssm::test::error_of([&] { b.add(std::vector<std::int32_t>{}); }).find("sequence 1") != std::string::npos);
 }
+
+}  // namespace test_batch

@@ -11,6 +11,8 @@
 #include "model/generation_check.hpp"
 #include "test_util.hpp"
 
+namespace test_int8_weights {
+
 namespace {
 
 using ssm::test::ids_of;
@@ -98,3 +100,5 @@ TEST_CASE("int8 weights: logits within the documented distance of the float32 re
     // Greedy decoding agrees with the float64 reference, or parts from it at a near-tie.
     ssm::test::check_generation(model, ref, 2e-2, 0.05);
 }
+
+}  // namespace test_int8_weights

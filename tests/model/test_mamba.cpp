@@ -10,6 +10,8 @@
 #include "ssm/ssm.hpp"
 #include "test_util.hpp"
 
+namespace test_mamba {
+
 namespace fs = std::filesystem;
 
 namespace {
@@ -123,3 +125,5 @@ TEST_CASE("forward and step reject bad batches and states", "[model]") {
     CHECK(ssm::test::error_of([&] { (void)model.forward(ssm::Batch::of({{1}}), {}, &short_state); })
               .find("state has 2 layers") != std::string::npos);
 }
+
+}  // namespace test_mamba

@@ -11,6 +11,8 @@
 #include "model/parity_check.hpp"
 #include "test_util.hpp"
 
+namespace test_mamba2 {
+
 namespace {
 
 using ssm::test::ids_of;
@@ -146,3 +148,5 @@ TEST_CASE("Mamba-2 checkpoints are refused as Mamba-1 models, and the reverse", 
         return 0;
     });
 }
+
+}  // namespace test_mamba2

@@ -12,6 +12,8 @@
 #include "ssm/ssm.hpp"
 #include "test_util.hpp"
 
+namespace test_mamba_ssm_reference {
+
 namespace {
 
 // ‖out − ref‖ / ‖ref‖ against a forward in float64 (with mamba_ssm's float32 scan).
@@ -77,3 +79,5 @@ TEST_CASE("mamba_ssm references: prefill then step-by-step decoding reproduces g
         ssm::test::check_generation(ssm::MambaLMLayerNorm::load(dir), ref, kTol);
     }
 }
+
+}  // namespace test_mamba_ssm_reference

@@ -11,6 +11,8 @@
 #include "model/parity_check.hpp"
 #include "test_util.hpp"
 
+namespace test_parity {
+
 namespace {
 
 using ssm::test::rel_error;
@@ -182,3 +184,5 @@ TEST_CASE("parity: bfloat16 weights are exact for a BF16 checkpoint, close for a
         std::filesystem::remove_all(rounded_dir);
     }
 }
+
+}  // namespace test_parity

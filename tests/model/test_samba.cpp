@@ -13,6 +13,8 @@
 #include "ssm/ssm.hpp"
 #include "test_util.hpp"
 
+namespace test_samba {
+
 namespace {
 
 using ssm::test::ids_of;
@@ -331,3 +333,5 @@ TEST_CASE("samba: a missing tensor or a shape that disagrees with the config nam
     CHECK(shape.find("[144, 48]") != std::string::npos);  // (3 + 2·3) · 16 rows found
     fs::remove_all(scratch);
 }
+
+}  // namespace test_samba

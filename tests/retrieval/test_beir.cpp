@@ -7,6 +7,8 @@
 #include "ssm/retrieval/beir.hpp"
 #include "test_util.hpp"
 
+namespace test_beir {
+
 namespace fs = std::filesystem;
 
 namespace {
@@ -176,3 +178,5 @@ TEST_CASE("corpus and queries: malformed lines and fields are errors naming FILE
     CHECK(q[1].id == "-3");
     fs::remove_all(dir);
 }
+
+}  // namespace test_beir

@@ -7,6 +7,8 @@
 #include "ssm/ssm.hpp"
 #include "test_util.hpp"
 
+namespace test_encode {
+
 TEST_CASE("encode_sequences keeps input order and does not depend on the batching", "[encode]") {
     const auto model = ssm::MambaRetriever::load(ssm::test::data_dir() / "mamba-tiny");
     std::mt19937 rng(11);
@@ -40,3 +42,5 @@ TEST_CASE("encode_sequences names a bad sequence before doing any work", "[encod
           std::string::npos);
     CHECK(ssm::encode_sequences(model, std::vector<std::vector<std::int32_t>>{}).size() == 0);
 }
+
+}  // namespace test_encode

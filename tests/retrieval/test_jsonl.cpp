@@ -9,6 +9,8 @@
 #include "ssm/retrieval/jsonl.hpp"
 #include "test_util.hpp"
 
+namespace test_jsonl {
+
 namespace fs = std::filesystem;
 
 namespace {
@@ -97,3 +99,5 @@ TEST_CASE("fail_at_line formats FILE:LINE: message", "[jsonl]") {
         ssm::test::error_of([] { ssm::fail_at_line("dir/data.jsonl", 17, "bad \"text\""); });
     CHECK(msg == "dir/data.jsonl:17: bad \"text\"");
 }
+
+}  // namespace test_jsonl

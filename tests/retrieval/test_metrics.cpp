@@ -17,6 +17,8 @@
 #include "ssm/retrieval/metrics.hpp"
 #include "test_util.hpp"
 
+namespace test_metrics {
+
 namespace fs = std::filesystem;
 
 namespace {
@@ -207,3 +209,5 @@ TEST_CASE("no evaluated query: zero count, zero means, every measure named", "[m
         {"ndcg@10", 0.0}, {"mrr@10", 0.0}, {"recall@100", 0.0}, {"recall@1000", 0.0}};
     CHECK(ev.mean == zeros);
 }
+
+}  // namespace test_metrics

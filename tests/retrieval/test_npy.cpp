@@ -16,6 +16,8 @@
 #include "ssm/retrieval/npy.hpp"
 #include "test_util.hpp"
 
+namespace test_npy {
+
 namespace fs = std::filesystem;
 
 namespace {
@@ -225,3 +227,5 @@ TEST_CASE("broken files are errors naming the file and what is wrong", "[npy]") 
     CHECK(m(0, 1) == 4.0f);
     fs::remove_all(dir);
 }
+
+}  // namespace test_npy

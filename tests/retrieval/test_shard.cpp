@@ -17,6 +17,8 @@
 #include "ssm/ssm.hpp"
 #include "test_util.hpp"
 
+namespace test_shard {
+
 namespace {
 
 std::vector<std::vector<std::int32_t>> random_sequences(int n, int max_len, std::uint64_t seed) {
@@ -199,3 +201,5 @@ TEST_CASE("ExactIndex is a VectorIndex equal to exact_top_k, built whole or in p
     CHECK(ssm::test::error_of([&] { (void)pieces.search(ssm::Matrix(2, 3), 1); }).find("dimension 3") !=
           std::string::npos);
 }
+
+}  // namespace test_shard

@@ -17,6 +17,8 @@
 #include "ssm/retrieval/top_k.hpp"
 #include "test_util.hpp"
 
+namespace test_top_k {
+
 namespace {
 
 /// (nrows, cols) with entries drawn uniformly from {-2, ..., 2} (integers) or [-1, 1).
@@ -260,3 +262,5 @@ TEST_CASE("normalize_rows gives unit rows in the same direction; zero rows stay 
     ssm::set_num_threads(0);
     threaded.verify();
 }
+
+}  // namespace test_top_k

@@ -18,6 +18,8 @@
 #include "ssm/retrieval/trec.hpp"
 #include "test_util.hpp"
 
+namespace test_trec {
+
 namespace fs = std::filesystem;
 
 namespace {
@@ -182,3 +184,5 @@ TEST_CASE("write_trec_run refuses runs it could not write faithfully and leaves 
     CHECK(std::distance(fs::directory_iterator(dir), fs::directory_iterator()) == 1);
     fs::remove_all(dir);
 }
+
+}  // namespace test_trec

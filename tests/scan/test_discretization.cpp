@@ -5,6 +5,8 @@
 #include "ssm/scan/discretization.hpp"
 #include "test_util.hpp"
 
+namespace test_discretization {
+
 namespace {
 
 using V = Eigen::Array<float, 16, 1>;
@@ -67,3 +69,5 @@ TEST_CASE("Bilinear: a = (1 + dt·A/2)/(1 − dt·A/2), beta = dt/(1 − dt·A/2
         CHECK(close(b, dt / (1 - h)));
     }
 }
+
+}  // namespace test_discretization

@@ -6,6 +6,8 @@
 #include "ssm/scan/scan_operator.hpp"
 #include "test_util.hpp"
 
+namespace test_scan_operator {
+
 using E = ssm::ScanElement<float>;
 
 TEST_CASE("ScanOp is associative", "[scan-operator]") {
@@ -33,3 +35,5 @@ TEST_CASE("ScanOp is not commutative, has identity (1, 0), and advance applies i
     CHECK(ssm::ScanOp::advance(4.0f, 0.5f, 1.0f) == op(E{1.0f, 4.0f}, E{0.5f, 1.0f}).b);
     static_assert(ssm::ScanOp{}(E{2.0f, 1.0f}, E{3.0f, 1.0f}).b == 4.0f);
 }
+
+}  // namespace test_scan_operator

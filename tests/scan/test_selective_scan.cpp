@@ -9,6 +9,8 @@
 #include "ssm/scan/selective_scan.hpp"
 #include "test_util.hpp"
 
+namespace test_selective_scan {
+
 using Index = ssm::index;
 
 namespace {
@@ -255,3 +257,5 @@ TEST_CASE("validate rejects inconsistent offsets and strides", "[scan]") {
     a.ld_u = 2;
     CHECK(ssm::test::error_of([&] { ssm::ParallelScan::run<ssm::MambaDiscretization>(a); }).find("stride") != std::string::npos);
 }
+
+}  // namespace test_selective_scan

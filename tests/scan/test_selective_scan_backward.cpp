@@ -8,7 +8,7 @@
 #include "ssm/scan/selective_scan_backward.hpp"
 #include "train/gradient_check.hpp"
 
-namespace ssm {
+namespace ssm::test_selective_scan_backward {
 namespace {
 
 struct Problem {
@@ -232,4 +232,4 @@ TEST_CASE("scan checkpoints keep one state per chunk", "[train]") {
               .find("chunk") != std::string::npos);
 }
 
-}  // namespace ssm
+}  // namespace ssm::test_selective_scan_backward

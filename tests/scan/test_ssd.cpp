@@ -10,6 +10,8 @@
 #include "ssm/scan/ssd.hpp"
 #include "test_util.hpp"
 
+namespace test_ssd {
+
 namespace {
 
 using Index = ssm::index;
@@ -216,3 +218,5 @@ TEST_CASE("SSD: the chunked scan gives the same result on any thread count", "[s
     }
     ssm::set_num_threads(0);
 }
+
+}  // namespace test_ssd

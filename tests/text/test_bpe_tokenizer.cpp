@@ -21,6 +21,8 @@
 #include "ssm/text/byte_tokenizer.hpp"
 #include "test_util.hpp"
 
+namespace test_bpe_tokenizer {
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -516,3 +518,5 @@ TEST_CASE("BPE: a deeply nested value in an error message is shown without recur
         CHECK(msg.size() < 1000);
     }
 }
+
+}  // namespace test_bpe_tokenizer

@@ -10,6 +10,8 @@
 #include "ssm/text/byte_tokenizer.hpp"
 #include "test_util.hpp"
 
+namespace test_byte_tokenizer {
+
 TEST_CASE("ByteTokenizer: every byte value round-trips", "[text][bytes]") {
     const ssm::ByteTokenizer bytes;
     std::string all;
@@ -63,3 +65,5 @@ TEST_CASE("printable_utf8: valid UTF-8 unchanged, ill-formed parts become U+FFFD
     CHECK(ssm::printable_utf8(bytes.decode(std::span(ids).first(2))) == fffd);
     CHECK(ssm::printable_utf8(bytes.decode(ids)) == "\xE2\x82\xAC");
 }
+
+}  // namespace test_byte_tokenizer

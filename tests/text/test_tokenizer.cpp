@@ -10,6 +10,8 @@
 #include "ssm/text/tokenizer.hpp"
 #include "test_util.hpp"
 
+namespace test_tokenizer {
+
 namespace fs = std::filesystem;
 
 TEST_CASE("Tokenizer::for_checkpoint uses tokenizer.json when the folder has one", "[text]") {
@@ -62,3 +64,5 @@ TEST_CASE("Tokenizer::for_checkpoint: no tokenizer.json and not bytes is an erro
     CHECK(msg.find("token ids") != std::string::npos);
     fs::remove_all(dir);
 }
+
+}  // namespace test_tokenizer

@@ -10,6 +10,8 @@
 #include "ssm/text/unicode.hpp"
 #include "test_util.hpp"
 
+namespace test_unicode {
+
 namespace {
 
 namespace u = ssm::unicode;
@@ -197,3 +199,5 @@ TEST_CASE("NFC: a long run of combining marks is ordered fast and stably", "[uni
     for (int i = 0; i < 400; ++i) mixed_expect += (i % 2 == 0) ? U'\u0301' : U'\u0300';
     CHECK(u::nfc(mixed) == mixed_expect);
 }
+
+}  // namespace test_unicode

@@ -18,6 +18,8 @@
 #include "ssm/train/adamw.hpp"
 #include "test_util.hpp"
 
+namespace test_adamw {
+
 namespace {
 
 using ssm::train::AdamW;
@@ -257,3 +259,5 @@ TEST_CASE("AdamW: bad state files and non-finite gradients are errors that chang
     CHECK(opt.steps_taken() == 1);
     std::filesystem::remove_all(dir);
 }
+
+}  // namespace test_adamw

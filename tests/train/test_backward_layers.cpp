@@ -12,7 +12,7 @@
 #include "ssm/train/parameters.hpp"
 #include "train/gradient_check.hpp"
 
-namespace ssm {
+namespace ssm::test_backward_layers {
 using test::mspan;
 
 TEST_CASE("RMSNorm backward matches finite differences", "[train]") {
@@ -164,4 +164,4 @@ TEST_CASE("CausalConv1d packed gradients equal the sum over sequences alone", "[
     CHECK(test::rel_error(dw, dw_packed) < 1e-6);
 }
 
-}  // namespace ssm
+}  // namespace ssm::test_backward_layers

@@ -7,7 +7,7 @@
 #include "ssm/train/parameters.hpp"
 #include "train/gradient_check.hpp"
 
-namespace ssm {
+namespace ssm::test_backward_linear {
 using test::mspan;
 
 namespace {
@@ -112,4 +112,4 @@ TEST_CASE("Linear backward rejects misuse", "[train]") {
           std::string::npos);
 }
 
-}  // namespace ssm
+}  // namespace ssm::test_backward_linear

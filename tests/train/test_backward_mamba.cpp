@@ -13,7 +13,7 @@
 #include "ssm/train/parameters.hpp"
 #include "train/gradient_check.hpp"
 
-namespace ssm {
+namespace ssm::test_backward_mamba {
 namespace {
 
 const std::vector<std::vector<std::int32_t>> kSequences = {
@@ -252,4 +252,4 @@ TEST_CASE("a mixer's training cache is O(E + N) floats per token", "[train]") {
     }
 }
 
-}  // namespace ssm
+}  // namespace ssm::test_backward_mamba

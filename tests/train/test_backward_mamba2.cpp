@@ -14,7 +14,7 @@
 #include "ssm/train/parameters.hpp"
 #include "train/gradient_check.hpp"
 
-namespace ssm {
+namespace ssm::test_backward_mamba2 {
 namespace {
 
 /// A random SSD problem: x, B, C in [−1, 1], Δ in [0.05, 0.8], A in [−1.5, −0.2].
@@ -256,4 +256,4 @@ TEST_CASE("Mamba-2 whole-model gradients match finite differences", "[train][mam
     }
 }
 
-}  // namespace ssm
+}  // namespace ssm::test_backward_mamba2

@@ -13,7 +13,7 @@
 #include "ssm/train/parameters.hpp"
 #include "train/gradient_check.hpp"
 
-namespace ssm {
+namespace ssm::test_backward_samba {
 namespace {
 
 Tensor random_tensor(index rows, index cols, float r, std::uint64_t seed) {
@@ -259,4 +259,4 @@ TEST_CASE("SAMBA layers' backward: a cache that does not fit is an error", "[tra
           }).find("SlidingWindowAttention::backward") != std::string::npos);
 }
 
-}  // namespace ssm
+}  // namespace ssm::test_backward_samba

@@ -15,7 +15,7 @@
 #include "ssm/train/steps.hpp"
 #include "test_util.hpp"
 
-namespace ssm {
+namespace ssm::test_gradient_reference {
 namespace {
 
 /// The Mamba-family cases: Mamba-1, and Falcon-Mamba (dt, B and C RMS-normalised).
@@ -192,4 +192,4 @@ TEST_CASE("SAMBA hybrid gradients equal PyTorch float64 autograd for the three l
     check_three_losses<SambaFamily>(test::data_dir() / "samba-tiny");
 }
 
-}  // namespace ssm
+}  // namespace ssm::test_gradient_reference

@@ -26,6 +26,8 @@
 #include "ssm/train/parameters.hpp"
 #include "test_util.hpp"
 
+namespace test_init {
+
 namespace fs = std::filesystem;
 using ssm::train::InitOptions;
 using ssm::train::NamedTensor;
@@ -727,3 +729,5 @@ TEST_CASE("write_initial_checkpoint: Mamba-2 and Falcon-Mamba folders load, trai
     }
     fs::remove_all(root);
 }
+
+}  // namespace test_init

@@ -15,6 +15,8 @@
 #include "ssm/train/losses.hpp"
 #include "test_util.hpp"
 
+namespace test_losses {
+
 namespace {
 
 using ssm::Matrix;
@@ -411,3 +413,5 @@ TEST_CASE("listwise_softmax_loss: bad input is an error naming it") {
     check_error([&] { (void)ssm::train::listwise_softmax_loss(s, 5, d); },
                 "score 6 (group 1) is nan");
 }
+
+}  // namespace test_losses

@@ -11,6 +11,8 @@
 #include "ssm/train/schedule.hpp"
 #include "test_util.hpp"
 
+namespace test_schedule {
+
 namespace {
 
 std::vector<double> load_f64(const ssm::SafetensorsFile& f, const std::string& name) {
@@ -85,3 +87,5 @@ TEST_CASE("LrSchedule: bad settings are errors naming them") {
               (void)ssm::train::LrSchedule::constant().factor(-2);
           }).find("step must be >= 0") != std::string::npos);
 }
+
+}  // namespace test_schedule
