@@ -33,9 +33,16 @@ using ssm::bench::kVocab;
 using ssm::bench::make_checkpoint;
 
 /// Weight storage by benchmark argument: 0 float32, 1 bfloat16, 2 int8 blocks, 3 bfloat16
-/// with the dispatch held below AVX512-BF16 (widened to float32 GEMMs: the baseline of 1).
+/// with the dispatch held below AVX512-BF16 (widened to float32 GEMMs: the baseline of 1),
+/// 4 int8 blocks with decoding's activations rounded to int8 blocks too.
 ssm::WeightFormat format_of(std::int64_t arg) {
-    return arg == 2 ? ssm::WeightFormat::Int8 : arg == 1 || arg == 3 ? ssm::WeightFormat::BF16 : ssm::WeightFormat::F32;
+    switch (arg) {
+        case 1:
+        case 3: return ssm::WeightFormat::BF16;
+        case 2: return ssm::WeightFormat::Int8;
+        case 4: return ssm::WeightFormat::Int8Activations;
+        default: return ssm::WeightFormat::F32;
+    }
 }
 
 /// Holds the dispatch below the bf16 unit for argument 3 while in scope.
@@ -53,7 +60,13 @@ struct WithoutBf16Unit {
 
 /// Bytes a weight takes in `format` (int8: 32 values and a float32 scale per block).
 double bytes_per_weight(ssm::WeightFormat format) {
-    return format == ssm::WeightFormat::Int8 ? 36.0 / 32.0 : format == ssm::WeightFormat::BF16 ? 2.0 : 4.0;
+    switch (format) {
+        case ssm::WeightFormat::Int8:
+        case ssm::WeightFormat::Int8Activations: return 36.0 / 32.0;
+        case ssm::WeightFormat::BF16: return 2.0;
+        case ssm::WeightFormat::F32: break;
+    }
+    return 4.0;
 }
 
 /// Weight bytes one decoding token reads in `format`: every layer's projections and the head.
@@ -74,7 +87,14 @@ const ssm::MambaLM& model(ssm::WeightFormat format) {
     };
     static const ssm::MambaLM half = converted(ssm::WeightFormat::BF16);
     static const ssm::MambaLM int8 = converted(ssm::WeightFormat::Int8);
-    return format == ssm::WeightFormat::Int8 ? int8 : format == ssm::WeightFormat::BF16 ? half : f32;
+    static const ssm::MambaLM int8_activations = converted(ssm::WeightFormat::Int8Activations);
+    switch (format) {
+        case ssm::WeightFormat::BF16: return half;
+        case ssm::WeightFormat::Int8: return int8;
+        case ssm::WeightFormat::Int8Activations: return int8_activations;
+        case ssm::WeightFormat::F32: break;
+    }
+    return f32;
 }
 
 std::vector<std::int32_t> random_ids(ssm::index n, unsigned seed) { return ssm::bench::random_ids(n, kVocab, seed); }
@@ -184,6 +204,6 @@ BENCHMARK(ssm::bench::BM_PeakBf16Dot)->Unit(benchmark::kMillisecond)->UseRealTim
 BENCHMARK(ssm::bench::BM_MemoryRead)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_Projection)->ArgsProduct({{512, 2048}, {0, 1, 2}})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_Prefill)->ArgsProduct({{512, 2048, 8192}, {0, 1, 3, 2}})->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(BM_Decode)->ArgsProduct({{1, 8, 16, 32, 64}, {0, 1, 2}})->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(BM_DecodeProjections)->DenseRange(0, 2)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_Decode)->ArgsProduct({{1, 8, 16, 32, 64}, {0, 1, 2, 4}})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_DecodeProjections)->Arg(0)->Arg(1)->Arg(2)->Arg(4)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_MAIN();

@@ -3,7 +3,8 @@
 # same random mamba-130m-shaped checkpoint, on this machine, runs interleaved: prefill of
 # 512 and 2 048 tokens and decoding (128 tokens, batch 1) for float32, bfloat16 and 8-bit
 # weights (llama.cpp: F32, BF16, Q8_0; ssm: float32, bf16 — on the bf16 dot-product unit
-# where the CPU has one, and widened to float32 GEMMs — and int8 blocks), with the
+# where the CPU has one, and widened to float32 GEMMs — and int8 blocks, decoding with
+# float32 activations and with int8 ones), with the
 # machine's FMA peak, bf16 dot-product peak and read bandwidth measured by bench_model in
 # the same runs.
 #
@@ -91,6 +92,8 @@ lines = [f"CPU: {cpu} ({isa}); {rounds} rounds; FMA peak {statistics.median(peak
 # argument 3, prefill only) against the same llama.cpp BF16 runs.
 rows = [(fmt, *names) for fmt, names in fmt_names.items()]
 rows.insert(2, ("bf16", "BF16", "bfloat16, widened (unit held off)", 3))
+# ... and int8 weights with decoding's activations rounded to int8 too (argument 4, decode only).
+rows.append(("q8_0", "Q8_0", "int8 blocks, int8 activations", 4))
 for kind in ("pp512", "pp2048", "tg128"):
     for fmt, gguf_name, ssm_name, arg in rows:
         a, b = llama.get((fmt, kind)), ssm.get((arg, kind))

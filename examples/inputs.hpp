@@ -139,12 +139,16 @@ private:
 };
 
 /// `--bf16` / `--int8`: keep the model's weight matrices in bfloat16 or as int8 blocks (see
-/// Model::store_weights_bf16, Model::store_weights_int8).
+/// Model::store_weights_bf16, Model::store_weights_int8); `--int8 --int8-activations`:
+/// decoding rounds its activations to int8 blocks too (WeightFormat::Int8Activations).
 template <class M>
 M& apply_weight_options(M& model, const Args& args) {
     if (args.flag("bf16") && args.flag("int8")) throw UsageError("give --bf16 or --int8, not both");
+    if (args.flag("int8-activations") && !args.flag("int8"))
+        throw UsageError("--int8-activations goes with --int8 (int8 weights)");
     if (args.flag("bf16")) model.store_weights_bf16();
-    if (args.flag("int8")) model.store_weights_int8();
+    if (args.flag("int8"))
+        model.store_weights(args.flag("int8-activations") ? WeightFormat::Int8Activations : WeightFormat::Int8);
     return model;
 }
 

@@ -37,6 +37,9 @@ usage: ssm-generate --model DIR (--prompt TEXT | --ids 1,2,3) [options]
   --int8                 keep the weight matrices as int8 blocks (32 values, one scale):
                          about a quarter of float32's bytes, the fastest decoding; logits
                          move by about 1% (docs/benchmarks.md)
+  --int8-activations     with --int8: decoding rounds its activations to int8 blocks too
+                         (integer dot products: faster where the CPU lacks AVX-512;
+                         logits move by about 2%)
   --threads N            worker threads (default: all cores)
   --help                 this text
 
@@ -125,7 +128,7 @@ int main(int argc, char** argv) {
         const ssm::cli::Args args(argc, argv,
                                   {"model", "prompt", "ids", "max-new-tokens", "temperature", "top-k", "top-p", "seed",
                                    "stop", "format", "threads"},
-                                  {"greedy", "no-eos-stop", "bf16", "int8"});
+                                  {"greedy", "no-eos-stop", "bf16", "int8", "int8-activations"});
         if (args.flag("help")) {
             std::cout << kHelp;
             return 0;

@@ -205,6 +205,144 @@ TEST_CASE("dot_rows_int8 equals a double-precision dot product with the widened 
     CHECK(checked == paths * 10 * 15);  // (avx512bf16 runs the avx512 int8 kernel again)
 }
 
+TEST_CASE("quantize_int8_blocks keeps each activation within half a step and pads the last block", "[weights]") {
+    for (const ssm::index n : {1, 31, 32, 33, 70}) {
+        INFO("n " << n);
+        auto x = ssm::test::random_floats(static_cast<std::size_t>(n), -3, 3, 700 + static_cast<std::uint64_t>(n));
+        if (n >= 64) std::fill(x.begin() + 32, x.begin() + 64, 0.0f);  // an all-zero block
+        const ssm::index blocks = (n + ssm::kInt8Block - 1) / ssm::kInt8Block;
+        std::vector<std::int8_t> xq(static_cast<std::size_t>(blocks * ssm::kInt8Block), 99);
+        std::vector<float> scale(static_cast<std::size_t>(blocks), -1.0f);
+        ssm::quantize_int8_blocks(x.data(), n, xq.data(), scale.data());
+        for (ssm::index b = 0; b < blocks; ++b) {
+            float amax = 0;
+            for (ssm::index i = b * ssm::kInt8Block; i < std::min(n, (b + 1) * ssm::kInt8Block); ++i)
+                amax = std::max(amax, std::abs(x[static_cast<std::size_t>(i)]));
+            CHECK(scale[static_cast<std::size_t>(b)] == amax / 127.0f);
+        }
+        for (ssm::index i = 0; i < blocks * ssm::kInt8Block; ++i) {
+            const auto q = xq[static_cast<std::size_t>(i)];
+            REQUIRE(q >= -127);
+            REQUIRE(q <= 127);
+            if (i >= n) {
+                CHECK(q == 0);  // padding
+                continue;
+            }
+            const float s = scale[static_cast<std::size_t>(i / ssm::kInt8Block)];
+            CHECK(std::abs(static_cast<float>(q) * s - x[static_cast<std::size_t>(i)]) <= 0.5f * s * (1 + 1e-6f) + 1e-12f);
+        }
+        if (n >= 64) CHECK(scale[1] == 0.0f);
+    }
+}
+
+TEST_CASE("dot_rows_q8 equals the exact sum of the int8 products, on every kernel the CPU runs", "[weights]") {
+    std::size_t checked = 0, paths = 0;
+    for (const ssm::CpuIsa isa : kAllCpuIsas) {
+        if (!ssm::cpu_supports(isa)) continue;
+        const ForceCpuIsa force(isa);
+        ++paths;
+        INFO("kernel " << ssm::isa_name(isa));
+        std::uint64_t seed = 800;
+        for (const ssm::index n : {1, 31, 32, 33, 64, 100, 160, 224, 768}) {
+            auto w = ssm::test::random_floats(static_cast<std::size_t>(n), -2, 2, seed++);
+            w[0] = -2.5f;  // a weight at -127 after rounding: the largest pair product
+            const ssm::WeightMatrix q = ssm::WeightMatrix(ssm::Tensor::from({1, n}, w)).to_int8();
+            const ssm::index blocks = q.int8_blocks_per_row(), ldq = (blocks + 1) * ssm::kInt8Block;
+            // 8 rows of activations, each rounded to int8 blocks at stride ldq.
+            std::vector<std::int8_t> xq(static_cast<std::size_t>(8 * ldq));
+            std::vector<float> xs(static_cast<std::size_t>(8 * (blocks + 1)));
+            for (int r = 0; r < 8; ++r) {
+                auto x = ssm::test::random_floats(static_cast<std::size_t>(n), -1, 1, seed++);
+                x[0] = r % 2 ? 1.5f : -1.5f;  // ±127
+                ssm::quantize_int8_blocks(x.data(), n, xq.data() + r * ldq, xs.data() + r * (blocks + 1));
+            }
+            const auto check = [&](const float* got, int count) {
+                for (int r = 0; r < count; ++r) {
+                    double e = 0, mag = 0;
+                    for (ssm::index b = 0; b < blocks; ++b) {
+                        long long s = 0;
+                        for (ssm::index i = b * ssm::kInt8Block; i < (b + 1) * ssm::kInt8Block; ++i)
+                            s += static_cast<long long>(q.int8_row(0)[i]) * xq[static_cast<std::size_t>(r * ldq + i)];
+                        const double scale = static_cast<double>(q.int8_scales(0)[b]) * xs[static_cast<std::size_t>(r * (blocks + 1) + b)];
+                        e += static_cast<double>(s) * scale;
+                        mag += std::abs(static_cast<double>(s)) * scale;
+                    }
+                    INFO("n " << n << ", row " << r << " of " << count);
+                    CHECK(std::abs(got[r] - e) <= 2e-6 * (1 + mag));
+                    ++checked;
+                }
+            };
+            float out[8];
+            const std::int8_t* qr = q.int8_row(0);
+            const float* qs = q.int8_scales(0);
+            ssm::dot_rows_q8<1>(qr, qs, xq.data(), xs.data(), ldq, blocks, out), check(out, 1);
+            ssm::dot_rows_q8<2>(qr, qs, xq.data(), xs.data(), ldq, blocks, out), check(out, 2);
+            ssm::dot_rows_q8<4>(qr, qs, xq.data(), xs.data(), ldq, blocks, out), check(out, 4);
+            ssm::dot_rows_q8<8>(qr, qs, xq.data(), xs.data(), ldq, blocks, out), check(out, 8);
+        }
+    }
+    CHECK(paths >= 1);
+    CHECK(checked == paths * 9 * 15);
+}
+
+TEST_CASE("a Linear with Int8Activations rounds its few input rows to int8 blocks; many rows stay float32",
+          "[weights]") {
+    const ssm::index in = 200, out = 600;  // 256+ output rows a thread: two threads
+    const auto w = ssm::test::random_floats(static_cast<std::size_t>(out * in), -1, 1, 910);
+    ssm::Linear lin(ssm::WeightMatrix(ssm::Tensor::from({out, in}, w)), std::nullopt);
+    ssm::Linear int8 = lin;
+    int8.store_weights(ssm::WeightFormat::Int8);
+    lin.store_weights(ssm::WeightFormat::Int8Activations);
+    CHECK(lin.weight().format() == ssm::WeightFormat::Int8Activations);
+    CHECK(lin.weight().to_int8().format() == ssm::WeightFormat::Int8);
+    CHECK(int8.weight().to(ssm::WeightFormat::Int8Activations).format() == ssm::WeightFormat::Int8Activations);
+    const ssm::index blocks = lin.weight().int8_blocks_per_row(), ldq = blocks * ssm::kInt8Block;
+    for (const ssm::index rows : {1, 3, 8, 31, 32}) {
+        INFO("rows " << rows);
+        const auto xv = ssm::test::random_floats(static_cast<std::size_t>(rows * in), -1, 1, 920 + static_cast<std::uint64_t>(rows));
+        const ssm::Matrix x = Eigen::Map<const ssm::Matrix>(xv.data(), rows, in);
+        ssm::Matrix y(rows, out), y8(rows, out);
+        if (rows < 32) {  // each thread rounds the rows into its own buffer
+            const ssm::test::MultiThreadCheck threads("Linear Int8Activations at 2 threads");
+            ssm::set_num_threads(2);
+            lin.forward(x, y);
+            ssm::set_num_threads(0);
+            threads.verify();
+        } else {
+            lin.forward(x, y);
+        }
+        int8.forward(x, y8);
+        if (rows >= 32) {  // the GEMM path: float32 activations, as with Int8
+            CHECK((y - y8).cwiseAbs().maxCoeff() <= 1e-5f * (1 + y8.cwiseAbs().maxCoeff()));
+            continue;
+        }
+        // Few rows: the exact int8 products of the rounded activations.
+        double worst = 0, moved = 0;
+        for (ssm::index r = 0; r < rows; ++r) {
+            std::vector<std::int8_t> xq(static_cast<std::size_t>(ldq));
+            std::vector<float> xs(static_cast<std::size_t>(blocks));
+            ssm::quantize_int8_blocks(x.row(r).data(), in, xq.data(), xs.data());
+            for (ssm::index o = 0; o < out; ++o) {
+                double e = 0, mag = 0;
+                for (ssm::index b = 0; b < blocks; ++b) {
+                    long long s = 0;
+                    for (ssm::index i = b * ssm::kInt8Block; i < (b + 1) * ssm::kInt8Block; ++i)
+                        s += static_cast<long long>(lin.weight().int8_row(o)[i]) * xq[static_cast<std::size_t>(i)];
+                    const double scale = static_cast<double>(lin.weight().int8_scales(o)[b]) * xs[static_cast<std::size_t>(b)];
+                    e += static_cast<double>(s) * scale;
+                    mag += std::abs(static_cast<double>(s)) * scale;
+                }
+                worst = std::max(worst, std::abs(y(r, o) - e) / (1 + mag));
+                moved = std::max(moved, static_cast<double>(std::abs(y(r, o) - y8(r, o))));
+            }
+        }
+        CHECK(worst <= 2e-6);
+        CHECK(moved > 1e-6);  // the activations were rounded: not the float32-activation result
+        // ... and within the rounding's reach of it: |Δx| ≤ scale/2 per value.
+        CHECK((y - y8).cwiseAbs().maxCoeff() <= 0.02f * (1 + y8.cwiseAbs().maxCoeff()));
+    }
+}
+
 TEST_CASE("the CPU kernels' instruction set is chosen at run time and can be forced", "[weights]") {
     const ssm::CpuIsa best = ssm::detected_cpu_isa();
     CHECK(ssm::cpu_supports(ssm::CpuIsa::Generic));
@@ -235,6 +373,20 @@ TEST_CASE("the CPU kernels' instruction set is chosen at run time and can be for
     for (const ssm::CpuIsa isa : kAllCpuIsas) {
         if (!ssm::cpu_supports(isa)) continue;
         INFO(ssm::isa_name(isa));
+        const ForceCpuIsa force(isa);
+        ssm::Matrix y(rows, out);
+        lin.forward(x, y);
+        CHECK((y - reference).cwiseAbs().maxCoeff() <= 1e-5f * (1.0f + reference.cwiseAbs().maxCoeff()));
+    }
+    // ... and the int8-activation kernels too.
+    lin.store_weights(ssm::WeightFormat::Int8Activations);
+    {
+        const ForceCpuIsa force(ssm::CpuIsa::Generic);
+        lin.forward(x, reference);
+    }
+    for (const ssm::CpuIsa isa : kAllCpuIsas) {
+        if (!ssm::cpu_supports(isa)) continue;
+        INFO("int8 activations, " << ssm::isa_name(isa));
         const ForceCpuIsa force(isa);
         ssm::Matrix y(rows, out);
         lin.forward(x, y);

@@ -48,6 +48,13 @@ TEST_CASE("ssm-generate --greedy --format ids reproduces generate.output", "[ssm
             INFO(q.output);
             CHECK(q.status == 0);
             CHECK(std::count(q.output.begin(), q.output.end(), ',') == std::count(r.output.begin(), r.output.end(), ','));
+            // ... and with int8 activations in decoding too.
+            const auto qa = generate("--model " + dir.string() + " --ids " + ssm::test::join_ids(prompt) +
+                                     " --greedy --no-eos-stop --max-new-tokens " + std::to_string(n) +
+                                     " --format ids --int8 --int8-activations");
+            INFO(qa.output);
+            CHECK(qa.status == 0);
+            CHECK(std::count(qa.output.begin(), qa.output.end(), ',') == std::count(r.output.begin(), r.output.end(), ','));
         }
     }
 }
@@ -113,6 +120,7 @@ TEST_CASE("ssm-generate: one clear line and exit != 0 on bad input", "[ssm-gener
     err(generate("--model " + tiny + " --ids 1 --greedy --top-k 3", true), 2, "--greedy");
     err(generate("--model " + tiny + " --ids 1 --format xml", true), 2, "--format");
     err(generate("--model " + tiny + " --ids 1 --bf16 --int8", true), 2, "not both");
+    err(generate("--model " + tiny + " --ids 1 --int8-activations", true), 2, "--int8-activations goes with --int8");
     err(generate("--model " + bf16 + " --prompt hello", true), 1, "tokenizer.json");
     err(generate("--model /no/such/model --ids 1", true), 1, "/no/such/model");
 }

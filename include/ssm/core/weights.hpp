@@ -193,8 +193,12 @@ inline void dot_rows(const T* w, const float* x, index ldx, index n, float* out)
 /// How a weight matrix is stored: float32, bfloat16 (half the bytes, 8 significant bits),
 /// or 8-bit integers with one float32 scale per block of `kInt8Block` values along a row
 /// (symmetric, as llama.cpp's Q8_0: 1.125 bytes a weight, error at most half a step of
-/// the block's largest magnitude / 127).
-enum class WeightFormat { F32, BF16, Int8 };
+/// the block's largest magnitude / 127). `Int8Activations` stores the same int8 blocks and
+/// also rounds the activations to int8 blocks where decoding multiplies them (a few rows:
+/// `dot_rows_q8`), so each block's products are exact integer sums, as in llama.cpp's
+/// Q8_0 × Q8_0 products: faster on CPUs that widen int8 slowly, at the accuracy cost
+/// docs/benchmarks.md measures. Prefill (many rows) keeps float32 activations.
+enum class WeightFormat { F32, BF16, Int8, Int8Activations };
 
 /// Values per int8 block (one scale each).
 inline constexpr index kInt8Block = 32;
@@ -335,6 +339,111 @@ inline void dot_rows_int8(const std::int8_t* q, const float* scale, const float*
     for (int r = 0; r < R; ++r) out[r] = sum[r];
 }
 
+/// Rounds `n` activations to int8 blocks as `dot_rows_q8` reads them: per block of
+/// `kInt8Block` values, scale = max|x| / 127 and xq = round(x / scale) (so |xq| ≤ 127; an
+/// all-zero block has scale 0). `xq` gets `blocks · kInt8Block` values, a partial last block
+/// padded with zeros; `scale` one value per block, blocks = ⌈n / kInt8Block⌉.
+inline void quantize_int8_blocks(const float* x, index n, std::int8_t* xq, float* scale) noexcept {
+    const index blocks = (n + kInt8Block - 1) / kInt8Block;
+    for (index b = 0; b < blocks; ++b) {
+        const index begin = b * kInt8Block, end = std::min(n, begin + kInt8Block);
+        float amax = 0.0f;
+        for (index i = begin; i < end; ++i) amax = std::max(amax, std::abs(x[i]));
+        const float s = amax / 127.0f;
+        const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+        scale[b] = s;
+        for (index i = begin; i < end; ++i)
+            xq[i] = static_cast<std::int8_t>(std::clamp(std::nearbyint(x[i] * inv), -127.0f, 127.0f));
+        for (index i = end; i < begin + kInt8Block; ++i) xq[i] = 0;
+    }
+}
+
+namespace detail {
+
+/// Portable: each block's 32 products summed exactly in int32, then scaled.
+template <int R>
+inline void dot_rows_q8_generic(const std::int8_t* q, const float* wscale, const std::int8_t* xq,
+                                const float* xscale, index ldx, index blocks, float* sum) noexcept {
+    for (index b = 0; b < blocks; ++b) {
+        const std::int8_t* qb = q + b * kInt8Block;
+        for (int r = 0; r < R; ++r) {
+            const std::int8_t* xb = xq + r * ldx + b * kInt8Block;
+            std::int32_t s = 0;
+            for (index i = 0; i < kInt8Block; ++i) s += static_cast<std::int32_t>(qb[i]) * xb[i];
+            sum[r] += static_cast<float>(s) * (wscale[b] * xscale[r * (ldx / kInt8Block) + b]);
+        }
+    }
+}
+
+#if SSM_X86_DISPATCH
+/// One block of 32 int8 weights against R rows of int8 activations: |w| (unsigned) times
+/// x·sign(w) (signed) in pairs (vpmaddubsw: at most 2·127·128 a pair, no saturation), the
+/// pairs summed to 8 int32 (vpmaddwd), converted once and scaled: acc[r] += sums · scale.
+template <int R>
+__attribute__((target("avx2,fma"), always_inline)) inline void q8_block_avx2(const std::int8_t* qb, float wscale,
+                                                                              const std::int8_t* xb,
+                                                                              const float* xscale, index ldx,
+                                                                              index lds, __m256* acc) noexcept {
+    const __m256i ones = _mm256_set1_epi16(1);
+    const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qb));
+    const __m256i aw = _mm256_sign_epi8(w, w);
+SSM_UNROLL(8)
+    for (int r = 0; r < R; ++r) {
+        const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb + r * ldx));
+        const __m256i s = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, _mm256_sign_epi8(x, w)), ones);
+        acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(wscale * xscale[r * lds]), acc[r]);
+    }
+}
+
+/// AVX2: 32 weights take four integer instructions where the float32 path widens, converts
+/// and multiply-adds each 8. 4/R blocks a step, as in `dot_rows_int8_avx2`, so four sums
+/// are in flight.
+template <int R>
+__attribute__((target("avx2,fma"))) void dot_rows_q8_avx2(const std::int8_t* q, const float* wscale,
+                                                          const std::int8_t* xq, const float* xscale, index ldx,
+                                                          index blocks, float* sum) noexcept {
+    constexpr int kBlocks = R >= 4 ? 1 : 4 / R;
+    const index lds = ldx / kInt8Block;
+    __m256 acc[kBlocks][R];
+SSM_UNROLL(8)
+    for (int k = 0; k < kBlocks; ++k)
+SSM_UNROLL(8)
+        for (int r = 0; r < R; ++r) acc[k][r] = _mm256_setzero_ps();
+    index b = 0;
+    for (; b + kBlocks <= blocks; b += kBlocks)
+SSM_UNROLL(8)
+        for (int k = 0; k < kBlocks; ++k)
+            q8_block_avx2<R>(q + (b + k) * kInt8Block, wscale[b + k], xq + (b + k) * kInt8Block, xscale + b + k,
+                             ldx, lds, acc[k]);
+    for (; b < blocks; ++b)
+        q8_block_avx2<R>(q + b * kInt8Block, wscale[b], xq + b * kInt8Block, xscale + b, ldx, lds, acc[0]);
+    add_sums_avx2(acc, sum);
+}
+#endif
+
+}  // namespace detail
+
+/// out[r] = Σ_b wscale[b] · xscale[r][b] · Σ_{i in block b} q[i] · xq[r·ldx + i]: int8
+/// weights against R rows of int8 activations (`quantize_int8_blocks`), `blocks` blocks of
+/// `kInt8Block` (both padded with zeros past the row's end). Each block's sum is an exact
+/// integer; the scaled sums add in float32. `ldx` is a row's stride in values, a multiple of
+/// `kInt8Block`; row r's scales start at xscale + r · ldx / kInt8Block. AVX2 kernel where
+/// the CPU has AVX2 (AVX-512 CPUs too), portable code elsewhere.
+template <int R>
+inline void dot_rows_q8(const std::int8_t* q, const float* wscale, const std::int8_t* xq, const float* xscale,
+                        index ldx, index blocks, float* out) noexcept {
+    float sum[R] = {};
+    switch (cpu_isa()) {
+#if SSM_X86_DISPATCH
+        case CpuIsa::Avx512Bf16:
+        case CpuIsa::Avx512:
+        case CpuIsa::Avx2: detail::dot_rows_q8_avx2<R>(q, wscale, xq, xscale, ldx, blocks, sum); break;
+#endif
+        default: detail::dot_rows_q8_generic<R>(q, wscale, xq, xscale, ldx, blocks, sum); break;
+    }
+    for (int r = 0; r < R; ++r) out[r] = sum[r];
+}
+
 /// A (rows, cols) row-major weight matrix: float32 (a `Tensor`, possibly a zero-copy view of
 /// a mapped checkpoint), bfloat16 — half the bytes — or int8 blocks with float32 scales (see
 /// `WeightFormat`), widened to float32 a block of rows at a time where it is used, so the
@@ -370,7 +479,11 @@ public:
     /// max|w| / 127 and q = round(w / scale), so |w − q·scale| ≤ scale / 2. A bfloat16 matrix
     /// is quantised from its widened values; an int8 one is returned as it is.
     [[nodiscard]] WeightMatrix to_int8() const {
-        if (is_int8()) return *this;
+        if (is_int8()) {
+            WeightMatrix w = *this;
+            w.int8_activations_ = false;
+            return w;
+        }
         WeightMatrix w;
         w.rows_ = rows_;
         w.cols_ = cols_;
@@ -400,11 +513,20 @@ public:
         return w;
     }
 
+    /// `to_int8`, and decoding's products with this matrix round their activations to int8
+    /// blocks too (`WeightFormat::Int8Activations`).
+    [[nodiscard]] WeightMatrix to_int8_activations() const {
+        WeightMatrix w = to_int8();
+        w.int8_activations_ = true;
+        return w;
+    }
+
     /// The matrix in `format` (see `to_bf16`, `to_int8`); float32 only from float32.
     [[nodiscard]] WeightMatrix to(WeightFormat format) const {
         switch (format) {
             case WeightFormat::BF16: return to_bf16();
             case WeightFormat::Int8: return to_int8();
+            case WeightFormat::Int8Activations: return to_int8_activations();
             case WeightFormat::F32: break;
         }
         require(this->format() == WeightFormat::F32,
@@ -413,7 +535,8 @@ public:
     }
 
     [[nodiscard]] WeightFormat format() const noexcept {
-        return is_int8() ? WeightFormat::Int8 : is_bf16() ? WeightFormat::BF16 : WeightFormat::F32;
+        if (is_int8()) return int8_activations_ ? WeightFormat::Int8Activations : WeightFormat::Int8;
+        return is_bf16() ? WeightFormat::BF16 : WeightFormat::F32;
     }
     [[nodiscard]] bool is_int8() const noexcept { return int8_ != nullptr; }
     /// Int8 blocks per row (the last may be partial; its unused values are zero).
@@ -492,6 +615,7 @@ private:
     std::shared_ptr<Bf16Packed> bf16_packed_;                 // with bf16_: its unit layout, made on first use
     std::shared_ptr<const std::vector<std::int8_t>> int8_;    // (rows, blocks·kInt8Block), or null
     std::shared_ptr<const std::vector<float>> int8_scales_;   // (rows, blocks)
+    bool int8_activations_ = false;                           // with int8_: WeightFormat::Int8Activations
     index rows_ = 0, cols_ = 0;
 };
 

@@ -173,15 +173,16 @@ private:
     static constexpr index kWidenGemmRows = 1024; // bf16 weight rows widened for one GEMM (prefill)
 
     /// y[:, o] (+)= x · w_o for o in [begin, end): input rows in groups of 8, 4, 2, 1, each
-    /// group one `dot(std::integral_constant<int, R>, o, rows, ldx, out)` over weight row o.
+    /// group one `dot(std::integral_constant<int, R>, o, r, out)` over weight row o and the
+    /// input rows from r.
     template <class Dot>
     void few_rows(ConstStridedMap x, StridedMap y, index begin, index end, bool accumulate, const Dot& dot) const {
-        const index rows = x.rows(), ldx = x.outerStride();
+        const index rows = x.rows();
         float out[8];
         for (index o = begin; o < end; ++o) {
             index r = 0;
             const auto group = [&]<int R>(std::integral_constant<int, R> count) {
-                dot(count, o, x.data() + r * ldx, ldx, out);
+                dot(count, o, r, out);
                 for (int k = 0; k < R; ++k, ++r) y(r, o) = accumulate ? y(r, o) + out[k] : out[k];
             };
             while (r + 8 <= rows) group(std::integral_constant<int, 8>{});
@@ -192,25 +193,43 @@ private:
     }
 
     /// `few_rows` over the weight as stored: float32 or bfloat16 rows through `dot_rows`,
-    /// int8 rows through `dot_rows_int8`.
+    /// int8 rows through `dot_rows_int8`; with `Int8Activations`, the input rows are rounded
+    /// to int8 blocks once (per thread, into a buffer kept across calls) and every int8 row
+    /// meets them through `dot_rows_q8`.
     void few_rows_stored(ConstStridedMap x, StridedMap y, index begin, index end, bool accumulate) const {
-        const index in = in_features();
+        const index in = in_features(), ldx = x.outerStride();
+        const float* x0 = x.data();
         switch (weight_.format()) {
             case WeightFormat::F32:
-                few_rows(x, y, begin, end, accumulate, [&]<int R>(std::integral_constant<int, R>, index o, const float* xr, index ldx, float* out) {
-                    dot_rows<R>(weight_.f32_row(o), xr, ldx, in, out);
+                few_rows(x, y, begin, end, accumulate, [&]<int R>(std::integral_constant<int, R>, index o, index r, float* out) {
+                    dot_rows<R>(weight_.f32_row(o), x0 + r * ldx, ldx, in, out);
                 });
                 break;
             case WeightFormat::BF16:
-                few_rows(x, y, begin, end, accumulate, [&]<int R>(std::integral_constant<int, R>, index o, const float* xr, index ldx, float* out) {
-                    dot_rows<R>(weight_.bf16_row(o), xr, ldx, in, out);
+                few_rows(x, y, begin, end, accumulate, [&]<int R>(std::integral_constant<int, R>, index o, index r, float* out) {
+                    dot_rows<R>(weight_.bf16_row(o), x0 + r * ldx, ldx, in, out);
                 });
                 break;
             case WeightFormat::Int8:
-                few_rows(x, y, begin, end, accumulate, [&]<int R>(std::integral_constant<int, R>, index o, const float* xr, index ldx, float* out) {
-                    dot_rows_int8<R>(weight_.int8_row(o), weight_.int8_scales(o), xr, ldx, in, out);
+                few_rows(x, y, begin, end, accumulate, [&]<int R>(std::integral_constant<int, R>, index o, index r, float* out) {
+                    dot_rows_int8<R>(weight_.int8_row(o), weight_.int8_scales(o), x0 + r * ldx, ldx, in, out);
                 });
                 break;
+            case WeightFormat::Int8Activations: {
+                const index blocks = weight_.int8_blocks_per_row(), ldq = blocks * kInt8Block;
+                thread_local std::vector<std::int8_t> xq_buffer;
+                thread_local std::vector<float> xs_buffer;
+                const auto rows = static_cast<std::size_t>(x.rows());
+                if (xq_buffer.size() < rows * static_cast<std::size_t>(ldq)) xq_buffer.resize(rows * static_cast<std::size_t>(ldq));
+                if (xs_buffer.size() < rows * static_cast<std::size_t>(blocks)) xs_buffer.resize(rows * static_cast<std::size_t>(blocks));
+                std::int8_t* const xq = xq_buffer.data();
+                float* const xs = xs_buffer.data();
+                for (index r = 0; r < x.rows(); ++r) quantize_int8_blocks(x0 + r * ldx, in, xq + r * ldq, xs + r * blocks);
+                few_rows(x, y, begin, end, accumulate, [&]<int R>(std::integral_constant<int, R>, index o, index r, float* out) {
+                    dot_rows_q8<R>(weight_.int8_row(o), weight_.int8_scales(o), xq + r * ldq, xs + r * blocks, ldq, blocks, out);
+                });
+                break;
+            }
         }
     }
 

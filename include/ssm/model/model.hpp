@@ -112,6 +112,11 @@ public:
     void store_weights_int8() { store_weights(WeightFormat::Int8); }
 
     /// Keeps the large weight matrices in `format` (see the two functions above).
+    /// `WeightFormat::Int8Activations` stores the int8 blocks of `store_weights_int8` and
+    /// also rounds decoding's activations (fewer than 32 rows a product) to int8 blocks, so
+    /// each block's 32 products are one exact integer sum: faster on CPUs that widen int8 to
+    /// float slowly (AVX2 without AVX-512), with logits about 1.4 times further from
+    /// float32's than with int8 weights alone (docs/benchmarks.md). Prefill is unchanged.
     void store_weights(WeightFormat format) {
         embedding_.store_weights(format);
         if constexpr (requires(Backbone& b) { b.store_weights(format); }) backbone_.store_weights(format);
