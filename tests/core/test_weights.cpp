@@ -235,6 +235,102 @@ TEST_CASE("quantize_int8_blocks keeps each activation within half a step and pad
     }
 }
 
+TEST_CASE("quantize_int8_blocks rounds alike on every kernel; a non-finite block is NaN, a tiny one zero",
+          "[weights]") {
+    // The portable rounding is the reference: every kernel the CPU runs gives the same bits.
+    const auto quantize = [](const std::vector<float>& x, ssm::CpuIsa isa) {
+        const ForceCpuIsa force(isa);
+        const auto n = static_cast<ssm::index>(x.size());
+        const ssm::index blocks = (n + ssm::kInt8Block - 1) / ssm::kInt8Block;
+        std::pair<std::vector<std::int8_t>, std::vector<float>> out{
+            std::vector<std::int8_t>(static_cast<std::size_t>(blocks * ssm::kInt8Block), 99),
+            std::vector<float>(static_cast<std::size_t>(blocks), -1.0f)};
+        ssm::quantize_int8_blocks(x.data(), n, out.first.data(), out.second.data());
+        return out;
+    };
+    const auto same_bits = [](const std::vector<float>& a, const std::vector<float>& b) {
+        if (a.size() != b.size()) return false;
+        for (std::size_t i = 0; i < a.size(); ++i)
+            if (std::bit_cast<std::uint32_t>(a[i]) != std::bit_cast<std::uint32_t>(b[i])) return false;
+        return true;
+    };
+    const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
+    std::size_t compared = 0;
+    for (const ssm::index n : {32, 64, 100, 768}) {
+        auto x = ssm::test::random_floats(static_cast<std::size_t>(n), -3, 3, 1200 + static_cast<std::uint64_t>(n));
+        // The first block's maximum is 127, so x · 127 / max is x itself: halves are ties,
+        // rounded to even by every kernel.
+        for (ssm::index i = 0; i < 32; ++i) x[static_cast<std::size_t>(i)] = static_cast<float>(i - 16) + 0.5f;
+        x[5] = 127.0f;
+        const auto reference = quantize(x, ssm::CpuIsa::Generic);
+        for (const ssm::CpuIsa isa : kAllCpuIsas) {
+            if (!ssm::cpu_supports(isa)) continue;
+            INFO("n " << n << ", kernel " << ssm::isa_name(isa));
+            const auto got = quantize(x, isa);
+            CHECK(got.first == reference.first);
+            CHECK(same_bits(got.second, reference.second));
+            ++compared;
+        }
+        CHECK(reference.second[0] == 1.0f);
+        CHECK(reference.first[5] == 127);
+        CHECK(reference.first[16] == 0);   // 0.5 → 0
+        CHECK(reference.first[17] == 2);   // 1.5 → 2
+        CHECK(reference.first[18] == 2);   // 2.5 → 2
+        CHECK(reference.first[14] == -2);  // -1.5 → -2
+    }
+    CHECK(compared >= 4);
+
+    // Blocks of 32: finite, NaN, +inf, -inf, tiny (1e-38), finite again, and a partial block with a NaN.
+    auto x = ssm::test::random_floats(6 * 32 + 7, -1, 1, 1300);
+    x[40] = nan;
+    x[64 + 31] = inf;
+    x[96] = -inf;
+    for (ssm::index i = 128; i < 160; ++i) x[static_cast<std::size_t>(i)] = i % 2 ? 1e-38f : -3e-39f;
+    x[6 * 32 + 3] = nan;
+    for (const ssm::CpuIsa isa : kAllCpuIsas) {
+        if (!ssm::cpu_supports(isa)) continue;
+        INFO("kernel " << ssm::isa_name(isa));
+        const auto [xq, scale] = quantize(x, isa);
+        for (const int b : {1, 2, 3, 6}) {
+            CHECK(std::isnan(scale[static_cast<std::size_t>(b)]));
+            for (int i = 0; i < 32; ++i) CHECK(xq[static_cast<std::size_t>(b * 32 + i)] == 0);
+        }
+        CHECK(scale[4] == 0.0f);  // 127 / 1e-38 overflows: counted as zero
+        for (int i = 0; i < 32; ++i) CHECK(xq[static_cast<std::size_t>(4 * 32 + i)] == 0);
+        // The finite blocks are what they are alone.
+        for (const int b : {0, 5}) {
+            const std::vector<float> alone(x.begin() + b * 32, x.begin() + (b + 1) * 32);
+            const auto single = quantize(alone, ssm::CpuIsa::Generic);
+            CHECK(scale[static_cast<std::size_t>(b)] == single.second[0]);
+            CHECK(std::equal(single.first.begin(), single.first.end(), xq.begin() + b * 32));
+        }
+        // A product with a non-finite block is NaN, as it would be in float32.
+        const ssm::WeightMatrix w = ssm::WeightMatrix(ssm::Tensor::from({1, 6 * 32 + 7}, std::vector<float>(6 * 32 + 7, 0.5f))).to_int8();
+        float out = 0;
+        ssm::dot_rows_q8<1>(w.int8_row(0), w.int8_scales(0), xq.data(), scale.data(), 7 * 32, 7, 7, &out);
+        CHECK(std::isnan(out));
+    }
+
+    // Weights go through the same rounding: an infinite or NaN weight makes its block NaN
+    // (widened and in products), never an integer cast from a non-finite value.
+    std::vector<float> wv(2 * 64, 0.25f);
+    wv[3] = inf;
+    wv[64 + 40] = nan;
+    const ssm::WeightMatrix q = ssm::WeightMatrix(ssm::Tensor::from({2, 64}, wv)).to_int8();
+    CHECK(std::isnan(q.int8_scales(0)[0]));
+    CHECK(q.int8_scales(0)[1] == 0.25f / 127.0f);
+    CHECK(std::isnan(q.int8_scales(1)[1]));
+    std::vector<float> widened(2 * 64);
+    q.rows_f32(0, 2, widened.data());
+    CHECK(std::isnan(widened[0]));
+    CHECK(widened[40] == 0.25f);
+    CHECK(std::isnan(widened[64 + 33]));
+    const std::vector<float> ones(64, 1.0f);
+    float d[1] = {0};
+    ssm::dot_rows_int8<1>(q.int8_row(1), q.int8_scales(1), ones.data(), 64, 64, d);
+    CHECK(std::isnan(d[0]));
+}
+
 TEST_CASE("dot_rows_q8 equals the exact sum of the int8 products, on every kernel the CPU runs", "[weights]") {
     std::size_t checked = 0, paths = 0;
     for (const ssm::CpuIsa isa : kAllCpuIsas) {
@@ -275,10 +371,10 @@ TEST_CASE("dot_rows_q8 equals the exact sum of the int8 products, on every kerne
             float out[8];
             const std::int8_t* qr = q.int8_row(0);
             const float* qs = q.int8_scales(0);
-            ssm::dot_rows_q8<1>(qr, qs, xq.data(), xs.data(), ldq, blocks, out), check(out, 1);
-            ssm::dot_rows_q8<2>(qr, qs, xq.data(), xs.data(), ldq, blocks, out), check(out, 2);
-            ssm::dot_rows_q8<4>(qr, qs, xq.data(), xs.data(), ldq, blocks, out), check(out, 4);
-            ssm::dot_rows_q8<8>(qr, qs, xq.data(), xs.data(), ldq, blocks, out), check(out, 8);
+            ssm::dot_rows_q8<1>(qr, qs, xq.data(), xs.data(), ldq, blocks + 1, blocks, out), check(out, 1);
+            ssm::dot_rows_q8<2>(qr, qs, xq.data(), xs.data(), ldq, blocks + 1, blocks, out), check(out, 2);
+            ssm::dot_rows_q8<4>(qr, qs, xq.data(), xs.data(), ldq, blocks + 1, blocks, out), check(out, 4);
+            ssm::dot_rows_q8<8>(qr, qs, xq.data(), xs.data(), ldq, blocks + 1, blocks, out), check(out, 8);
         }
     }
     CHECK(paths >= 1);
@@ -287,7 +383,7 @@ TEST_CASE("dot_rows_q8 equals the exact sum of the int8 products, on every kerne
 
 TEST_CASE("a Linear with Int8Activations rounds its few input rows to int8 blocks; many rows stay float32",
           "[weights]") {
-    const ssm::index in = 200, out = 600;  // 256+ output rows a thread: two threads
+    const ssm::index in = 200, out = 700;  // 328+ output rows a thread (64K weights): two threads
     const auto w = ssm::test::random_floats(static_cast<std::size_t>(out * in), -1, 1, 910);
     ssm::Linear lin(ssm::WeightMatrix(ssm::Tensor::from({out, in}, w)), std::nullopt);
     ssm::Linear int8 = lin;

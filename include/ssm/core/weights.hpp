@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <vector>
@@ -61,6 +62,15 @@ inline void load16(f32x16& v, const std::uint16_t* p) noexcept {  // bf16, widen
 namespace detail {
 
 #if SSM_X86_DISPATCH
+/// acc[k][r] = 0 for the K partial sums of each of R rows.
+template <int K, int R>
+__attribute__((target("avx2,fma"), always_inline)) inline void zero_sums_avx2(__m256 (&acc)[K][R]) noexcept {
+SSM_UNROLL(8)
+    for (int k = 0; k < K; ++k)
+SSM_UNROLL(8)
+        for (int r = 0; r < R; ++r) acc[k][r] = _mm256_setzero_ps();
+}
+
 /// sum[r] += every lane of acc[0][r] + … + acc[K−1][r]: the K partial sums of each of R rows.
 template <int K, int R>
 __attribute__((target("avx2,fma"), always_inline)) inline void add_sums_avx2(const __m256 (&acc)[K][R],
@@ -94,10 +104,7 @@ __attribute__((target("avx2,fma"))) index dot_rows_avx2(const T* w, const float*
     constexpr index kStep = 8 * kChunks;
     constexpr index kPrefetchBytes = 4096;
     __m256 acc[kChunks][R];
-SSM_UNROLL(8)
-    for (int c = 0; c < kChunks; ++c)
-SSM_UNROLL(8)
-        for (int r = 0; r < R; ++r) acc[c][r] = _mm256_setzero_ps();
+    zero_sums_avx2(acc);
     const index main_end = n - n % kStep;
     index i = 0;
     for (; i < main_end; i += kStep) {
@@ -272,10 +279,7 @@ __attribute__((target("avx2,fma"))) void dot_rows_int8_avx2(const std::int8_t* q
                                                             float* sum) noexcept {
     constexpr int kBlocks = R >= 4 ? 1 : 4 / R;
     __m256 acc[kBlocks][R];
-SSM_UNROLL(8)
-    for (int k = 0; k < kBlocks; ++k)
-SSM_UNROLL(8)
-        for (int r = 0; r < R; ++r) acc[k][r] = _mm256_setzero_ps();
+    zero_sums_avx2(acc);
     index b = 0;
     for (; b + kBlocks <= full; b += kBlocks)
 SSM_UNROLL(8)
@@ -339,23 +343,88 @@ inline void dot_rows_int8(const std::int8_t* q, const float* scale, const float*
     for (int r = 0; r < R; ++r) out[r] = sum[r];
 }
 
-/// Rounds `n` activations to int8 blocks as `dot_rows_q8` reads them: per block of
-/// `kInt8Block` values, scale = max|x| / 127 and xq = round(x / scale) (so |xq| ≤ 127; an
-/// all-zero block has scale 0). `xq` gets `blocks · kInt8Block` values, a partial last block
-/// padded with zeros; `scale` one value per block, blocks = ⌈n / kInt8Block⌉.
-inline void quantize_int8_blocks(const float* x, index n, std::int8_t* xq, float* scale) noexcept {
-    const index blocks = (n + kInt8Block - 1) / kInt8Block;
-    for (index b = 0; b < blocks; ++b) {
-        const index begin = b * kInt8Block, end = std::min(n, begin + kInt8Block);
-        float amax = 0.0f;
-        for (index i = begin; i < end; ++i) amax = std::max(amax, std::abs(x[i]));
-        const float s = amax / 127.0f;
-        const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
-        scale[b] = s;
-        for (index i = begin; i < end; ++i)
-            xq[i] = static_cast<std::int8_t>(std::clamp(std::nearbyint(x[i] * inv), -127.0f, 127.0f));
-        for (index i = end; i < begin + kInt8Block; ++i) xq[i] = 0;
+namespace detail {
+
+/// One block of `count` ≤ `kInt8Block` activations rounded to int8 (`quantize_int8_blocks`);
+/// returns its scale. A block holding an infinity or a NaN gets scale NaN and zeros, so
+/// every product with it is NaN, as in float32, and no non-finite value is cast to int8. A
+/// block whose largest magnitude is so small that 127 / max|x| overflows (below about
+/// 3.7·10⁻³⁷, zero included) is all zeros with scale 0.
+inline float quantize_block_generic(const float* x, index count, std::int8_t* xq) noexcept {
+    float amax = 0.0f;
+    bool finite = true;
+    for (index i = 0; i < count; ++i) {
+        const float a = std::abs(x[i]);
+        finite = finite && a <= std::numeric_limits<float>::max();
+        amax = std::max(amax, a);
     }
+    const float inv = 127.0f / amax;
+    if (!finite || !(inv <= std::numeric_limits<float>::max())) {
+        std::fill(xq, xq + kInt8Block, std::int8_t{0});
+        return finite ? 0.0f : std::numeric_limits<float>::quiet_NaN();
+    }
+    for (index i = 0; i < count; ++i)
+        xq[i] = static_cast<std::int8_t>(std::clamp(std::nearbyint(x[i] * inv), -127.0f, 127.0f));
+    std::fill(xq + count, xq + kInt8Block, std::int8_t{0});
+    return amax / 127.0f;
+}
+
+#if SSM_X86_DISPATCH
+/// AVX2: one whole block, the same values as `quantize_block_generic` (the same product
+/// x · (127 / max|x|), rounded to nearest even by the conversion as by `nearbyint`).
+__attribute__((target("avx2,fma"))) inline float quantize_block_avx2(const float* x, std::int8_t* xq) noexcept {
+    const __m256 sign = _mm256_set1_ps(-0.0f), largest = _mm256_set1_ps(std::numeric_limits<float>::max());
+    __m256 v[4], m = _mm256_setzero_ps(), ok = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
+SSM_UNROLL(4)
+    for (int j = 0; j < 4; ++j) {
+        v[j] = _mm256_loadu_ps(x + 8 * j);
+        const __m256 a = _mm256_andnot_ps(sign, v[j]);
+        ok = _mm256_and_ps(ok, _mm256_cmp_ps(a, largest, _CMP_LE_OQ));  // false for ±inf and NaN
+        m = _mm256_max_ps(m, a);
+    }
+    __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_max_ss(h, _mm_movehdup_ps(h));
+    const float amax = _mm_cvtss_f32(h), inv1 = 127.0f / amax;
+    const bool finite = _mm256_movemask_ps(ok) == 0xFF;
+    if (!finite || !(inv1 <= std::numeric_limits<float>::max())) {
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(xq), _mm256_setzero_si256());
+        return finite ? 0.0f : std::numeric_limits<float>::quiet_NaN();
+    }
+    const __m256 inv = _mm256_set1_ps(inv1);
+    const __m256 lo = _mm256_set1_ps(-127.0f), hi = _mm256_set1_ps(127.0f);
+    __m256i q[4];
+SSM_UNROLL(4)
+    for (int j = 0; j < 4; ++j)
+        q[j] = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(v[j], inv), lo), hi));
+    // Packing works within 128-bit halves: groups of four come out as q0 q1 q2 q3 (low
+    // halves), then the high halves; one permutation puts them back in order.
+    const __m256i packed = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(xq),
+                        _mm256_permutevar8x32_epi32(packed, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+    return amax / 127.0f;
+}
+#endif
+
+}  // namespace detail
+
+/// Rounds `n` activations to int8 blocks as `dot_rows_q8` reads them: per block of
+/// `kInt8Block` values, scale = max|x| / 127 and xq = round(x · 127 / max|x|) (so |xq| ≤
+/// 127; an all-zero block, or one below about 3.7·10⁻³⁷, has scale 0 and zeros; a block with
+/// an infinity or a NaN has scale NaN and zeros).
+/// `xq` gets `blocks · kInt8Block` values, a partial last block padded with zeros; `scale`
+/// one value per block, blocks = ⌈n / kInt8Block⌉. AVX2 where the CPU has it, with the
+/// same results as the portable code.
+inline void quantize_int8_blocks(const float* x, index n, std::int8_t* xq, float* scale) noexcept {
+    const index full = n / kInt8Block;
+    index b = 0;
+#if SSM_X86_DISPATCH
+    if (cpu_isa() >= CpuIsa::Avx2)
+        for (; b < full; ++b) scale[b] = detail::quantize_block_avx2(x + b * kInt8Block, xq + b * kInt8Block);
+#endif
+    for (; b < full; ++b) scale[b] = detail::quantize_block_generic(x + b * kInt8Block, kInt8Block, xq + b * kInt8Block);
+    if (full * kInt8Block < n)
+        scale[full] = detail::quantize_block_generic(x + full * kInt8Block, n - full * kInt8Block, xq + full * kInt8Block);
 }
 
 namespace detail {
@@ -363,14 +432,14 @@ namespace detail {
 /// Portable: each block's 32 products summed exactly in int32, then scaled.
 template <int R>
 inline void dot_rows_q8_generic(const std::int8_t* q, const float* wscale, const std::int8_t* xq,
-                                const float* xscale, index ldx, index blocks, float* sum) noexcept {
+                                const float* xscale, index ldx, index lds, index blocks, float* sum) noexcept {
     for (index b = 0; b < blocks; ++b) {
         const std::int8_t* qb = q + b * kInt8Block;
         for (int r = 0; r < R; ++r) {
             const std::int8_t* xb = xq + r * ldx + b * kInt8Block;
             std::int32_t s = 0;
             for (index i = 0; i < kInt8Block; ++i) s += static_cast<std::int32_t>(qb[i]) * xb[i];
-            sum[r] += static_cast<float>(s) * (wscale[b] * xscale[r * (ldx / kInt8Block) + b]);
+            sum[r] += static_cast<float>(s) * (wscale[b] * xscale[r * lds + b]);
         }
     }
 }
@@ -397,24 +466,29 @@ SSM_UNROLL(8)
 
 /// AVX2: 32 weights take four integer instructions where the float32 path widens, converts
 /// and multiply-adds each 8. 4/R blocks a step, as in `dot_rows_int8_avx2`, so four sums
-/// are in flight.
+/// are in flight. At this rate the hardware prefetcher alone leaves the loop waiting on
+/// memory, so each step asks for the weights 2 KiB ahead (the rows of a matrix are
+/// contiguous, so that is the next rows' start; a prefetch past the end never faults).
+/// Measured in `bench_model` (`BM_DecodeProjections/4`): see docs/benchmarks.md.
 template <int R>
 __attribute__((target("avx2,fma"))) void dot_rows_q8_avx2(const std::int8_t* q, const float* wscale,
                                                           const std::int8_t* xq, const float* xscale, index ldx,
-                                                          index blocks, float* sum) noexcept {
+                                                          index lds, index blocks, float* sum) noexcept {
     constexpr int kBlocks = R >= 4 ? 1 : 4 / R;
-    const index lds = ldx / kInt8Block;
+    constexpr index kPrefetchBytes = 2048;
     __m256 acc[kBlocks][R];
-SSM_UNROLL(8)
-    for (int k = 0; k < kBlocks; ++k)
-SSM_UNROLL(8)
-        for (int r = 0; r < R; ++r) acc[k][r] = _mm256_setzero_ps();
+    zero_sums_avx2(acc);
     index b = 0;
-    for (; b + kBlocks <= blocks; b += kBlocks)
+    for (; b + kBlocks <= blocks; b += kBlocks) {
+        // One line of 64 bytes a step at R >= 2 (kBlocks · 32 ≤ 64 bytes read), two at R = 1.
+        const char* ahead = reinterpret_cast<const char*>(q + b * kInt8Block) + kPrefetchBytes;
+        _mm_prefetch(ahead, _MM_HINT_T0);
+        if constexpr (kBlocks * kInt8Block > 64) _mm_prefetch(ahead + 64, _MM_HINT_T0);
 SSM_UNROLL(8)
         for (int k = 0; k < kBlocks; ++k)
             q8_block_avx2<R>(q + (b + k) * kInt8Block, wscale[b + k], xq + (b + k) * kInt8Block, xscale + b + k,
                              ldx, lds, acc[k]);
+    }
     for (; b < blocks; ++b)
         q8_block_avx2<R>(q + b * kInt8Block, wscale[b], xq + b * kInt8Block, xscale + b, ldx, lds, acc[0]);
     add_sums_avx2(acc, sum);
@@ -423,23 +497,23 @@ SSM_UNROLL(8)
 
 }  // namespace detail
 
-/// out[r] = Σ_b wscale[b] · xscale[r][b] · Σ_{i in block b} q[i] · xq[r·ldx + i]: int8
+/// out[r] = Σ_b wscale[b] · xscale[r·lds + b] · Σ_{i in block b} q[i] · xq[r·ldx + i]: int8
 /// weights against R rows of int8 activations (`quantize_int8_blocks`), `blocks` blocks of
 /// `kInt8Block` (both padded with zeros past the row's end). Each block's sum is an exact
-/// integer; the scaled sums add in float32. `ldx` is a row's stride in values, a multiple of
-/// `kInt8Block`; row r's scales start at xscale + r · ldx / kInt8Block. AVX2 kernel where
-/// the CPU has AVX2 (AVX-512 CPUs too), portable code elsewhere.
+/// integer; the scaled sums add in float32. `ldx` is an activation row's stride in values,
+/// `lds` its scales' stride. AVX2 kernel where the CPU has AVX2 (AVX-512 CPUs too),
+/// portable code elsewhere.
 template <int R>
 inline void dot_rows_q8(const std::int8_t* q, const float* wscale, const std::int8_t* xq, const float* xscale,
-                        index ldx, index blocks, float* out) noexcept {
+                        index ldx, index lds, index blocks, float* out) noexcept {
     float sum[R] = {};
     switch (cpu_isa()) {
 #if SSM_X86_DISPATCH
         case CpuIsa::Avx512Bf16:
         case CpuIsa::Avx512:
-        case CpuIsa::Avx2: detail::dot_rows_q8_avx2<R>(q, wscale, xq, xscale, ldx, blocks, sum); break;
+        case CpuIsa::Avx2: detail::dot_rows_q8_avx2<R>(q, wscale, xq, xscale, ldx, lds, blocks, sum); break;
 #endif
-        default: detail::dot_rows_q8_generic<R>(q, wscale, xq, xscale, ldx, blocks, sum); break;
+        default: detail::dot_rows_q8_generic<R>(q, wscale, xq, xscale, ldx, lds, blocks, sum); break;
     }
     for (int r = 0; r < R; ++r) out[r] = sum[r];
 }
@@ -476,8 +550,10 @@ public:
     }
 
     /// The same matrix as int8 blocks: per block of `kInt8Block` values along a row, scale =
-    /// max|w| / 127 and q = round(w / scale), so |w − q·scale| ≤ scale / 2. A bfloat16 matrix
-    /// is quantised from its widened values; an int8 one is returned as it is.
+    /// max|w| / 127 and q = round(w / scale), so |w − q·scale| ≤ scale / 2, rounded as
+    /// `quantize_int8_blocks` rounds activations (a block with an infinity or a NaN: scale NaN,
+    /// q zero). A bfloat16 matrix is quantised from its widened values; an int8 one is
+    /// returned as it is.
     [[nodiscard]] WeightMatrix to_int8() const {
         if (is_int8()) {
             WeightMatrix w = *this;
@@ -494,18 +570,8 @@ public:
             std::vector<float> row(static_cast<std::size_t>(cols_));
             for (index r = r0; r < r1; ++r) {
                 rows_f32(r, 1, row.data());
-                for (index b = 0; b < blocks; ++b) {
-                    const index begin = b * kInt8Block, end = std::min(cols_, begin + kInt8Block);
-                    float amax = 0.0f;
-                    for (index i = begin; i < end; ++i) amax = std::max(amax, std::abs(row[static_cast<std::size_t>(i)]));
-                    const float scale = amax / 127.0f;
-                    (*scales)[static_cast<std::size_t>(r * blocks + b)] = scale;
-                    if (scale == 0.0f) continue;  // an all-zero block stays zero
-                    const float inv = 1.0f / scale;
-                    std::int8_t* dst = q->data() + r * blocks * kInt8Block;
-                    for (index i = begin; i < end; ++i)
-                        dst[i] = static_cast<std::int8_t>(std::clamp(std::nearbyint(row[static_cast<std::size_t>(i)] * inv), -127.0f, 127.0f));
-                }
+                quantize_int8_blocks(row.data(), cols_, q->data() + r * blocks * kInt8Block,
+                                     scales->data() + r * blocks);
             }
         });
         w.int8_ = std::move(q);

@@ -80,7 +80,7 @@ public:
         }
         // Few rows (decoding): split the output features over threads; each weight row is
         // read from memory once and meets every input row while it is in registers.
-        parallel_for(out_features(), kRowsPerThread, [&](index begin, index end) {
+        parallel_for(out_features(), rows_per_thread(), [&](index begin, index end) {
             few_rows_stored(x, y, begin, end, accumulate);
             add_bias(y, begin, end);
         });
@@ -169,7 +169,13 @@ public:
 
 private:
     static constexpr index kGemmRows = 32;        // from here on, one blocked GEMM
-    static constexpr index kRowsPerThread = 256;  // output features per thread, at least
+    // Few rows: a thread takes 64K weights at least (256 output features of 256 inputs), so
+    // a narrow projection with long rows (x_proj: 80 × 1536) is split too, and one with
+    // short rows (dt_proj: 1536 × 48) is not split into pieces smaller than a thread's start.
+    static constexpr index kWeightsPerThread = index{1} << 16;
+    [[nodiscard]] index rows_per_thread() const noexcept {
+        return std::max<index>(1, kWeightsPerThread / std::max<index>(1, in_features()));
+    }
     static constexpr index kWidenGemmRows = 1024; // bf16 weight rows widened for one GEMM (prefill)
 
     /// y[:, o] (+)= x · w_o for o in [begin, end): input rows in groups of 8, 4, 2, 1, each
@@ -192,11 +198,18 @@ private:
         }
     }
 
+    /// The input rows rounded to int8 blocks (`quantize_int8_blocks`) for `Int8Activations`:
+    /// row r's values at xq + r · ldq, its scales at xs + r · blocks.
+    struct RoundedRows {
+        const std::int8_t* xq;
+        const float* xs;
+    };
+
     /// `few_rows` over the weight as stored: float32 or bfloat16 rows through `dot_rows`,
-    /// int8 rows through `dot_rows_int8`; with `Int8Activations`, the input rows are rounded
-    /// to int8 blocks once (per thread, into a buffer kept across calls) and every int8 row
-    /// meets them through `dot_rows_q8`.
-    void few_rows_stored(ConstStridedMap x, StridedMap y, index begin, index end, bool accumulate) const {
+    /// int8 rows through `dot_rows_int8`; with `Int8Activations`, every int8 row meets the
+    /// input rows as `rounded` holds them, through `dot_rows_q8`.
+    void few_rows_stored(ConstStridedMap x, StridedMap y, index begin, index end, bool accumulate,
+                         RoundedRows rounded = {nullptr, nullptr}) const {
         const index in = in_features(), ldx = x.outerStride();
         const float* x0 = x.data();
         switch (weight_.format()) {
@@ -217,16 +230,11 @@ private:
                 break;
             case WeightFormat::Int8Activations: {
                 const index blocks = weight_.int8_blocks_per_row(), ldq = blocks * kInt8Block;
-                thread_local std::vector<std::int8_t> xq_buffer;
-                thread_local std::vector<float> xs_buffer;
-                const auto rows = static_cast<std::size_t>(x.rows());
-                if (xq_buffer.size() < rows * static_cast<std::size_t>(ldq)) xq_buffer.resize(rows * static_cast<std::size_t>(ldq));
-                if (xs_buffer.size() < rows * static_cast<std::size_t>(blocks)) xs_buffer.resize(rows * static_cast<std::size_t>(blocks));
-                std::int8_t* const xq = xq_buffer.data();
-                float* const xs = xs_buffer.data();
-                for (index r = 0; r < x.rows(); ++r) quantize_int8_blocks(x0 + r * ldx, in, xq + r * ldq, xs + r * blocks);
+                const std::int8_t* const xq = rounded.xq;
+                const float* const xs = rounded.xs;
                 few_rows(x, y, begin, end, accumulate, [&]<int R>(std::integral_constant<int, R>, index o, index r, float* out) {
-                    dot_rows_q8<R>(weight_.int8_row(o), weight_.int8_scales(o), xq + r * ldq, xs + r * blocks, ldq, blocks, out);
+                    dot_rows_q8<R>(weight_.int8_row(o), weight_.int8_scales(o), xq + r * ldq, xs + r * blocks, ldq,
+                                   blocks, blocks, out);
                 });
                 break;
             }
@@ -275,8 +283,23 @@ private:
             add_bias(y, 0, out_features());
             return;
         }
-        parallel_for(out_features(), kRowsPerThread, [&](index begin, index end) {
-            few_rows_stored(x, y, begin, end, accumulate);
+        RoundedRows rounded{nullptr, nullptr};
+        if (weight_.format() == WeightFormat::Int8Activations) {
+            // Rounded once, before the threads split the output features; the buffers are
+            // the calling thread's, kept across calls, so a decoding step does not allocate.
+            const index blocks = weight_.int8_blocks_per_row(), ldq = blocks * kInt8Block;
+            thread_local std::vector<std::int8_t> xq_buffer;
+            thread_local std::vector<float> xs_buffer;
+            const auto nq = static_cast<std::size_t>(rows * ldq), ns = static_cast<std::size_t>(rows * blocks);
+            if (xq_buffer.size() < nq) xq_buffer.resize(nq);
+            if (xs_buffer.size() < ns) xs_buffer.resize(ns);
+            for (index r = 0; r < rows; ++r)
+                quantize_int8_blocks(x.data() + r * x.outerStride(), in, xq_buffer.data() + r * ldq,
+                                     xs_buffer.data() + r * blocks);
+            rounded = {xq_buffer.data(), xs_buffer.data()};
+        }
+        parallel_for(out_features(), rows_per_thread(), [&, rounded](index begin, index end) {
+            few_rows_stored(x, y, begin, end, accumulate, rounded);
             add_bias(y, begin, end);
         });
     }
