@@ -2,7 +2,9 @@
 // reference against the parallel scan (channels across threads) and the time-chunked
 // parallel scan, at L = 512 … 32k tokens of one sequence. Reports tokens/s, state
 // updates/s (one (t, e, n) element each) and the bytes/s of operands read and written,
-// beside the FMA and memory ceilings measured in the same run.
+// beside the FMA and memory ceilings measured in the same run. BM_StateUpdate: decoding's
+// one-token step (`selective_state_update`) over 24 layers' states, as a token of a
+// 24-layer model runs it.
 #include <benchmark/benchmark.h>
 
 #include <random>
@@ -69,6 +71,24 @@ void BM_Scan(benchmark::State& state) {
     state.counters["threads"] = std::is_same_v<Scan, ssm::SequentialScan> ? 1 : ssm::num_threads();
 }
 
+/// One decoding token through 24 layers' selective-state updates (E 1536, N 16 each, one
+/// sequence): each layer's state (96 KiB) and A advanced in place, the layers one after
+/// another. Reports state updates/s.
+void BM_StateUpdate(benchmark::State& state) {
+    constexpr int kLayers = 24;
+    Operands ops(1);
+    std::vector<std::vector<float>> states(kLayers, std::vector<float>(static_cast<std::size_t>(kE * kN), 0.0f));
+    auto args = ops.args();
+    for (auto _ : state) {
+        for (auto& s : states) ssm::selective_state_update<ssm::MambaDiscretization>(args, s.data());
+        benchmark::DoNotOptimize(ops.y.data());
+    }
+    const double tokens = static_cast<double>(state.iterations());
+    state.SetItemsProcessed(static_cast<std::int64_t>(tokens));
+    state.counters["updates/s"] = benchmark::Counter(tokens * kLayers * kE * kN, benchmark::Counter::kIsRate);
+    state.counters["threads"] = ssm::num_threads();
+}
+
 }  // namespace
 
 BENCHMARK(ssm::bench::BM_PeakFma)->Unit(benchmark::kMillisecond)->UseRealTime();
@@ -76,4 +96,5 @@ BENCHMARK(ssm::bench::BM_MemoryRead)->Unit(benchmark::kMillisecond)->UseRealTime
 BENCHMARK_TEMPLATE(BM_Scan, ssm::SequentialScan)->Arg(512)->Arg(2048)->Arg(8192)->Arg(32768)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_TEMPLATE(BM_Scan, ssm::ParallelScan)->Arg(512)->Arg(2048)->Arg(8192)->Arg(32768)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_TEMPLATE(BM_Scan, ssm::BasicParallelScan<true>)->Arg(512)->Arg(2048)->Arg(8192)->Arg(32768)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_StateUpdate)->Unit(benchmark::kMicrosecond)->UseRealTime();
 BENCHMARK_MAIN();

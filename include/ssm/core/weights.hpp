@@ -489,7 +489,8 @@ SSM_UNROLL(8)
             q8_block_avx2<R>(q + (b + k) * kInt8Block, wscale[b + k], xq + (b + k) * kInt8Block, xscale + b + k,
                              ldx, lds, acc[k]);
     }
-    for (; b < blocks; ++b)
+    // Fewer than kBlocks left (a bound GCC can see: with `b < blocks` alone it warns at -O3).
+    for (int k = 1; k < kBlocks && b < blocks; ++k, ++b)
         q8_block_avx2<R>(q + b * kInt8Block, wscale[b], xq + b * kInt8Block, xscale + b, ldx, lds, acc[0]);
     add_sums_avx2(acc, sum);
 }
