@@ -331,6 +331,26 @@ TEST_CASE("quantize_int8_blocks rounds alike on every kernel; a non-finite block
     CHECK(std::isnan(d[0]));
 }
 
+/// The exact value, in double, of an int8 weight row against an int8 activation row (both
+/// `blocks` blocks): Σ_b wscale[b] · xscale[b] · Σ q·xq, and the same sum of magnitudes
+/// (what float32 rounding of the scaled block sums is measured against).
+struct ExactQ8 {
+    double value = 0, magnitude = 0;
+};
+ExactQ8 exact_q8(const std::int8_t* q, const float* wscale, const std::int8_t* xq, const float* xscale,
+                 ssm::index blocks) {
+    ExactQ8 e;
+    for (ssm::index b = 0; b < blocks; ++b) {
+        long long s = 0;
+        for (ssm::index i = b * ssm::kInt8Block; i < (b + 1) * ssm::kInt8Block; ++i)
+            s += static_cast<long long>(q[i]) * xq[i];
+        const double scale = static_cast<double>(wscale[b]) * xscale[b];
+        e.value += static_cast<double>(s) * scale;
+        e.magnitude += std::abs(static_cast<double>(s)) * scale;
+    }
+    return e;
+}
+
 TEST_CASE("dot_rows_q8 equals the exact sum of the int8 products, on every kernel the CPU runs", "[weights]") {
     std::size_t checked = 0, paths = 0;
     for (const ssm::CpuIsa isa : kAllCpuIsas) {
@@ -354,17 +374,10 @@ TEST_CASE("dot_rows_q8 equals the exact sum of the int8 products, on every kerne
             }
             const auto check = [&](const float* got, int count) {
                 for (int r = 0; r < count; ++r) {
-                    double e = 0, mag = 0;
-                    for (ssm::index b = 0; b < blocks; ++b) {
-                        long long s = 0;
-                        for (ssm::index i = b * ssm::kInt8Block; i < (b + 1) * ssm::kInt8Block; ++i)
-                            s += static_cast<long long>(q.int8_row(0)[i]) * xq[static_cast<std::size_t>(r * ldq + i)];
-                        const double scale = static_cast<double>(q.int8_scales(0)[b]) * xs[static_cast<std::size_t>(r * (blocks + 1) + b)];
-                        e += static_cast<double>(s) * scale;
-                        mag += std::abs(static_cast<double>(s)) * scale;
-                    }
+                    const ExactQ8 e = exact_q8(q.int8_row(0), q.int8_scales(0), xq.data() + r * ldq,
+                                               xs.data() + r * (blocks + 1), blocks);
                     INFO("n " << n << ", row " << r << " of " << count);
-                    CHECK(std::abs(got[r] - e) <= 2e-6 * (1 + mag));
+                    CHECK(std::abs(got[r] - e.value) <= 2e-6 * (1 + e.magnitude));
                     ++checked;
                 }
             };
@@ -419,16 +432,8 @@ TEST_CASE("a Linear with Int8Activations rounds its few input rows to int8 block
             std::vector<float> xs(static_cast<std::size_t>(blocks));
             ssm::quantize_int8_blocks(x.row(r).data(), in, xq.data(), xs.data());
             for (ssm::index o = 0; o < out; ++o) {
-                double e = 0, mag = 0;
-                for (ssm::index b = 0; b < blocks; ++b) {
-                    long long s = 0;
-                    for (ssm::index i = b * ssm::kInt8Block; i < (b + 1) * ssm::kInt8Block; ++i)
-                        s += static_cast<long long>(lin.weight().int8_row(o)[i]) * xq[static_cast<std::size_t>(i)];
-                    const double scale = static_cast<double>(lin.weight().int8_scales(o)[b]) * xs[static_cast<std::size_t>(b)];
-                    e += static_cast<double>(s) * scale;
-                    mag += std::abs(static_cast<double>(s)) * scale;
-                }
-                worst = std::max(worst, std::abs(y(r, o) - e) / (1 + mag));
+                const ExactQ8 e = exact_q8(lin.weight().int8_row(o), lin.weight().int8_scales(o), xq.data(), xs.data(), blocks);
+                worst = std::max(worst, std::abs(y(r, o) - e.value) / (1 + e.magnitude));
                 moved = std::max(moved, static_cast<double>(std::abs(y(r, o) - y8(r, o))));
             }
         }
