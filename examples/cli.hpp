@@ -159,15 +159,23 @@ inline std::string describe(const MambaConfig& c, bool tied_head) {
            ", SwiGLU " + n(c.mlp_size) + tail;
 }
 
+/// Writes a whole error line in one call, so that under mpirun, where every rank's standard
+/// error reaches the terminal through one pipe, another rank's progress never lands inside it.
+inline void error_line(const std::string& line) {
+    std::fflush(stdout);
+    std::fwrite(line.data(), 1, line.size(), stderr);
+    std::fflush(stderr);
+}
+
 template <class Body>
 int run_main(std::string_view program, Body&& body) {
     try {
         return body();
     } catch (const UsageError& e) {
-        std::cerr << program << ": error: " << e.what() << " (see " << program << " --help)\n";
+        error_line(std::string(program) + ": error: " + e.what() + " (see " + std::string(program) + " --help)\n");
         return 2;
     } catch (const std::exception& e) {
-        std::cerr << program << ": error: " << e.what() << "\n";
+        error_line(std::string(program) + ": error: " + e.what() + "\n");
         return 1;
     }
 }
