@@ -18,4 +18,13 @@ inline std::vector<std::int32_t> random_ids(index n, index vocab, unsigned seed)
     return ids;
 }
 
+/// A (rows, cols) matrix of values drawn uniformly from [lo, hi), repeatable by `seed`.
+inline Matrix random_matrix(index rows, index cols, float lo, float hi, unsigned seed) {
+    std::mt19937 rng(seed);
+    std::uniform_real_distribution<float> dist(lo, hi);
+    Matrix m(rows, cols);
+    for (index i = 0; i < m.size(); ++i) m.data()[i] = dist(rng);
+    return m;
+}
+
 }  // namespace ssm::bench

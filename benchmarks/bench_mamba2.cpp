@@ -17,6 +17,7 @@
 #include <vector>
 
 #include <ssm/ssm.hpp>
+#include <ssm/scan/ssd_backward.hpp>
 #include <ssm/train/losses.hpp>
 #include <ssm/train/parameters.hpp>
 
@@ -191,6 +192,99 @@ void BM_Mamba2_TrainStep(benchmark::State& s) {
     train_step(s, t, kGemm2);
 }
 
+/// One layer's SSD scan in the mamba2-130m shape over one sequence of L tokens: the chunked
+/// forward (chunk 64), and the backward as recurrences (`ssd_scan_backward`) or chunked
+/// (`ssd_scan_backward_chunked`, chunk 64). Random inputs: x, B, C in [−1, 1], Δ in
+/// [0.001, 0.1] (the checkpoint's range), A in [−16, −1]. The chunked forms' FLOP/s count
+/// the multiply-adds of their products per chunk of Q tokens and head: Q²·P/2 + 2·Q·P·N
+/// forward (the masked product is triangular; C Bᵀ, shared by a group's heads, is left
+/// out) and 3·Q²·N + 2·Q²·P + 5·Q·P·N backward (every product there is dense).
+struct SsdInputs {
+    ssm::index L;
+    ssm::Matrix x, dt, B, C, y, dy, dx, ddt, dB, dC;
+    std::vector<float> A, dA;
+    std::vector<ssm::index> offsets;
+    explicit SsdInputs(ssm::index len) : L(len), offsets{0, len} {
+        x = ssm::bench::random_matrix(L, kE, -1, 1, 1);
+        dt = ssm::bench::random_matrix(L, kH, 0.001f, 0.1f, 2);
+        B = ssm::bench::random_matrix(L, kN2, -1, 1, 3);
+        C = ssm::bench::random_matrix(L, kN2, -1, 1, 4);
+        dy = ssm::bench::random_matrix(L, kE, -1, 1, 5);
+        const ssm::Matrix a = ssm::bench::random_matrix(1, kH, -16, -1, 6);
+        A.assign(a.data(), a.data() + kH);
+        y = dx = ssm::Matrix::Zero(L, kE);
+        ddt = ssm::Matrix::Zero(L, kH);
+        dB = dC = ssm::Matrix::Zero(L, kN2);
+        dA.assign(static_cast<std::size_t>(kH), 0.0f);
+    }
+    ssm::SsdArgs args() {
+        ssm::SsdArgs a;
+        a.T = L;
+        a.H = kH;
+        a.P = kP;
+        a.N = kN2;
+        a.G = 1;
+        a.x = x.data();
+        a.ld_x = kE;
+        a.dt = dt.data();
+        a.ld_dt = kH;
+        a.A = A.data();
+        a.B = B.data();
+        a.ld_B = kN2;
+        a.C = C.data();
+        a.ld_C = kN2;
+        a.y = y.data();
+        a.ld_y = kE;
+        a.offsets = offsets;
+        a.chunk = 64;
+        return a;
+    }
+    ssm::SsdGrads grads() {
+        return {dy.data(), kE, dx.data(), kE, ddt.data(), kH, dB.data(), kN2, dC.data(), kN2, dA.data()};
+    }
+};
+
+constexpr double kQ = 64;
+
+void ssd_counters(benchmark::State& state, double macs_per_chunk_head) {
+    const double tokens = static_cast<double>(state.range(0)) * static_cast<double>(state.iterations());
+    state.SetItemsProcessed(static_cast<std::int64_t>(tokens));
+    state.counters["FLOP/s"] = benchmark::Counter(2.0 * macs_per_chunk_head * kH * tokens / kQ, benchmark::Counter::kIsRate);
+    state.counters["threads"] = ssm::num_threads();
+}
+
+void BM_SsdForward(benchmark::State& state) {
+    SsdInputs in(state.range(0));
+    const ssm::SsdArgs a = in.args();
+    for (auto _ : state) {
+        ssm::ChunkedSsd<64>::run(a);
+        benchmark::DoNotOptimize(in.y.data());
+    }
+    ssd_counters(state, 0.5 * kQ * kQ * kP + 2 * kQ * kP * kN2);
+}
+
+void BM_SsdBackward_Recurrent(benchmark::State& state) {
+    SsdInputs in(state.range(0));
+    const ssm::SsdArgs a = in.args();
+    const ssm::SsdGrads g = in.grads();
+    for (auto _ : state) {
+        ssm::ssd_scan_backward(a, g);
+        benchmark::DoNotOptimize(in.dx.data());
+    }
+    ssd_counters(state, 0.0);
+}
+
+void BM_SsdBackward_Chunked(benchmark::State& state) {
+    SsdInputs in(state.range(0));
+    const ssm::SsdArgs a = in.args();
+    const ssm::SsdGrads g = in.grads();
+    for (auto _ : state) {
+        ssm::ssd_scan_backward_chunked(a, g, 64);
+        benchmark::DoNotOptimize(in.dx.data());
+    }
+    ssd_counters(state, 3 * kQ * kQ * kN2 + 2 * kQ * kQ * kP + 5 * kQ * kP * kN2);
+}
+
 void BM_Mamba1_Prefill(benchmark::State& s) { prefill(s, mamba1(), kGemm1); }
 void BM_Mamba2_Prefill_Chunk256(benchmark::State& s) { prefill(s, mamba2<0>(), kGemm2); }  // the config's chunk
 void BM_Mamba2_Prefill_Chunk64(benchmark::State& s) { prefill(s, mamba2<64>(), kGemm2); }
@@ -205,6 +299,9 @@ BENCHMARK(BM_Mamba2_Prefill_Chunk256)->Arg(512)->Arg(2048)->Unit(benchmark::kMil
 BENCHMARK(BM_Mamba2_Prefill_Chunk64)->Arg(512)->Arg(2048)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_Mamba1_Decode)->Arg(1)->Arg(8)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_Mamba2_Decode)->Arg(1)->Arg(8)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_SsdForward)->Arg(512)->Arg(2048)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_SsdBackward_Recurrent)->Arg(512)->Arg(2048)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_SsdBackward_Chunked)->Arg(512)->Arg(2048)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_Mamba1_TrainStep)->Arg(512)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_Mamba2_TrainStep)->Arg(512)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_MAIN();

@@ -3,6 +3,7 @@
 // mamba2-tiny (one group) and mamba2-grouped-torch (two groups, a gated MLP beside the
 // SSM, per-group norm); whole Mamba-2 models through the hidden states and the LM head,
 // and a packed batch's gradients against the sum of each sequence's alone.
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -65,7 +66,9 @@ struct SsdGradients {
     std::vector<float> dA;
 };
 
-SsdGradients ssd_backward(SsdProblem& pr, const Matrix& dy, bool with_init, index every) {
+/// The gradients of `ssd_scan_backward` with checkpoints every `every` tokens, or with
+/// `chunked`, those of `ssd_scan_backward_chunked` with chunks of `every` tokens.
+SsdGradients ssd_backward(SsdProblem& pr, const Matrix& dy, bool with_init, index every, bool chunked = false) {
     const index T = pr.offsets.back();
     SsdGradients r{Matrix(T, pr.H * pr.P), Matrix(T, pr.H), Matrix(T, pr.G * pr.N), Matrix(T, pr.G * pr.N),
                    std::vector<float>(static_cast<std::size_t>(pr.H))};
@@ -81,7 +84,10 @@ SsdGradients ssd_backward(SsdProblem& pr, const Matrix& dy, bool with_init, inde
     g.dC = r.dC.data();
     g.ld_dC = pr.G * pr.N;
     g.dA = r.dA.data();
-    ssd_scan_backward(pr.args(with_init), g, every);
+    if (chunked)
+        ssd_scan_backward_chunked(pr.args(with_init), g, every);
+    else
+        ssd_scan_backward(pr.args(with_init), g, every);
     return r;
 }
 
@@ -141,10 +147,66 @@ TEST_CASE("SSD scan backward matches finite differences", "[train][mamba2]") {
     }
 }
 
+/// Norm-wise relative error of every gradient of `b` against `a`'s, the largest.
+double max_rel_error(const SsdGradients& a, const SsdGradients& b) {
+    return std::max({test::rel_error(test::span_of(b.dx), test::span_of(a.dx)),
+                     test::rel_error(test::span_of(b.ddt), test::span_of(a.ddt)),
+                     test::rel_error(test::span_of(b.dB), test::span_of(a.dB)),
+                     test::rel_error(test::span_of(b.dC), test::span_of(a.dC)), test::rel_error(b.dA, a.dA)});
+}
+
+TEST_CASE("chunked SSD scan backward equals the recurrences' and finite differences", "[train][mamba2]") {
+    for (const bool with_init : {false, true}) {
+        INFO("initial state: " << with_init);
+        SsdProblem pr;
+        const index T = pr.offsets.back();
+        const Matrix gy = test::random_matrix(T, pr.H * pr.P, -1, 1, 7);
+        const SsdGradients reference = ssd_backward(pr, gy, with_init, 16);
+        // Chunks of one token, chunk boundaries inside and at the end of the 13-token
+        // sequence, one chunk per sequence.
+        for (const index chunk : {1, 3, 8, 13, 64}) {
+            INFO("chunk " << chunk);
+            CHECK(max_rel_error(reference, ssd_backward(pr, gy, with_init, chunk, true)) < 1e-5);
+        }
+        const auto f = [&] {
+            SequentialSsd::run(pr.args(with_init));
+            return test::probe(pr.y, gy);
+        };
+        const SsdGradients an = ssd_backward(pr, gy, with_init, 3, true);
+        test::check_gradient("x", test::mspan(pr.x), test::span_of(an.dx), f, 2e-3, 1e-2f, 64);
+        test::check_gradient("dt", test::mspan(pr.dt), test::span_of(an.ddt), f, 2e-3, 1e-3f, 64);
+        test::check_gradient("B", test::mspan(pr.B), test::span_of(an.dB), f, 2e-3, 1e-2f, 64);
+        test::check_gradient("C", test::mspan(pr.C), test::span_of(an.dC), f, 2e-3, 1e-2f, 64);
+        test::check_gradient("A", std::span<float>(pr.A), std::span<const float>(an.dA), f, 2e-3, 1e-3f, 8);
+    }
+    // The mamba2-130m head shape (P 64, N 128) over sequences of 150 and 200 tokens, one
+    // group of two heads, Δ up to 2: a chunk of 64 decays by as much as e^-190.
+    SsdProblem big;
+    big.H = 2;
+    big.P = 64;
+    big.N = 128;
+    big.G = 1;
+    big.offsets = {0, 150, 350};
+    const index T = big.offsets.back();
+    big.x = test::random_matrix(T, big.H * big.P, -1, 1, 11);
+    big.dt = test::random_matrix(T, big.H, 0.01f, 2.0f, 12);
+    big.B = test::random_matrix(T, big.N, -1, 1, 13);
+    big.C = test::random_matrix(T, big.N, -1, 1, 14);
+    big.init = test::random_matrix(2, big.H * big.P * big.N, -0.5f, 0.5f, 15);
+    big.y = Matrix::Zero(T, big.H * big.P);
+    const Matrix gy = test::random_matrix(T, big.H * big.P, -1, 1, 16);
+    const SsdGradients reference = ssd_backward(big, gy, true, 16);
+    for (const index chunk : {64, 0}) {
+        INFO("chunk " << chunk);
+        CHECK(max_rel_error(reference, ssd_backward(big, gy, true, chunk, true)) < 1e-5);
+    }
+}
+
 TEST_CASE("SSD scan backward refuses bad operands", "[train][mamba2]") {
     SsdProblem pr;
     const Matrix gy = test::random_matrix(pr.offsets.back(), pr.H * pr.P, -1, 1, 7);
     CHECK(test::error_of([&] { ssd_backward(pr, gy, false, 0); }).find("checkpoint_every") != std::string::npos);
+    CHECK(test::error_of([&] { ssd_backward(pr, gy, false, -1, true); }).find("chunk length") != std::string::npos);
     const SsdGrads none;  // every gradient null
     CHECK(test::error_of([&] { ssd_scan_backward(pr.args(false), none); }).find("gradient operand is null") !=
           std::string::npos);

@@ -166,7 +166,7 @@ public:
     /// What backward needs, per token O(E + conv_dim) floats: the mixer's input, in_proj's
     /// output, the conv's pre-activation and output, Δ before and after softplus, the scan's
     /// output and out_proj's input. The scan's states are recomputed in backward
-    /// (`ssd_scan_backward`).
+    /// (`ssd_scan_backward_chunked`).
     struct Cache {
         Matrix h;                  // (T, D) input (in_proj's)
         Matrix zx;                 // (T, in_width) in_proj's output [z0 | x0 | z | xBC | dt]
@@ -315,7 +315,7 @@ public:
         sg.dC = dxbc.data() + S_ + G_ * N_;
         sg.ld_dC = conv_dim();
         sg.dA = dA.data();
-        ssd_scan_backward(train_scan_args(cache), sg);
+        ssd_scan_backward_chunked(train_scan_args(cache), sg);
         for (index t = 0; t < T; ++t)
             for (index c = 0; c < S_; ++c) dxbc(t, c) = dx_scan(t, c) + dys(t, c) * Dskip_.data()[c];
         float* gA = A_log_grad_.mutable_data();

@@ -18,8 +18,12 @@
 // run in parallel and are summed after.
 #pragma once
 
+#include <Eigen/Core>
+
 #include <algorithm>
+#include <cmath>
 #include <cstring>
+#include <memory>
 #include <vector>
 
 #include "ssm/core/error.hpp"
@@ -67,17 +71,52 @@ inline void add_scaled(float* __restrict y, const float* __restrict x, float s, 
     for (index i = 0; i < n; ++i) y[i] += x[i] * s;
 }
 
+inline void validate_backward(const SsdArgs& a, const SsdGrads& g) {
+    validate(a);
+    require(g.dy && g.dx && g.ddt && g.dB && g.dC && g.dA, "SSD scan backward: a gradient operand is null");
+    require(g.ld_dy >= a.H * a.P && g.ld_dx >= a.H * a.P && g.ld_ddt >= a.H && g.ld_dB >= a.G * a.N &&
+                g.ld_dC >= a.G * a.N,
+            "SSD scan backward: a gradient's row stride is smaller than its row");
+}
+
+/// Writes dB and dC as the sums of their per-head parts `dBh`, `dCh` over each group's
+/// heads, and dA as the sum of `dA_task` (nseq, H) over the sequences. The part of token t
+/// and head h starts at t·`row_stride` + h·`head_stride` (N floats).
+inline void sum_over_heads(const SsdArgs& a, const SsdGrads& g, const float* dBh, const float* dCh,
+                           index row_stride, index head_stride, const std::vector<double>& dA_task) {
+    const index H = a.H, N = a.N, heads_per_group = a.H / a.G;
+    const index nseq = static_cast<index>(a.offsets.size()) - 1;
+    parallel_for(a.T, 64, [&](index begin, index end) {
+        for (index t = begin; t < end; ++t)
+            for (index grp = 0; grp < a.G; ++grp) {
+                float* dB = g.dB + t * g.ld_dB + grp * N;
+                float* dC = g.dC + t * g.ld_dC + grp * N;
+                std::fill(dB, dB + N, 0.0f);
+                std::fill(dC, dC + N, 0.0f);
+                for (index h = grp * heads_per_group; h < (grp + 1) * heads_per_group; ++h) {
+                    const float* b = dBh + t * row_stride + h * head_stride;
+                    const float* c = dCh + t * row_stride + h * head_stride;
+                    for (index n = 0; n < N; ++n) {
+                        dB[n] += b[n];
+                        dC[n] += c[n];
+                    }
+                }
+            }
+    });
+    for (index h = 0; h < H; ++h) {
+        double sum = 0.0;
+        for (index s = 0; s < nseq; ++s) sum += dA_task[static_cast<std::size_t>(s * H + h)];
+        g.dA[h] = static_cast<float>(sum);
+    }
+}
+
 }  // namespace detail
 
 /// Backward of the SSD scan `a` (whose `y` and `final_state` are not touched) for the
 /// output gradient `g.dy`. Exact for every `SsdScan` policy, since they all compute the
 /// same recurrence.
 inline void ssd_scan_backward(const SsdArgs& a, const SsdGrads& g, index checkpoint_every = 16) {
-    validate(a);
-    require(g.dy && g.dx && g.ddt && g.dB && g.dC && g.dA, "SSD scan backward: a gradient operand is null");
-    require(g.ld_dy >= a.H * a.P && g.ld_dx >= a.H * a.P && g.ld_ddt >= a.H && g.ld_dB >= a.G * a.N &&
-                g.ld_dC >= a.G * a.N,
-            "SSD scan backward: a gradient's row stride is smaller than its row");
+    detail::validate_backward(a, g);
     require(checkpoint_every > 0, "SSD scan backward: checkpoint_every must be > 0, got ", checkpoint_every);
     const index T = a.T, H = a.H, P = a.P, N = a.N, G = a.G, PN = P * N;
     const index heads_per_group = H / G;
@@ -163,28 +202,189 @@ inline void ssd_scan_backward(const SsdArgs& a, const SsdGrads& g, index checkpo
             dA_task[static_cast<std::size_t>(task)] = dA;
         }
     });
-    parallel_for(T, 64, [&](index begin, index end) {
-        for (index t = begin; t < end; ++t)
-            for (index grp = 0; grp < G; ++grp) {
-                float* dB = g.dB + t * g.ld_dB + grp * N;
-                float* dC = g.dC + t * g.ld_dC + grp * N;
-                std::fill(dB, dB + N, 0.0f);
-                std::fill(dC, dC + N, 0.0f);
-                for (index h = grp * heads_per_group; h < (grp + 1) * heads_per_group; ++h) {
-                    const float* b = dBh.data() + (t * H + h) * N;
-                    const float* c = dCh.data() + (t * H + h) * N;
-                    for (index n = 0; n < N; ++n) {
-                        dB[n] += b[n];
-                        dC[n] += c[n];
+    detail::sum_over_heads(a, g, dBh.data(), dCh.data(), H * N, N, dA_task);
+}
+
+/// Backward of the SSD scan in its chunked form: the same gradients as `ssd_scan_backward`,
+/// made of small GEMMs instead of per-token recurrences over the (P, N) states. For one
+/// head and a chunk of L tokens starting from the state S₀, with c_i = Σ_{k≤i} Δ_k·A_h,
+/// e_i = exp(c_i), l_j = exp(c_{L−1} − c_j), X̃ = diag(Δ) X, the decay matrix
+/// Dm[i,j] = exp(c_i − c_j) (j ≤ i) and M = C Bᵀ ⊙ Dm, the forward is
+///   Y = M X̃ + diag(e) C S₀ᵀ,    S_end = e_{L−1}·S₀ + X̃ᵀ diag(l) B
+/// and, for dY and the adjoint dS of S_end (zero after a sequence's last chunk),
+///   dX̃ = Mᵀ dY + diag(l) B dSᵀ            dx = diag(Δ) dX̃
+///   dM = dY X̃ᵀ,  Ĝ = dM ⊙ Dm (lower)
+///   dC = Ĝ B + diag(e) dY S₀               dB = Ĝᵀ C + diag(l) X̃ dS
+///   dS₀ = e_{L−1}·dS + dYᵀ diag(e) C       (the previous chunk's dS)
+///   dc_i = Σ_{j<i} dM⊙M[i,j] − Σ_{k>i} dM⊙M[k,i] + e_i⟨(dY S₀)_i, C_i⟩ − r_i,
+///   dc_{L−1} += Σ_j r_j + e_{L−1}⟨dS, S₀⟩,   r_j = l_j⟨(X̃ dS)_j, B_j⟩
+///   dΔ_k = ⟨x_k, dX̃_k⟩ + A_h·Σ_{i≥k} dc_i,   dA_h += Σ_k Δ_k·Σ_{i≥k} dc_i
+/// Tasks are (sequence, head) pairs in parallel. Each first walks its sequence forward,
+/// keeping the state at every chunk's start (O(L/Q · P·N) floats), then goes back chunk by
+/// chunk. `chunk` is Q (64 when 0; the Q × Q work per token grows with Q, so a CPU wants
+/// it short whatever chunk the forward used); it changes rounding only.
+inline void ssd_scan_backward_chunked(const SsdArgs& a, const SsdGrads& g, index chunk = 0) {
+    detail::validate_backward(a, g);
+    require(chunk >= 0, "SSD scan backward: chunk length must be >= 0, got ", chunk);
+    const index Q = chunk > 0 ? chunk : 64;
+    const index T = a.T, H = a.H, P = a.P, N = a.N, PN = P * N;
+    const index heads_per_group = H / a.G;
+    const index nseq = static_cast<index>(a.offsets.size()) - 1;
+    // Per head (H, T, N), so that a task writes one contiguous block; every row is written
+    // below, so no zeros first.
+    const std::unique_ptr<float[]> dBh(new float[static_cast<std::size_t>(T * H * N)]);
+    const std::unique_ptr<float[]> dCh(new float[static_cast<std::size_t>(T * H * N)]);
+    std::vector<double> dA_task(static_cast<std::size_t>(nseq * H), 0.0);
+    using detail::SsdConstMap;
+    using detail::SsdMap;
+    using detail::SsdRowMajor;
+    using Stride = Eigen::OuterStride<>;
+
+    parallel_for(nseq * H, 1, [&](index begin, index end) {
+        const auto q = static_cast<std::size_t>(Q);
+        std::vector<double> cum(q), dc(q), rowq(q), colq(q);
+        std::vector<float> dts(q), e(q), l(q), arg(q);
+        SsdRowMajor CB(Q, Q), DM(Q, Q), M(Q, Q), GM(Q, Q), Xd(Q, P), dXd(Q, P), BdS(Q, P), E(Q, N), F(Q, N),
+            Cw(Q, N), Bw(Q, N), dS(P, N);
+        // Aligned as Eigen's own buffers, like the forward's states (results never depend
+        // on the heap's addresses).
+        std::vector<float, Eigen::aligned_allocator<float>> starts;
+        for (index task = begin; task < end; ++task) {
+            const index s = task / H, h = task % H, grp = h / heads_per_group;
+            const index t0 = a.offsets[static_cast<std::size_t>(s)], t1 = a.offsets[static_cast<std::size_t>(s) + 1];
+            if (t1 == t0) continue;
+            const double A = a.A[h];
+            const index chunks = (t1 - t0 + Q - 1) / Q;
+            // Δ, the cumulative log-decays (in double, as the forward), e and l of a chunk.
+            const auto prepare = [&](index c0, index L) {
+                double run = 0.0;
+                for (index i = 0; i < L; ++i) {
+                    const auto u = static_cast<std::size_t>(i);
+                    dts[u] = a.dt[(c0 + i) * a.ld_dt + h];
+                    run += static_cast<double>(dts[u]) * A;
+                    cum[u] = run;
+                    e[u] = static_cast<float>(std::exp(run));
+                }
+                for (index j = 0; j < L; ++j)
+                    l[static_cast<std::size_t>(j)] = static_cast<float>(std::exp(run - cum[static_cast<std::size_t>(j)]));
+            };
+            // Forward: the state at each chunk's start.
+            if (starts.size() < static_cast<std::size_t>(chunks * PN)) starts.resize(static_cast<std::size_t>(chunks * PN));
+            if (a.initial_state)
+                std::memcpy(starts.data(), a.initial_state + (s * H + h) * PN, sizeof(float) * static_cast<std::size_t>(PN));
+            else
+                std::fill(starts.begin(), starts.begin() + PN, 0.0f);
+            for (index k = 0; k + 1 < chunks; ++k) {
+                const index c0 = t0 + k * Q;
+                prepare(c0, Q);
+                const SsdConstMap X(a.x + c0 * a.ld_x + h * P, Q, P, Stride(a.ld_x));
+                const SsdConstMap Bm(a.B + c0 * a.ld_B + grp * N, Q, N, Stride(a.ld_B));
+                for (index j = 0; j < Q; ++j)
+                    Bw.row(j) = Bm.row(j) * (l[static_cast<std::size_t>(j)] * dts[static_cast<std::size_t>(j)]);
+                const SsdMap S0(starts.data() + k * PN, P, N, Stride(N));
+                SsdMap S1(starts.data() + (k + 1) * PN, P, N, Stride(N));
+                S1 = S0 * e[q - 1];
+                S1.noalias() += X.transpose() * Bw;
+            }
+            // Backward, chunk by chunk from the last.
+            dS.setZero();
+            double dA = 0.0;
+            for (index k = chunks - 1; k >= 0; --k) {
+                const index c0 = t0 + k * Q, L = std::min(Q, t1 - c0);
+                const auto last = static_cast<std::size_t>(L - 1);
+                prepare(c0, L);
+                const SsdConstMap X(a.x + c0 * a.ld_x + h * P, L, P, Stride(a.ld_x));
+                const SsdConstMap Bm(a.B + c0 * a.ld_B + grp * N, L, N, Stride(a.ld_B));
+                const SsdConstMap Cm(a.C + c0 * a.ld_C + grp * N, L, N, Stride(a.ld_C));
+                const SsdConstMap dY(g.dy + c0 * g.ld_dy + h * P, L, P, Stride(g.ld_dy));
+                const SsdMap S0(starts.data() + k * PN, P, N, Stride(N));
+                auto xd = Xd.topRows(L);
+                for (index j = 0; j < L; ++j) xd.row(j) = X.row(j) * dts[static_cast<std::size_t>(j)];
+                auto cb = CB.topLeftCorner(L, L);
+                auto dm = DM.topLeftCorner(L, L);
+                auto m = M.topLeftCorner(L, L);
+                auto gm = GM.topLeftCorner(L, L);
+                cb.noalias() = Cm * Bm.transpose();
+                dm.noalias() = dY * xd.transpose();
+                // M = C Bᵀ ⊙ Dm and Ĝ = dM ⊙ Dm, zero above the diagonal; the decay
+                // exponents' gradient as row and column sums of dM ⊙ M off the diagonal.
+                std::fill(rowq.begin(), rowq.end(), 0.0);
+                std::fill(colq.begin(), colq.end(), 0.0);
+                for (index i = 0; i < L; ++i) {
+                    const double ci = cum[static_cast<std::size_t>(i)];
+                    for (index j = 0; j <= i; ++j) arg[static_cast<std::size_t>(j)] = static_cast<float>(cum[static_cast<std::size_t>(j)] - ci);
+                    // exp(c_i − c_j) = exp(−(c_j − c_i)), with c_j − c_i ≥ 0 for j ≤ i.
+                    Eigen::Map<Eigen::ArrayXf> decay(arg.data(), i + 1);
+                    decay = (-decay).exp();
+                    double row_sum = 0.0;
+                    for (index j = 0; j <= i; ++j) {
+                        const float d = arg[static_cast<std::size_t>(j)];
+                        m(i, j) = cb(i, j) * d;
+                        gm(i, j) = dm(i, j) * d;
+                        if (j < i) {
+                            const double qij = static_cast<double>(dm(i, j)) * m(i, j);
+                            row_sum += qij;
+                            colq[static_cast<std::size_t>(j)] += qij;
+                        }
+                    }
+                    rowq[static_cast<std::size_t>(i)] = row_sum;
+                    for (index j = i + 1; j < L; ++j) {
+                        m(i, j) = 0.0f;
+                        gm(i, j) = 0.0f;
                     }
                 }
+                // dX̃, then dx and Δ's direct part.
+                auto dxd = dXd.topRows(L);
+                auto bds = BdS.topRows(L);
+                dxd.noalias() = m.transpose() * dY;
+                bds.noalias() = Bm * dS.transpose();
+                for (index j = 0; j < L; ++j) {
+                    const auto u = static_cast<std::size_t>(j);
+                    dxd.row(j) += l[u] * bds.row(j);
+                    float* dx = g.dx + (c0 + j) * g.ld_dx + h * P;
+                    for (index p = 0; p < P; ++p) dx[p] = dts[u] * dxd(j, p);
+                }
+                // dC and dB of this head.
+                auto eS = E.topRows(L);
+                auto fS = F.topRows(L);
+                eS.noalias() = dY * S0;
+                fS.noalias() = xd * dS;
+                SsdMap dC(dCh.get() + (h * T + c0) * N, L, N, Stride(N));
+                SsdMap dB(dBh.get() + (h * T + c0) * N, L, N, Stride(N));
+                dC.noalias() = gm * Bm;
+                dB.noalias() = gm.transpose() * Cm;
+                double r_total = 0.0;
+                for (index i = 0; i < L; ++i) {
+                    const auto u = static_cast<std::size_t>(i);
+                    const double from_start = static_cast<double>(e[u]) * eS.row(i).dot(Cm.row(i));
+                    const double r = static_cast<double>(l[u]) * fS.row(i).dot(Bm.row(i));
+                    dC.row(i) += e[u] * eS.row(i);
+                    dB.row(i) += l[u] * fS.row(i);
+                    dc[u] = rowq[u] - colq[u] + from_start - r;
+                    r_total += r;
+                }
+                dc[last] += r_total + static_cast<double>(e[last]) * static_cast<double>((dS.array() * S0.array()).sum());
+                // Δ's part through the decays, and A's.
+                double tail = 0.0;
+                for (index i = L - 1; i >= 0; --i) {
+                    const auto u = static_cast<std::size_t>(i);
+                    tail += dc[u];
+                    const float* x = a.x + (c0 + i) * a.ld_x + h * P;
+                    double direct = 0.0;
+                    for (index p = 0; p < P; ++p) direct += static_cast<double>(x[p]) * dxd(i, p);
+                    g.ddt[(c0 + i) * g.ld_ddt + h] = static_cast<float>(direct + A * tail);
+                    dA += static_cast<double>(dts[u]) * tail;
+                }
+                // The adjoint of the chunk's start state.
+                auto cw = Cw.topRows(L);
+                for (index i = 0; i < L; ++i) cw.row(i) = Cm.row(i) * e[static_cast<std::size_t>(i)];
+                dS *= e[last];
+                dS.noalias() += dY.transpose() * cw;
             }
+            dA_task[static_cast<std::size_t>(task)] = dA;
+        }
     });
-    for (index h = 0; h < H; ++h) {
-        double sum = 0.0;
-        for (index s = 0; s < nseq; ++s) sum += dA_task[static_cast<std::size_t>(s * H + h)];
-        g.dA[h] = static_cast<float>(sum);
-    }
+    detail::sum_over_heads(a, g, dBh.get(), dCh.get(), N, T * N, dA_task);
 }
 
 }  // namespace ssm
