@@ -272,19 +272,25 @@ SSM_UNROLL(8)
 /// widens an int8 vector one element at a time, a tenth of the speed the memory allows).
 /// Each step takes 4/R blocks (at least one), each with its own sums per row, so at least
 /// four sums are in flight; their indices are constants once the loops are unrolled, so the
-/// sums stay in registers (indexed by a block's parity, they went through the stack).
+/// sums stay in registers (indexed by a block's parity, they went through the stack). The
+/// weights are asked for 2 KiB ahead, as in `dot_rows_q8_avx2`.
 template <int R>
 __attribute__((target("avx2,fma"))) void dot_rows_int8_avx2(const std::int8_t* q, const float* scale,
                                                             const float* x, index ldx, index full,
                                                             float* sum) noexcept {
     constexpr int kBlocks = R >= 4 ? 1 : 4 / R;
+    constexpr index kPrefetchBytes = 2048;
     __m256 acc[kBlocks][R];
     zero_sums_avx2(acc);
     index b = 0;
-    for (; b + kBlocks <= full; b += kBlocks)
+    for (; b + kBlocks <= full; b += kBlocks) {
+        const char* ahead = reinterpret_cast<const char*>(q + b * kInt8Block) + kPrefetchBytes;
+        _mm_prefetch(ahead, _MM_HINT_T0);
+        if constexpr (kBlocks * kInt8Block > 64) _mm_prefetch(ahead + 64, _MM_HINT_T0);
 SSM_UNROLL(8)
         for (int k = 0; k < kBlocks; ++k)
             int8_block_avx2<R>(q + (b + k) * kInt8Block, scale + b + k, x + (b + k) * kInt8Block, ldx, acc[k]);
+    }
     for (; b < full; ++b) int8_block_avx2<R>(q + b * kInt8Block, scale + b, x + b * kInt8Block, ldx, acc[0]);
     add_sums_avx2(acc, sum);
 }
