@@ -116,6 +116,27 @@ void widen_dt(train::Parameters& params) {
             for (float& b : p.value) b += 4.0f;
 }
 
+/// Every gradient in `an` against central differences of the sequential scan's ⟨y, gy⟩.
+void check_against_differences(SsdProblem& pr, const Matrix& gy, bool with_init, const SsdGradients& an) {
+    const auto f = [&] {
+        SequentialSsd::run(pr.args(with_init));
+        return test::probe(pr.y, gy);
+    };
+    test::check_gradient("x", test::mspan(pr.x), test::span_of(an.dx), f, 2e-3, 1e-2f, 64);
+    test::check_gradient("dt", test::mspan(pr.dt), test::span_of(an.ddt), f, 2e-3, 1e-3f, 64);
+    test::check_gradient("B", test::mspan(pr.B), test::span_of(an.dB), f, 2e-3, 1e-2f, 64);
+    test::check_gradient("C", test::mspan(pr.C), test::span_of(an.dC), f, 2e-3, 1e-2f, 64);
+    test::check_gradient("A", std::span<float>(pr.A), std::span<const float>(an.dA), f, 2e-3, 1e-3f, 8);
+}
+
+/// Norm-wise relative error of every gradient of `b` against `a`'s, the largest.
+double max_rel_error(const SsdGradients& a, const SsdGradients& b) {
+    return std::max({test::rel_error(test::span_of(b.dx), test::span_of(a.dx)),
+                     test::rel_error(test::span_of(b.ddt), test::span_of(a.ddt)),
+                     test::rel_error(test::span_of(b.dB), test::span_of(a.dB)),
+                     test::rel_error(test::span_of(b.dC), test::span_of(a.dC)), test::rel_error(b.dA, a.dA)});
+}
+
 }  // namespace
 
 TEST_CASE("SSD scan backward matches finite differences", "[train][mamba2]") {
@@ -124,16 +145,8 @@ TEST_CASE("SSD scan backward matches finite differences", "[train][mamba2]") {
         SsdProblem pr;
         const index T = pr.offsets.back();
         const Matrix gy = test::random_matrix(T, pr.H * pr.P, -1, 1, 7);
-        const auto f = [&] {
-            SequentialSsd::run(pr.args(with_init));
-            return test::probe(pr.y, gy);
-        };
         const SsdGradients an = ssd_backward(pr, gy, with_init, 64);
-        test::check_gradient("x", test::mspan(pr.x), test::span_of(an.dx), f, 2e-3, 1e-2f, 64);
-        test::check_gradient("dt", test::mspan(pr.dt), test::span_of(an.ddt), f, 2e-3, 1e-3f, 64);
-        test::check_gradient("B", test::mspan(pr.B), test::span_of(an.dB), f, 2e-3, 1e-2f, 64);
-        test::check_gradient("C", test::mspan(pr.C), test::span_of(an.dC), f, 2e-3, 1e-2f, 64);
-        test::check_gradient("A", std::span<float>(pr.A), std::span<const float>(an.dA), f, 2e-3, 1e-3f, 8);
+        check_against_differences(pr, gy, with_init, an);
         // The checkpoint interval changes where states are recomputed from, not the result.
         for (const index every : {1, 3, 7}) {
             INFO("checkpoint every " << every);
@@ -145,14 +158,6 @@ TEST_CASE("SSD scan backward matches finite differences", "[train][mamba2]") {
             CHECK(test::rel_error(other.dA, an.dA) < 1e-6);
         }
     }
-}
-
-/// Norm-wise relative error of every gradient of `b` against `a`'s, the largest.
-double max_rel_error(const SsdGradients& a, const SsdGradients& b) {
-    return std::max({test::rel_error(test::span_of(b.dx), test::span_of(a.dx)),
-                     test::rel_error(test::span_of(b.ddt), test::span_of(a.ddt)),
-                     test::rel_error(test::span_of(b.dB), test::span_of(a.dB)),
-                     test::rel_error(test::span_of(b.dC), test::span_of(a.dC)), test::rel_error(b.dA, a.dA)});
 }
 
 TEST_CASE("chunked SSD scan backward equals the recurrences' and finite differences", "[train][mamba2]") {
@@ -168,16 +173,7 @@ TEST_CASE("chunked SSD scan backward equals the recurrences' and finite differen
             INFO("chunk " << chunk);
             CHECK(max_rel_error(reference, ssd_backward(pr, gy, with_init, chunk, true)) < 1e-5);
         }
-        const auto f = [&] {
-            SequentialSsd::run(pr.args(with_init));
-            return test::probe(pr.y, gy);
-        };
-        const SsdGradients an = ssd_backward(pr, gy, with_init, 3, true);
-        test::check_gradient("x", test::mspan(pr.x), test::span_of(an.dx), f, 2e-3, 1e-2f, 64);
-        test::check_gradient("dt", test::mspan(pr.dt), test::span_of(an.ddt), f, 2e-3, 1e-3f, 64);
-        test::check_gradient("B", test::mspan(pr.B), test::span_of(an.dB), f, 2e-3, 1e-2f, 64);
-        test::check_gradient("C", test::mspan(pr.C), test::span_of(an.dC), f, 2e-3, 1e-2f, 64);
-        test::check_gradient("A", std::span<float>(pr.A), std::span<const float>(an.dA), f, 2e-3, 1e-3f, 8);
+        check_against_differences(pr, gy, with_init, ssd_backward(pr, gy, with_init, 3, true));
     }
     // The mamba2-130m head shape (P 64, N 128) over sequences of 150 and 200 tokens, one
     // group of two heads, Δ up to 2: a chunk of 64 decays by as much as e^-190.

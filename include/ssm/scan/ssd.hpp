@@ -91,6 +91,21 @@ void for_each_sequence_head(const SsdArgs& a, Body&& body) {
     });
 }
 
+/// Head h's Δ over the L tokens from t0, their cumulative log-decays c_i = Σ_{k≤i} Δ_k·A_h
+/// (in double, so that differences of large sums stay exact) and exp(c_i).
+inline void chunk_decays(const SsdArgs& a, index h, index t0, index L, std::vector<float>& dts,
+                         std::vector<double>& cum, std::vector<float>& decay) {
+    const double A = a.A[h];
+    double run = 0.0;
+    for (index i = 0; i < L; ++i) {
+        const auto u = static_cast<std::size_t>(i);
+        dts[u] = a.dt[(t0 + i) * a.ld_dt + h];
+        run += static_cast<double>(dts[u]) * A;
+        cum[u] = run;
+        decay[u] = static_cast<float>(std::exp(run));
+    }
+}
+
 }  // namespace detail
 
 /// The recurrence token by token: the reference the chunked scan is checked against.
@@ -190,15 +205,7 @@ private:
                       const detail::SsdConstMap& Bm, detail::SsdMap& S, std::vector<double>& cum,
                       std::vector<float>& dts, std::vector<float>& out_decay, detail::SsdRowMajor& W,
                       detail::SsdRowMajor& CS, detail::SsdRowMajor& Bw) {
-        const double A = a.A[h];
-        double run = 0.0;
-        for (index i = 0; i < L; ++i) {
-            const auto u = static_cast<std::size_t>(i);
-            dts[u] = a.dt[(t0 + i) * a.ld_dt + h];
-            run += static_cast<double>(dts[u]) * A;
-            cum[u] = run;
-            out_decay[u] = static_cast<float>(std::exp(run));
-        }
+        detail::chunk_decays(a, h, t0, L, dts, cum, out_decay);
         auto w = W.topLeftCorner(L, L);
         for (index i = 0; i < L; ++i) {
             const double ci = cum[static_cast<std::size_t>(i)];

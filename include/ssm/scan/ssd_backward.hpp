@@ -257,14 +257,8 @@ inline void ssd_scan_backward_chunked(const SsdArgs& a, const SsdGrads& g, index
             const index chunks = (t1 - t0 + Q - 1) / Q;
             // Δ, the cumulative log-decays (in double, as the forward), e and l of a chunk.
             const auto prepare = [&](index c0, index L) {
-                double run = 0.0;
-                for (index i = 0; i < L; ++i) {
-                    const auto u = static_cast<std::size_t>(i);
-                    dts[u] = a.dt[(c0 + i) * a.ld_dt + h];
-                    run += static_cast<double>(dts[u]) * A;
-                    cum[u] = run;
-                    e[u] = static_cast<float>(std::exp(run));
-                }
+                detail::chunk_decays(a, h, c0, L, dts, cum, e);
+                const double run = cum[static_cast<std::size_t>(L - 1)];
                 for (index j = 0; j < L; ++j)
                     l[static_cast<std::size_t>(j)] = static_cast<float>(std::exp(run - cum[static_cast<std::size_t>(j)]));
             };
