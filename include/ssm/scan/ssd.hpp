@@ -91,6 +91,18 @@ void for_each_sequence_head(const SsdArgs& a, Body&& body) {
     });
 }
 
+/// The longest chunk a chunked SSD forms: its Q × Q matrices are a few MiB at this length.
+inline constexpr index kMaxSsdChunk = 1024;
+
+/// The chunk length a chunked scan uses for `requested` tokens: at most kMaxSsdChunk and
+/// the longest sequence of the batch (a longer chunk would only allocate more; the result
+/// is the same up to rounding whatever the length).
+[[nodiscard]] inline index chunk_length(index requested, std::span<const index> offsets) {
+    index longest = 1;
+    for (std::size_t i = 1; i < offsets.size(); ++i) longest = std::max(longest, offsets[i] - offsets[i - 1]);
+    return std::min({requested, kMaxSsdChunk, longest});
+}
+
 /// Head h's Δ over the L tokens from t0, their cumulative log-decays c_i = Σ_{k≤i} Δ_k·A_h
 /// (in double, so that differences of large sums stay exact) and exp(c_i).
 inline void chunk_decays(const SsdArgs& a, index h, index t0, index L, std::vector<float>& dts,
@@ -139,7 +151,8 @@ struct SequentialSsd {
 
 /// The chunked SSD. Each sequence is cut into chunks of `Chunk` tokens — with `Chunk` = 0,
 /// of `args.chunk` tokens (the mixer passes its config's `chunk_size`), or 64 when that is
-/// 0 too — counted from the sequence's own start, so sequence boundaries may fall anywhere
+/// 0 too; never more than 1024 (`detail::kMaxSsdChunk`) nor than the batch's longest
+/// sequence — counted from the sequence's own start, so sequence boundaries may fall anywhere
 /// in the packed batch. For a chunk of L tokens with cumulative log-decays
 /// c_i = Σ_{k≤i} Δ_k·A_h (in double, so differences of large sums stay exact):
 ///   Y = (C Bᵀ ⊙ W) X + diag(exp(c)) C Sᵀ,   W[i,j] = exp(c_i − c_j)·Δ_j for j ≤ i, else 0
@@ -155,7 +168,7 @@ struct ChunkedSsd {
 
     static void run(const SsdArgs& a) {
         validate(a);
-        const index Q = Chunk > 0 ? Chunk : a.chunk > 0 ? a.chunk : 64;
+        const index Q = detail::chunk_length(Chunk > 0 ? Chunk : a.chunk > 0 ? a.chunk : 64, a.offsets);
         const index nseq = static_cast<index>(a.offsets.size()) - 1;
         const index per_group = a.H / a.G;
         const index want = (num_threads() + nseq * a.G - 1) / (nseq * a.G);

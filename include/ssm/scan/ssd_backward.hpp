@@ -222,11 +222,12 @@ inline void ssd_scan_backward(const SsdArgs& a, const SsdGrads& g, index checkpo
 /// Tasks are (sequence, head) pairs in parallel. Each first walks its sequence forward,
 /// keeping the state at every chunk's start (O(L/Q · P·N) floats), then goes back chunk by
 /// chunk. `chunk` is Q (64 when 0; the Q × Q work per token grows with Q, so a CPU wants
-/// it short whatever chunk the forward used); it changes rounding only.
+/// it short whatever chunk the forward used; cut as the forward's, `detail::chunk_length`);
+/// it changes rounding only.
 inline void ssd_scan_backward_chunked(const SsdArgs& a, const SsdGrads& g, index chunk = 0) {
     detail::validate_backward(a, g);
     require(chunk >= 0, "SSD scan backward: chunk length must be >= 0, got ", chunk);
-    const index Q = chunk > 0 ? chunk : 64;
+    const index Q = detail::chunk_length(chunk > 0 ? chunk : 64, a.offsets);
     const index T = a.T, H = a.H, P = a.P, N = a.N, PN = P * N;
     const index heads_per_group = H / a.G;
     const index nseq = static_cast<index>(a.offsets.size()) - 1;
