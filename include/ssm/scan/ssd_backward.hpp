@@ -23,7 +23,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <memory>
 #include <vector>
 
 #include "ssm/core/error.hpp"
@@ -231,24 +230,25 @@ inline void ssd_scan_backward_chunked(const SsdArgs& a, const SsdGrads& g, index
     const index T = a.T, H = a.H, P = a.P, N = a.N, PN = P * N;
     const index heads_per_group = H / a.G;
     const index nseq = static_cast<index>(a.offsets.size()) - 1;
-    // Per head (H, T, N), so that a task writes one contiguous block; every row is written
-    // below, so no zeros first.
-    const std::unique_ptr<float[]> dBh(new float[static_cast<std::size_t>(T * H * N)]);
-    const std::unique_ptr<float[]> dCh(new float[static_cast<std::size_t>(T * H * N)]);
-    std::vector<double> dA_task(static_cast<std::size_t>(nseq * H), 0.0);
     using detail::SsdConstMap;
     using detail::SsdMap;
     using detail::SsdRowMajor;
     using Stride = Eigen::OuterStride<>;
+    // Per head (H, T, N), so that a task writes one contiguous block; every row is written
+    // below, so no zeros first. Eigen's own (aligned) storage, as every buffer an Eigen
+    // expression here writes or reads: a product or `exp` over an unaligned buffer peels
+    // its first elements off the vector path, so its rounding would depend on the address
+    // the heap gave (and an exactly resumed training run would not repeat itself).
+    SsdRowMajor dBh(H * T, N), dCh(H * T, N);
+    std::vector<double> dA_task(static_cast<std::size_t>(nseq * H), 0.0);
 
     parallel_for(nseq * H, 1, [&](index begin, index end) {
         const auto q = static_cast<std::size_t>(Q);
         std::vector<double> cum(q), dc(q), rowq(q), colq(q);
-        std::vector<float> dts(q), e(q), l(q), arg(q);
+        std::vector<float> dts(q), e(q), l(q);
+        std::vector<float, Eigen::aligned_allocator<float>> arg(q);  // read by Eigen's vector exp
         SsdRowMajor CB(Q, Q), DM(Q, Q), M(Q, Q), GM(Q, Q), Xd(Q, P), dXd(Q, P), BdS(Q, P), E(Q, N), F(Q, N),
             Cw(Q, N), Bw(Q, N), dS(P, N);
-        // Aligned as Eigen's own buffers, like the forward's states (results never depend
-        // on the heap's addresses).
         std::vector<float, Eigen::aligned_allocator<float>> starts;
         for (index task = begin; task < end; ++task) {
             const index s = task / H, h = task % H, grp = h / heads_per_group;
@@ -344,8 +344,8 @@ inline void ssd_scan_backward_chunked(const SsdArgs& a, const SsdGrads& g, index
                 auto fS = F.topRows(L);
                 eS.noalias() = dY * S0;
                 fS.noalias() = xd * dS;
-                SsdMap dC(dCh.get() + (h * T + c0) * N, L, N, Stride(N));
-                SsdMap dB(dBh.get() + (h * T + c0) * N, L, N, Stride(N));
+                SsdMap dC(dCh.data() + (h * T + c0) * N, L, N, Stride(N));
+                SsdMap dB(dBh.data() + (h * T + c0) * N, L, N, Stride(N));
                 dC.noalias() = gm * Bm;
                 dB.noalias() = gm.transpose() * Cm;
                 double r_total = 0.0;
@@ -379,7 +379,7 @@ inline void ssd_scan_backward_chunked(const SsdArgs& a, const SsdGrads& g, index
             dA_task[static_cast<std::size_t>(task)] = dA;
         }
     });
-    detail::sum_over_heads(a, g, dBh.get(), dCh.get(), N, T * N, dA_task);
+    detail::sum_over_heads(a, g, dBh.data(), dCh.data(), N, T * N, dA_task);
 }
 
 }  // namespace ssm
