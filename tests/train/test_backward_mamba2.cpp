@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "ssm/model/batch.hpp"
@@ -34,6 +35,24 @@ struct SsdProblem {
         const Matrix a = test::random_matrix(1, H, -1.5f, -0.2f, 5);
         A.assign(a.data(), a.data() + H);
         init = test::random_matrix(static_cast<index>(offsets.size()) - 1, H * P * N, -0.5f, 0.5f, 6);
+        y = Matrix::Zero(T, H * P);
+    }
+
+    /// Another shape and packing, with x, Δ (in [dt_lo, dt_hi]), B, C and the initial states
+    /// drawn afresh from seeds seed … seed + 4; A stays as drawn (its first H values).
+    void redraw(index h, index p, index n, index g, std::vector<index> offs, float dt_lo, float dt_hi,
+                unsigned seed) {
+        H = h;
+        P = p;
+        N = n;
+        G = g;
+        offsets = std::move(offs);
+        const index T = offsets.back();
+        x = test::random_matrix(T, H * P, -1, 1, seed);
+        dt = test::random_matrix(T, H, dt_lo, dt_hi, seed + 1);
+        B = test::random_matrix(T, G * N, -1, 1, seed + 2);
+        C = test::random_matrix(T, G * N, -1, 1, seed + 3);
+        init = test::random_matrix(static_cast<index>(offsets.size()) - 1, H * P * N, -0.5f, 0.5f, seed + 4);
         y = Matrix::Zero(T, H * P);
     }
 
@@ -178,18 +197,8 @@ TEST_CASE("chunked SSD scan backward equals the recurrences' and finite differen
     // The mamba2-130m head shape (P 64, N 128) over sequences of 150 and 200 tokens, one
     // group of two heads, Δ up to 2: a chunk of 64 decays by as much as e^-190.
     SsdProblem big;
-    big.H = 2;
-    big.P = 64;
-    big.N = 128;
-    big.G = 1;
-    big.offsets = {0, 150, 350};
+    big.redraw(2, 64, 128, 1, {0, 150, 350}, 0.01f, 2.0f, 11);
     const index T = big.offsets.back();
-    big.x = test::random_matrix(T, big.H * big.P, -1, 1, 11);
-    big.dt = test::random_matrix(T, big.H, 0.01f, 2.0f, 12);
-    big.B = test::random_matrix(T, big.N, -1, 1, 13);
-    big.C = test::random_matrix(T, big.N, -1, 1, 14);
-    big.init = test::random_matrix(2, big.H * big.P * big.N, -0.5f, 0.5f, 15);
-    big.y = Matrix::Zero(T, big.H * big.P);
     const Matrix gy = test::random_matrix(T, big.H * big.P, -1, 1, 16);
     const SsdGradients reference = ssd_backward(big, gy, true, 16);
     for (const index chunk : {64, 0}) {
@@ -203,16 +212,8 @@ TEST_CASE("chunked SSD scan backward gives the same bits wherever the heap puts 
     // small size are taken and held (so the scan's scratch cannot reuse the last call's),
     // with one of 16·round bytes to move the heap's top.
     SsdProblem pr;
-    pr.P = 16;
-    pr.N = 20;
-    pr.offsets = {0, 100, 130};
+    pr.redraw(pr.H, 16, 20, pr.G, {0, 100, 130}, 0.05f, 0.8f, 21);
     const index T = pr.offsets.back();
-    pr.x = test::random_matrix(T, pr.H * pr.P, -1, 1, 21);
-    pr.dt = test::random_matrix(T, pr.H, 0.05f, 0.8f, 22);
-    pr.B = test::random_matrix(T, pr.G * pr.N, -1, 1, 23);
-    pr.C = test::random_matrix(T, pr.G * pr.N, -1, 1, 24);
-    pr.init = test::random_matrix(2, pr.H * pr.P * pr.N, -0.5f, 0.5f, 25);
-    pr.y = Matrix::Zero(T, pr.H * pr.P);
     const Matrix gy = test::random_matrix(T, pr.H * pr.P, -1, 1, 26);
     const SsdGradients first = ssd_backward(pr, gy, true, 64, true);
     std::vector<std::vector<char>> held;

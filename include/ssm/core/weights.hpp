@@ -268,6 +268,18 @@ SSM_UNROLL(8)
     }
 }
 
+/// Asks for the int8 weights 2 KiB past `q`, the start of a step of `Blocks` blocks: one
+/// line of 64 bytes a step when it reads at most 64 bytes, two when it reads 128. The rows
+/// of a matrix are contiguous, so that is the next rows' start; a prefetch past the end
+/// never faults. Both AVX2 int8 kernels call it once a step.
+template <int Blocks>
+[[gnu::always_inline]] inline void prefetch_int8_ahead(const std::int8_t* q) noexcept {
+    constexpr index kPrefetchBytes = 2048;
+    const char* ahead = reinterpret_cast<const char*>(q) + kPrefetchBytes;
+    _mm_prefetch(ahead, _MM_HINT_T0);
+    if constexpr (Blocks * kInt8Block > 64) _mm_prefetch(ahead + 64, _MM_HINT_T0);
+}
+
 /// AVX2 + FMA: sign-extends and converts 8 int8 values at a time (without AVX-512 a compiler
 /// widens an int8 vector one element at a time, a tenth of the speed the memory allows).
 /// Each step takes 4/R blocks (at least one), each with its own sums per row, so at least
@@ -279,14 +291,11 @@ __attribute__((target("avx2,fma"))) void dot_rows_int8_avx2(const std::int8_t* q
                                                             const float* x, index ldx, index full,
                                                             float* sum) noexcept {
     constexpr int kBlocks = R >= 4 ? 1 : 4 / R;
-    constexpr index kPrefetchBytes = 2048;
     __m256 acc[kBlocks][R];
     zero_sums_avx2(acc);
     index b = 0;
     for (; b + kBlocks <= full; b += kBlocks) {
-        const char* ahead = reinterpret_cast<const char*>(q + b * kInt8Block) + kPrefetchBytes;
-        _mm_prefetch(ahead, _MM_HINT_T0);
-        if constexpr (kBlocks * kInt8Block > 64) _mm_prefetch(ahead + 64, _MM_HINT_T0);
+        prefetch_int8_ahead<kBlocks>(q + b * kInt8Block);
 SSM_UNROLL(8)
         for (int k = 0; k < kBlocks; ++k)
             int8_block_avx2<R>(q + (b + k) * kInt8Block, scale + b + k, x + (b + k) * kInt8Block, ldx, acc[k]);
@@ -481,15 +490,11 @@ __attribute__((target("avx2,fma"))) void dot_rows_q8_avx2(const std::int8_t* q, 
                                                           const std::int8_t* xq, const float* xscale, index ldx,
                                                           index lds, index blocks, float* sum) noexcept {
     constexpr int kBlocks = R >= 4 ? 1 : 4 / R;
-    constexpr index kPrefetchBytes = 2048;
     __m256 acc[kBlocks][R];
     zero_sums_avx2(acc);
     index b = 0;
     for (; b + kBlocks <= blocks; b += kBlocks) {
-        // One line of 64 bytes a step at R >= 2 (kBlocks · 32 ≤ 64 bytes read), two at R = 1.
-        const char* ahead = reinterpret_cast<const char*>(q + b * kInt8Block) + kPrefetchBytes;
-        _mm_prefetch(ahead, _MM_HINT_T0);
-        if constexpr (kBlocks * kInt8Block > 64) _mm_prefetch(ahead + 64, _MM_HINT_T0);
+        prefetch_int8_ahead<kBlocks>(q + b * kInt8Block);
 SSM_UNROLL(8)
         for (int k = 0; k < kBlocks; ++k)
             q8_block_avx2<R>(q + (b + k) * kInt8Block, wscale[b + k], xq + (b + k) * kInt8Block, xscale + b + k,

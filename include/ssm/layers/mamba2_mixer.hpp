@@ -317,7 +317,7 @@ public:
         sg.dA = dA.data();
         // Chunks of the forward's length up to 64: the backward's Q × Q work per token
         // grows with Q, and a CPU does best with short ones (the result is the same).
-        ssd_scan_backward_chunked(train_scan_args(cache), sg, std::min<index>(chunk_ > 0 ? chunk_ : 64, 64));
+        ssd_scan_backward_chunked(train_scan_args(cache), sg, std::min<index>(chunk_, 64));
         for (index t = 0; t < T; ++t)
             for (index c = 0; c < S_; ++c) dxbc(t, c) = dx_scan(t, c) + dys(t, c) * Dskip_.data()[c];
         float* gA = A_log_grad_.mutable_data();
