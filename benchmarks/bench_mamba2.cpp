@@ -22,6 +22,7 @@
 #include <ssm/train/parameters.hpp>
 
 #include "bench_inputs.hpp"
+#include "mamba_130m_checkpoint.hpp"
 #include "machine_limits.hpp"
 
 namespace {
@@ -39,28 +40,7 @@ std::filesystem::path bench_dir(const std::string& name) {
     return (env ? std::filesystem::path(env) : std::filesystem::temp_directory_path()) / name;
 }
 
-/// Writes a checkpoint of random weights with the given tensors (once; reused after).
-struct Writer {
-    std::mt19937 rng{42};
-    std::vector<std::vector<float>> store;
-    std::vector<std::pair<std::string, std::vector<ssm::index>>> specs;
-    void add(const std::string& name, std::vector<ssm::index> shape, float lo, float hi) {
-        ssm::index n = 1;
-        for (auto s : shape) n *= s;
-        std::uniform_real_distribution<float> dist(lo, hi);
-        store.emplace_back(static_cast<std::size_t>(n));
-        for (auto& v : store.back()) v = dist(rng);
-        specs.emplace_back(name, std::move(shape));
-    }
-    void write(const std::filesystem::path& dir, const std::string& config) {
-        std::filesystem::create_directories(dir);
-        std::vector<ssm::TensorToWrite> tensors;
-        for (std::size_t i = 0; i < specs.size(); ++i)
-            tensors.push_back(ssm::f32_tensor(specs[i].first, specs[i].second, store[i]));
-        ssm::write_safetensors(dir / "model.safetensors", tensors);
-        std::ofstream(dir / "config.json") << config;
-    }
-};
+using Writer = ssm::bench::RandomCheckpoint;
 
 std::filesystem::path mamba1_checkpoint() {
     const auto dir = bench_dir("ssm-bench-mamba-130m-shape-v");
@@ -87,27 +67,8 @@ std::filesystem::path mamba1_checkpoint() {
 }
 
 std::filesystem::path mamba2_checkpoint() {
-    const auto dir = bench_dir("ssm-bench-mamba2-130m-shape");
-    if (std::filesystem::exists(dir / "model.safetensors")) return dir;
-    Writer w;
-    const ssm::index conv = kE + 2 * kN2;
-    w.add("backbone.embeddings.weight", {kVocab, kD}, -0.05f, 0.05f);
-    for (ssm::index l = 0; l < kLayers; ++l) {
-        const std::string p = "backbone.layers." + std::to_string(l);
-        w.add(p + ".norm.weight", {kD}, 0.9f, 1.1f);
-        w.add(p + ".mixer.in_proj.weight", {2 * kE + 2 * kN2 + kH, kD}, -0.036f, 0.036f);
-        w.add(p + ".mixer.conv1d.weight", {conv, 1, kK}, -0.5f, 0.5f);
-        w.add(p + ".mixer.conv1d.bias", {conv}, -0.1f, 0.1f);
-        w.add(p + ".mixer.dt_bias", {kH}, -6.9f, -2.3f);
-        w.add(p + ".mixer.A_log", {kH}, 0.0f, 2.77f);
-        w.add(p + ".mixer.D", {kH}, 0.5f, 1.5f);
-        w.add(p + ".mixer.norm.weight", {kE}, 0.9f, 1.1f);
-        w.add(p + ".mixer.out_proj.weight", {kD, kE}, -0.025f, 0.025f);
-    }
-    w.add("backbone.norm_f.weight", {kD}, 0.9f, 1.1f);
-    w.write(dir, R"({"model_type": "mamba2", "vocab_size": 50288, "hidden_size": 768, "state_size": 128,
-"num_hidden_layers": 24, "expand": 2, "conv_kernel": 4, "num_heads": 24, "head_dim": 64, "n_groups": 1,
-"chunk_size": 256, "tie_word_embeddings": true})");
+    const auto dir = ssm::bench::mamba2_checkpoint_dir();
+    ssm::bench::make_mamba2_checkpoint(dir);
     return dir;
 }
 

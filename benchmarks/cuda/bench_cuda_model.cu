@@ -4,7 +4,9 @@
 //   - encoding: the final hidden state at each sequence's last token (what a bi-encoder
 //     reads) for packed batches of ~64k tokens at lengths 512, 2k, 8k and 32k: tokens/s;
 //   - greedy decoding (argmax on the device, the chosen ids copied back every step):
-//     per-token latency at batch 1 and tokens/s at batch 64.
+//     per-token latency at batch 1 and tokens/s at batch 64;
+// then the same two tables for a Mamba-2 model at mamba2-130m's shape (d_inner 1536, 24
+// heads of 64, N 128, chunk 256, vocab 50288; random weights).
 // First, one layer's operations one at a time at the encoding shape (where a batch's time
 // goes); decoding runs with the step's kernels launched one by one and as the captured CUDA
 // graph (the default), side by side.
@@ -299,6 +301,32 @@ int main(int argc, char** argv) {
             std::printf("\ngreedy decoding, %d steps (argmax on the device, ids copied back)\n",
                         steps);
             decode_table(model, steps, state_bytes_per_seq, top.copy_bytes_per_s);
+        }
+
+        // The same two tables for a Mamba-2 model of equal width (mamba2-130m's shape).
+        bench::make_mamba2_checkpoint(bench::mamba2_checkpoint_dir());
+        auto model2 = cu::MambaModel::load(bench::mamba2_checkpoint_dir());
+        const auto& c2 = model2.config();
+        const double gemm_flops_per_token2 =
+            2.0 * static_cast<double>(c2.num_hidden_layers) * bench::kLayerGemmParams2;
+        // conv (K−1, d_inner + 2N) and SSM (H, P, N) in every layer.
+        const double state_bytes_per_seq2 =
+            4.0 * static_cast<double>(c2.num_hidden_layers) *
+            static_cast<double>((bench::kK - 1) * (bench::kE + 2 * bench::kN2) + bench::kE * bench::kN2);
+        std::printf("\n\nmamba2-130m shape (D %lld, %lld layers, d_inner %lld, %lld heads of %lld, N %lld, "
+                    "chunk %lld, vocab %lld), random weights\n",
+                    static_cast<long long>(c2.hidden_size), static_cast<long long>(c2.num_hidden_layers),
+                    static_cast<long long>(bench::kE), static_cast<long long>(bench::kH2),
+                    static_cast<long long>(bench::kP2), static_cast<long long>(bench::kN2),
+                    static_cast<long long>(bench::kChunk2), static_cast<long long>(c2.vocab_size));
+        for (const bool bf16 : {false, true}) {
+            if (bf16) model2.store_weights_bf16();
+            std::printf("\n== Mamba-2, %s weights (%.0f MB on the device)\n", bf16 ? "bf16" : "fp32",
+                        static_cast<double>(model2.weight_bytes()) / 1e6);
+            std::printf("\nencode (last hidden state per sequence, no logits)\n");
+            encode_table(model2, gemm_flops_per_token2, bf16 ? top.gemm_bf16 : top.gemm_fp32);
+            std::printf("\ngreedy decoding, %d steps (argmax on the device, ids copied back)\n", steps);
+            decode_table(model2, steps, state_bytes_per_seq2, top.copy_bytes_per_s);
         }
         return 0;
     } catch (const std::exception& e) {

@@ -17,8 +17,13 @@ checkpoint in tests/data:
     logits, and the smallest gap left after the rounding (greedy decoding keeps the
     reference's tokens while that is positive).
 
+A Mamba-2 checkpoint (HF `Mamba2ForCausalLM` form) is run through transformers' own
+`Mamba2ForCausalLM` in float32 instead, with in_proj, out_proj, the embedding and the head
+rounded to bf16 and the inputs of in_proj, out_proj and the head rounded by forward hooks
+(the device's Mamba-2 layers round every GEMM input, decoding too).
+
 These are the figures behind the bf16 tolerances in tests/cuda/test_cuda_model.cu. Needs
-torch and safetensors:
+torch and safetensors (and transformers for Mamba-2):
 
     python3 tests/cuda/bf16_rounding_estimate.py [--data-dir tests/data] [CASE ...]
 """
@@ -108,6 +113,38 @@ class Emulation:
         return outs, hidden, self.gemm_input(hidden, rounded) @ self.head.T
 
 
+class Mamba2Emulation:
+    """transformers' Mamba2ForCausalLM in float32 on the bf16-rounded matrices; with
+    `rounded`, the inputs of in_proj, out_proj and the head rounded to bf16 too."""
+
+    def __init__(self, folder):
+        from transformers import Mamba2ForCausalLM
+        self.model = Mamba2ForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
+        self.layers = self.model.config.num_hidden_layers
+        self.rounded = False
+        for name, param in self.model.named_parameters():
+            if name.endswith(("in_proj.weight", "out_proj.weight", "embeddings.weight", "lm_head.weight")):
+                param.data = param.data.to(torch.bfloat16).float()
+        for name, module in self.model.named_modules():
+            if name.endswith(("in_proj", "out_proj", "lm_head")):
+                module.register_forward_pre_hook(self._round_input)
+        self.outs = []  # the residual stream after every layer, as the references hold it
+        for block in self.model.backbone.layers:
+            block.register_forward_hook(lambda _m, _args, out: self.outs.append(out[0]))
+
+    def _round_input(self, _module, args):
+        if not self.rounded:
+            return None
+        return (args[0].to(torch.bfloat16).float(),) + tuple(args[1:])
+
+    def forward(self, ids, rounded, decode=False):
+        del decode  # every GEMM input is rounded in decoding as in prefill
+        self.rounded = rounded
+        self.outs = []
+        out = self.model(ids[None, :], output_hidden_states=True)
+        return self.outs, out.hidden_states[-1][0], out.logits[0]
+
+
 def rel(a, b):
     return float((a - b).norm() / b.norm())
 
@@ -123,7 +160,8 @@ def smallest_gap(logits, tokens, start):
 
 
 def report(folder):
-    emu = Emulation(folder)
+    config = json.loads((folder / "config.json").read_text())
+    emu = Mamba2Emulation(folder) if config.get("model_type") == "mamba2" else Emulation(folder)
     ref = load_file(str(folder / "reference.safetensors"))
     print(f"== {folder.name}")
     i = 0

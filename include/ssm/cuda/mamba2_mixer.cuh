@@ -2,13 +2,20 @@
 // from a loaded CPU mixer: in_proj → [z0 | x0 | z | xBC | dt] (cuBLAS), causal conv + SiLU
 // over xBC, Δ = clamp(softplus(dt + dt_bias), time_step_limit), the chunked SSD
 // (`ssd_scan`), the D skip, the gate and the gated RMSNorm per group, the gated MLP beside
-// the SSM (d_ssm < d_inner), out_proj; and the one-token decoding step.
+// the SSM (d_ssm < d_inner), out_proj; and the one-token decoding step. in_proj and out_proj
+// are fp32 or, after `store_weights_bf16`, bf16 (with the activations rounded to bf16 per
+// GEMM, as the device model's Mamba-1 layers do); everything else stays fp32.
 #pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <vector>
 
 #include "ssm/cuda/causal_conv1d.cuh"
 #include "ssm/cuda/gemm.cuh"
 #include "ssm/cuda/ssd.cuh"
 #include "ssm/cuda/upload.cuh"
+#include "ssm/cuda/weight.cuh"
 #include "ssm/layers/mamba2_mixer.hpp"
 
 namespace ssm::cuda {
@@ -76,10 +83,12 @@ struct Mamba2Workspace {
     DeviceBuffer<float> xbc;  // (T, conv_dim) silu(conv(xBC)) = [x | B | C]
     DeviceBuffer<float> dt;   // (T, H)
     DeviceBuffer<float> y;    // (T, E) out_proj's input
+    DeviceBuffer<__nv_bfloat16> x16;  // a GEMM input rounded to bf16 (bf16 weights only)
     SsdWorkspace ssd;
 };
 
-/// A Mamba-2 mixer on the device, fp32. `upload` takes the weights of a loaded
+/// A Mamba-2 mixer on the device, fp32 (or in_proj and out_proj in bf16 after
+/// `store_weights_bf16`). `upload` takes the weights of a loaded
 /// `ssm::Mamba2Mixer` (with float32 projections: upload before `store_bf16()`), so the
 /// checkpoint is read and checked once, by the CPU loader, and A = −exp(A_log), D per
 /// channel and the conv taps are the CPU's own (`upload.cuh`).
@@ -100,9 +109,9 @@ public:
         m.dt_min_ = cpu.dt_min();
         m.dt_max_ = cpu.dt_max();
         m.eps_ = cpu.norm_eps();
-        m.in_proj_w_ = upload_matrix(cpu.in_proj().weight(), "the Mamba-2 mixer's in_proj");
+        m.in_proj_w_ = DeviceWeight(upload_matrix(cpu.in_proj().weight(), "the Mamba-2 mixer's in_proj"));
         if (cpu.in_proj().bias()) m.in_proj_b_ = upload_tensor(*cpu.in_proj().bias());
-        m.out_proj_w_ = upload_matrix(cpu.out_proj().weight(), "the Mamba-2 mixer's out_proj");
+        m.out_proj_w_ = DeviceWeight(upload_matrix(cpu.out_proj().weight(), "the Mamba-2 mixer's out_proj"));
         if (cpu.out_proj().bias()) m.out_proj_b_ = upload_tensor(*cpu.out_proj().bias());
         m.conv_taps_ = upload_tensor(cpu.conv().taps());
         if (cpu.conv().bias()) m.conv_b_ = upload_tensor(*cpu.conv().bias());
@@ -122,6 +131,29 @@ public:
     /// Floats of one sequence's SSM state, (H, P, N), as the CPU's.
     [[nodiscard]] dindex ssm_state_floats() const noexcept { return H_ * P_ * N_; }
 
+    /// Keeps in_proj and out_proj in bf16 from now on (rounded to nearest even; waits on
+    /// `stream`, then frees the fp32 copies). The conv, Δ, A, D, the norm and the scan stay
+    /// fp32.
+    void store_weights_bf16(cudaStream_t stream) {
+        in_proj_w_.to_bf16(stream);
+        out_proj_w_.to_bf16(stream);
+    }
+    [[nodiscard]] bool weights_bf16() const noexcept { return in_proj_w_.is_bf16(); }
+
+    /// Bytes of weights on the device.
+    [[nodiscard]] std::size_t weight_bytes() const noexcept {
+        return in_proj_w_.bytes() + in_proj_b_.bytes() + out_proj_w_.bytes() + out_proj_b_.bytes() +
+               conv_taps_.bytes() + conv_b_.bytes() + dt_bias_.bytes() + A_.bytes() + D_skip_.bytes() +
+               norm_w_.bytes();
+    }
+
+    /// Every workspace buffer a call's kernels are given, after `reserve`-ing for `rows`:
+    /// a captured decoding graph replays only while these stay the same.
+    [[nodiscard]] std::vector<const void*> workspace_key(Mamba2Workspace& ws, dindex rows) const {
+        reserve(ws, rows);
+        return {ws.zx.data(), ws.xbc.data(), ws.dt.data(), ws.y.data(), ws.x16.data()};
+    }
+
     /// Prefill over the packed sequences of `offsets`: out (T, D; ld_out) (+)= mixer(h (T, D;
     /// ld_h)). `conv_in` / `ssm_in` (nseq sequences' states, nullptr: zeros) continue each
     /// sequence; `conv_out` / `ssm_out`, when non-null, receive the states after each
@@ -134,8 +166,8 @@ public:
         const dindex T = offsets.tokens();
         const cudaStream_t stream = blas.stream();
         reserve(ws, T);
-        if (T > 0) gemm<float>(blas, T, in_width(), D_, h, ld_h, in_proj_w_.data(), D_, ws.zx.data(),
-                               in_width(), in_proj_b_.data());
+        project(blas, T, in_width(), D_, h, ld_h, in_proj_w_, ws.zx.data(), in_width(), in_proj_b_.data(),
+                ws.x16);
         causal_conv1d<float>(ws.zx.data() + xbc_col(), in_width(), conv_dim(), K_,
                              conv_taps_.data(), conv_b_.data(), offsets, conv_in, conv_out, true,
                              ws.xbc.data(), conv_dim(), stream);
@@ -146,8 +178,8 @@ public:
         p.chunk = chunk_;
         ssd_scan(p, offsets, ws.ssd, stream);
         finish(ws, T, stream);
-        if (T > 0) gemm<float>(blas, T, D_, E_, ws.y.data(), E_, out_proj_w_.data(), E_, out, ld_out,
-                               out_proj_b_.data(), accumulate);
+        project(blas, T, D_, E_, ws.y.data(), E_, out_proj_w_, out, ld_out, out_proj_b_.data(), ws.x16,
+                accumulate);
     }
 
     /// Decoding: one token for each of `batch` sequences, out (batch, D) (+)= mixer(h);
@@ -158,16 +190,16 @@ public:
         if (batch == 0) return;
         const cudaStream_t stream = blas.stream();
         reserve(ws, batch);
-        gemm<float>(blas, batch, in_width(), D_, h, ld_h, in_proj_w_.data(), D_, ws.zx.data(), in_width(),
-                    in_proj_b_.data());
+        project(blas, batch, in_width(), D_, h, ld_h, in_proj_w_, ws.zx.data(), in_width(), in_proj_b_.data(),
+                ws.x16);
         causal_conv1d_step<float>(ws.zx.data() + xbc_col(), in_width(), batch, conv_dim(), K_,
                                   conv_taps_.data(), conv_b_.data(), conv_state, true, ws.xbc.data(),
                                   conv_dim(), stream);
         make_dt(ws, batch, stream);
         ssd_state_update(scan_params(ws), batch, ssm_state, stream);
         finish(ws, batch, stream);
-        gemm<float>(blas, batch, D_, E_, ws.y.data(), E_, out_proj_w_.data(), E_, out, ld_out,
-                    out_proj_b_.data(), accumulate);
+        project(blas, batch, D_, E_, ws.y.data(), E_, out_proj_w_, out, ld_out, out_proj_b_.data(), ws.x16,
+                accumulate);
     }
 
 private:
@@ -184,6 +216,7 @@ private:
         ws.xbc.reserve(r * static_cast<std::size_t>(conv_dim()));
         ws.dt.reserve(r * static_cast<std::size_t>(H_));
         ws.y.reserve(r * static_cast<std::size_t>(E_));
+        if (weights_bf16()) ws.x16.reserve(r * static_cast<std::size_t>(std::max(D_, E_)));
     }
 
     /// The scan's operands in the workspace: x, B, C are column slices of xbc; y is the SSM
@@ -237,9 +270,11 @@ private:
     int K_ = 1;
     float dt_min_ = 0.0f, dt_max_ = HUGE_VALF;
     double eps_ = 1e-5;
-    DeviceBuffer<float> in_proj_w_, in_proj_b_;  // (in_width, D), (in_width)
+    DeviceWeight in_proj_w_;                     // (in_width, D)
+    DeviceBuffer<float> in_proj_b_;              // (in_width)
     DeviceBuffer<float> conv_taps_, conv_b_;     // (K, conv_dim), (conv_dim)
-    DeviceBuffer<float> out_proj_w_, out_proj_b_;  // (D, E), (D)
+    DeviceWeight out_proj_w_;                    // (D, E)
+    DeviceBuffer<float> out_proj_b_;             // (D)
     DeviceBuffer<float> dt_bias_, A_;            // (H) each
     DeviceBuffer<float> D_skip_;                 // (S) D per channel
     DeviceBuffer<float> norm_w_;                 // (S), empty without the gated norm

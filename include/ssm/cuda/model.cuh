@@ -1,6 +1,6 @@
-// ssm/cuda/model.cuh — a whole Mamba-1 language model on the GPU: weights uploaded once
-// (fp32, or the large matrices in bf16), prefill over packed batches, and recurrent decoding
-// with a device-resident state.
+// ssm/cuda/model.cuh — a whole Mamba-1 or Mamba-2 language model on the GPU: weights
+// uploaded once (fp32, or the large matrices in bf16), prefill over packed batches, and
+// recurrent decoding with a device-resident state.
 // The API mirrors `ssm::Model` (`forward`, `make_state`, `step`) and returns the same
 // host types (`ForwardResult`, `Matrix`), so a test can compare the two directly.
 #pragma once
@@ -26,9 +26,11 @@
 #include "ssm/cuda/error.cuh"
 #include "ssm/cuda/gemm.cuh"
 #include "ssm/cuda/kernels.cuh"
+#include "ssm/cuda/mamba2_mixer.cuh"
+#include "ssm/cuda/upload.cuh"
+#include "ssm/cuda/weight.cuh"
 #include "ssm/io/checkpoint.hpp"
 #include "ssm/io/config.hpp"
-#include "ssm/cuda/upload.cuh"
 #include "ssm/layers/mamba_mixer.hpp"
 #include "ssm/model/mamba.hpp"
 #include "ssm/model/batch.hpp"
@@ -39,45 +41,10 @@ namespace ssm::cuda {
 
 static_assert(std::is_same_v<dindex, ssm::index>, "device and host index types must agree");
 
-/// A weight matrix on the device: fp32 as uploaded, or bf16 after `to_bf16` (which frees
-/// the fp32 copy). Move-only.
-class DeviceWeight {
-public:
-    DeviceWeight() = default;
-    explicit DeviceWeight(DeviceBuffer<float> f32) : f32_(std::move(f32)) {}
-
-    [[nodiscard]] bool is_bf16() const noexcept { return !bf16_.empty(); }
-    [[nodiscard]] const float* f32() const noexcept { return f32_.data(); }
-    [[nodiscard]] const __nv_bfloat16* bf16() const noexcept { return bf16_.data(); }
-    /// The values as W (fp32 or bf16): null when they are stored as the other type.
-    template <class W>
-    [[nodiscard]] const W* as() const noexcept {
-        if constexpr (std::is_same_v<W, float>)
-            return f32();
-        else
-            return bf16();
-    }
-    [[nodiscard]] std::size_t bytes() const noexcept { return f32_.bytes() + bf16_.bytes(); }
-
-    /// Rounds the fp32 values to bf16 (to nearest even, as the CPU's `store_bf16`) on
-    /// `stream`, waits, and frees the fp32 copy. Does nothing when already bf16.
-    void to_bf16(cudaStream_t stream) {
-        if (f32_.empty()) return;
-        DeviceBuffer<__nv_bfloat16> b(f32_.size());
-        convert<float, __nv_bfloat16>(f32_.data(), b.data(), static_cast<dindex>(f32_.size()),
-                                      stream);
-        SSM_CUDA_CHECK(cudaStreamSynchronize(stream));  // done reading before the free
-        bf16_ = std::move(b);
-        f32_ = DeviceBuffer<float>();
-    }
-
-private:
-    DeviceBuffer<float> f32_;
-    DeviceBuffer<__nv_bfloat16> bf16_;
-};
-
 /// The recurrent state of every layer for `batch` sequences, on the device. Same layouts
-/// as the CPU's `MambaLayerState`: conv (batch, K−1, E) oldest first, ssm (batch, E, N).
+/// as the CPU's `MambaLayerState`: conv (batch, K−1, conv width) oldest first — the width
+/// is E for Mamba-1, d_ssm + 2·G·N for Mamba-2 — and ssm (batch, E, N) for Mamba-1,
+/// (batch, H, P, N) for Mamba-2.
 class MambaState {
 public:
     MambaState() = default;
@@ -129,11 +96,19 @@ public:
 private:
     friend class MambaModel;
     index batch_ = 0;
-    std::vector<DeviceBuffer<float>> conv_;  // per layer (batch, K−1, E)
-    std::vector<DeviceBuffer<float>> ssm_;   // per layer (batch, E, N)
+    std::vector<DeviceBuffer<float>> conv_;  // per layer (batch, K−1, conv width)
+    std::vector<DeviceBuffer<float>> ssm_;   // per layer (batch, E, N) or (batch, H, P, N)
 };
 
-/// A Mamba-1 LM (RMSNorm or LayerNorm, tied or untied head) on one GPU.
+namespace detail {
+template <class Mixer>
+inline constexpr bool is_mamba2_mixer = false;
+template <class Scan>
+inline constexpr bool is_mamba2_mixer<ssm::Mamba2Mixer<Scan>> = true;
+}  // namespace detail
+
+/// A Mamba-1 LM (RMSNorm or LayerNorm, tied or untied head) or a Mamba-2 LM (its layers
+/// `cuda::Mamba2Mixer`s) on one GPU.
 ///
 /// Weights are fp32 until `store_weights_bf16()`, which keeps the large matrices in bf16.
 /// Not thread-safe: a model owns one stream, one cuBLAS handle and one activation
@@ -147,17 +122,20 @@ public:
         return load(Checkpoint::open(dir), config);
     }
 
-    /// Loads the checkpoint with the CPU loader (`ssm::MambaLM`, or `ssm::MambaLMLayerNorm`
-    /// for a LayerNorm config), which reads and checks every tensor, then uploads it.
+    /// Loads the checkpoint with the CPU loader (`ssm::MambaLM`, `ssm::MambaLMLayerNorm` for a
+    /// LayerNorm config, `ssm::Mamba2LM` for a Mamba-2 one), which reads and checks every
+    /// tensor, then uploads it.
     [[nodiscard]] static MambaModel load(const Checkpoint& ckpt, const MambaConfig& config) {
         check_supported(config);
+        if (config.family == ModelFamily::Mamba2) return upload(Mamba2LM::load(ckpt, config));
         if (config.norm == NormKind::LayerNorm) return upload(MambaLMLayerNorm::load(ckpt, config));
         return upload(MambaLM::load(ckpt, config));
     }
 
-    /// Takes over a loaded CPU Mamba-1 LM (`ssm::MambaLMWith<RMSNorm or LayerNorm>`, float32
-    /// weights: upload before `store_weights_bf16`): its tensors as the CPU layers hold them —
-    /// the conv taps already (K, E), A = −exp(A_log) already computed — uploaded once.
+    /// Takes over a loaded CPU LM — Mamba-1 (`ssm::MambaLMWith<RMSNorm or LayerNorm>`) or
+    /// Mamba-2 (`ssm::Mamba2LMWith<any scan>`), float32 weights: upload before
+    /// `store_weights_bf16` — its tensors as the CPU layers hold them (the conv taps already
+    /// (K, width), A = −exp(A_log) already computed), uploaded once.
     template <class CpuModel>
     [[nodiscard]] static MambaModel upload(const CpuModel& cpu) {
         const MambaConfig& config = cpu.config();
@@ -169,26 +147,15 @@ public:
             if constexpr (requires { cpu_norm.bias(); })
                 if (cpu_norm.bias()) n.bias = upload_tensor(*cpu_norm.bias());
         };
-        auto optional = [](const std::optional<Tensor>& t) {
-            return t ? upload_tensor(*t) : DeviceBuffer<float>();
-        };
         m.embedding_ = DeviceWeight(upload_matrix(cpu.embedding().table(), "the embedding"));
         for (const auto& layer : cpu.backbone()) {
             const auto& x = layer.mixer();
             Layer L;
             norm(layer.norm(), L.norm);
-            L.in_proj_w = DeviceWeight(upload_matrix(x.in_proj().weight(), "in_proj"));
-            L.in_proj_b = optional(x.in_proj().bias());
-            L.conv_taps = upload_tensor(x.conv().taps());
-            L.conv_b = optional(x.conv().bias());
-            L.x_proj_w = DeviceWeight(upload_matrix(x.x_proj().weight(), "x_proj"));
-            L.dt_proj_w = DeviceWeight(upload_matrix(x.dt_proj().weight(), "dt_proj"));
-            require(x.dt_proj().bias().has_value(), "cuda::MambaModel: dt_proj has no bias");
-            L.dt_proj_b = upload_tensor(*x.dt_proj().bias());
-            L.A = upload_tensor(x.A());
-            L.D = upload_tensor(x.skip());
-            L.out_proj_w = DeviceWeight(upload_matrix(x.out_proj().weight(), "out_proj"));
-            L.out_proj_b = optional(x.out_proj().bias());
+            if constexpr (detail::is_mamba2_mixer<std::decay_t<decltype(x)>>)
+                L.mamba2 = Mamba2Mixer::upload(x);
+            else
+                upload_mamba1(x, L);
             m.layers_.push_back(std::move(L));
         }
         norm(cpu.norm_f(), m.norm_f_);
@@ -199,11 +166,11 @@ public:
     }
 
     /// Keeps the large weight matrices — the embedding (and a tied head), in_proj, x_proj,
-    /// dt_proj, out_proj and an untied head — in bf16 on the device from now on, as
-    /// `ssm::Model::store_weights_bf16` does on the CPU: half the memory, and half the weight
-    /// bytes every decoding step reads. Weights from a bf16 checkpoint lose nothing; fp32 ones
-    /// are rounded to nearest even. The norms, the conv, A, D, biases, the residual stream,
-    /// the scan and the recurrent state stay fp32.
+    /// dt_proj, out_proj (in a Mamba-2 layer in_proj and out_proj) and an untied head — in
+    /// bf16 on the device from now on, as `ssm::Model::store_weights_bf16` does on the CPU:
+    /// half the memory, and half the weight bytes every decoding step reads. Weights from a
+    /// bf16 checkpoint lose nothing; fp32 ones are rounded to nearest even. The norms, the
+    /// conv, A, D, biases, the residual stream, the scan and the recurrent state stay fp32.
     ///
     /// cuBLAS multiplies bf16 only by bf16, so each GEMM's fp32 activation is rounded to bf16
     /// first (`convert_rows`) and the products are summed in fp32. That rounding (2⁻⁹
@@ -216,8 +183,11 @@ public:
         embedding_.to_bf16(stream_);
         lm_head_.to_bf16(stream_);
         for (Layer& L : layers_)
-            for (DeviceWeight* w : {&L.in_proj_w, &L.x_proj_w, &L.dt_proj_w, &L.out_proj_w})
-                w->to_bf16(stream_);
+            if (L.mamba2)
+                L.mamba2->store_weights_bf16(stream_);
+            else
+                for (DeviceWeight* w : {&L.in_proj_w, &L.x_proj_w, &L.dt_proj_w, &L.out_proj_w})
+                    w->to_bf16(stream_);
         weights_bf16_ = true;
     }
 
@@ -246,7 +216,8 @@ public:
             n += L.norm.weight.bytes() + L.norm.bias.bytes() + L.in_proj_w.bytes() +
                  L.in_proj_b.bytes() + L.conv_taps.bytes() + L.conv_b.bytes() + L.x_proj_w.bytes() +
                  L.dt_proj_w.bytes() + L.dt_proj_b.bytes() + L.A.bytes() + L.D.bytes() +
-                 L.out_proj_w.bytes() + L.out_proj_b.bytes();
+                 L.out_proj_w.bytes() + L.out_proj_b.bytes() +
+                 (L.mamba2 ? L.mamba2->weight_bytes() : 0);
         return n;
     }
 
@@ -262,9 +233,11 @@ public:
         MambaState s;
         s.batch_ = batch;
         const index E = config_.intermediate_size, N = config_.state_size, K = config_.conv_kernel;
-        for (std::size_t l = 0; l < layers_.size(); ++l) {
-            s.conv_.emplace_back(static_cast<std::size_t>(batch * (K - 1) * E));
-            s.ssm_.emplace_back(static_cast<std::size_t>(batch * E * N));
+        for (const Layer& L : layers_) {
+            const index conv = L.mamba2 ? L.mamba2->conv_state_floats() : (K - 1) * E;
+            const index ssm = L.mamba2 ? L.mamba2->ssm_state_floats() : E * N;
+            s.conv_.emplace_back(static_cast<std::size_t>(batch * conv));
+            s.ssm_.emplace_back(static_cast<std::size_t>(batch * ssm));
         }
         s.reset();
         return s;
@@ -351,17 +324,40 @@ public:
     }
 
 private:
-    /// What the device model runs: Mamba-1 (RMSNorm or LayerNorm), not a SAMBA hybrid, not
-    /// another family.
+    /// What the device model runs: Mamba-1 (RMSNorm or LayerNorm) and Mamba-2, not a SAMBA
+    /// hybrid, not Falcon-Mamba.
     static void check_supported(const MambaConfig& config) {
         if (config.is_hybrid())
             fail(
                 "cuda::MambaModel: the config describes a SAMBA hybrid (attention and MLP "
                 "layers), which the CUDA backend does not run yet; use ssm::Samba on the CPU");
-        if (config.family != ModelFamily::Mamba1)
+        if (config.family != ModelFamily::Mamba1 && config.family != ModelFamily::Mamba2)
             fail("cuda::MambaModel: the config describes a ", family_name(config.family),
-                 " model, which the CUDA model does not run yet (ssm::cuda::Mamba2Mixer runs a "
-                 "Mamba-2 layer); use ssm::with_mamba on the CPU");
+                 " model, which the CUDA model does not run yet (it runs mamba and mamba2); use "
+                 "ssm::with_mamba on the CPU");
+    }
+
+    struct Layer;
+
+    static DeviceBuffer<float> upload_optional(const std::optional<Tensor>& t) {
+        return t ? upload_tensor(*t) : DeviceBuffer<float>();
+    }
+
+    /// A Mamba-1 mixer's tensors into L.
+    template <class Mixer>
+    static void upload_mamba1(const Mixer& x, Layer& L) {
+        L.in_proj_w = DeviceWeight(upload_matrix(x.in_proj().weight(), "in_proj"));
+        L.in_proj_b = upload_optional(x.in_proj().bias());
+        L.conv_taps = upload_tensor(x.conv().taps());
+        L.conv_b = upload_optional(x.conv().bias());
+        L.x_proj_w = DeviceWeight(upload_matrix(x.x_proj().weight(), "x_proj"));
+        L.dt_proj_w = DeviceWeight(upload_matrix(x.dt_proj().weight(), "dt_proj"));
+        require(x.dt_proj().bias().has_value(), "cuda::MambaModel: dt_proj has no bias");
+        L.dt_proj_b = upload_tensor(*x.dt_proj().bias());
+        L.A = upload_tensor(x.A());
+        L.D = upload_tensor(x.skip());
+        L.out_proj_w = DeviceWeight(upload_matrix(x.out_proj().weight(), "out_proj"));
+        L.out_proj_b = upload_optional(x.out_proj().bias());
     }
 
     struct Norm {
@@ -379,6 +375,7 @@ private:
         DeviceBuffer<float> A, D;               // (E, N) = −exp(A_log), (E)
         DeviceWeight out_proj_w;                // (D, E)
         DeviceBuffer<float> out_proj_b;         // (D) optional
+        std::optional<Mamba2Mixer> mamba2;      // a Mamba-2 layer's mixer (the fields above empty)
     };
     /// Activations, sized for the largest batch so far (rows = tokens, or sequences when decoding).
     struct Workspace {
@@ -396,6 +393,7 @@ private:
         DeviceBuffer<__nv_bfloat16> x16;  // (rows, ≤ max(D, E)) a GEMM input rounded to bf16
         DeviceBuffer<std::int32_t> ids;
         DeviceBuffer<std::int32_t> next;
+        Mamba2Workspace m2;  // the Mamba-2 layers' scratch, shared by all of them
     };
 
     MambaModel() = default;
@@ -404,18 +402,11 @@ private:
         return config_.tie_word_embeddings ? embedding_ : lm_head_;
     }
 
-    /// y (rows, out; ldy) = x (rows, in; ldx) · Wᵀ + bias, W (out, in) fp32 or bf16. With bf16
-    /// weights x is rounded to bf16 into the workspace first (cuBLAS takes both operands bf16);
-    /// the sums are fp32 either way.
+    /// y (rows, out; ldy) = x (rows, in; ldx) · Wᵀ + bias (`cuda::project`; bf16 weights
+    /// round x to bf16 in the workspace first).
     void project(index rows, index out, index in, const float* x, index ldx, const DeviceWeight& w,
                  float* y, index ldy, const float* bias) {
-        if (!w.is_bf16()) {
-            gemm<float>(blas_, rows, out, in, x, ldx, w.f32(), in, y, ldy, bias);
-            return;
-        }
-        ws_.x16.reserve(static_cast<std::size_t>(rows * in));
-        convert_rows<float, __nv_bfloat16>(x, ldx, rows, in, ws_.x16.data(), in, stream_);
-        gemm<__nv_bfloat16>(blas_, rows, out, in, ws_.x16.data(), in, w.bf16(), in, y, ldy, bias);
+        cuda::project(blas_, rows, out, in, x, ldx, w, y, ldy, bias, ws_.x16);
     }
 
     /// out (rows, D) = the embedding rows of the ids in ws_.ids.
@@ -439,14 +430,21 @@ private:
         ws_.residual.reserve(n(D));
         ws_.delta.reserve(n(D));
         ws_.h.reserve(n(D));
+        ws_.ids.reserve(static_cast<std::size_t>(rows));
+        if (is_mamba2()) {
+            if (weights_bf16_) ws_.x16.reserve(n(D));  // the head's input
+            for (const Layer& L : layers_) (void)L.mamba2->workspace_key(ws_.m2, rows);
+            return;
+        }
         ws_.xz.reserve(n(2 * E));
         ws_.u.reserve(n(E));
         ws_.xdbl.reserve(n(R + 2 * N));
         ws_.dt.reserve(n(E));
         ws_.y.reserve(n(E));
         if (weights_bf16_) ws_.x16.reserve(n(std::max(D, E)));
-        ws_.ids.reserve(static_cast<std::size_t>(rows));
     }
+
+    [[nodiscard]] bool is_mamba2() const noexcept { return config_.family == ModelFamily::Mamba2; }
 
     void check_ids(std::span<const std::int32_t> ids) const {
         for (std::size_t i = 0; i < ids.size(); ++i)
@@ -477,6 +475,13 @@ private:
                      L.norm.weight.data(), L.norm.bias.data(), T, D, eps(), ws_.h.data(), D,
                      stream_);
             if (layer_outputs && l > 0) layer_outputs->push_back(download_rows(ws_.residual, T, D));
+            if (L.mamba2) {  // its states in and out are the same memory, as the mixer allows
+                float* conv_state = state ? state->conv(l) : nullptr;
+                float* ssm_state = state ? state->ssm(l) : nullptr;
+                L.mamba2->forward(blas_, ws_.h.data(), D, offsets_, ws_.delta.data(), D, false, ws_.m2,
+                                  conv_state, ssm_state, conv_state, ssm_state);
+                continue;
+            }
             project(T, 2 * E, D, ws_.h.data(), D, L.in_proj_w, ws_.xz.data(), 2 * E,
                     L.in_proj_b.data());
             float* conv_state = state ? state->conv(l) : nullptr;
@@ -499,8 +504,8 @@ private:
     }
 
     /// One token per sequence through every layer and the head: logits (B, V) in ws_.logits.
-    /// Per layer: norm, in_proj, the fused step (`mamba_decode_step`: conv, x_proj, dt_proj,
-    /// state update), out_proj.
+    /// Per Mamba-1 layer: norm, in_proj, the fused step (`mamba_decode_step`: conv, x_proj,
+    /// dt_proj, state update), out_proj; per Mamba-2 layer: norm, `Mamba2Mixer::step`.
     index decode(std::span<const std::int32_t> tokens, MambaState& state) {
         const index B = static_cast<index>(tokens.size());
         require(B == state.batch_ && state.num_layers() == num_layers(),
@@ -548,7 +553,12 @@ private:
                                       ws_.y.data(),
                                       ws_.logits.data(),
                                       ws_.x16.data(),
-                                      ws_.ids.data()};
+                                      ws_.ids.data(),
+                                      ws_.m2.zx.data(),
+                                      ws_.m2.xbc.data(),
+                                      ws_.m2.dt.data(),
+                                      ws_.m2.y.data(),
+                                      ws_.m2.x16.data()};
         for (index l = 0; l < num_layers(); ++l) {
             k.push_back(state.conv(l));
             k.push_back(state.ssm(l));
@@ -603,6 +613,11 @@ private:
             add_norm(norm_type(), ws_.residual.data(), D, l > 0 ? ws_.delta.data() : nullptr, D,
                      L.norm.weight.data(), L.norm.bias.data(), B, D, eps(), ws_.h.data(), D,
                      stream_);
+            if (L.mamba2) {
+                L.mamba2->step(blas_, ws_.h.data(), D, B, state.conv(l), state.ssm(l), ws_.delta.data(), D,
+                               false, ws_.m2);
+                continue;
+            }
             project(B, 2 * E, D, ws_.h.data(), D, L.in_proj_w, ws_.xz.data(), 2 * E,
                     L.in_proj_b.data());
             if (L.x_proj_w.is_bf16())
