@@ -121,8 +121,10 @@ void BM_Prefill(benchmark::State& state) {
 }
 
 /// One projection alone, in_proj's shape (L × 768 → 3072), L = first argument: the
-/// float32 GEMM (Eigen), the bf16 unit (`gemm_bf16`), and a bf16 weight widened to float32
-/// (second argument 0, 1, 2) — the GEMM share of prefill against the two peaks.
+/// float32 GEMM as dispatched (`gemm_f32` on an AVX2 CPU, Eigen's elsewhere), the bf16 unit
+/// (`gemm_bf16`), a bf16 weight widened to float32, and the float32 GEMM through Eigen with
+/// the dispatch held at generic (second argument 0, 1, 2, 3) — the GEMM share of prefill
+/// against the two peaks.
 void BM_Projection(benchmark::State& state) {
     const ssm::index L = state.range(0), in = kD, out = 2 * kE;
     const std::int64_t path = state.range(1);
@@ -131,12 +133,13 @@ void BM_Projection(benchmark::State& state) {
         return;
     }
     const WithoutBf16Unit held(path == 2 ? 3 : 0);
+    if (path == 3) ssm::use_cpu_isa(ssm::CpuIsa::Generic);
     std::mt19937 rng(5);
     std::uniform_real_distribution<float> u(-0.05f, 0.05f);
     std::vector<float> w(static_cast<std::size_t>(out * in));
     for (auto& v : w) v = u(rng);
     ssm::Linear lin(ssm::WeightMatrix(ssm::Tensor::from({out, in}, w)), std::nullopt);
-    if (path != 0) lin.store_bf16();
+    if (path == 1 || path == 2) lin.store_bf16();
     ssm::Matrix x = ssm::Matrix::Random(L, in), y(L, out);
     for (auto _ : state) {
         lin.forward(x, y);
@@ -146,6 +149,7 @@ void BM_Projection(benchmark::State& state) {
                                                   benchmark::Counter::kIsRate);
     state.counters["threads"] = ssm::num_threads();
     state.SetLabel(ssm::isa_name(ssm::cpu_isa()));
+    if (path == 3) ssm::use_default_cpu_isa();
 }
 
 /// Decoding at batch B: one step per iteration, after a 16-token prompt per sequence.
@@ -202,7 +206,7 @@ void BM_DecodeProjections(benchmark::State& state) {
 BENCHMARK(ssm::bench::BM_PeakFma)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(ssm::bench::BM_PeakBf16Dot)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(ssm::bench::BM_MemoryRead)->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(BM_Projection)->ArgsProduct({{512, 2048}, {0, 1, 2}})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_Projection)->ArgsProduct({{512, 2048}, {0, 1, 2, 3}})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_Prefill)->ArgsProduct({{512, 2048, 8192}, {0, 1, 3, 2}})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_Decode)->ArgsProduct({{1, 8, 16, 32, 64}, {0, 1, 2, 4}})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_DecodeProjections)->Arg(0)->Arg(1)->Arg(2)->Arg(4)->Unit(benchmark::kMillisecond)->UseRealTime();

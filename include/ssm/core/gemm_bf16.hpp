@@ -20,20 +20,12 @@
 #include "ssm/core/error.hpp"
 #include "ssm/core/tensor.hpp"
 #include "ssm/core/threads.hpp"
+#include "ssm/core/unroll.hpp"
 
 #if SSM_X86_DISPATCH
 #include <immintrin.h>
 #endif
 
-// Unrolled loops for the register tiles: GCC's pragma (clang reads it too). nvcc's front
-// end, which reads these headers in CUDA programs as well, does not know the pragma; there
-// the loops stay rolled (CUDA programs do not prefill on the CPU's bf16 unit).
-#if defined(__CUDACC__)
-#define SSM_UNROLL(n)
-#else
-#define SSM_PRAGMA(x) _Pragma(#x)
-#define SSM_UNROLL(n) SSM_PRAGMA(GCC unroll n)
-#endif
 
 namespace ssm {
 

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "ssm/core/gemm_bf16.hpp"
+#include "ssm/core/gemm_f32.hpp"
 #include "ssm/core/tensor.hpp"
 #include "ssm/core/threads.hpp"
 #include "ssm/core/weights.hpp"
@@ -18,7 +19,9 @@ namespace ssm {
 
 /// A dense layer with PyTorch's weight layout: weight (out, in), optional bias (out).
 ///
-/// Many rows (prefill) run as one matrix product on Eigen's blocked GEMM; a few rows
+/// Many rows (prefill) run as one matrix product — `gemm_f32`'s AVX2 tiles where the
+/// dispatch is AVX2, Eigen's blocked GEMM elsewhere (training's two backward products
+/// too); a few rows
 /// (decoding) run as matrix-vector products split over threads by output rows, where
 /// the cost is reading the weight once (`dot_rows`). The weight may be stored as bfloat16
 /// or int8 blocks (`store_weights`): decoding then widens it inside the dot products and
@@ -69,12 +72,8 @@ public:
             forward_narrow(x, y, accumulate);
             return;
         }
-        const ConstMatrixMap w = weight_.f32();  // (out, in)
         if (rows >= kGemmRows) {
-            if (accumulate)
-                y.noalias() += x * w.transpose();
-            else
-                y.noalias() = x * w.transpose();
+            product(x, weight_.f32().data(), out_features(), y, accumulate);
             add_bias(y, 0, out_features());
             return;
         }
@@ -146,7 +145,11 @@ public:
                 ", ", dy.cols(), ") do not fit weight (", out_features(), ", ", in_features(), ")");
         if (x.rows() == 0) return;
         MatrixMap dw = weight_grad_.mutable_matrix();  // (out, in)
-        dw.noalias() += dy.transpose() * x;
+        if (gemm_f32_available())
+            gemm_f32(GemmOperand::transposed(dy.data(), dy.outerStride()), GemmOperand::rows(x.data(), x.outerStride()),
+                     out_features(), in_features(), x.rows(), dw.data(), in_features(), true);
+        else
+            dw.noalias() += dy.transpose() * x;
         if (bias_) {  // row by row: the same sums wherever dy happens to be aligned
             auto bg = bias_grad_.mutable_vector().transpose();
             for (index r = 0; r < dy.rows(); ++r) bg += dy.row(r);
@@ -161,6 +164,11 @@ public:
                 dx.rows(), ", ", dx.cols(), ") do not fit weight (", out_features(), ", ", in_features(), ")");
         if (dy.rows() == 0) return;
         const ConstMatrixMap w = weight_.f32();  // (out, in)
+        if (gemm_f32_available()) {
+            gemm_f32(GemmOperand::rows(dy.data(), dy.outerStride()), GemmOperand::rows(w.data(), in_features()),
+                     dy.rows(), in_features(), out_features(), dx.data(), dx.outerStride(), accumulate);
+            return;
+        }
         if (accumulate)
             dx.noalias() += dy * w;
         else
@@ -241,6 +249,22 @@ private:
         }
     }
 
+    /// y (rows, n) (+)= x (rows, in) · Wᵀ for a float32 block W (n, in) of contiguous rows:
+    /// `gemm_f32` where the dispatch is AVX2, Eigen's GEMM elsewhere.
+    void product(ConstStridedMap x, const float* w, index n, StridedMap y, bool accumulate) const {
+        const index in = in_features();
+        if (gemm_f32_available()) {
+            gemm_f32(GemmOperand::rows(x.data(), x.outerStride()), GemmOperand::transposed(w, in), x.rows(), n, in,
+                     y.data(), y.outerStride(), accumulate);
+            return;
+        }
+        const ConstMatrixMap wm(w, n, in);
+        if (accumulate)
+            y.noalias() += x * wm.transpose();
+        else
+            y.noalias() = x * wm.transpose();
+    }
+
     void add_bias(StridedMap y, index begin, index end) const {
         if (bias_) y.middleCols(begin, end - begin).rowwise() += bias_->vector().segment(begin, end - begin).transpose();
     }
@@ -268,17 +292,13 @@ private:
             if (scratch.size() < need) scratch.resize(need);
             float* const widened = scratch.data();  // (a thread_local is per thread: the
                                                      // workers below must get the pointer)
-            MatrixMap w(widened, block, in);
             for (index o0 = 0; o0 < out_features(); o0 += block) {
                 const index n = std::min(block, out_features() - o0);
                 parallel_for(n, 64, [&, widened](index b, index e) {
                     weight_.rows_f32(o0 + b, e - b, widened + b * in);
                 });
-                auto yblock = y.middleCols(o0, n);
-                if (accumulate)
-                    yblock.noalias() += x * w.topRows(n).transpose();
-                else
-                    yblock.noalias() = x * w.topRows(n).transpose();
+                product(x, widened, n, StridedMap(y.data() + o0, rows, n, Eigen::OuterStride<>(y.outerStride())),
+                        accumulate);
             }
             add_bias(y, 0, out_features());
             return;

@@ -1,0 +1,203 @@
+// ssm/core/gemm_f32.hpp — C (+)= A · B in float32 with AVX2 + FMA register tiles: the GEMM
+// under `Linear` (prefill and training: y = x·Wᵀ, dx = dy·W, dW += dyᵀ·x) on CPUs whose best
+// instruction set is AVX2 (chosen at run time, `cpu_isa()`); elsewhere Eigen's GEMM runs.
+//
+// The layout is GotoBLAS's: B is packed per call into panels of 16 columns, each column
+// block stored k-major (16 values of one k side by side), so that a tile of 6 rows × 16
+// columns keeps 12 accumulators in registers and meets, per k, two vector loads of B and six
+// broadcasts of A (12 FMAs). The depth runs in blocks of 256 (a 16 × 256 micro-panel is 16 KiB,
+// resident in L1 while 16 row tiles pass over it), rows in blocks of 96. A is read in place
+// through two strides, so Aᵀ costs nothing. Each element of C is summed in one fixed order
+// (k ascending), whatever the number of threads: the result never depends on the split.
+#pragma once
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "ssm/core/cpu.hpp"
+#include "ssm/core/error.hpp"
+#include "ssm/core/tensor.hpp"
+#include "ssm/core/threads.hpp"
+#include "ssm/core/unroll.hpp"
+
+#if SSM_X86_DISPATCH
+#include <immintrin.h>
+#endif
+
+namespace ssm {
+
+/// Whether `gemm_f32` runs here: the dispatch (`cpu_isa()`, `SSM_CPU_ISA`, `use_cpu_isa`)
+/// is AVX2 + FMA. On AVX-512 CPUs Eigen's own AVX-512 GEMM is kept unless AVX2 is forced.
+[[nodiscard]] inline bool gemm_f32_available() noexcept {
+#if SSM_X86_DISPATCH
+    return cpu_isa() == CpuIsa::Avx2;
+#else
+    return false;
+#endif
+}
+
+/// An operand of `gemm_f32`: element (i, j) at data[i·row_stride + j·col_stride].
+struct GemmOperand {
+    const float* data = nullptr;
+    index row_stride = 0;
+    index col_stride = 1;
+
+    /// A row-major matrix with row stride `ld`.
+    [[nodiscard]] static GemmOperand rows(const float* p, index ld) noexcept { return {p, ld, 1}; }
+    /// The transpose of a row-major matrix with row stride `ld`.
+    [[nodiscard]] static GemmOperand transposed(const float* p, index ld) noexcept { return {p, 1, ld}; }
+};
+
+namespace detail {
+
+inline constexpr int kF32TileRows = 6;        // rows of C per register tile
+inline constexpr int kF32TileCols = 16;       // columns of C per register tile (two vectors)
+inline constexpr index kF32Depth = 256;       // k per block: a 16 × 256 micro-panel is 16 KiB
+inline constexpr index kF32RowBlock = 96;     // rows of A per block (16 tiles), 96 KiB at k 256
+inline constexpr index kF32TaskRows = 768;    // rows of C per task (B's panel is packed per task)
+
+#if SSM_X86_DISPATCH
+/// One tile: c (MR rows, `cols` ≤ 16 columns stored) (+)= a (MR rows of `kc`, element (r, k) at
+/// a[r·ars + k·aks]) · b (kc × 16, b[k·16 + j]). The products are summed from zero; with
+/// `load` the sum is then added to c (c + Σ, not c + t₁ + t₂ + …: a gradient accumulated
+/// twice over the same inputs is exactly doubled, as with Eigen's GEMM).
+template <int MR>
+__attribute__((target("avx2,fma"))) void f32_tile(const float* a, index ars, index aks, const float* b, index kc,
+                                                  float* c, index ldc, index cols, bool load) noexcept {
+    __m256 acc[MR][2];
+    float edge[MR][kF32TileCols];
+    const bool full = cols == kF32TileCols;
+    if (load && !full)
+        for (int r = 0; r < MR; ++r) {
+            std::memset(edge[r], 0, sizeof edge[r]);
+            std::memcpy(edge[r], c + r * ldc, sizeof(float) * static_cast<std::size_t>(cols));
+        }
+SSM_UNROLL(6)
+    for (int r = 0; r < MR; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+SSM_UNROLL(4)
+    for (index k = 0; k < kc; ++k) {
+        const __m256 b0 = _mm256_loadu_ps(b + k * kF32TileCols);
+        const __m256 b1 = _mm256_loadu_ps(b + k * kF32TileCols + 8);
+        const float* ak = a + k * aks;
+SSM_UNROLL(6)
+        for (int r = 0; r < MR; ++r) {
+            const __m256 av = _mm256_broadcast_ss(ak + r * ars);
+            acc[r][0] = _mm256_fmadd_ps(av, b0, acc[r][0]);
+            acc[r][1] = _mm256_fmadd_ps(av, b1, acc[r][1]);
+        }
+    }
+SSM_UNROLL(6)
+    for (int r = 0; r < MR; ++r) {
+        float* dst = full ? c + r * ldc : edge[r];
+        if (load) {
+            acc[r][0] = _mm256_add_ps(_mm256_loadu_ps(dst), acc[r][0]);
+            acc[r][1] = _mm256_add_ps(_mm256_loadu_ps(dst + 8), acc[r][1]);
+        }
+        _mm256_storeu_ps(dst, acc[r][0]);
+        _mm256_storeu_ps(dst + 8, acc[r][1]);
+    }
+    if (!full)
+        for (int r = 0; r < MR; ++r)
+            std::memcpy(c + r * ldc, edge[r], sizeof(float) * static_cast<std::size_t>(cols));
+}
+
+/// Rows [0, rows) of a row block against one micro-panel.
+inline void f32_rows(const float* a, index ars, index aks, index rows, const float* b, index kc, float* c, index ldc,
+                     index cols, bool load) noexcept {
+    index r = 0;
+    for (; r + kF32TileRows <= rows; r += kF32TileRows)
+        f32_tile<kF32TileRows>(a + r * ars, ars, aks, b, kc, c + r * ldc, ldc, cols, load);
+    const float* ar = a + r * ars;
+    float* cr = c + r * ldc;
+    switch (rows - r) {
+        case 5: f32_tile<5>(ar, ars, aks, b, kc, cr, ldc, cols, load); break;
+        case 4: f32_tile<4>(ar, ars, aks, b, kc, cr, ldc, cols, load); break;
+        case 3: f32_tile<3>(ar, ars, aks, b, kc, cr, ldc, cols, load); break;
+        case 2: f32_tile<2>(ar, ars, aks, b, kc, cr, ldc, cols, load); break;
+        case 1: f32_tile<1>(ar, ars, aks, b, kc, cr, ldc, cols, load); break;
+        default: break;
+    }
+}
+#endif
+
+/// Columns [n0, n0 + n) of B (K × N) packed as micro-panels of 16 columns, k-major:
+/// out[(j·K + k)·16 + c] = B(k, n0 + 16j + c), zeros past the n columns.
+inline void pack_f32_panel(const GemmOperand& B, index K, index n0, index n, float* out) noexcept {
+    const index panels = (n + kF32TileCols - 1) / kF32TileCols;
+    for (index j = 0; j < panels; ++j) {
+        const index c0 = n0 + j * kF32TileCols, cols = std::min<index>(kF32TileCols, n0 + n - c0);
+        float* dst = out + j * K * kF32TileCols;
+        if (B.col_stride == 1 && cols == kF32TileCols) {  // 16 contiguous values a row
+            for (index k = 0; k < K; ++k)
+                std::memcpy(dst + k * kF32TileCols, B.data + k * B.row_stride + c0, sizeof(float) * kF32TileCols);
+            continue;
+        }
+        for (index c = 0; c < kF32TileCols; ++c) {
+            if (c >= cols) {
+                for (index k = 0; k < K; ++k) dst[k * kF32TileCols + c] = 0.0f;
+                continue;
+            }
+            const float* src = B.data + (c0 + c) * B.col_stride;
+            for (index k = 0; k < K; ++k) dst[k * kF32TileCols + c] = src[k * B.row_stride];
+        }
+    }
+}
+
+}  // namespace detail
+
+/// C (M, N; row stride ldc) (+)= A (M, K) · B (K, N), float32, with `accumulate` adding to
+/// C instead of overwriting it. A and B are read through their strides (`GemmOperand`), so
+/// x·Wᵀ for a PyTorch weight W (N, K) is `gemm_f32(rows(x), transposed(W), ...)`. Needs
+/// `gemm_f32_available()`; split over the library's threads by blocks of C's columns (and of
+/// 768 rows), each packing its block of B once.
+inline void gemm_f32(const GemmOperand& A, const GemmOperand& B, index M, index N, index K, float* C, index ldc,
+                     bool accumulate) {
+    require(gemm_f32_available(), "gemm_f32: the dispatch is not AVX2 + FMA on this CPU");
+    require(M >= 0 && N >= 0 && K >= 0 && ldc >= N && A.data && B.data && C, "gemm_f32: bad sizes M ", M, ", N ",
+            N, ", K ", K, " (ldc ", ldc, ")");
+    if (M == 0 || N == 0) return;
+    if (K == 0) {
+        if (!accumulate)
+            for (index r = 0; r < M; ++r) std::fill(C + r * ldc, C + r * ldc + N, 0.0f);
+        return;
+    }
+#if SSM_X86_DISPATCH
+    using namespace detail;
+    // Column blocks of 16 to 256, narrow enough to give every thread four or more of them.
+    const index threads = std::max<index>(1, num_threads());
+    const index want = (N + 4 * threads - 1) / (4 * threads);
+    const index block_cols =
+        std::clamp<index>((want + kF32TileCols - 1) / kF32TileCols * kF32TileCols, kF32TileCols, 256);
+    const index col_blocks = (N + block_cols - 1) / block_cols;
+    const index row_tasks = (M + kF32TaskRows - 1) / kF32TaskRows;
+    parallel_for(col_blocks * row_tasks, 1, [&](index begin, index end) {
+        thread_local std::vector<float> panel_store;
+        for (index task = begin; task < end; ++task) {
+            const index n0 = task / row_tasks * block_cols, n = std::min(block_cols, N - n0);
+            const index m_begin = task % row_tasks * kF32TaskRows, m_end = std::min(M, m_begin + kF32TaskRows);
+            const index panels = (n + kF32TileCols - 1) / kF32TileCols;
+            panel_store.resize(static_cast<std::size_t>(panels * K * kF32TileCols));
+            float* const panel = panel_store.data();
+            pack_f32_panel(B, K, n0, n, panel);
+            for (index k0 = 0; k0 < K; k0 += kF32Depth) {
+                const index kc = std::min(kF32Depth, K - k0);
+                const bool load = accumulate || k0 > 0;
+                for (index m0 = m_begin; m0 < m_end; m0 += kF32RowBlock) {
+                    const index rows = std::min(kF32RowBlock, m_end - m0);
+                    const float* a = A.data + m0 * A.row_stride + k0 * A.col_stride;
+                    for (index j = 0; j < panels; ++j) {
+                        const index c0 = n0 + j * kF32TileCols;
+                        f32_rows(a, A.row_stride, A.col_stride, rows, panel + (j * K + k0) * kF32TileCols, kc,
+                                 C + m0 * ldc + c0, ldc, std::min<index>(kF32TileCols, N - c0), load);
+                    }
+                }
+            }
+        }
+    });
+#else
+    (void)A, (void)B, (void)ldc;
+#endif
+}
+
+}  // namespace ssm

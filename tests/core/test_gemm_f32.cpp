@@ -1,0 +1,195 @@
+// gemm_f32 (AVX2 + FMA register tiles) against a product summed in double: edge shapes on
+// every side of its 6 × 16 tiles, 256-deep blocks and 96-row blocks, the three operand forms
+// Linear uses (x·Wᵀ, dy·W, dyᵀ·x), overwrite and accumulate, strided outputs whose other
+// columns it must not touch; results that do not depend on how the product is split; the
+// refusal when the dispatch is not AVX2; and Linear's forward and both backward products
+// through each instruction set this CPU runs.
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "ssm/core/gemm_f32.hpp"
+#include "ssm/layers/linear.hpp"
+#include "ssm/train/parameters.hpp"
+#include "test_util.hpp"
+#include "train/gradient_check.hpp"
+
+namespace test_gemm_f32 {
+
+namespace {
+
+using ssm::GemmOperand;
+using ssm::index;
+
+// Float32 sums of K products stay within ~K·2⁻²⁴ of Σ|a·b| (well under 1e-5 for K ≤ 600);
+// a product that drops or doubles one term is off by ~1/K of it, over 1e-3.
+constexpr double kBound = 1e-5;
+
+struct Problem {
+    index M, N, K;
+    int form;  // 0: A rows · Bᵀ (x·Wᵀ); 1: A rows · B rows (dy·W); 2: Aᵀ · B rows (dyᵀ·x)
+    std::vector<float> a, b;
+    GemmOperand A, B;
+
+    Problem(index m, index n, index k, int f, std::uint64_t seed) : M(m), N(n), K(k), form(f) {
+        a = ssm::test::random_floats(static_cast<std::size_t>(M * K + 3), -1.0f, 1.0f, seed);
+        b = ssm::test::random_floats(static_cast<std::size_t>(N * K + 3), -1.0f, 1.0f, seed + 1);
+        A = form == 2 ? GemmOperand::transposed(a.data(), M) : GemmOperand::rows(a.data(), K);
+        B = form == 0 ? GemmOperand::transposed(b.data(), K) : GemmOperand::rows(b.data(), N);
+    }
+    [[nodiscard]] double at_a(index i, index k) const { return A.data[i * A.row_stride + k * A.col_stride]; }
+    [[nodiscard]] double at_b(index k, index j) const { return B.data[k * B.row_stride + j * B.col_stride]; }
+};
+
+// The worst |c − exact| / Σ|a·b| over C (M, N; ldc), `start` holding C's values before an
+// accumulating call (empty: overwritten).
+double worst_error(const Problem& p, const std::vector<float>& c, index ldc, const std::vector<float>& start) {
+    double worst = 0.0;
+    for (index i = 0; i < p.M; ++i)
+        for (index j = 0; j < p.N; ++j) {
+            double sum = start.empty() ? 0.0 : start[static_cast<std::size_t>(i * ldc + j)];
+            double mag = std::fabs(sum);
+            for (index k = 0; k < p.K; ++k) {
+                const double t = p.at_a(i, k) * p.at_b(k, j);
+                sum += t;
+                mag += std::fabs(t);
+            }
+            const double err = std::fabs(sum - c[static_cast<std::size_t>(i * ldc + j)]);
+            worst = std::max(worst, mag > 0 ? err / mag : err);
+        }
+    return worst;
+}
+
+}  // namespace
+
+TEST_CASE("gemm_f32 refuses to run unless the dispatch is AVX2", "[gemm]") {
+    const ssm::test::ForceCpuIsa generic(ssm::CpuIsa::Generic);
+    CHECK_FALSE(ssm::gemm_f32_available());
+    std::vector<float> a(4, 1.0f), c(4);
+    CHECK(ssm::test::error_of([&] {
+              ssm::gemm_f32(GemmOperand::rows(a.data(), 2), GemmOperand::rows(a.data(), 2), 2, 2, 2, c.data(), 2,
+                            false);
+          }).find("AVX2") != std::string::npos);
+}
+
+TEST_CASE("gemm_f32 equals a double-precision product over edge shapes, operand forms and strides", "[gemm]") {
+    if (!ssm::cpu_supports(ssm::CpuIsa::Avx2)) {
+        WARN("this CPU has no AVX2 + FMA: gemm_f32 cannot run here, nothing of it was checked");
+        return;
+    }
+    const ssm::test::ForceCpuIsa avx2(ssm::CpuIsa::Avx2);
+    REQUIRE(ssm::gemm_f32_available());
+    std::uint64_t seed = 100;
+    for (const index M : {1, 5, 6, 7, 13, 97, 800})
+        for (const index N : {1, 15, 16, 17, 300})
+            for (const index K : {1, 7, 256, 257, 600})
+                for (const int form : {0, 1, 2})
+                    for (const bool accumulate : {false, true}) {
+                        INFO("M " << M << " N " << N << " K " << K << " form " << form << " accumulate " << accumulate);
+                        const Problem p(M, N, K, form, seed += 2);
+                        const index ldc = N + 3;  // three columns it must leave alone
+                        std::vector<float> c = ssm::test::random_floats(static_cast<std::size_t>(M * ldc), -1.0f, 1.0f,
+                                                                        seed + 7);
+                        const std::vector<float> before = c;
+                        ssm::gemm_f32(p.A, p.B, M, N, K, c.data(), ldc, accumulate);
+                        CHECK(worst_error(p, c, ldc, accumulate ? before : std::vector<float>{}) < kBound);
+                        bool outside_kept = true;
+                        for (index i = 0; i < M; ++i)
+                            for (index j = N; j < ldc; ++j)
+                                outside_kept = outside_kept && c[static_cast<std::size_t>(i * ldc + j)] ==
+                                                                   before[static_cast<std::size_t>(i * ldc + j)];
+                        CHECK(outside_kept);
+                    }
+    // No depth: C is zeroed, or left as it is when accumulating.
+    std::vector<float> a(6, 1.0f), c(6, 5.0f);
+    ssm::gemm_f32(GemmOperand::rows(a.data(), 0), GemmOperand::rows(a.data(), 3), 2, 3, 0, c.data(), 3, true);
+    CHECK(c == std::vector<float>(6, 5.0f));
+    ssm::gemm_f32(GemmOperand::rows(a.data(), 0), GemmOperand::rows(a.data(), 3), 2, 3, 0, c.data(), 3, false);
+    CHECK(c == std::vector<float>(6, 0.0f));
+}
+
+TEST_CASE("gemm_f32 gives the same bits however the product is split over rows, columns and threads", "[gemm]") {
+    if (!ssm::cpu_supports(ssm::CpuIsa::Avx2)) {
+        WARN("this CPU has no AVX2 + FMA: gemm_f32 cannot run here, nothing of it was checked");
+        return;
+    }
+    const ssm::test::ForceCpuIsa avx2(ssm::CpuIsa::Avx2);
+    const index M = 900, N = 530, K = 700;  // several row tasks, column blocks and depth blocks
+    const Problem p(M, N, K, 0, 9);
+    std::vector<float> whole(static_cast<std::size_t>(M * N)), parts(whole.size());
+    ssm::gemm_f32(p.A, p.B, M, N, K, whole.data(), N, false);
+    // Rows [0, 301) and [301, M), each in two column ranges: every tile boundary moves.
+    for (const index r0 : {index{0}, index{301}})
+        for (const index c0 : {index{0}, index{37}}) {
+            const index rows = r0 == 0 ? 301 : M - 301, cols = c0 == 0 ? 37 : N - 37;
+            const GemmOperand A = GemmOperand::rows(p.a.data() + r0 * K, K);
+            const GemmOperand B = GemmOperand::transposed(p.b.data() + c0 * K, K);
+            ssm::gemm_f32(A, B, rows, cols, K, parts.data() + r0 * N + c0, N, false);
+        }
+    CHECK(parts == whole);
+    ssm::set_num_threads(1);  // one thread takes every task in turn
+    std::vector<float> one(whole.size());
+    ssm::gemm_f32(p.A, p.B, M, N, K, one.data(), N, false);
+    ssm::set_num_threads(0);
+    CHECK(one == whole);
+}
+
+TEST_CASE("Linear's forward and backward products agree with the exact ones through each instruction set",
+          "[gemm]") {
+    const index rows = 70, in = 300, out = 90;  // many rows: the GEMM paths
+    const auto w = ssm::test::random_floats(static_cast<std::size_t>(out * in), -0.5f, 0.5f, 3);
+    const ssm::Matrix x = ssm::test::random_matrix(rows, in, -1, 1, 4);
+    const ssm::Matrix g = ssm::test::random_matrix(rows, out, -1, 1, 5);
+    std::vector<ssm::CpuIsa> isas = {ssm::CpuIsa::Generic};
+    if (ssm::cpu_supports(ssm::CpuIsa::Avx2)) isas.push_back(ssm::CpuIsa::Avx2);
+    if (ssm::detected_cpu_isa() != ssm::CpuIsa::Generic && ssm::detected_cpu_isa() != ssm::CpuIsa::Avx2)
+        isas.push_back(ssm::detected_cpu_isa());
+    for (const ssm::CpuIsa isa : isas) {
+        INFO(ssm::isa_name(isa));
+        const ssm::test::ForceCpuIsa hold(isa);
+        CHECK(ssm::gemm_f32_available() == (isa == ssm::CpuIsa::Avx2));
+        ssm::Linear lin(ssm::Tensor::from({out, in}, w), std::nullopt);
+        ssm::train::Parameters params;
+        lin.register_parameters(params, "proj");
+        ssm::Matrix y(rows, out), dx(rows, in);
+        lin.forward(x, y);
+        lin.backward(ssm::cview(x), ssm::cview(g), ssm::view(dx));
+        const std::span<const float> dw = params.at("proj.weight").grad;
+        double ey = 0, edx = 0, edw = 0;
+        for (index r = 0; r < rows; ++r)
+            for (index o = 0; o < out; ++o) {
+                double s = 0, m = 0;
+                for (index i = 0; i < in; ++i) {
+                    const double t = static_cast<double>(x(r, i)) * w[static_cast<std::size_t>(o * in + i)];
+                    s += t;
+                    m += std::fabs(t);
+                }
+                ey = std::max(ey, std::fabs(s - y(r, o)) / m);
+            }
+        for (index r = 0; r < rows; ++r)
+            for (index i = 0; i < in; ++i) {
+                double s = 0, m = 0;
+                for (index o = 0; o < out; ++o) {
+                    const double t = static_cast<double>(g(r, o)) * w[static_cast<std::size_t>(o * in + i)];
+                    s += t;
+                    m += std::fabs(t);
+                }
+                edx = std::max(edx, std::fabs(s - dx(r, i)) / m);
+            }
+        for (index o = 0; o < out; ++o)
+            for (index i = 0; i < in; ++i) {
+                double s = 0, m = 0;
+                for (index r = 0; r < rows; ++r) {
+                    const double t = static_cast<double>(g(r, o)) * x(r, i);
+                    s += t;
+                    m += std::fabs(t);
+                }
+                edw = std::max(edw, std::fabs(s - dw[static_cast<std::size_t>(o * in + i)]) / m);
+            }
+        CHECK(ey < kBound);
+        CHECK(edx < kBound);
+        CHECK(edw < kBound);
+    }
+}
+
+}  // namespace test_gemm_f32
