@@ -40,29 +40,10 @@ std::filesystem::path bench_dir(const std::string& name) {
     return (env ? std::filesystem::path(env) : std::filesystem::temp_directory_path()) / name;
 }
 
-using Writer = ssm::bench::RandomCheckpoint;
-
+/// mamba-130m's shape with Mamba-2's vocabulary (50288), so that the heads cost the same.
 std::filesystem::path mamba1_checkpoint() {
     const auto dir = bench_dir("ssm-bench-mamba-130m-shape-v");
-    if (std::filesystem::exists(dir / "model.safetensors")) return dir;
-    Writer w;
-    w.add("backbone.embeddings.weight", {kVocab, kD}, -0.05f, 0.05f);
-    for (ssm::index l = 0; l < kLayers; ++l) {
-        const std::string p = "backbone.layers." + std::to_string(l);
-        w.add(p + ".norm.weight", {kD}, 0.9f, 1.1f);
-        w.add(p + ".mixer.in_proj.weight", {2 * kE, kD}, -0.036f, 0.036f);
-        w.add(p + ".mixer.conv1d.weight", {kE, 1, kK}, -0.5f, 0.5f);
-        w.add(p + ".mixer.conv1d.bias", {kE}, -0.1f, 0.1f);
-        w.add(p + ".mixer.x_proj.weight", {kR + 2 * kN1, kE}, -0.025f, 0.025f);
-        w.add(p + ".mixer.dt_proj.weight", {kE, kR}, -0.14f, 0.14f);
-        w.add(p + ".mixer.dt_proj.bias", {kE}, -6.9f, -2.3f);
-        w.add(p + ".mixer.A_log", {kE, kN1}, 0.0f, 2.77f);
-        w.add(p + ".mixer.D", {kE}, 0.5f, 1.5f);
-        w.add(p + ".mixer.out_proj.weight", {kD, kE}, -0.025f, 0.025f);
-    }
-    w.add("backbone.norm_f.weight", {kD}, 0.9f, 1.1f);
-    w.write(dir, R"({"model_type": "mamba", "vocab_size": 50288, "hidden_size": 768, "state_size": 16,
-"num_hidden_layers": 24, "expand": 2, "conv_kernel": 4, "time_step_rank": 48, "tie_word_embeddings": true})");
+    ssm::bench::make_checkpoint(dir, kVocab);
     return dir;
 }
 

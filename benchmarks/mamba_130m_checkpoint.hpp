@@ -51,11 +51,12 @@ struct RandomCheckpoint {
     }
 };
 
-/// Writes a mamba-130m-shaped checkpoint with random weights (once; reused after).
-inline void make_checkpoint(const std::filesystem::path& dir) {
+/// Writes a mamba-130m-shaped checkpoint with random weights (once; reused after), with a
+/// vocabulary of `vocab` (mamba-130m's 50280 unless asked).
+inline void make_checkpoint(const std::filesystem::path& dir, ssm::index vocab = kVocab) {
     if (std::filesystem::exists(dir / "model.safetensors")) return;
     RandomCheckpoint w;
-    w.add("backbone.embeddings.weight", {kVocab, kD}, -0.05f, 0.05f);
+    w.add("backbone.embeddings.weight", {vocab, kD}, -0.05f, 0.05f);
     for (ssm::index l = 0; l < kLayers; ++l) {
         const std::string p = "backbone.layers." + std::to_string(l);
         w.add(p + ".norm.weight", {kD}, 0.9f, 1.1f);
@@ -70,7 +71,8 @@ inline void make_checkpoint(const std::filesystem::path& dir) {
         w.add(p + ".mixer.out_proj.weight", {kD, kE}, -0.025f, 0.025f);
     }
     w.add("backbone.norm_f.weight", {kD}, 0.9f, 1.1f);
-    w.write(dir, R"({"architectures": ["MambaForCausalLM"], "model_type": "mamba", "vocab_size": 50280, "hidden_size": 768, "state_size": 16,
+    w.write(dir, R"({"architectures": ["MambaForCausalLM"], "model_type": "mamba", "vocab_size": )" +
+                     std::to_string(vocab) + R"(, "hidden_size": 768, "state_size": 16,
 "num_hidden_layers": 24, "expand": 2, "conv_kernel": 4, "time_step_rank": 48,
 "intermediate_size": 1536, "use_bias": false, "use_conv_bias": true,
 "tie_word_embeddings": true, "layer_norm_epsilon": 1e-05, "eos_token_id": 0})");

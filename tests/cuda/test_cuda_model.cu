@@ -294,6 +294,32 @@ constexpr double kBf16Tol = 1e-2;
 // accepted only at a near-tie of kTieBand (twice a 1e-2 error on each of the two logits).
 constexpr double kTieBand = 2e-2;
 
+// A packed prefill of `prompts` and one decoding step of `next` (a token per prompt), on the
+// device and on the CPU: the prefill's logits, the step's logits and every layer's state
+// agree within `tol`.
+template <class CpuModel>
+void check_decoding_against_cpu(cu::MambaModel& gpu, const CpuModel& cpu,
+                                const std::vector<std::vector<std::int32_t>>& prompts,
+                                std::span<const std::int32_t> next, double tol) {
+    const auto n = static_cast<ssm::index>(prompts.size());
+    auto cs = cpu.make_state(n);
+    auto gs = gpu.make_state(n);
+    const auto batch = ssm::Batch::of(prompts);
+    const auto rc = cpu.forward(batch, {ssm::Logits::All, false}, &cs);
+    const auto rg = gpu.forward(batch, {ssm::Logits::All, false}, &gs);
+    CHECK(rel_error(span_of(rg.logits), span_of(rc.logits)) < tol);
+    const auto gl = gpu.step(next, gs);
+    const auto cl = cpu.step(next, cs);
+    CHECK(rel_error(span_of(gl), span_of(cl)) < tol);
+    const auto host = gs.to_host();
+    REQUIRE(host.layers.size() == cs.layers.size());
+    for (std::size_t l = 0; l < cs.layers.size(); ++l) {
+        INFO("layer " << l);
+        CHECK(rel_error(host.layers[l].ssm, cs.layers[l].ssm) < tol);
+        CHECK(rel_error(host.layers[l].conv, cs.layers[l].conv) < tol);
+    }
+}
+
 }  // namespace
 
 TEST_CASE(
@@ -322,21 +348,8 @@ TEST_CASE(
                                   gpu.vocab_size(), kTieBand);
 
     // A packed batch decoded together equals the CPU's, state and logits.
-    const std::vector<std::vector<std::int32_t>> prompts = {{5, 9, 13}, {7}, {1, 2, 3, 4, 5, 6}};
-    auto cs = cpu.make_state(3);
-    auto gs = gpu.make_state(3);
-    (void)cpu.forward(ssm::Batch::of(prompts), {ssm::Logits::None, false}, &cs);
-    (void)gpu.forward(ssm::Batch::of(prompts), {ssm::Logits::None, false}, &gs);
     const std::int32_t next[] = {42, 17, 499};
-    const auto gl = gpu.step(next, gs);
-    const auto cl = cpu.step(next, cs);
-    CHECK(rel_error(span_of(gl), span_of(cl)) < kBf16Tol);
-    const auto host = gs.to_host();
-    for (std::size_t l = 0; l < cs.layers.size(); ++l) {
-        INFO("layer " << l);
-        CHECK(rel_error(host.layers[l].ssm, cs.layers[l].ssm) < kBf16Tol);
-        CHECK(rel_error(host.layers[l].conv, cs.layers[l].conv) < kBf16Tol);
-    }
+    check_decoding_against_cpu(gpu, cpu, {{5, 9, 13}, {7}, {1, 2, 3, 4, 5, 6}}, next, kBf16Tol);
 }
 
 TEST_CASE(
@@ -408,24 +421,10 @@ TEST_CASE(
         cpu.store_weights_bf16();
         auto gpu = cu::MambaModel::load(dir);
         gpu.store_weights_bf16();
-        const std::vector<std::vector<std::int32_t>> prompts = {{5, 9, 13}, {7}, {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20}};
-        auto cs = cpu.make_state(3);
-        auto gs = gpu.make_state(3);
-        const auto batch = ssm::Batch::of(prompts);
-        const auto rc = cpu.forward(batch, {ssm::Logits::All, false}, &cs);
-        const auto rg = gpu.forward(batch, {ssm::Logits::All, false}, &gs);
-        CHECK(rel_error(span_of(rg.logits), span_of(rc.logits)) < kMamba2Bf16Tol);
         const std::int32_t next[] = {42, 17, 199};
-        const auto gl = gpu.step(next, gs);
-        const auto cl = cpu.step(next, cs);
-        CHECK(rel_error(span_of(gl), span_of(cl)) < kMamba2Bf16Tol);
-        const auto host = gs.to_host();
-        REQUIRE(host.layers.size() == cs.layers.size());
-        for (std::size_t l = 0; l < cs.layers.size(); ++l) {
-            INFO("layer " << l);
-            CHECK(rel_error(host.layers[l].ssm, cs.layers[l].ssm) < kMamba2Bf16Tol);
-            CHECK(rel_error(host.layers[l].conv, cs.layers[l].conv) < kMamba2Bf16Tol);
-        }
+        check_decoding_against_cpu(
+            gpu, cpu, {{5, 9, 13}, {7}, {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20}}, next,
+            kMamba2Bf16Tol);
     }
 }
 
