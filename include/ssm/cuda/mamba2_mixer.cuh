@@ -9,7 +9,6 @@
 
 #include <algorithm>
 #include <cstddef>
-#include <vector>
 
 #include "ssm/cuda/causal_conv1d.cuh"
 #include "ssm/cuda/gemm.cuh"
@@ -147,11 +146,15 @@ public:
                norm_w_.bytes();
     }
 
-    /// Every workspace buffer a call's kernels are given, after `reserve`-ing for `rows`:
-    /// a captured decoding graph replays only while these stay the same.
-    [[nodiscard]] std::vector<const void*> workspace_key(Mamba2Workspace& ws, dindex rows) const {
-        reserve(ws, rows);
-        return {ws.zx.data(), ws.xbc.data(), ws.dt.data(), ws.y.data(), ws.x16.data()};
+    /// Grows `ws` for calls over `rows` rows (tokens, or sequences when decoding), so that a
+    /// call of that size allocates nothing (a captured decoding graph needs that).
+    void reserve(Mamba2Workspace& ws, dindex rows) const {
+        const auto r = static_cast<std::size_t>(std::max<dindex>(rows, 1));
+        ws.zx.reserve(r * static_cast<std::size_t>(in_width()));
+        ws.xbc.reserve(r * static_cast<std::size_t>(conv_dim()));
+        ws.dt.reserve(r * static_cast<std::size_t>(H_));
+        ws.y.reserve(r * static_cast<std::size_t>(E_));
+        if (weights_bf16()) ws.x16.reserve(r * static_cast<std::size_t>(std::max(D_, E_)));
     }
 
     /// Prefill over the packed sequences of `offsets`: out (T, D; ld_out) (+)= mixer(h (T, D;
@@ -209,15 +212,6 @@ private:
     [[nodiscard]] dindex xbc_col() const noexcept { return z_col() + S_; }
     [[nodiscard]] dindex dt_col() const noexcept { return xbc_col() + conv_dim(); }
     [[nodiscard]] dindex in_width() const noexcept { return dt_col() + H_; }
-
-    void reserve(Mamba2Workspace& ws, dindex rows) const {
-        const auto r = static_cast<std::size_t>(std::max<dindex>(rows, 1));
-        ws.zx.reserve(r * static_cast<std::size_t>(in_width()));
-        ws.xbc.reserve(r * static_cast<std::size_t>(conv_dim()));
-        ws.dt.reserve(r * static_cast<std::size_t>(H_));
-        ws.y.reserve(r * static_cast<std::size_t>(E_));
-        if (weights_bf16()) ws.x16.reserve(r * static_cast<std::size_t>(std::max(D_, E_)));
-    }
 
     /// The scan's operands in the workspace: x, B, C are column slices of xbc; y is the SSM
     /// part of out_proj's input.

@@ -433,7 +433,7 @@ private:
         ws_.ids.reserve(static_cast<std::size_t>(rows));
         if (is_mamba2()) {
             if (weights_bf16_) ws_.x16.reserve(n(D));  // the head's input
-            for (const Layer& L : layers_) (void)L.mamba2->workspace_key(ws_.m2, rows);
+            for (const Layer& L : layers_) L.mamba2->reserve(ws_.m2, rows);
             return;
         }
         ws_.xz.reserve(n(2 * E));

@@ -23,7 +23,6 @@ public:
     DeviceWeight() = default;
     explicit DeviceWeight(DeviceBuffer<float> f32) : f32_(std::move(f32)) {}
 
-    [[nodiscard]] bool empty() const noexcept { return f32_.empty() && bf16_.empty(); }
     [[nodiscard]] bool is_bf16() const noexcept { return !bf16_.empty(); }
     [[nodiscard]] const float* f32() const noexcept { return f32_.data(); }
     [[nodiscard]] const __nv_bfloat16* bf16() const noexcept { return bf16_.data(); }
