@@ -1,7 +1,8 @@
 // SAMBA hybrid throughput (random weights): prefill tokens/s as the sequence grows, with the
 // 2048-token sliding window SAMBA uses against the same model with full causal attention,
-// and the cost of one decoding step after a long prompt — each beside the machine's
-// measured ceilings in the same run.
+// the cost of one decoding step after a long prompt, and one attention layer alone in
+// inference and in training (forward + backward) — each beside the machine's measured
+// ceilings in the same run.
 //
 // Shape: the mamba-130m width (D 768, Mamba inner 1536, N 16, dt rank 48) in 12 SAMBA
 // blocks, 6 Mamba-1 and 6 attention (6 heads of 128, RoPE on the whole head), SwiGLU 2048,
@@ -175,10 +176,8 @@ void BM_SambaDecode(benchmark::State& state) {
     state.counters["threads"] = ssm::num_threads();
 }
 
-/// One attention layer alone (D 768, 6 heads of 128, RoPE) over one sequence of L tokens:
-/// projections plus the windowed softmax(QKᵀ)V. Second argument: the window (0 = full).
-void BM_AttentionLayer(benchmark::State& state) {
-    const ssm::index L = state.range(0), window = state.range(1);
+/// One attention layer (D 768, 6 heads of 128, RoPE on the whole head), random weights.
+ssm::SlidingWindowAttention attention_layer(ssm::index window) {
     const ssm::SlidingWindowAttention::Shape shape{kHeads, kHeads,   kHeadDim,
                                                    window, kHeadDim, 10000.0};
     const auto w = [](ssm::index rows, ssm::index cols, unsigned seed) {
@@ -189,8 +188,15 @@ void BM_AttentionLayer(benchmark::State& state) {
         return ssm::Tensor::from({rows, cols}, std::move(v));
     };
     const ssm::index q = kHeads * kHeadDim;
-    const ssm::SlidingWindowAttention attn(shape, w(q, kD, 1), w(q, kD, 2), w(q, kD, 3),
-                                           w(kD, q, 4));
+    return ssm::SlidingWindowAttention(shape, w(q, kD, 1), w(q, kD, 2), w(q, kD, 3), w(kD, q, 4));
+}
+
+/// One attention layer alone over one sequence of L tokens: projections plus the windowed
+/// softmax(QKᵀ)V. Second argument: the window (0 = full).
+void BM_AttentionLayer(benchmark::State& state) {
+    const ssm::index L = state.range(0), window = state.range(1);
+    const ssm::index q = kHeads * kHeadDim;
+    const ssm::SlidingWindowAttention attn = attention_layer(window);
     ssm::Matrix x = ssm::Matrix::Random(L, kD), y(L, kD);
     const ssm::index offsets[] = {0, L};
     ssm::Workspace ws;
@@ -208,6 +214,33 @@ void BM_AttentionLayer(benchmark::State& state) {
     state.counters["attn_share"] = scores / (proj + scores);
 }
 
+/// Training's share of one attention layer over one sequence of L tokens: the training
+/// forward (keeping Q, K, V, the output and the log-sum-exps) and the backward, with the
+/// weight gradients. FLOPs counted: the projections three times (forward, dx, dW) and the
+/// window's score products seven times (S and O forward; S again, dV, dP, dQ, dK backward).
+void BM_AttentionTrainStep(benchmark::State& state) {
+    const ssm::index L = state.range(0), window = state.range(1);
+    const ssm::index q = kHeads * kHeadDim;
+    ssm::SlidingWindowAttention attn = attention_layer(window);
+    ssm::train::Parameters params;
+    attn.register_parameters(params, "attn");
+    const ssm::Matrix x = ssm::Matrix::Random(L, kD), dy = ssm::Matrix::Random(L, kD);
+    ssm::Matrix y(L, kD), dx(L, kD);
+    const std::vector<ssm::index> offsets = {0, L};
+    ssm::SlidingWindowAttention::Cache cache;
+    for (auto _ : state) {
+        attn.forward(ssm::cview(x), offsets, ssm::view(y), false, cache);
+        attn.backward(ssm::cview(x), ssm::cview(dy), cache, ssm::view(dx));
+        benchmark::DoNotOptimize(dx.data());
+    }
+    const double iters = static_cast<double>(state.iterations());
+    const double proj = 3.0 * 2.0 * 4.0 * kD * q * static_cast<double>(L) * iters;
+    const double scores = 7.0 * 2.0 * kHeadDim * kHeads * attention_pairs(L, window) * iters;
+    state.SetItemsProcessed(static_cast<std::int64_t>(static_cast<double>(L) * iters));
+    state.counters["FLOP/s"] = benchmark::Counter(proj + scores, benchmark::Counter::kIsRate);
+    state.counters["attn_share"] = scores / (proj + scores);
+}
+
 }  // namespace
 
 BENCHMARK(ssm::bench::BM_PeakFma)->Unit(benchmark::kMillisecond)->UseRealTime();
@@ -218,6 +251,10 @@ BENCHMARK(BM_SambaPrefill)
     ->UseRealTime();
 BENCHMARK(BM_AttentionLayer)
     ->ArgsProduct({{2048, 8192}, {kWindow, 0}})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK(BM_AttentionTrainStep)
+    ->ArgsProduct({{2048, 8192}, {kWindow}})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 BENCHMARK(BM_SambaDecode)

@@ -96,6 +96,14 @@ public:
 inline constexpr ssm::CpuIsa kAllCpuIsas[] = {ssm::CpuIsa::Generic, ssm::CpuIsa::Avx2, ssm::CpuIsa::Avx512,
                                               ssm::CpuIsa::Avx512Bf16};
 
+/// The instruction sets that pick different float32 matrix products on this CPU: Generic
+/// (Eigen's GEMM) and, where the CPU runs it, AVX2 (`gemm_f32`'s register tiles).
+[[nodiscard]] inline std::vector<ssm::CpuIsa> float32_gemm_isas() {
+    std::vector<ssm::CpuIsa> isas = {ssm::CpuIsa::Generic};
+    if (ssm::cpu_supports(ssm::CpuIsa::Avx2)) isas.push_back(ssm::CpuIsa::Avx2);
+    return isas;
+}
+
 /// Guards a check that results agree across thread counts. It counts the loops
 /// `parallel_for` runs on two or more threads while it lives; `verify()`, called after the
 /// check, REQUIREs that there was one — a multi-thread check that ran on one thread checks

@@ -2,8 +2,10 @@
 // every side of its 6 × 16 tiles, 256-deep blocks and 96-row blocks, the three operand forms
 // Linear uses (x·Wᵀ, dy·W, dyᵀ·x), overwrite and accumulate, strided outputs whose other
 // columns it must not touch; results that do not depend on how the product is split; the
-// refusal when the dispatch is not AVX2; and Linear's forward and both backward products
-// through each instruction set this CPU runs.
+// refusal when the dispatch is not AVX2; the serial entry point against the threaded one,
+// and `serial_product`'s four transpose forms through each instruction set; and Linear's
+// forward and both backward products through each instruction set this CPU runs.
+#include <array>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -132,6 +134,79 @@ TEST_CASE("gemm_f32 gives the same bits however the product is split over rows, 
     ssm::gemm_f32(p.A, p.B, M, N, K, one.data(), N, false);
     ssm::set_num_threads(0);
     CHECK(one == whole);
+}
+
+TEST_CASE("gemm_f32_serial, on the calling thread, gives gemm_f32's bits", "[gemm]") {
+    if (!ssm::cpu_supports(ssm::CpuIsa::Avx2)) {
+        WARN("this CPU has no AVX2 + FMA: gemm_f32 cannot run here, nothing of it was checked");
+        return;
+    }
+    const ssm::test::ForceCpuIsa avx2(ssm::CpuIsa::Avx2);
+    // Past 256 columns, 768 rows and 256 deep: every block boundary of both entry points.
+    for (const auto& [M, N, K] : {std::array<index, 3>{900, 530, 700}, {64, 2112, 128}, {64, 128, 2112}, {5, 3, 1}})
+        for (const int form : {0, 1, 2})
+            for (const bool accumulate : {false, true}) {
+                INFO("M " << M << ", N " << N << ", K " << K << ", form " << form << ", accumulate " << accumulate);
+                const Problem p(M, N, K, form, static_cast<std::uint64_t>(M + N + K + form));
+                const auto start = ssm::test::random_floats(static_cast<std::size_t>(M * N), -1.0f, 1.0f, 17);
+                std::vector<float> threaded = start, serial = start;
+                ssm::gemm_f32(p.A, p.B, M, N, K, threaded.data(), N, accumulate);
+                ssm::gemm_f32_serial(p.A, p.B, M, N, K, serial.data(), N, accumulate);
+                CHECK(serial == threaded);
+                CHECK(worst_error(p, serial, N, accumulate ? start : std::vector<float>{}) < kBound);
+            }
+}
+
+TEST_CASE("serial_product computes op(A)·op(B) into row-major blocks through each instruction set", "[gemm]") {
+    // Strided blocks of larger matrices, as the attention and retrieval tiles pass them.
+    const index M = 70, N = 45, K = 300;
+    const ssm::Matrix a = ssm::test::random_matrix(M + 3, K + 5, -1, 1, 21);   // A = a(1.., 2..)
+    const ssm::Matrix at = ssm::test::random_matrix(K + 2, M + 4, -1, 1, 22);  // Aᵀ stored
+    const ssm::Matrix b = ssm::test::random_matrix(K + 1, N + 6, -1, 1, 23);
+    const ssm::Matrix bt = ssm::test::random_matrix(N + 2, K + 3, -1, 1, 24);
+    for (const ssm::CpuIsa isa : ssm::test::float32_gemm_isas())
+        for (const bool ta : {false, true})
+            for (const bool tb : {false, true})
+                for (const bool accumulate : {false, true}) {
+                    INFO(ssm::isa_name(isa) << ", ta " << ta << ", tb " << tb << ", accumulate " << accumulate);
+                    const ssm::test::ForceCpuIsa hold(isa);
+                    const auto A = ta ? at.block(1, 2, K, M) : a.block(1, 2, M, K);
+                    const auto B = tb ? bt.block(2, 1, N, K) : b.block(1, 3, K, N);
+                    const ssm::Matrix start = ssm::test::random_matrix(M + 2, N + 8, -1, 1, 25);
+                    ssm::Matrix c = start;
+                    ssm::serial_product(c.block(2, 4, M, N), A, ta, B, tb, accumulate);
+                    double worst = 0.0;
+                    bool outside_kept = true;
+                    for (index i = 0; i < c.rows(); ++i)
+                        for (index j = 0; j < c.cols(); ++j) {
+                            if (i < 2 || i >= M + 2 || j < 4 || j >= N + 4) {
+                                outside_kept = outside_kept && c(i, j) == start(i, j);
+                                continue;
+                            }
+                            double sum = accumulate ? start(i, j) : 0.0, mag = std::fabs(sum);
+                            for (index k = 0; k < K; ++k) {
+                                const double t = double{ta ? A(k, i - 2) : A(i - 2, k)} *
+                                                 double{tb ? B(j - 4, k) : B(k, j - 4)};
+                                sum += t;
+                                mag += std::fabs(t);
+                            }
+                            worst = std::max(worst, std::fabs(sum - c(i, j)) / mag);
+                        }
+                    CHECK(outside_kept);
+                    CHECK(worst < kBound);
+                }
+    // No depth (embeddings of width 0): the product is zero, whatever the operands point at.
+    for (const ssm::CpuIsa isa : ssm::test::float32_gemm_isas()) {
+        const ssm::test::ForceCpuIsa hold(isa);
+        const ssm::Matrix none_a(3, 0), none_b(5, 0);
+        ssm::Matrix z = ssm::Matrix::Constant(3, 5, 2.0f);
+        ssm::serial_product(z, none_a, false, none_b, true, false);
+        CHECK(z.isZero(0.0f));
+    }
+    ssm::Matrix wrong(3, 4);
+    const std::string why = ssm::test::error_of(
+        [&] { ssm::serial_product(wrong, a.block(0, 0, 3, 5), false, b.block(0, 0, 6, 4), false, false); });
+    CHECK(why.find("serial_product: shapes (3, 4) = (3, 5) · (6, 4)") != std::string::npos);
 }
 
 TEST_CASE("Linear's forward and backward products agree with the exact ones through each instruction set",

@@ -1,8 +1,8 @@
 // SlidingWindowAttention and RotaryEmbedding against a naive double-precision attention
 // written here from the definition: packed sequences, windows of 1, 3 and none, multi-head,
-// grouped and multi-query heads, full, partial and no RoPE, thread counts; prefill
-// continued through the key/value cache and one-token steps equal one prefill; the cache
-// stops growing at the window.
+// grouped and multi-query heads, full, partial and no RoPE, thread counts, Eigen's products
+// and gemm_f32's; prefill continued through the key/value cache and one-token steps equal
+// one prefill; the cache stops growing at the window.
 #include <cmath>
 #include <cstdint>
 #include <vector>
@@ -150,11 +150,15 @@ TEST_CASE("attention: prefill over packed sequences equals the naive attention",
         const auto x =
             ssm::test::random_floats(static_cast<std::size_t>(offsets.back() * D), -1, 1, seed + 5);
         const auto expect = naive(s, D, w, x, offsets);
-        for (int threads : {1, 3}) {
-            ssm::set_num_threads(threads);
-            ssm::Workspace ws;
-            const auto y = run(attn, x, offsets, ws);
-            CHECK(ssm::test::rel_error(ssm::test::span_of(y), expect) < 2e-6);
+        for (const ssm::CpuIsa isa : ssm::test::float32_gemm_isas()) {  // Eigen's products, gemm_f32's
+            const ssm::test::ForceCpuIsa hold(isa);
+            for (int threads : {1, 3}) {
+                INFO(ssm::isa_name(isa) << ", " << threads << " threads");
+                ssm::set_num_threads(threads);
+                ssm::Workspace ws;
+                const auto y = run(attn, x, offsets, ws);
+                CHECK(ssm::test::rel_error(ssm::test::span_of(y), expect) < 2e-6);
+            }
         }
         ssm::set_num_threads(0);
     }

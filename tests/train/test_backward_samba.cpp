@@ -1,5 +1,6 @@
 // The backward passes of SAMBA's layers — SwiGLU, RoPE, SlidingWindowAttention (RoPE,
-// grouped-query heads, windows) — against central finite differences; the training
+// grouped-query heads, windows; Eigen's products and gemm_f32's in its blocks) — against
+// central finite differences; the training
 // forwards against the inference forwards; packed batches against each sequence alone.
 #include <cmath>
 #include <string>
@@ -137,61 +138,66 @@ TEST_CASE("SlidingWindowAttention backward matches finite differences (RoPE, GQA
         {{2, 1, 4, 5, 0, 10000.0}, {0, 12}},        // no RoPE
     };
     const index D = 8;
-    for (std::size_t c = 0; c < cases.size(); ++c) {
-        const auto& shape = cases[c].shape;
-        const auto& offsets = cases[c].offsets;
-        INFO("case " << c << ": heads " << shape.heads << ", kv heads " << shape.kv_heads
-                     << ", window " << shape.window << ", rotary " << shape.rotary_dim);
-        const index T = offsets.back();
-        SlidingWindowAttention attn = make_attention(shape, D, 100 + c);
-        train::Parameters params;
-        attn.register_parameters(params, "backbone.layers.1.mixer");
-        REQUIRE(params.size() == 4);
-        CHECK(params.at("backbone.layers.1.mixer.q_proj.weight").shape ==
-              std::vector<index>{shape.heads * shape.head_dim, D});
-        CHECK(params.at("backbone.layers.1.mixer.k_proj.weight").shape ==
-              std::vector<index>{shape.kv_heads * shape.head_dim, D});
-        CHECK(params.at("backbone.layers.1.mixer.o_proj.weight").shape ==
-              std::vector<index>{D, shape.heads * shape.head_dim});
+    // Eigen's products and gemm_f32's (where the CPU runs it) in the attention blocks
+    for (const CpuIsa isa : test::float32_gemm_isas()) {
+        for (std::size_t c = 0; c < cases.size(); ++c) {
+            const test::ForceCpuIsa hold(isa);
+            INFO(isa_name(isa));
+            const auto& shape = cases[c].shape;
+            const auto& offsets = cases[c].offsets;
+            INFO("case " << c << ": heads " << shape.heads << ", kv heads " << shape.kv_heads
+                         << ", window " << shape.window << ", rotary " << shape.rotary_dim);
+            const index T = offsets.back();
+            SlidingWindowAttention attn = make_attention(shape, D, 100 + c);
+            train::Parameters params;
+            attn.register_parameters(params, "backbone.layers.1.mixer");
+            REQUIRE(params.size() == 4);
+            CHECK(params.at("backbone.layers.1.mixer.q_proj.weight").shape ==
+                  std::vector<index>{shape.heads * shape.head_dim, D});
+            CHECK(params.at("backbone.layers.1.mixer.k_proj.weight").shape ==
+                  std::vector<index>{shape.kv_heads * shape.head_dim, D});
+            CHECK(params.at("backbone.layers.1.mixer.o_proj.weight").shape ==
+                  std::vector<index>{D, shape.heads * shape.head_dim});
 
-        Matrix h = test::random_matrix(T, D, -1, 1, 200 + c);
-        const Matrix g = test::random_matrix(T, D, -1, 1, 300 + c);
-        Workspace ws;
-        const auto f = [&] {
-            Matrix y(T, D);
-            ws.reset();
-            attn.forward(cview(h), offsets, view(y), false, ws);
-            return test::probe(y, g);
-        };
-        SlidingWindowAttention::Cache cache;
-        Matrix y(T, D), y_ref(T, D);
-        for (int threads : {1, 2}) {
-            set_num_threads(threads);
-            attn.forward(cview(h), offsets, view(y), false, cache);
-            ws.reset();
-            attn.forward(cview(h), offsets, view(y_ref), false, ws);
-            CHECK(test::rel_error(test::span_of(y), test::span_of(y_ref)) < 1e-6);
+            Matrix h = test::random_matrix(T, D, -1, 1, 200 + c);
+            const Matrix g = test::random_matrix(T, D, -1, 1, 300 + c);
+            Workspace ws;
+            const auto f = [&] {
+                Matrix y(T, D);
+                ws.reset();
+                attn.forward(cview(h), offsets, view(y), false, ws);
+                return test::probe(y, g);
+            };
+            SlidingWindowAttention::Cache cache;
+            Matrix y(T, D), y_ref(T, D);
+            for (int threads : {1, 2}) {
+                set_num_threads(threads);
+                attn.forward(cview(h), offsets, view(y), false, cache);
+                ws.reset();
+                attn.forward(cview(h), offsets, view(y_ref), false, ws);
+                CHECK(test::rel_error(test::span_of(y), test::span_of(y_ref)) < 1e-6);
+            }
+            set_num_threads(0);
+
+            Matrix dh = Matrix::Constant(T, D, 1.0f);
+            attn.backward(cview(h), cview(g), cache, view(dh), true);  // added to the ones
+            dh.array() -= 1.0f;
+            for (const auto& p : params)
+                test::check_gradient(p.name.c_str(), p.value, p.grad, f, 2e-3, 1e-2f, 60);
+            test::check_gradient("input", test::mspan(h), test::span_of(dh), f, 2e-3, 1e-2f, 80);
+
+            // the same gradients with 2 threads, up to summation order
+            std::vector<std::vector<float>> grads;
+            for (const auto& p : params) grads.emplace_back(p.grad.begin(), p.grad.end());
+            params.zero_grad();
+            set_num_threads(2);
+            Matrix dh2(T, D);
+            attn.backward(cview(h), cview(g), cache, view(dh2));
+            set_num_threads(0);
+            CHECK(test::rel_error(test::span_of(dh2), test::span_of(dh)) < 1e-6);
+            std::size_t i = 0;
+            for (const auto& p : params) CHECK(test::rel_error(p.grad, grads[i++]) < 1e-6);
         }
-        set_num_threads(0);
-
-        Matrix dh = Matrix::Constant(T, D, 1.0f);
-        attn.backward(cview(h), cview(g), cache, view(dh), true);  // added to the ones
-        dh.array() -= 1.0f;
-        for (const auto& p : params)
-            test::check_gradient(p.name.c_str(), p.value, p.grad, f, 2e-3, 1e-2f, 60);
-        test::check_gradient("input", test::mspan(h), test::span_of(dh), f, 2e-3, 1e-2f, 80);
-
-        // the same gradients with 2 threads, up to summation order
-        std::vector<std::vector<float>> grads;
-        for (const auto& p : params) grads.emplace_back(p.grad.begin(), p.grad.end());
-        params.zero_grad();
-        set_num_threads(2);
-        Matrix dh2(T, D);
-        attn.backward(cview(h), cview(g), cache, view(dh2));
-        set_num_threads(0);
-        CHECK(test::rel_error(test::span_of(dh2), test::span_of(dh)) < 1e-6);
-        std::size_t i = 0;
-        for (const auto& p : params) CHECK(test::rel_error(p.grad, grads[i++]) < 1e-6);
     }
 }
 

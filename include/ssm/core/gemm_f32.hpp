@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "ssm/core/cpu.hpp"
@@ -119,6 +120,34 @@ inline void f32_rows(const float* a, index ars, index aks, index rows, const flo
         default: break;
     }
 }
+
+/// Eight columns of B whose k run contiguously (column c at src + c·cs), eight k deep, into
+/// a panel: dst[k·16 + c] = src[c·cs + k] — one 8 × 8 transpose in registers.
+__attribute__((target("avx2,fma"))) inline void pack_f32_transposed8(const float* src, index cs,
+                                                                    float* dst) noexcept {
+    __m256 r[8], t[8];
+SSM_UNROLL(8)
+    for (int c = 0; c < 8; ++c) r[c] = _mm256_loadu_ps(src + c * cs);
+SSM_UNROLL(4)
+    for (int i = 0; i < 4; ++i) {
+        t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    // r[0..3]: k pairs of columns 0–3, r[4..7]: of columns 4–7, in each 128-bit half
+    r[0] = _mm256_shuffle_ps(t[0], t[2], _MM_SHUFFLE(1, 0, 1, 0));
+    r[1] = _mm256_shuffle_ps(t[0], t[2], _MM_SHUFFLE(3, 2, 3, 2));
+    r[2] = _mm256_shuffle_ps(t[1], t[3], _MM_SHUFFLE(1, 0, 1, 0));
+    r[3] = _mm256_shuffle_ps(t[1], t[3], _MM_SHUFFLE(3, 2, 3, 2));
+    r[4] = _mm256_shuffle_ps(t[4], t[6], _MM_SHUFFLE(1, 0, 1, 0));
+    r[5] = _mm256_shuffle_ps(t[4], t[6], _MM_SHUFFLE(3, 2, 3, 2));
+    r[6] = _mm256_shuffle_ps(t[5], t[7], _MM_SHUFFLE(1, 0, 1, 0));
+    r[7] = _mm256_shuffle_ps(t[5], t[7], _MM_SHUFFLE(3, 2, 3, 2));
+SSM_UNROLL(4)
+    for (int k = 0; k < 4; ++k) {
+        _mm256_storeu_ps(dst + k * kF32TileCols, _mm256_permute2f128_ps(r[k], r[k + 4], 0x20));
+        _mm256_storeu_ps(dst + (k + 4) * kF32TileCols, _mm256_permute2f128_ps(r[k], r[k + 4], 0x31));
+    }
+}
 #endif
 
 /// Columns [n0, n0 + n) of B (K × N) packed as micro-panels of 16 columns, k-major:
@@ -133,6 +162,19 @@ inline void pack_f32_panel(const GemmOperand& B, index K, index n0, index n, flo
                 std::memcpy(dst + k * kF32TileCols, B.data + k * B.row_stride + c0, sizeof(float) * kF32TileCols);
             continue;
         }
+#if SSM_X86_DISPATCH
+        if (B.row_stride == 1 && cols == kF32TileCols) {  // a transposed operand: its columns are contiguous
+            const float* src = B.data + c0 * B.col_stride;
+            index k = 0;
+            for (; k + 8 <= K; k += 8) {
+                pack_f32_transposed8(src + k, B.col_stride, dst + k * kF32TileCols);
+                pack_f32_transposed8(src + 8 * B.col_stride + k, B.col_stride, dst + k * kF32TileCols + 8);
+            }
+            for (; k < K; ++k)
+                for (index c = 0; c < kF32TileCols; ++c) dst[k * kF32TileCols + c] = src[c * B.col_stride + k];
+            continue;
+        }
+#endif
         for (index c = 0; c < kF32TileCols; ++c) {
             if (c >= cols) {
                 for (index k = 0; k < K; ++k) dst[k * kF32TileCols + c] = 0.0f;
@@ -144,6 +186,52 @@ inline void pack_f32_panel(const GemmOperand& B, index K, index n0, index n, flo
     }
 }
 
+/// Rows [m_begin, m_end) × columns [n0, n0 + n) of C (+)= A · B on the calling thread,
+/// packing that block of B into `panel_store` once.
+inline void gemm_f32_block(const GemmOperand& A, const GemmOperand& B, index N, index K, float* C, index ldc,
+                           bool accumulate, index n0, index n, index m_begin, index m_end,
+                           std::vector<float>& panel_store) {
+#if SSM_X86_DISPATCH
+    const index panels = (n + kF32TileCols - 1) / kF32TileCols;
+    panel_store.resize(static_cast<std::size_t>(panels * K * kF32TileCols));
+    float* const panel = panel_store.data();
+    pack_f32_panel(B, K, n0, n, panel);
+    for (index k0 = 0; k0 < K; k0 += kF32Depth) {
+        const index kc = std::min(kF32Depth, K - k0);
+        const bool load = accumulate || k0 > 0;
+        for (index m0 = m_begin; m0 < m_end; m0 += kF32RowBlock) {
+            const index rows = std::min(kF32RowBlock, m_end - m0);
+            const float* a = A.data + m0 * A.row_stride + k0 * A.col_stride;
+            for (index j = 0; j < panels; ++j) {
+                const index c0 = n0 + j * kF32TileCols;
+                f32_rows(a, A.row_stride, A.col_stride, rows, panel + (j * K + k0) * kF32TileCols, kc,
+                         C + m0 * ldc + c0, ldc, std::min<index>(kF32TileCols, N - c0), load);
+            }
+        }
+    }
+#else
+    (void)A, (void)B, (void)N, (void)K, (void)C, (void)ldc, (void)accumulate, (void)n0, (void)n, (void)m_begin,
+        (void)m_end, (void)panel_store;
+#endif
+}
+
+/// The checks both entry points make; false when there is nothing to multiply.
+inline bool gemm_f32_prepare(const GemmOperand& A, const GemmOperand& B, index M, index N, index K, float* C,
+                             index ldc, bool accumulate) {
+    require(gemm_f32_available(), "gemm_f32: the dispatch is not AVX2 + FMA on this CPU");
+    require(M >= 0 && N >= 0 && K >= 0 && ldc >= N, "gemm_f32: bad sizes M ", M, ", N ", N, ", K ", K, " (ldc ",
+            ldc, ")");
+    if (M == 0 || N == 0) return false;
+    require(C != nullptr && (K == 0 || (A.data && B.data)), "gemm_f32: a null operand (M ", M, ", N ", N, ", K ", K,
+            ")");
+    if (K == 0) {
+        if (!accumulate)
+            for (index r = 0; r < M; ++r) std::fill(C + r * ldc, C + r * ldc + N, 0.0f);
+        return false;
+    }
+    return true;
+}
+
 }  // namespace detail
 
 /// C (M, N; row stride ldc) (+)= A (M, K) · B (K, N), float32, with `accumulate` adding to
@@ -153,17 +241,8 @@ inline void pack_f32_panel(const GemmOperand& B, index K, index n0, index n, flo
 /// 768 rows), each packing its block of B once.
 inline void gemm_f32(const GemmOperand& A, const GemmOperand& B, index M, index N, index K, float* C, index ldc,
                      bool accumulate) {
-    require(gemm_f32_available(), "gemm_f32: the dispatch is not AVX2 + FMA on this CPU");
-    require(M >= 0 && N >= 0 && K >= 0 && ldc >= N && A.data && B.data && C, "gemm_f32: bad sizes M ", M, ", N ",
-            N, ", K ", K, " (ldc ", ldc, ")");
-    if (M == 0 || N == 0) return;
-    if (K == 0) {
-        if (!accumulate)
-            for (index r = 0; r < M; ++r) std::fill(C + r * ldc, C + r * ldc + N, 0.0f);
-        return;
-    }
-#if SSM_X86_DISPATCH
     using namespace detail;
+    if (!gemm_f32_prepare(A, B, M, N, K, C, ldc, accumulate)) return;
     // Column blocks of 16 to 256, narrow enough to give every thread four or more of them.
     const index threads = std::max<index>(1, num_threads());
     const index want = (N + 4 * threads - 1) / (4 * threads);
@@ -174,30 +253,64 @@ inline void gemm_f32(const GemmOperand& A, const GemmOperand& B, index M, index 
     parallel_for(col_blocks * row_tasks, 1, [&](index begin, index end) {
         thread_local std::vector<float> panel_store;
         for (index task = begin; task < end; ++task) {
-            const index n0 = task / row_tasks * block_cols, n = std::min(block_cols, N - n0);
-            const index m_begin = task % row_tasks * kF32TaskRows, m_end = std::min(M, m_begin + kF32TaskRows);
-            const index panels = (n + kF32TileCols - 1) / kF32TileCols;
-            panel_store.resize(static_cast<std::size_t>(panels * K * kF32TileCols));
-            float* const panel = panel_store.data();
-            pack_f32_panel(B, K, n0, n, panel);
-            for (index k0 = 0; k0 < K; k0 += kF32Depth) {
-                const index kc = std::min(kF32Depth, K - k0);
-                const bool load = accumulate || k0 > 0;
-                for (index m0 = m_begin; m0 < m_end; m0 += kF32RowBlock) {
-                    const index rows = std::min(kF32RowBlock, m_end - m0);
-                    const float* a = A.data + m0 * A.row_stride + k0 * A.col_stride;
-                    for (index j = 0; j < panels; ++j) {
-                        const index c0 = n0 + j * kF32TileCols;
-                        f32_rows(a, A.row_stride, A.col_stride, rows, panel + (j * K + k0) * kF32TileCols, kc,
-                                 C + m0 * ldc + c0, ldc, std::min<index>(kF32TileCols, N - c0), load);
-                    }
-                }
-            }
+            const index n0 = task / row_tasks * block_cols, m_begin = task % row_tasks * kF32TaskRows;
+            gemm_f32_block(A, B, N, K, C, ldc, accumulate, n0, std::min(block_cols, N - n0), m_begin,
+                           std::min(M, m_begin + kF32TaskRows), panel_store);
         }
     });
-#else
-    (void)A, (void)B, (void)ldc;
-#endif
+}
+
+/// `gemm_f32` on the calling thread alone, for products inside the library's own parallel
+/// loops (one attention block, one tile of scores). The same sums in the same order: its
+/// result is `gemm_f32`'s, bit for bit.
+inline void gemm_f32_serial(const GemmOperand& A, const GemmOperand& B, index M, index N, index K, float* C,
+                            index ldc, bool accumulate) {
+    using namespace detail;
+    if (!gemm_f32_prepare(A, B, M, N, K, C, ldc, accumulate)) return;
+    thread_local std::vector<float> panel_store;
+    for (index n0 = 0; n0 < N; n0 += 256)
+        for (index m0 = 0; m0 < M; m0 += kF32TaskRows)
+            gemm_f32_block(A, B, N, K, C, ldc, accumulate, n0, std::min<index>(256, N - n0), m0,
+                           std::min(M, m0 + kF32TaskRows), panel_store);
+}
+
+/// dst (+)= op(a) · op(b) on the calling thread, for row-major Eigen blocks (matrices or
+/// strided maps) and op the transpose where `ta` / `tb` say so: `gemm_f32_serial` where the
+/// dispatch is AVX2, Eigen's product elsewhere. For the products inside the library's own
+/// parallel loops (attention blocks, tiles of retrieval scores).
+template <class Dst, class A, class B>
+void serial_product(Dst&& dst, const A& a, bool ta, const B& b, bool tb, bool accumulate) {
+    static_assert(std::remove_cvref_t<Dst>::IsRowMajor && A::IsRowMajor && B::IsRowMajor,
+                  "serial_product: row-major operands");
+    const index M = dst.rows(), N = dst.cols(), K = ta ? a.rows() : a.cols();
+    require((ta ? a.cols() : a.rows()) == M && (tb ? b.rows() : b.cols()) == N && (tb ? b.cols() : b.rows()) == K,
+            "serial_product: shapes (", M, ", ", N, ") = (", a.rows(), ", ", a.cols(), ")", ta ? "ᵀ" : "", " · (",
+            b.rows(), ", ", b.cols(), ")", tb ? "ᵀ" : "");
+    if (gemm_f32_available()) {
+        const auto operand = [](const float* p, index ld, bool t) {
+            return t ? GemmOperand::transposed(p, ld) : GemmOperand::rows(p, ld);
+        };
+        gemm_f32_serial(operand(a.data(), a.outerStride(), ta), operand(b.data(), b.outerStride(), tb), M, N, K,
+                        dst.data(), dst.outerStride(), accumulate);
+        return;
+    }
+    const auto run = [&](const auto& lhs, const auto& rhs) {
+        if (accumulate)
+            dst.noalias() += lhs * rhs;
+        else
+            dst.noalias() = lhs * rhs;
+    };
+    if (ta) {
+        if (tb)
+            run(a.transpose(), b.transpose());
+        else
+            run(a.transpose(), b);
+    } else {
+        if (tb)
+            run(a, b.transpose());
+        else
+            run(a, b);
+    }
 }
 
 }  // namespace ssm

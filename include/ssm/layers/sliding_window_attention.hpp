@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "ssm/core/gemm_f32.hpp"
 #include "ssm/core/tensor.hpp"
 #include "ssm/core/threads.hpp"
 #include "ssm/core/workspace.hpp"
@@ -268,7 +269,7 @@ public:
                 const ConstStridedMap v(V.data() + (cb + kb) * kw + g * hd_, nk, hd_,
                                         Eigen::OuterStride<>(kw));
                 S.resize(nq, nk);
-                S.noalias() = q * k.transpose();
+                serial_product(S, q, false, k, true, false);
                 for (index r = 0; r < nq; ++r) {
                     const index self = c + task.i0 + r;  // this query's own context index
                     const index lo = first_key(self) - kb, hi = self - kb + 1;  // allowed [lo, hi)
@@ -279,7 +280,7 @@ public:
                 }
                 StridedMap o(attn.data() + (row0 + task.i0) * qw + task.head * hd_, nq, hd_,
                              Eigen::OuterStride<>(qw));
-                o.noalias() = S * v;
+                serial_product(o, S, false, v, false, false);
             }
         });
 
@@ -429,7 +430,7 @@ public:
                 const ConstStridedMap v(cache.qkv.data() + (row0 + kb) * ld + qw + kw + g * hd_, nk,
                                         hd_, Eigen::OuterStride<>(ld));
                 S.resize(nq, nk);
-                S.noalias() = q * k.transpose();
+                serial_product(S, q, false, k, true, false);
                 for (index r = 0; r < nq; ++r) {
                     const index self = task.i0 + r;
                     const index lo = first_key(self) - kb, hi = self - kb + 1;  // allowed [lo, hi)
@@ -446,7 +447,7 @@ public:
                 }
                 StridedMap o(cache.attn.data() + (row0 + task.i0) * qw + task.head * hd_, nq, hd_,
                              Eigen::OuterStride<>(qw));
-                o.noalias() = S * v;
+                serial_product(o, S, false, v, false, false);
             }
         });
         o_proj_.forward(cview(cache.attn), out, accumulate);
@@ -454,8 +455,10 @@ public:
 
     /// Backward of the training forward. With P the softmax of scale·q·kᵀ over each
     /// query's window and O = P·V: dW_o += doutᵀ·O; dO = dout·W_o; dV = Pᵀ·dO;
-    /// dS = P ⊙ (dO·Vᵀ − rowsum(dO ⊙ O)); dQ = scale·dS·K; dK = scale·dSᵀ·Q; then RoPE's
-    /// transpose on dQ and dK, and the projection's backward: dW_qkv += [dQ|dK|dV]ᵀ·h,
+    /// dP = dO·Vᵀ; dS = P ⊙ (dP − rowsum(P ⊙ dP)); dQ = scale·dS·K; dK = scale·dSᵀ·Q (the
+    /// row sum equals rowsum(dO ⊙ O), but taken over dP itself it cancels dP exactly where a
+    /// query's window holds the query alone, whatever order the products summed in); then
+    /// RoPE's transpose on dQ and dK, and the projection's backward: dW_qkv += [dQ|dK|dV]ᵀ·h,
     /// dh = [dQ|dK|dV]·W_qkv, written (added with `accumulate`). Work is split by
     /// (sequence, key/value head), so each task alone writes its keys' and values' rows.
     void backward(ConstStridedMap h, ConstStridedMap dout, const Cache& cache, StridedMap dh,
@@ -494,11 +497,10 @@ public:
                         const auto q = at(qkv, row0 + i0, hh * hd_, nq, ld);
                         const auto k = at(qkv, row0 + kb, qw + g * hd_, nk, ld);
                         const auto v = at(qkv, row0 + kb, qw + kw + g * hd_, nk, ld);
-                        const auto o = at(cache.attn.data(), row0 + i0, hh * hd_, nq, qw);
                         const auto d_o = at(dattn.data(), row0 + i0, hh * hd_, nq, qw);
                         // P recomputed from the stored log-sum-exp; zero outside each window
                         P.resize(nq, nk);
-                        P.noalias() = q * k.transpose();
+                        serial_product(P, q, false, k, true, false);
                         for (index r = 0; r < nq; ++r) {
                             const index self = i0 + r;
                             const index lo = first_key(self) - kb, hi = self - kb + 1;
@@ -511,17 +513,17 @@ public:
                         }
                         StridedMap dv(dqkv.data() + (row0 + kb) * ld + qw + kw + g * hd_, nk, hd_,
                                       Eigen::OuterStride<>(ld));
-                        dv.noalias() += P.transpose() * d_o;
+                        serial_product(dv, P, true, d_o, false, true);
                         dP.resize(nq, nk);
-                        dP.noalias() = d_o * v.transpose();
-                        delta = (d_o.array() * o.array()).rowwise().sum();  // (nq) rowsum(dO ⊙ O)
+                        serial_product(dP, d_o, false, v, true, false);
+                        delta = (P.array() * dP.array()).rowwise().sum();  // (nq) rowsum(P ⊙ dP)
                         dP = (P.array() * (dP.colwise() - delta).array()) * scale;  // dS·scale
                         StridedMap dq(dqkv.data() + (row0 + i0) * ld + hh * hd_, nq, hd_,
                                       Eigen::OuterStride<>(ld));
-                        dq.noalias() += dP * k;
+                        serial_product(dq, dP, false, k, false, true);
                         StridedMap dk(dqkv.data() + (row0 + kb) * ld + qw + g * hd_, nk, hd_,
                                       Eigen::OuterStride<>(ld));
-                        dk.noalias() += dP.transpose() * q;
+                        serial_product(dk, dP, true, q, false, true);
                     }
             }
         });

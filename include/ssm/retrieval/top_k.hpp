@@ -3,8 +3,8 @@
 // when the rows are L2-normalised).
 //
 // Blocked: scores are computed tile by tile, (query block x document block), with one
-// GEMM per tile into a buffer of bounded size, and each query keeps its k best so far in
-// a bounded heap, so memory is O(nq * k + threads * tile), never the nq x nd matrix.
+// GEMM per tile (`serial_product`: AVX2 register tiles or Eigen's product) into a buffer
+// of bounded size, and each query keeps its k best so far in a bounded heap, so memory is O(nq * k + threads * tile), never the nq x nd matrix.
 // Threads take whole query blocks (ssm::parallel_for), and, when there are fewer query
 // blocks than threads, parts of the corpus too (merged at the end); the results do not
 // depend on the thread count.
@@ -19,6 +19,7 @@
 #include <Eigen/Core>
 
 #include "ssm/core/error.hpp"
+#include "ssm/core/gemm_f32.hpp"
 #include "ssm/core/tensor.hpp"
 #include "ssm/core/threads.hpp"
 
@@ -137,7 +138,7 @@ inline index offer_scores(ScoredDoc* heap, index size, index k, const float* row
             for (index d0 = d_begin; d0 < d_end; d0 += db) {
                 const index dn = std::min(db, d_end - d0);
                 auto scores = tile.topLeftCorner(qn, dn);
-                scores.noalias() = queries.middleRows(q0, qn) * docs.middleRows(d0, dn).transpose();
+                serial_product(scores, queries.middleRows(q0, qn), false, docs.middleRows(d0, dn), true, false);
                 index new_size = size;
                 for (index i = 0; i < qn; ++i)
                     new_size = detail::offer_scores(heaps + i * kk, size, kk, &scores(i, 0), dn, d0);
