@@ -1,7 +1,7 @@
 // The SSD scan: the sequential form against a float64 recurrence written here, the chunked
 // form against the sequential one (chunk lengths below, at and across sequence lengths,
-// packed boundaries inside chunks, groups, carried and final states), and the one-token
-// update against the prefill.
+// packed boundaries inside chunks, groups, carried and final states; Eigen's products and
+// gemm_f32's), and the one-token update against the prefill.
 #include <cmath>
 #include <cstdint>
 #include <span>
@@ -130,11 +130,15 @@ TEST_CASE("SSD: the chunked scan equals the sequential one for any chunk length 
             ssm::SequentialSsd::run(args_of(p, y_seq, &fin_seq, initial));
             // The last: a config's largest chunk size, cut to the longest sequence.
             for (Index chunk : {Index{1}, Index{3}, Index{16}, Index{64}, Index{128}, Index{512}, Index{1} << 24}) {
-                INFO("T " << p.T << ", H " << sh.H << ", G " << sh.G << ", chunk " << chunk << ", initial " << initial);
-                std::vector<float> y, fin;
-                ssm::ChunkedSsd<>::run(args_of(p, y, &fin, initial, chunk));
-                CHECK(rel_error(y, y_seq) < 2e-6);
-                CHECK(rel_error(fin, fin_seq) < 2e-6);
+                for (const ssm::CpuIsa isa : ssm::test::float32_gemm_isas()) {  // Eigen's products, gemm_f32's
+                    const ssm::test::ForceCpuIsa hold(isa);
+                    INFO("T " << p.T << ", H " << sh.H << ", G " << sh.G << ", chunk " << chunk << ", initial "
+                              << initial << ", " << ssm::isa_name(isa));
+                    std::vector<float> y, fin;
+                    ssm::ChunkedSsd<>::run(args_of(p, y, &fin, initial, chunk));
+                    CHECK(rel_error(y, y_seq) < 2e-6);
+                    CHECK(rel_error(fin, fin_seq) < 2e-6);
+                }
             }
         }
     }

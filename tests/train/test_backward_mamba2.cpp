@@ -1,5 +1,6 @@
 // The Mamba-2 backward: the SSD scan's against central finite differences (packed
-// sequences, groups, an initial state, several checkpoint intervals); the mixer's for
+// sequences, groups, an initial state, several checkpoint intervals, the chunked form's
+// products through Eigen and through gemm_f32); the mixer's for
 // mamba2-tiny (one group) and mamba2-grouped-torch (two groups, a gated MLP beside the
 // SSM, per-group norm); whole Mamba-2 models through the hidden states and the LM head,
 // and a packed batch's gradients against the sum of each sequence's alone.
@@ -180,30 +181,35 @@ TEST_CASE("SSD scan backward matches finite differences", "[train][mamba2]") {
 }
 
 TEST_CASE("chunked SSD scan backward equals the recurrences' and finite differences", "[train][mamba2]") {
-    for (const bool with_init : {false, true}) {
-        INFO("initial state: " << with_init);
-        SsdProblem pr;
-        const index T = pr.offsets.back();
-        const Matrix gy = test::random_matrix(T, pr.H * pr.P, -1, 1, 7);
-        const SsdGradients reference = ssd_backward(pr, gy, with_init, 16);
-        // Chunks of one token, chunk boundaries inside and at the end of the 13-token
-        // sequence, one chunk per sequence (the last cut to the longest sequence).
-        for (const index chunk : {index{1}, index{3}, index{8}, index{13}, index{64}, index{1} << 40}) {
-            INFO("chunk " << chunk);
-            CHECK(max_rel_error(reference, ssd_backward(pr, gy, with_init, chunk, true)) < 1e-5);
+    // Eigen's products, then gemm_f32's where the CPU runs it.
+    for (const CpuIsa isa : test::float32_gemm_isas()) {
+        const test::ForceCpuIsa hold(isa);
+        INFO(isa_name(isa));
+        for (const bool with_init : {false, true}) {
+            INFO("initial state: " << with_init);
+            SsdProblem pr;
+            const index T = pr.offsets.back();
+            const Matrix gy = test::random_matrix(T, pr.H * pr.P, -1, 1, 7);
+            const SsdGradients reference = ssd_backward(pr, gy, with_init, 16);
+            // Chunks of one token, chunk boundaries inside and at the end of the 13-token
+            // sequence, one chunk per sequence (the last cut to the longest sequence).
+            for (const index chunk : {index{1}, index{3}, index{8}, index{13}, index{64}, index{1} << 40}) {
+                INFO("chunk " << chunk);
+                CHECK(max_rel_error(reference, ssd_backward(pr, gy, with_init, chunk, true)) < 1e-5);
+            }
+            check_against_differences(pr, gy, with_init, ssd_backward(pr, gy, with_init, 3, true));
         }
-        check_against_differences(pr, gy, with_init, ssd_backward(pr, gy, with_init, 3, true));
-    }
-    // The mamba2-130m head shape (P 64, N 128) over sequences of 150 and 200 tokens, one
-    // group of two heads, Δ up to 2: a chunk of 64 decays by as much as e^-190.
-    SsdProblem big;
-    big.redraw(2, 64, 128, 1, {0, 150, 350}, 0.01f, 2.0f, 11);
-    const index T = big.offsets.back();
-    const Matrix gy = test::random_matrix(T, big.H * big.P, -1, 1, 16);
-    const SsdGradients reference = ssd_backward(big, gy, true, 16);
-    for (const index chunk : {64, 0}) {
-        INFO("chunk " << chunk);
-        CHECK(max_rel_error(reference, ssd_backward(big, gy, true, chunk, true)) < 1e-5);
+        // The mamba2-130m head shape (P 64, N 128) over sequences of 150 and 200 tokens, one
+        // group of two heads, Δ up to 2: a chunk of 64 decays by as much as e^-190.
+        SsdProblem big;
+        big.redraw(2, 64, 128, 1, {0, 150, 350}, 0.01f, 2.0f, 11);
+        const index T = big.offsets.back();
+        const Matrix gy = test::random_matrix(T, big.H * big.P, -1, 1, 16);
+        const SsdGradients reference = ssd_backward(big, gy, true, 16);
+        for (const index chunk : {64, 0}) {
+            INFO("chunk " << chunk);
+            CHECK(max_rel_error(reference, ssd_backward(big, gy, true, chunk, true)) < 1e-5);
+        }
     }
 }
 

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "ssm/core/error.hpp"
+#include "ssm/core/gemm_f32.hpp"
 #include "ssm/core/tensor.hpp"
 #include "ssm/core/threads.hpp"
 
@@ -197,7 +198,7 @@ struct ChunkedSsd {
                     const detail::SsdConstMap Cm(a.C + t0 * a.ld_C + g * a.N, L, a.N, Eigen::OuterStride<>(a.ld_C));
                     const detail::SsdConstMap Bm(a.B + t0 * a.ld_B + g * a.N, L, a.N, Eigen::OuterStride<>(a.ld_B));
                     auto cb = CB.topLeftCorner(L, L);
-                    cb.noalias() = Cm * Bm.transpose();
+                    serial_product(cb, Cm, false, Bm, true, false);
                     for (index h = h0; h < h1; ++h) {
                         detail::SsdMap S(states.data() + (h - h0) * PN, a.P, a.N, Eigen::OuterStride<>(a.N));
                         chunk(a, h, t0, L, cb, Cm, Bm, S, cum, dts, out_decay, W, CS, Bw);
@@ -232,7 +233,7 @@ private:
         // Within the chunk, then the carried state's contribution.
         Y.noalias() = w.template triangularView<Eigen::Lower>() * X;
         auto cs = CS.topRows(L);
-        cs.noalias() = Cm * S.transpose();
+        serial_product(cs, Cm, false, S, true, false);
         for (index i = 0; i < L; ++i) Y.row(i) += out_decay[static_cast<std::size_t>(i)] * cs.row(i);
         // The state at the chunk's end.
         const double last = cum[static_cast<std::size_t>(L - 1)];
@@ -241,7 +242,7 @@ private:
             bw.row(j) = Bm.row(j) * (static_cast<float>(std::exp(last - cum[static_cast<std::size_t>(j)])) *
                                      dts[static_cast<std::size_t>(j)]);
         S *= out_decay[static_cast<std::size_t>(L - 1)];
-        S.noalias() += X.transpose() * bw;
+        serial_product(S, X, true, bw, false, true);
     }
 };
 

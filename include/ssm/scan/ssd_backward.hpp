@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "ssm/core/error.hpp"
+#include "ssm/core/gemm_f32.hpp"
 #include "ssm/core/tensor.hpp"
 #include "ssm/core/threads.hpp"
 #include "ssm/scan/ssd.hpp"
@@ -279,7 +280,7 @@ inline void ssd_scan_backward_chunked(const SsdArgs& a, const SsdGrads& g, index
                 const SsdMap S0(starts.data() + k * PN, P, N, Stride(N));
                 SsdMap S1(starts.data() + (k + 1) * PN, P, N, Stride(N));
                 S1 = S0 * e[q - 1];
-                S1.noalias() += X.transpose() * Bw;
+                serial_product(S1, X, true, Bw, false, true);
             }
             // Backward, chunk by chunk from the last.
             dS.setZero();
@@ -299,8 +300,8 @@ inline void ssd_scan_backward_chunked(const SsdArgs& a, const SsdGrads& g, index
                 auto dm = DM.topLeftCorner(L, L);
                 auto m = M.topLeftCorner(L, L);
                 auto gm = GM.topLeftCorner(L, L);
-                cb.noalias() = Cm * Bm.transpose();
-                dm.noalias() = dY * xd.transpose();
+                serial_product(cb, Cm, false, Bm, true, false);
+                serial_product(dm, dY, false, xd, true, false);
                 // M = C Bᵀ ⊙ Dm and Ĝ = dM ⊙ Dm, zero above the diagonal; the decay
                 // exponents' gradient as row and column sums of dM ⊙ M off the diagonal.
                 std::fill(rowq.begin(), rowq.end(), 0.0);
@@ -331,8 +332,8 @@ inline void ssd_scan_backward_chunked(const SsdArgs& a, const SsdGrads& g, index
                 // dX̃, then dx and Δ's direct part.
                 auto dxd = dXd.topRows(L);
                 auto bds = BdS.topRows(L);
-                dxd.noalias() = m.transpose() * dY;
-                bds.noalias() = Bm * dS.transpose();
+                serial_product(dxd, m, true, dY, false, false);
+                serial_product(bds, Bm, false, dS, true, false);
                 for (index j = 0; j < L; ++j) {
                     const auto u = static_cast<std::size_t>(j);
                     dxd.row(j) += l[u] * bds.row(j);
@@ -342,12 +343,12 @@ inline void ssd_scan_backward_chunked(const SsdArgs& a, const SsdGrads& g, index
                 // dC and dB of this head.
                 auto eS = E.topRows(L);
                 auto fS = F.topRows(L);
-                eS.noalias() = dY * S0;
-                fS.noalias() = xd * dS;
+                serial_product(eS, dY, false, S0, false, false);
+                serial_product(fS, xd, false, dS, false, false);
                 SsdMap dC(dCh.data() + (h * T + c0) * N, L, N, Stride(N));
                 SsdMap dB(dBh.data() + (h * T + c0) * N, L, N, Stride(N));
-                dC.noalias() = gm * Bm;
-                dB.noalias() = gm.transpose() * Cm;
+                serial_product(dC, gm, false, Bm, false, false);
+                serial_product(dB, gm, true, Cm, false, false);
                 double r_total = 0.0;
                 for (index i = 0; i < L; ++i) {
                     const auto u = static_cast<std::size_t>(i);
@@ -374,7 +375,7 @@ inline void ssd_scan_backward_chunked(const SsdArgs& a, const SsdGrads& g, index
                 auto cw = Cw.topRows(L);
                 for (index i = 0; i < L; ++i) cw.row(i) = Cm.row(i) * e[static_cast<std::size_t>(i)];
                 dS *= e[last];
-                dS.noalias() += dY.transpose() * cw;
+                serial_product(dS, dY, true, cw, false, true);
             }
             dA_task[static_cast<std::size_t>(task)] = dA;
         }
