@@ -1,14 +1,18 @@
 // ssm/core/gemm_f32.hpp — C (+)= A · B in float32 with AVX2 + FMA register tiles: the GEMM
 // under `Linear` (prefill and training: y = x·Wᵀ, dx = dy·W, dW += dyᵀ·x) on CPUs whose best
 // instruction set is AVX2 (chosen at run time, `cpu_isa()`); elsewhere Eigen's GEMM runs.
+// `gemm_f32_serial` and `serial_product` run the same kernel on the calling thread, for the
+// small products inside the library's own parallel loops: attention's blocks (QKᵀ, PV and
+// their backward), exact top-k's score tiles, the chunked SSD scan's products.
 //
 // The layout is GotoBLAS's: B is packed per call into panels of 16 columns, each column
-// block stored k-major (16 values of one k side by side), so that a tile of 6 rows × 16
-// columns keeps 12 accumulators in registers and meets, per k, two vector loads of B and six
-// broadcasts of A (12 FMAs). The depth runs in blocks of 256 (a 16 × 256 micro-panel is 16 KiB,
-// resident in L1 while 16 row tiles pass over it), rows in blocks of 96. A is read in place
-// through two strides, so Aᵀ costs nothing. Each element of C is summed in one fixed order
-// (k ascending), whatever the number of threads: the result never depends on the split.
+// block stored k-major (16 values of one k side by side; a transposed B, whose columns are
+// contiguous, by 8 × 8 transposes in registers), so that a tile of 6 rows × 16 columns keeps
+// 12 accumulators in registers and meets, per k, two vector loads of B and six broadcasts of
+// A (12 FMAs). The depth runs in blocks of 256 (a 16 × 256 micro-panel is 16 KiB, resident in
+// L1 while 16 row tiles pass over it), rows in blocks of 96. A is read in place through two
+// strides, so Aᵀ costs nothing. Each element of C is summed in one fixed order (k ascending),
+// whatever the number of threads: the result never depends on the split.
 #pragma once
 
 #include <algorithm>
