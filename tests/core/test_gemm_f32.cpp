@@ -149,10 +149,15 @@ TEST_CASE("gemm_f32_serial, on the calling thread, gives gemm_f32's bits", "[gem
                 INFO("M " << M << ", N " << N << ", K " << K << ", form " << form << ", accumulate " << accumulate);
                 const Problem p(M, N, K, form, static_cast<std::uint64_t>(M + N + K + form));
                 const auto start = ssm::test::random_floats(static_cast<std::size_t>(M * N), -1.0f, 1.0f, 17);
-                std::vector<float> threaded = start, serial = start;
-                ssm::gemm_f32(p.A, p.B, M, N, K, threaded.data(), N, accumulate);
+                std::vector<float> serial = start;
                 ssm::gemm_f32_serial(p.A, p.B, M, N, K, serial.data(), N, accumulate);
-                CHECK(serial == threaded);
+                for (const int threads : {2, 3}) {  // different column blocks from the serial 256
+                    ssm::set_num_threads(threads);
+                    std::vector<float> threaded = start;
+                    ssm::gemm_f32(p.A, p.B, M, N, K, threaded.data(), N, accumulate);
+                    CHECK(serial == threaded);
+                }
+                ssm::set_num_threads(0);
                 CHECK(worst_error(p, serial, N, accumulate ? start : std::vector<float>{}) < kBound);
             }
 }

@@ -167,50 +167,53 @@ TEST_CASE("attention: prefill over packed sequences equals the naive attention",
 
 TEST_CASE("attention: prefill in chunks and one-token steps equal one prefill", "[attention]") {
     const ssm::index D = 16;
-    for (const Shape& s : {Shape{2, 1, 8, 4, 8, 10000.0}, Shape{2, 2, 8, 0, 4, 10000.0},
-                           Shape{2, 1, 8, 1, 8, 10000.0}}) {
-        INFO("window " << s.window);
-        const Weights w = random_weights(s, D, 7);
-        const auto attn = make(s, D, w);
-        const std::vector<ssm::index> lengths = {13, 2};
-        const auto x = ssm::test::random_floats(static_cast<std::size_t>(15 * D), -1, 1, 9);
-        ssm::Workspace ws;
-        const auto whole = run(attn, x, {0, 13, 15}, ws);
+    for (const ssm::CpuIsa isa : ssm::test::float32_gemm_isas()) {  // Eigen's products, gemm_f32's
+        const ssm::test::ForceCpuIsa hold(isa);
+        for (const Shape& s : {Shape{2, 1, 8, 4, 8, 10000.0}, Shape{2, 2, 8, 0, 4, 10000.0},
+                               Shape{2, 1, 8, 1, 8, 10000.0}}) {
+            INFO("window " << s.window << ", " << ssm::isa_name(isa));
+            const Weights w = random_weights(s, D, 7);
+            const auto attn = make(s, D, w);
+            const std::vector<ssm::index> lengths = {13, 2};
+            const auto x = ssm::test::random_floats(static_cast<std::size_t>(15 * D), -1, 1, 9);
+            ssm::Workspace ws;
+            const auto whole = run(attn, x, {0, 13, 15}, ws);
 
-        // Chunks of 3, 1 and 9 tokens for the first sequence, 2 and 0 for the second.
-        auto state = attn.make_state(2);
-        std::vector<float> got(static_cast<std::size_t>(15 * D));
-        ssm::index at0 = 0, at1 = 0;
-        for (const auto& [n0, n1] : {std::pair<ssm::index, ssm::index>{3, 2}, {1, 0}, {9, 0}}) {
-            std::vector<float> chunk;
-            chunk.insert(chunk.end(), x.begin() + at0 * D, x.begin() + (at0 + n0) * D);
-            chunk.insert(chunk.end(), x.begin() + (13 + at1) * D, x.begin() + (13 + at1 + n1) * D);
-            const auto y = run(attn, chunk, {0, n0, n0 + n1}, ws, &state, &state);
-            std::copy(y.data(), y.data() + n0 * D, got.begin() + at0 * D);
-            std::copy(y.data() + n0 * D, y.data() + (n0 + n1) * D, got.begin() + (13 + at1) * D);
-            at0 += n0;
-            at1 += n1;
-        }
-        CHECK(state.pos == std::vector<std::int64_t>{13, 2});
-        CHECK(ssm::test::rel_error(got, ssm::test::span_of(whole)) < 1e-6);
+            // Chunks of 3, 1 and 9 tokens for the first sequence, 2 and 0 for the second.
+            auto state = attn.make_state(2);
+            std::vector<float> got(static_cast<std::size_t>(15 * D));
+            ssm::index at0 = 0, at1 = 0;
+            for (const auto& [n0, n1] : {std::pair<ssm::index, ssm::index>{3, 2}, {1, 0}, {9, 0}}) {
+                std::vector<float> chunk;
+                chunk.insert(chunk.end(), x.begin() + at0 * D, x.begin() + (at0 + n0) * D);
+                chunk.insert(chunk.end(), x.begin() + (13 + at1) * D, x.begin() + (13 + at1 + n1) * D);
+                const auto y = run(attn, chunk, {0, n0, n0 + n1}, ws, &state, &state);
+                std::copy(y.data(), y.data() + n0 * D, got.begin() + at0 * D);
+                std::copy(y.data() + n0 * D, y.data() + (n0 + n1) * D, got.begin() + (13 + at1) * D);
+                at0 += n0;
+                at1 += n1;
+            }
+            CHECK(state.pos == std::vector<std::int64_t>{13, 2});
+            CHECK(ssm::test::rel_error(got, ssm::test::span_of(whole)) < 1e-6);
 
-        // The first 5 tokens prefilled, the rest one step at a time.
-        auto st = attn.make_state(1);
-        (void)run(attn, std::vector<float>(x.begin(), x.begin() + 5 * D), {0, 5}, ws, nullptr, &st);
-        for (ssm::index t = 5; t < 13; ++t) {
-            ssm::Matrix y(1, D);
-            ws.reset();
-            attn.step(ssm::ConstStridedMap(x.data() + t * D, 1, D, Eigen::OuterStride<>(D)), st,
-                      ssm::StridedMap(y.data(), 1, D, Eigen::OuterStride<>(D)), false, ws);
-            INFO("step at position " << t);
-            CHECK(ssm::test::rel_error(ssm::test::span_of(y), ssm::test::rows_of(whole, t, 1)) <
-                  1e-6);
+            // The first 5 tokens prefilled, the rest one step at a time.
+            auto st = attn.make_state(1);
+            (void)run(attn, std::vector<float>(x.begin(), x.begin() + 5 * D), {0, 5}, ws, nullptr, &st);
+            for (ssm::index t = 5; t < 13; ++t) {
+                ssm::Matrix y(1, D);
+                ws.reset();
+                attn.step(ssm::ConstStridedMap(x.data() + t * D, 1, D, Eigen::OuterStride<>(D)), st,
+                          ssm::StridedMap(y.data(), 1, D, Eigen::OuterStride<>(D)), false, ws);
+                INFO("step at position " << t);
+                CHECK(ssm::test::rel_error(ssm::test::span_of(y), ssm::test::rows_of(whole, t, 1)) <
+                      1e-6);
+            }
+            if (s.window > 0)
+                CHECK(static_cast<ssm::index>(st.k[0].size()) ==
+                      (s.window - 1) * s.kv_heads * s.head_dim);
+            else
+                CHECK(static_cast<ssm::index>(st.k[0].size()) == 13 * s.kv_heads * s.head_dim);
         }
-        if (s.window > 0)
-            CHECK(static_cast<ssm::index>(st.k[0].size()) ==
-                  (s.window - 1) * s.kv_heads * s.head_dim);
-        else
-            CHECK(static_cast<ssm::index>(st.k[0].size()) == 13 * s.kv_heads * s.head_dim);
     }
 }
 

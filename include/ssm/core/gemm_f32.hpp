@@ -156,6 +156,9 @@ SSM_UNROLL(4)
 
 /// Columns [n0, n0 + n) of B (K × N) packed as micro-panels of 16 columns, k-major:
 /// out[(j·K + k)·16 + c] = B(k, n0 + 16j + c), zeros past the n columns.
+#if SSM_X86_DISPATCH
+__attribute__((target("avx2,fma")))  // runs only under the AVX2 dispatch; inlines the transposes
+#endif
 inline void pack_f32_panel(const GemmOperand& B, index K, index n0, index n, float* out) noexcept {
     const index panels = (n + kF32TileCols - 1) / kF32TileCols;
     for (index j = 0; j < panels; ++j) {
@@ -272,10 +275,8 @@ inline void gemm_f32_serial(const GemmOperand& A, const GemmOperand& B, index M,
     using namespace detail;
     if (!gemm_f32_prepare(A, B, M, N, K, C, ldc, accumulate)) return;
     thread_local std::vector<float> panel_store;
-    for (index n0 = 0; n0 < N; n0 += 256)
-        for (index m0 = 0; m0 < M; m0 += kF32TaskRows)
-            gemm_f32_block(A, B, N, K, C, ldc, accumulate, n0, std::min<index>(256, N - n0), m0,
-                           std::min(M, m0 + kF32TaskRows), panel_store);
+    for (index n0 = 0; n0 < N; n0 += 256)  // each block of B packed once, for all of A's rows
+        gemm_f32_block(A, B, N, K, C, ldc, accumulate, n0, std::min<index>(256, N - n0), 0, M, panel_store);
 }
 
 /// dst (+)= op(a) · op(b) on the calling thread, for row-major Eigen blocks (matrices or
@@ -286,6 +287,9 @@ template <class Dst, class A, class B>
 void serial_product(Dst&& dst, const A& a, bool ta, const B& b, bool tb, bool accumulate) {
     static_assert(std::remove_cvref_t<Dst>::IsRowMajor && A::IsRowMajor && B::IsRowMajor,
                   "serial_product: row-major operands");
+    static_assert(std::remove_cvref_t<Dst>::InnerStrideAtCompileTime == 1 && A::InnerStrideAtCompileTime == 1 &&
+                      B::InnerStrideAtCompileTime == 1,
+                  "serial_product: operands whose rows are contiguous (an outer stride only)");
     const index M = dst.rows(), N = dst.cols(), K = ta ? a.rows() : a.cols();
     require((ta ? a.cols() : a.rows()) == M && (tb ? b.rows() : b.cols()) == N && (tb ? b.cols() : b.rows()) == K,
             "serial_product: shapes (", M, ", ", N, ") = (", a.rows(), ", ", a.cols(), ")", ta ? "ᵀ" : "", " · (",
