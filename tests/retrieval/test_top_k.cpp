@@ -1,9 +1,9 @@
 // Exact top-k inner-product search against a brute-force reference (every score in
 // double, a full sort by score descending then doc index ascending) over many shapes
 // (queries 1..70, documents 1..3000, k = 1, 10 and more than there are documents), tile
-// shapes, thread counts 1 and 2, and both float32 products (Eigen's, gemm_f32's). Small-integer data makes every dot product exact in
-// float, so ties are real and ids must match exactly; continuous data is checked for
-// optimality within float rounding.
+// shapes, thread counts 1 and 2, and both float32 products (Eigen's, gemm_f32's).
+// Small-integer data makes every dot product exact in float, so ties are real and ids must
+// match exactly; continuous data is checked for optimality within float rounding.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -134,13 +134,13 @@ TEST_CASE("exact_top_k matches a brute-force full sort over shapes, tiles and th
     const ssm::index dims[] = {1, 8, 33};
     std::size_t calls = 0;
     std::uint64_t seed = 100;
+    const auto isas = ssm::test::float32_gemm_isas();
     for (const bool integers : {true, false}) {
         // Eigen's products and gemm_f32's: the ISA is forced per shape, alternating, so
         // both meet every shape kind without doubling the test's time.
         for (const ssm::index nq : query_counts) {
             for (const ssm::index nd : doc_counts) {
                 const ssm::index dim = dims[static_cast<std::size_t>(nq + nd) % 3];
-                const auto isas = ssm::test::float32_gemm_isas();
                 const ssm::CpuIsa isa = isas[static_cast<std::size_t>(seed / 2) % isas.size()];
                 const ssm::test::ForceCpuIsa hold(isa);
                 INFO((integers ? "integer" : "continuous") << " data, nq " << nq << ", nd " << nd << ", D "

@@ -4,7 +4,8 @@
 //
 // Blocked: scores are computed tile by tile, (query block x document block), with one
 // GEMM per tile (`serial_product`: AVX2 register tiles or Eigen's product) into a buffer
-// of bounded size, and each query keeps its k best so far in a bounded heap, so memory is O(nq * k + threads * tile), never the nq x nd matrix.
+// of bounded size, and each query keeps its k best so far in a bounded heap, so memory is
+// O(nq * k + threads * tile), never the nq x nd matrix.
 // Threads take whole query blocks (ssm::parallel_for), and, when there are fewer query
 // blocks than threads, parts of the corpus too (merged at the end); the results do not
 // depend on the thread count.
