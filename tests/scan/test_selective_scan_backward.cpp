@@ -1,7 +1,8 @@
 // The selective scan backward against central finite differences of a double-precision
 // reference forward (every operand: u, Δ, A, B, C, D, z and the initial state), the
-// parallel policy against the sequential one, chunk lengths against each other, and a
-// packed batch against each of its sequences alone (no gradient crosses a boundary).
+// parallel policy against the sequential one, chunk lengths against each other, threaded
+// runs against each other bit for bit, and a packed batch against each of its sequences
+// alone (no gradient crosses a boundary).
 #include <cmath>
 #include <vector>
 
@@ -178,6 +179,25 @@ TEST_CASE("parallel scan backward equals the sequential one, for every chunk len
                                 {&g.y, &ref.y}})
                 CHECK(test::rel_error(*a, *b) < 1e-6);
         }
+    }
+    set_num_threads(0);
+}
+
+TEST_CASE("parallel scan backward gives the same bits on every run", "[train]") {
+    // dB and dC are summed over channel ranges on different threads; the ranges' sums are
+    // added in a fixed order, so which thread finishes first cannot change a bit.
+    const Problem p = Problem::make({0, 70, 71, 150}, 5, 16 * 6 + 3);
+    const auto dy = test::random_floats(static_cast<std::size_t>(p.T() * p.E), -1, 1, 10);
+    set_num_threads(3);
+    const test::MultiThreadCheck threaded("scan backward on 3 threads");
+    const Grads first = backward<ParallelScan>(p, dy, 64);
+    threaded.verify();
+    for (int run = 0; run < 8; ++run) {
+        const Grads again = backward<ParallelScan>(p, dy, 64);
+        CHECK(again.dB == first.dB);
+        CHECK(again.dC == first.dC);
+        CHECK(again.dA == first.dA);
+        CHECK(again.du == first.du);
     }
     set_num_threads(0);
 }

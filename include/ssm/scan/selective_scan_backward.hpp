@@ -12,13 +12,16 @@
 // Both scans stop at sequence boundaries, so no gradient crosses from one packed sequence
 // into another. Memory: the forward keeps (E, N) floats per `chunk` rows (E·N/chunk per
 // token, O(E) for chunk ≥ N) instead of every state; the backward holds one chunk of
-// states for one block of channels at a time.
+// states and their Ā for one block of channels at a time, and the chunk's per-lane dB and
+// dC sums (four (chunk, N, 16) buffers per thread: 256 KiB at the default chunk of 64
+// rows and N 16).
 #pragma once
 
 #include <Eigen/Core>
 
 #include <algorithm>
 #include <mutex>
+#include <utility>
 #include <type_traits>
 #include <vector>
 
@@ -65,7 +68,10 @@ struct SelectiveScanGrads {
 
 namespace detail {
 
-inline constexpr index kScanCheckpointRows = 256;
+/// Rows between kept states: the backward's four (chunk, N, 16) buffers then stay in L2
+/// (256 KiB at N 16); with 256 rows (1 MiB) bench_scan's BM_ScanTrain ran 10–15% slower
+/// on a Zen 3 core (512 KiB of L2).
+inline constexpr index kScanCheckpointRows = 64;
 
 template <Discretization Disc>
 constexpr void require_mamba_discretization() {
@@ -98,99 +104,173 @@ void scan_forward_blocks(const SelectiveScanArgs& a, const float* AT, const Bloc
     }
 }
 
-/// Backward over the channels [e0, e0 + W) of every sequence. `H` holds one chunk of
-/// recomputed states, (chunk, N, W); dB and dC are added into the caller's (T, N) buffers.
+/// One thread's work space for the backward over its range of channel blocks.
+struct ScanBackwardWork {
+    index chunk = 0, N = 0, blocks = 0;
+    std::vector<float> H, Abar;   // (chunk, N, kScanLanes): one block's recomputed states and Ā
+    std::vector<float> dBl, dCl;  // (chunk, N, kScanLanes): dB and dC per lane, summed over the range's blocks
+    std::vector<float> carry;     // (blocks, N, kScanLanes): ∂/∂h after each block's next row
+    std::vector<float> dA;        // (blocks, N, kScanLanes)
+    std::vector<float> dD;        // (blocks, kScanLanes)
+    std::vector<float> dB, dC;    // (T, N): the range's sums
+
+    ScanBackwardWork(index chunk_rows, index n, index block_count, index T)
+        : chunk(chunk_rows), N(n), blocks(block_count),
+          H(static_cast<std::size_t>(chunk_rows * n * kScanLanes)), Abar(H.size()), dBl(H.size()), dCl(H.size()),
+          carry(static_cast<std::size_t>(block_count * n * kScanLanes)), dA(carry.size(), 0.0f),
+          dD(static_cast<std::size_t>(block_count * kScanLanes), 0.0f), dB(static_cast<std::size_t>(T * n), 0.0f),
+          dC(dB.size(), 0.0f) {}
+};
+
+/// Backward through rows [t0, t1) (one checkpoint chunk of one sequence) for the channels
+/// [e0, e0 + W), from the state `s0` ((N, W)) before row t0. `carry` ((N, W)) holds
+/// ∂/∂h_{t1−1} from the rows after the chunk on entry and ∂/∂h_{t0−1} on return; dA and dD
+/// are accumulated; dB and dC are added per lane into the work space's (chunk, N, lanes)
+/// buffers, lane j for channel e0 + j. The chunk's states and Ā are recomputed once, forward,
+/// and read back in reverse, so each (t, e, n) costs one exp. Per row, with
+/// gB = Σ_n g_n·B_n: ∂Δ = Σ_n g_n·h_{t−1}·Ā_n·A_n + u·gB and ∂u = Δ·gB (+ D·dy).
 template <int W>
-void scan_backward_block(const SelectiveScanArgs& a, const float* AT, const ScanCheckpoints& ck,
-                         const SelectiveScanGrads& g, index e0, float* H, float* dB, float* dC) {
+void scan_backward_chunk(const SelectiveScanArgs& a, const float* AT, const SelectiveScanGrads& g, index e0, index t0,
+                         index t1, const float* s0, float* carry, float* dA, float* dD, ScanBackwardWork& w) {
     using V = Eigen::Array<float, W, 1>;
     using CMap = Eigen::Map<const V>;
     using MMap = Eigen::Map<V>;
+    constexpr index L = kScanLanes;
+    const index N = a.N, E = a.E;
+    float* H = w.H.data();
+    float* Abar = w.Abar.data();
+    // Recompute the chunk's states from the one kept before it (as the forward did).
+    {
+        float running[L * 64];
+        std::copy(s0, s0 + N * W, running);
+        for (index t = t0; t < t1; ++t) {
+            const V dt = CMap(a.dt + t * a.ld_dt + e0);
+            const V bu = dt * CMap(a.u + t * a.ld_u + e0);
+            const float* Bt = a.B + t * a.ld_B;
+            float* Ht = H + (t - t0) * N * W;
+            float* At = Abar + (t - t0) * N * W;
+            for (index n = 0; n < N; ++n) {
+                const V a_bar = (dt * CMap(AT + n * E + e0)).exp();
+                MMap st(running + n * W);
+                st = ScanOp::advance(V(st), a_bar, V(bu * Bt[n]));
+                MMap(Ht + n * W) = st;
+                MMap(At + n * W) = a_bar;
+            }
+        }
+    }
+    const V D = a.D ? V(CMap(a.D + e0)) : V::Zero();
+    V dD_acc = V::Zero();
+    // Reverse time through the chunk.
+    for (index t = t1 - 1; t >= t0; --t) {
+        const V dt = CMap(a.dt + t * a.ld_dt + e0);
+        const V u = CMap(a.u + t * a.ld_u + e0);
+        const V dout = CMap(g.dy + t * g.ld_dy + e0);
+        const float* Bt = a.B + t * a.ld_B;
+        const float* Ct = a.C + t * a.ld_C;
+        const float* Ht = H + (t - t0) * N * W;
+        const float* Hprev = t > t0 ? Ht - N * W : s0;
+        const float* At = Abar + (t - t0) * N * W;
+        float* dBt = w.dBl.data() + (t - t0) * N * L;
+        float* dCt = w.dCl.data() + (t - t0) * N * L;
+        V dy = dout;
+        if (a.z) {
+            V y = V::Zero();
+            for (index n = 0; n < N; ++n) y += CMap(Ht + n * W) * Ct[n];
+            if (a.D) y += D * u;
+            const V z = CMap(a.z + t * a.ld_z + e0);
+            const V sig = 1.0f / (1.0f + (-z).exp());
+            MMap(g.dz + t * g.ld_dz + e0) = dout * y * sig * (1.0f + z * (1.0f - sig));
+            dy = dout * z * sig;
+        }
+        V ddtA = V::Zero(), gB = V::Zero();
+        const V dtu = dt * u;
+        for (index n = 0; n < N; ++n) {
+            const V a_bar = CMap(At + n * W);
+            MMap c(carry + n * W);
+            const V gn = c + dy * Ct[n];
+            const V q = gn * CMap(Hprev + n * W) * a_bar;
+            ddtA += q * CMap(AT + n * E + e0);
+            MMap(dA + n * W) += q * dt;
+            gB += gn * Bt[n];
+            MMap(dBt + n * L) += gn * dtu;
+            MMap(dCt + n * L) += dy * CMap(Ht + n * W);
+            c = a_bar * gn;
+        }
+        MMap(g.ddt + t * g.ld_ddt + e0) = ddtA + u * gB;
+        V du = dt * gB;
+        if (a.D) {
+            dD_acc += dy * u;
+            du += D * dy;
+        }
+        MMap(g.du + t * g.ld_du + e0) = du;
+    }
+    if (a.D) MMap(dD) += dD_acc;
+}
+
+/// Backward over the channel blocks [b0, b1) of every sequence: chunk by chunk in reverse,
+/// every block of the range inside each chunk, so dB and dC are summed over the range's
+/// channels lane by lane and reduced across lanes once per chunk row.
+inline void scan_backward_range(const SelectiveScanArgs& a, const float* AT, const ScanCheckpoints& ck,
+                                const SelectiveScanGrads& g, const Blocks& blocks, index b0, index b1,
+                                ScanBackwardWork& w) {
+    constexpr index L = kScanLanes;
     const index N = a.N, E = a.E;
     const index nseq = static_cast<index>(a.offsets.size()) - 1;
-    std::vector<V> s0(static_cast<std::size_t>(N)), carry(static_cast<std::size_t>(N)),
-        dA(static_cast<std::size_t>(N), V::Zero());
-    V dD = V::Zero();
-    float s0_buf[kScanLanes * 64];  // (N, W) block state, N ≤ 64
-    require(N <= 64, "selective scan backward: state size ", N, " above 64");
+    float s0[L * 64];  // (N, W) state before a chunk, N ≤ 64
     for (index seq = 0; seq < nseq; ++seq) {
         const index start = a.offsets[static_cast<std::size_t>(seq)];
         const index end = a.offsets[static_cast<std::size_t>(seq) + 1];
-        for (auto& v : carry) v = V::Zero();
+        std::fill(w.carry.begin(), w.carry.end(), 0.0f);
         const index c_first = ck.first[static_cast<std::size_t>(seq)];
         const index c_last = ck.first[static_cast<std::size_t>(seq) + 1];
         for (index c = c_last - 1; c >= c_first; --c) {
             const index t0 = start + (c - c_first) * ck.chunk;
             const index t1 = std::min(end, t0 + ck.chunk);
-            load_state(ck.states.data() + c * E * N, N, e0, W, s0_buf);
-            for (index n = 0; n < N; ++n) s0[static_cast<std::size_t>(n)] = CMap(s0_buf + n * W);
-            // Recompute the chunk's states from the one kept before it (as the forward did).
-            std::vector<V> running(s0);
-            for (index t = t0; t < t1; ++t) {
-                const V dt = CMap(a.dt + t * a.ld_dt + e0);
-                const V bu = dt * CMap(a.u + t * a.ld_u + e0);
-                const float* Bt = a.B + t * a.ld_B;
-                for (index n = 0; n < N; ++n) {
-                    const V a_bar = (dt * CMap(AT + n * E + e0)).exp();
-                    V& st = running[static_cast<std::size_t>(n)];
-                    st = ScanOp::advance(V(st), a_bar, V(bu * Bt[n]));
-                    MMap(H + ((t - t0) * N + n) * W) = st;
-                }
+            const auto rows = static_cast<std::size_t>((t1 - t0) * N * L);
+            std::fill_n(w.dBl.begin(), rows, 0.0f);
+            std::fill_n(w.dCl.begin(), rows, 0.0f);
+            for (index b = b0; b < b1; ++b) {
+                const index e0 = blocks.begin(b), width = blocks.width(b);
+                const auto slot = static_cast<std::size_t>((b - b0) * N * L);
+                load_state(ck.states.data() + c * E * N, N, e0, width, s0);
+                if (width == L)
+                    scan_backward_chunk<kScanLanes>(a, AT, g, e0, t0, t1, s0, w.carry.data() + slot, w.dA.data() + slot,
+                                                    w.dD.data() + (b - b0) * L, w);
+                else
+                    scan_backward_chunk<1>(a, AT, g, e0, t0, t1, s0, w.carry.data() + slot, w.dA.data() + slot,
+                                           w.dD.data() + (b - b0) * L, w);
             }
-            // Reverse time through the chunk.
-            for (index t = t1 - 1; t >= t0; --t) {
-                const V dt = CMap(a.dt + t * a.ld_dt + e0);
-                const V u = CMap(a.u + t * a.ld_u + e0);
-                const V dout = CMap(g.dy + t * g.ld_dy + e0);
-                const float* Bt = a.B + t * a.ld_B;
-                const float* Ct = a.C + t * a.ld_C;
-                const float* Ht = H + (t - t0) * N * W;
-                V dy = dout;
-                if (a.z) {
-                    V y = V::Zero();
-                    for (index n = 0; n < N; ++n) y += CMap(Ht + n * W) * Ct[n];
-                    if (a.D) y += CMap(a.D + e0) * u;
-                    const V z = CMap(a.z + t * a.ld_z + e0);
-                    const V sig = 1.0f / (1.0f + (-z).exp());
-                    MMap(g.dz + t * g.ld_dz + e0) = dout * y * sig * (1.0f + z * (1.0f - sig));
-                    dy = dout * z * sig;
-                }
-                V du = V::Zero();
-                if (a.D) {
-                    dD += dy * u;
-                    du = CMap(a.D + e0) * dy;
-                }
-                V ddt = V::Zero();
-                const V dtu = dt * u;
-                float* dBt = dB + t * N;
-                float* dCt = dC + t * N;
+            for (index t = t0; t < t1; ++t)
                 for (index n = 0; n < N; ++n) {
-                    const V An = CMap(AT + n * E + e0);
-                    const V a_bar = (dt * An).exp();
-                    const V gn = carry[static_cast<std::size_t>(n)] + dy * Ct[n];
-                    const V h_prev = t > t0 ? V(CMap(Ht - N * W + n * W)) : s0[static_cast<std::size_t>(n)];
-                    const V da = gn * h_prev;
-                    ddt += da * An * a_bar + gn * (Bt[n] * u);
-                    dA[static_cast<std::size_t>(n)] += da * dt * a_bar;
-                    du += gn * dt * Bt[n];
-                    dBt[n] += (gn * dtu).sum();
-                    dCt[n] += (dy * CMap(Ht + n * W)).sum();
-                    carry[static_cast<std::size_t>(n)] = a_bar * gn;
+                    const float* lb = w.dBl.data() + ((t - t0) * N + n) * L;
+                    const float* lc = w.dCl.data() + ((t - t0) * N + n) * L;
+                    float sb = 0.0f, sc = 0.0f;
+                    for (index j = 0; j < L; ++j) {
+                        sb += lb[j];
+                        sc += lc[j];
+                    }
+                    w.dB[static_cast<std::size_t>(t * N + n)] += sb;
+                    w.dC[static_cast<std::size_t>(t * N + n)] += sc;
                 }
-                MMap(g.ddt + t * g.ld_ddt + e0) = ddt;
-                MMap(g.du + t * g.ld_du + e0) = du;
-            }
         }
         if (g.d_initial_state) {
             float* dst = g.d_initial_state + seq * E * N;
-            for (index n = 0; n < N; ++n)
-                for (index j = 0; j < W; ++j) dst[(e0 + j) * N + n] = carry[static_cast<std::size_t>(n)](j);
+            for (index b = b0; b < b1; ++b) {
+                const index e0 = blocks.begin(b), width = blocks.width(b);
+                const float* cb = w.carry.data() + (b - b0) * N * L;
+                for (index n = 0; n < N; ++n)
+                    for (index j = 0; j < width; ++j) dst[(e0 + j) * N + n] = cb[n * width + j];
+            }
         }
     }
-    for (index n = 0; n < N; ++n)
-        for (index j = 0; j < W; ++j) g.dA[(e0 + j) * N + n] = dA[static_cast<std::size_t>(n)](j);
-    if (a.D)
-        for (index j = 0; j < W; ++j) g.dD[e0 + j] = dD(j);
+    for (index b = b0; b < b1; ++b) {
+        const index e0 = blocks.begin(b), width = blocks.width(b);
+        const float* da = w.dA.data() + (b - b0) * N * L;
+        for (index n = 0; n < N; ++n)
+            for (index j = 0; j < width; ++j) g.dA[(e0 + j) * N + n] = da[n * width + j];
+        if (a.D)
+            for (index j = 0; j < width; ++j) g.dD[e0 + j] = w.dD[static_cast<std::size_t>((b - b0) * L + j)];
+    }
 }
 
 template <Discretization Disc>
@@ -228,44 +308,47 @@ void scan_backward(const SelectiveScanArgs& a, const ScanCheckpoints& ck, const 
     require(g.ld_dy >= a.E && g.ld_du >= a.E && g.ld_ddt >= a.E && g.ld_dB >= a.N && g.ld_dC >= a.N &&
                 (!a.z || g.ld_dz >= a.E),
             "selective scan backward: a gradient's row stride is smaller than the row");
+    require(a.N <= 64, "selective scan backward: state size ", a.N, " above 64");
     const index T = a.T, N = a.N;
     const auto AT = transpose_A(a);
     const Blocks blocks(a.E);
-    for (index t = 0; t < T; ++t) {
-        std::fill(g.dB + t * g.ld_dB, g.dB + t * g.ld_dB + N, 0.0f);
-        std::fill(g.dC + t * g.ld_dC, g.dC + t * g.ld_dC + N, 0.0f);
-    }
-    std::mutex add_mutex;
+    const index rows = std::min(ck.chunk, std::max<index>(T, 1));
+    // dB and dC sum over channels: each thread sums its range of blocks, and the ranges'
+    // sums are added in the order of their blocks, so the result does not depend on which
+    // thread finished first.
+    std::vector<std::pair<index, ScanBackwardWork>> parts;
+    std::mutex parts_mutex;
     const auto run = [&](index b0, index b1) {
-        // dB, dC sum over channels: each worker sums its blocks, then adds under the lock.
-        std::vector<float> dB(static_cast<std::size_t>(T * N), 0.0f), dC(dB.size(), 0.0f);
-        std::vector<float> H(static_cast<std::size_t>(std::min(ck.chunk, std::max<index>(T, 1)) * N * kScanLanes));
-        for (index b = b0; b < b1; ++b) {
-            if (blocks.width(b) == kScanLanes)
-                scan_backward_block<kScanLanes>(a, AT.data(), ck, g, blocks.begin(b), H.data(), dB.data(), dC.data());
-            else
-                scan_backward_block<1>(a, AT.data(), ck, g, blocks.begin(b), H.data(), dB.data(), dC.data());
-        }
-        std::lock_guard lock(add_mutex);
-        for (index t = 0; t < T; ++t)
-            for (index n = 0; n < N; ++n) {
-                g.dB[t * g.ld_dB + n] += dB[static_cast<std::size_t>(t * N + n)];
-                g.dC[t * g.ld_dC + n] += dC[static_cast<std::size_t>(t * N + n)];
-            }
+        ScanBackwardWork w(rows, N, b1 - b0, T);
+        scan_backward_range(a, AT.data(), ck, g, blocks, b0, b1, w);
+        std::lock_guard lock(parts_mutex);
+        parts.emplace_back(b0, std::move(w));
     };
     if (parallel)
         parallel_for(blocks.count, 1, run);
     else
         run(0, blocks.count);
+    std::sort(parts.begin(), parts.end(), [](const auto& x, const auto& y) { return x.first < y.first; });
+    for (index t = 0; t < T; ++t)
+        for (index n = 0; n < N; ++n) {
+            float sb = 0.0f, sc = 0.0f;
+            for (const auto& [b0, w] : parts) {
+                sb += w.dB[static_cast<std::size_t>(t * N + n)];
+                sc += w.dC[static_cast<std::size_t>(t * N + n)];
+            }
+            g.dB[t * g.ld_dB + n] = sb;
+            g.dC[t * g.ld_dC + n] = sc;
+        }
 }
 
 }  // namespace detail
 
 /// The training side of a scan policy: `forward` runs the scan (writing y and the final
 /// state like `run`) and keeps the checkpoints; `backward` gives every gradient from
-/// them. `SequentialScan` runs on the calling thread; the parallel scans spread blocks
-/// of channels over the threads (each block walks every sequence, so dA and dD need no
-/// reduction; dB and dC are summed per thread, then added).
+/// them. `SequentialScan` runs on the calling thread; the parallel scans spread ranges of
+/// channel blocks over the threads (each block walks every sequence, so dA and dD need no
+/// reduction; dB and dC are summed per range, then added in the ranges' order, whatever
+/// the order the threads finish in).
 template <class S>
 struct ScanTraining;
 
