@@ -1026,6 +1026,7 @@ int run(const std::string& mode, const ssm::cli::Args& args, ssm::cli::Ranks& ra
 }  // namespace
 
 int main(int argc, char** argv) {
+    ssm::cli::keep_freed_memory();
     ssm::cli::Ranks ranks(argc, argv);
     return ssm::cli::run_ranks(ranks, "ssm-train", [&] {
         if (argc >= 2 && (std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h")) {
