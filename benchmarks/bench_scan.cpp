@@ -75,7 +75,7 @@ void BM_Scan(benchmark::State& state) {
     state.counters["threads"] = std::is_same_v<Scan, ssm::SequentialScan> ? 1 : ssm::num_threads();
 }
 
-/// Training's scan: `selective_scan_forward_train` (y and the state every 256 rows) then
+/// Training's scan: `selective_scan_forward_train` (y and the state every 64 rows) then
 /// `selective_scan_backward` (every gradient), channels across threads. Tokens/s counts
 /// both passes; updates/s counts (t, e, n) elements of the forward once.
 void scan_train(benchmark::State& state, Operands& ops) {

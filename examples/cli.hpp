@@ -32,8 +32,10 @@ namespace ssm::cli {
 /// kernel. A program that allocates the same activation buffers every step would otherwise
 /// fault their pages in again each time: 13% of a step of `ssm-train retriever` at the byte
 /// retriever's shape went to the kernel (page faults), 2% with this (docs/benchmarks.md).
-/// Blocks up to 32 MiB (glibc's largest threshold) then come from the heap, and the heap is
-/// never trimmed; peak memory is what it was. Elsewhere than glibc: nothing.
+/// Blocks up to 32 MiB (glibc's largest threshold on 64-bit; a 32-bit glibc refuses it and
+/// only the trimming changes) then come from the heap, and the heap is never trimmed: resident
+/// memory stays at its peak, which in that measurement was what it had been (644 MB, 646
+/// MB after). Elsewhere than glibc: nothing.
 inline void keep_freed_memory() noexcept {
 #if defined(__GLIBC__)
     mallopt(M_MMAP_THRESHOLD, 32 << 20);

@@ -21,9 +21,10 @@ struct Problem {
     [[nodiscard]] index T() const { return offsets.back(); }
     [[nodiscard]] index nseq() const { return static_cast<index>(offsets.size()) - 1; }
 
-    static Problem make(std::vector<index> offsets, std::uint64_t seed, index channels = 19) {
+    static Problem make(std::vector<index> offsets, std::uint64_t seed, index channels = 19, index state = 5) {
         Problem p;
         p.E = channels;
+        p.N = state;
         p.offsets = std::move(offsets);
         const auto TE = static_cast<std::size_t>(p.T() * p.E), TN = static_cast<std::size_t>(p.T() * p.N);
         p.u = test::random_floats(TE, -1, 1, seed);
@@ -197,9 +198,71 @@ TEST_CASE("parallel scan backward gives the same bits on every run", "[train]") 
         CHECK(again.dB == first.dB);
         CHECK(again.dC == first.dC);
         CHECK(again.dA == first.dA);
+        CHECK(again.dD == first.dD);
         CHECK(again.du == first.du);
+        CHECK(again.ddt == first.ddt);
+        CHECK(again.dz == first.dz);
+        CHECK(again.dinit == first.dinit);
     }
     set_num_threads(0);
+}
+
+TEST_CASE("scan backward: empty sequences, fewer than 16 channels, the largest state", "[train]") {
+    // Empty sequences anywhere in the batch, every channel a single-channel block (E 3) or
+    // full blocks and single ones with N 64 (the largest state the backward takes).
+    for (auto [E, N] : {std::pair<index, index>{3, 5}, {35, 64}}) {
+        INFO("E " << E << " N " << N);
+        const Problem p = Problem::make({0, 0, 9, 9, 23, 23}, 31, E, N);
+        const auto dy = test::random_floats(static_cast<std::size_t>(p.T() * p.E), -1, 1, 11);
+        const Grads ref = backward<SequentialScan>(p, dy, 1000);
+        for (int threads : {1, 2}) {
+            set_num_threads(threads);
+            for (index chunk : {4, 64}) {
+                INFO("threads " << threads << " chunk " << chunk);
+                const Grads g = backward<ParallelScan>(p, dy, chunk);
+                for (auto [a, b] : {std::pair{&g.du, &ref.du}, {&g.ddt, &ref.ddt}, {&g.dB, &ref.dB}, {&g.dC, &ref.dC},
+                                    {&g.dz, &ref.dz}, {&g.dA, &ref.dA}, {&g.dD, &ref.dD}, {&g.dinit, &ref.dinit}})
+                    CHECK(test::rel_error(*a, *b) < 1e-6);
+            }
+        }
+        set_num_threads(0);
+    }
+    // Against finite differences with E 3: every channel through the single-channel path.
+    Problem p = Problem::make({0, 0, 9, 9, 23}, 32, 3);
+    const auto dy = test::random_floats(static_cast<std::size_t>(p.T() * p.E), -1, 1, 12);
+    const Grads g = backward<SequentialScan>(p, dy, 4);
+    check_all_against_fd(p, g, dy);
+}
+
+TEST_CASE("scan backward refuses a state above 64 and checkpoints of other sequences", "[train]") {
+    const auto run_error = [](const Problem& p, const ScanCheckpoints& ck) {
+        const auto TE = static_cast<std::size_t>(p.T() * p.E), TN = static_cast<std::size_t>(p.T() * p.N);
+        std::vector<float> y(TE), dy(TE, 1.0f), du(TE), ddt(TE), dz(TE), dB(TN), dC(TN),
+            dA(static_cast<std::size_t>(p.E * p.N)), dD(static_cast<std::size_t>(p.E));
+        SelectiveScanGrads sg;
+        sg.dy = dy.data(), sg.ld_dy = p.E, sg.du = du.data(), sg.ld_du = p.E, sg.ddt = ddt.data(), sg.ld_ddt = p.E;
+        sg.dB = dB.data(), sg.ld_dB = p.N, sg.dC = dC.data(), sg.ld_dC = p.N, sg.dz = dz.data(), sg.ld_dz = p.E;
+        sg.dA = dA.data(), sg.dD = dD.data();
+        return test::error_of([&] { selective_scan_backward<ParallelScan>(p.args(y.data()), ck, sg); });
+    };
+    {
+        const Problem p = Problem::make({0, 6}, 40, 16, 65);
+        std::vector<float> y(static_cast<std::size_t>(p.T() * p.E));
+        ScanCheckpoints ck;
+        selective_scan_forward_train<ParallelScan>(p.args(y.data()), ck, 4);
+        CHECK(run_error(p, ck).find("state size 65 above 64") != std::string::npos);
+    }
+    {
+        // Same total rows, same number of checkpoint chunks, other sequence lengths.
+        Problem p = Problem::make({0, 5, 20}, 41);
+        std::vector<float> y(static_cast<std::size_t>(p.T() * p.E));
+        ScanCheckpoints ck;
+        selective_scan_forward_train<ParallelScan>(p.args(y.data()), ck, 4);
+        p.offsets = {0, 10, 20};
+        p.init.assign(p.init.size(), 0.5f);
+        CHECK(run_error(p, ck).find("not from a forward of these sequences (sequence 0 has 10 rows, 2 checkpoint") !=
+              std::string::npos);
+    }
 }
 
 TEST_CASE("packed scan gradients equal each sequence's alone", "[train]") {

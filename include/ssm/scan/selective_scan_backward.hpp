@@ -21,8 +21,8 @@
 
 #include <algorithm>
 #include <mutex>
-#include <utility>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "ssm/core/error.hpp"
@@ -69,8 +69,8 @@ struct SelectiveScanGrads {
 namespace detail {
 
 /// Rows between kept states: the backward's four (chunk, N, 16) buffers then stay in L2
-/// (256 KiB at N 16); with 256 rows (1 MiB) bench_scan's BM_ScanTrain ran 10–15% slower
-/// on a Zen 3 core (512 KiB of L2).
+/// (256 KiB at N 16). With 256 rows (1 MiB) bench_scan's BM_ScanTrain ran 10–15% slower in
+/// median over three interleaved rounds on a Zen 3 (512 KiB of L2 a core).
 inline constexpr index kScanCheckpointRows = 64;
 
 template <Discretization Disc>
@@ -309,32 +309,42 @@ void scan_backward(const SelectiveScanArgs& a, const ScanCheckpoints& ck, const 
                 (!a.z || g.ld_dz >= a.E),
             "selective scan backward: a gradient's row stride is smaller than the row");
     require(a.N <= 64, "selective scan backward: state size ", a.N, " above 64");
+    for (std::size_t s = 0; s + 1 < a.offsets.size(); ++s) {
+        const index len = a.offsets[s + 1] - a.offsets[s];
+        require(ck.first[s] >= 0 && ck.first[s + 1] - ck.first[s] == (len + ck.chunk - 1) / ck.chunk,
+                "selective scan backward: the checkpoints are not from a forward of these sequences (sequence ", s,
+                " has ", len, " rows, ", ck.first[s + 1] - ck.first[s], " checkpoint chunks of ", ck.chunk, ")");
+    }
     const index T = a.T, N = a.N;
     const auto AT = transpose_A(a);
     const Blocks blocks(a.E);
     const index rows = std::min(ck.chunk, std::max<index>(T, 1));
     // dB and dC sum over channels: each thread sums its range of blocks, and the ranges'
-    // sums are added in the order of their blocks, so the result does not depend on which
-    // thread finished first.
-    std::vector<std::pair<index, ScanBackwardWork>> parts;
+    // sums are added in the order of their blocks, so at a given thread count the result
+    // does not depend on which thread finished first.
+    struct Part {
+        index b0;
+        std::vector<float> dB, dC;
+    };
+    std::vector<Part> parts;
     std::mutex parts_mutex;
     const auto run = [&](index b0, index b1) {
         ScanBackwardWork w(rows, N, b1 - b0, T);
         scan_backward_range(a, AT.data(), ck, g, blocks, b0, b1, w);
         std::lock_guard lock(parts_mutex);
-        parts.emplace_back(b0, std::move(w));
+        parts.push_back(Part{b0, std::move(w.dB), std::move(w.dC)});
     };
     if (parallel)
         parallel_for(blocks.count, 1, run);
     else
         run(0, blocks.count);
-    std::sort(parts.begin(), parts.end(), [](const auto& x, const auto& y) { return x.first < y.first; });
+    std::sort(parts.begin(), parts.end(), [](const Part& x, const Part& y) { return x.b0 < y.b0; });
     for (index t = 0; t < T; ++t)
         for (index n = 0; n < N; ++n) {
             float sb = 0.0f, sc = 0.0f;
-            for (const auto& [b0, w] : parts) {
-                sb += w.dB[static_cast<std::size_t>(t * N + n)];
-                sc += w.dC[static_cast<std::size_t>(t * N + n)];
+            for (const Part& p : parts) {
+                sb += p.dB[static_cast<std::size_t>(t * N + n)];
+                sc += p.dC[static_cast<std::size_t>(t * N + n)];
             }
             g.dB[t * g.ld_dB + n] = sb;
             g.dC[t * g.ld_dC + n] = sc;
@@ -347,8 +357,8 @@ void scan_backward(const SelectiveScanArgs& a, const ScanCheckpoints& ck, const 
 /// state like `run`) and keeps the checkpoints; `backward` gives every gradient from
 /// them. `SequentialScan` runs on the calling thread; the parallel scans spread ranges of
 /// channel blocks over the threads (each block walks every sequence, so dA and dD need no
-/// reduction; dB and dC are summed per range, then added in the ranges' order, whatever
-/// the order the threads finish in).
+/// reduction; dB and dC are summed per range, then added in the ranges' order, so at a
+/// given thread count the bits do not depend on the order the threads finish in).
 template <class S>
 struct ScanTraining;
 
