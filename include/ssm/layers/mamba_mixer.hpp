@@ -272,12 +272,16 @@ public:
         float* gD = D_grad_.mutable_data();
         for (index e = 0; e < E_; ++e) gD[e] += dD[static_cast<std::size_t>(e)];
         // Δ = softplus(v): dv = dΔ·sigmoid(v), and dΔ itself where softplus is the identity (v > 20).
+        // σ(v) in vector form a row at a time, then the branch as a plain loop (blends).
         parallel_for(T, 64, [&](index b, index e) {
-            for (index t = b; t < e; ++t)
-                for (index c = 0; c < E_; ++c) {
-                    const float v = cache.dt_in(t, c);
-                    if (v <= 20.0f) ddt(t, c) *= 1.0f / (1.0f + std::exp(-v));
-                }
+            Eigen::ArrayXf sig(E_);
+            for (index t = b; t < e; ++t) {
+                const float* v = cache.dt_in.data() + t * E_;
+                float* d = ddt.data() + t * E_;
+                sig = (1.0f + (-Eigen::Map<const Eigen::ArrayXf>(v, E_)).exp()).inverse();
+                for (index c = 0; c < E_; ++c)
+                    if (v[c] <= 20.0f) d[c] *= sig[c];
+            }
         });
         dt_proj_.backward(ConstStridedMap(cache.xdbl.data(), T, R_, Eigen::OuterStride<>(W)), cview(ddt),
                           StridedMap(dxdbl.data(), T, R_, Eigen::OuterStride<>(W)));
