@@ -45,17 +45,22 @@ ssm::WeightFormat format_of(std::int64_t arg) {
     }
 }
 
-/// Holds the dispatch below the bf16 unit for argument 3 while in scope.
-struct WithoutBf16Unit {
-    explicit WithoutBf16Unit(std::int64_t arg) : on(arg == 3 && ssm::detected_cpu_isa() == ssm::CpuIsa::Avx512Bf16) {
-        if (on) ssm::use_cpu_isa(ssm::CpuIsa::Avx512);
+/// The dispatch for a weight-storage argument while in scope: 1 (bfloat16 on the unit) forces
+/// AVX512-BF16 where the CPU has it — also where the default keeps the unit off because the
+/// FMA units are faster (`ssm::default_cpu_isa`) —, 3 (bfloat16 widened) holds it below.
+struct Bf16UnitFor {
+    explicit Bf16UnitFor(std::int64_t arg) {
+        if (!ssm::cpu_supports(ssm::CpuIsa::Avx512Bf16)) return;
+        if (arg == 1) ssm::use_cpu_isa(ssm::CpuIsa::Avx512Bf16);
+        if (arg == 3) ssm::use_cpu_isa(ssm::CpuIsa::Avx512);
+        on = arg == 1 || arg == 3;
     }
-    ~WithoutBf16Unit() {
+    ~Bf16UnitFor() {
         if (on) ssm::use_default_cpu_isa();
     }
-    WithoutBf16Unit(const WithoutBf16Unit&) = delete;
-    WithoutBf16Unit& operator=(const WithoutBf16Unit&) = delete;
-    bool on;
+    Bf16UnitFor(const Bf16UnitFor&) = delete;
+    Bf16UnitFor& operator=(const Bf16UnitFor&) = delete;
+    bool on = false;
 };
 
 /// Bytes a weight takes in `format` (int8: 32 values and a float32 scale per block).
@@ -102,7 +107,7 @@ std::vector<std::int32_t> random_ids(ssm::index n, unsigned seed) { return ssm::
 /// Prefill of one sequence of L tokens, logits for the last position only. Second
 /// argument: weight storage (0 float32, 1 bfloat16, 2 int8, 3 bfloat16 widened).
 void BM_Prefill(benchmark::State& state) {
-    const WithoutBf16Unit held(state.range(1));
+    const Bf16UnitFor held(state.range(1));
     const auto& m = model(format_of(state.range(1)));
     const ssm::index L = state.range(0);
     const auto batch = ssm::Batch::of({random_ids(L, 1)});
@@ -122,18 +127,20 @@ void BM_Prefill(benchmark::State& state) {
 
 /// One projection alone, in_proj's shape (L × 768 → 3072), L = first argument: the
 /// float32 GEMM as dispatched (`gemm_f32` on an AVX2 CPU, Eigen's elsewhere), the bf16 unit
-/// (`gemm_bf16`), a bf16 weight widened to float32, and the float32 GEMM through Eigen with
-/// the dispatch held at generic (second argument 0, 1, 2, 3) — the GEMM share of prefill
-/// against the two peaks.
+/// (`gemm_bf16`), a bf16 weight widened to float32, the float32 GEMM through Eigen with
+/// the dispatch held at generic, and a float32 weight under bf16 products (both operands
+/// rounded per call, `MatmulPrecision::Bf16Products`, what training multiplies with) on the
+/// unit (second argument 0, 1, 2, 3, 4) — the GEMM share of prefill against the two peaks.
 void BM_Projection(benchmark::State& state) {
     const ssm::index L = state.range(0), in = kD, out = 2 * kE;
     const std::int64_t path = state.range(1);
-    if (path == 1 && !ssm::cpu_supports(ssm::CpuIsa::Avx512Bf16)) {
+    if ((path == 1 || path == 4) && !ssm::cpu_supports(ssm::CpuIsa::Avx512Bf16)) {
         state.SkipWithError("this CPU has no AVX512-BF16 unit");
         return;
     }
-    const WithoutBf16Unit held(path == 2 ? 3 : 0);
+    const Bf16UnitFor held(path == 2 ? 3 : path == 4 ? 1 : path);
     if (path == 3) ssm::use_cpu_isa(ssm::CpuIsa::Generic);
+    if (path == 4) ssm::set_matmul_precision(ssm::MatmulPrecision::Bf16Products);
     std::mt19937 rng(5);
     std::uniform_real_distribution<float> u(-0.05f, 0.05f);
     std::vector<float> w(static_cast<std::size_t>(out * in));
@@ -150,6 +157,7 @@ void BM_Projection(benchmark::State& state) {
     state.counters["threads"] = ssm::num_threads();
     state.SetLabel(ssm::isa_name(ssm::cpu_isa()));
     if (path == 3) ssm::use_default_cpu_isa();
+    if (path == 4) ssm::set_matmul_precision(ssm::MatmulPrecision::Float32);
 }
 
 /// Decoding at batch B: one step per iteration, after a 16-token prompt per sequence.
@@ -206,7 +214,7 @@ void BM_DecodeProjections(benchmark::State& state) {
 BENCHMARK(ssm::bench::BM_PeakFma)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(ssm::bench::BM_PeakBf16Dot)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(ssm::bench::BM_MemoryRead)->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(BM_Projection)->ArgsProduct({{512, 2048}, {0, 1, 2, 3}})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_Projection)->ArgsProduct({{512, 2048}, {0, 1, 2, 3, 4}})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_Prefill)->ArgsProduct({{512, 2048, 8192}, {0, 1, 3, 2}})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_Decode)->ArgsProduct({{1, 8, 16, 32, 64}, {0, 1, 2, 4}})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_DecodeProjections)->Arg(0)->Arg(1)->Arg(2)->Arg(4)->Unit(benchmark::kMillisecond)->UseRealTime();

@@ -59,9 +59,20 @@ void BM_Forward(benchmark::State& state) {
     state.counters["threads"] = ssm::num_threads();
 }
 
+/// Second argument: 0 float32 products, 1 bf16 products on the CPU's bf16 unit
+/// (`MatmulPrecision::Bf16Products`, the unit forced on where the CPU has it).
 void BM_TrainStep(benchmark::State& state) {
     auto& t = trainable();
     const ssm::index L = state.range(0);
+    const bool bf16 = state.range(1) == 1;
+    if (bf16 && !ssm::cpu_supports(ssm::CpuIsa::Avx512Bf16)) {
+        state.SkipWithError("this CPU has no AVX512-BF16 unit");
+        return;
+    }
+    if (bf16) {
+        ssm::use_cpu_isa(ssm::CpuIsa::Avx512Bf16);
+        ssm::set_matmul_precision(ssm::MatmulPrecision::Bf16Products);
+    }
     const auto batch = ssm::Batch::of({random_ids(L, kVocab, 1)});
     double kept = 0;
     for (auto _ : state) {
@@ -82,11 +93,16 @@ void BM_TrainStep(benchmark::State& state) {
     state.counters["GEMM_FLOP/s"] = benchmark::Counter(3 * forward_flops(tokens), benchmark::Counter::kIsRate);
     state.counters["cache_bytes/token"] = 4.0 * kept / static_cast<double>(L);
     state.counters["threads"] = ssm::num_threads();
+    state.SetLabel(bf16 ? "bf16 products" : "float32");
+    if (bf16) {
+        ssm::set_matmul_precision(ssm::MatmulPrecision::Float32);
+        ssm::use_default_cpu_isa();
+    }
 }
 
 }  // namespace
 
 BENCHMARK(ssm::bench::BM_PeakFma)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_Forward)->Arg(512)->Arg(2048)->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(BM_TrainStep)->Arg(512)->Arg(2048)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_TrainStep)->ArgsProduct({{512, 2048}, {0, 1}})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_MAIN();

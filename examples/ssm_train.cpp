@@ -91,6 +91,11 @@ Optimisation
   --clip X             global gradient-norm clip, 0 for none (1.0)
   --seed N             data order, negatives, dropout and --init (0)
   --threads N          worker threads (all cores)
+  --bf16-products      the projections' products (forward and both backward GEMMs) with
+                       bf16 operands and float32 sums, on the CPU's bf16 unit where the
+                       dispatch uses it (AVX512-BF16 where it outruns the float32 FMA units;
+                       SSM_CPU_ISA=avx512bf16 forces it); masters, optimizer, norms and scan
+                       stay float32. Elsewhere the products stay float32, with a note.
 
 Recipe options
   --group-size N       retriever, reranker: passages per query, 1 positive (8)
@@ -972,9 +977,10 @@ int train_with(const Options& o, const fs::path& model_dir, index start_step, co
                 if (start_step >= total)
                     ssm::fail("--resume ", resume_dir->string(), ": already at step ", start_step, " of ", total, "; nothing to do");
             });
-            std::printf("%s: %lld training items, %lld steps of %lld × %lld, %s\n", o.mode.c_str(),
+            std::printf("%s: %lld training items, %lld steps of %lld × %lld, %s%s\n", o.mode.c_str(),
                         static_cast<long long>(items), static_cast<long long>(total), static_cast<long long>(o.batch_size),
-                        static_cast<long long>(o.grad_accum), ssm::cli::describe(config, config.tie_word_embeddings).c_str());
+                        static_cast<long long>(o.grad_accum), ssm::cli::describe(config, config.tie_word_embeddings).c_str(),
+                        ssm::bf16_products() ? ", bf16 products" : "");
             std::fflush(stdout);
             return trainer.run(start_step, total, items, resume_dir);
         }
@@ -985,6 +991,15 @@ int train_with(const Options& o, const fs::path& model_dir, index start_step, co
 int run(const std::string& mode, const ssm::cli::Args& args, ssm::cli::Ranks& ranks) {
     const Options o = parse_options(mode, args);
     ssm::set_num_threads(static_cast<int>(args.integer("threads", 0, 1, 1024)));
+    if (args.flag("bf16-products")) {
+        ssm::set_matmul_precision(ssm::MatmulPrecision::Bf16Products);
+        if (!ssm::bf16_products() && ranks.root())
+            std::fprintf(stderr,
+                         "ssm-train: --bf16-products: the kernels in use (%s) have no bf16 unit (the CPU has none, or "
+                         "it is slower than the float32 FMA units here; SSM_CPU_ISA=avx512bf16 forces it where the "
+                         "CPU has one): the products stay float32\n",
+                         ssm::isa_name(ssm::cpu_isa()));
+    }
     if (o.batch_size < ranks.size())
         throw ssm::cli::UsageError("--batch-size " + std::to_string(o.batch_size) + " is split over " +
                                    std::to_string(ranks.size()) + " ranks: give at least one item per rank");
@@ -1044,7 +1059,7 @@ int main(int argc, char** argv) {
              "warmup", "schedule", "clip", "seed", "threads", "save-every", "eval", "eval-every", "eval-run", "eval-depth",
              "log", "head", "negatives", "max-negatives", "group-size", "temperature", "query-max-length",
              "passage-max-length", "max-length", "dropout", "seq-len"},
-            {});
+            {"bf16-products"});
         if (args.flag("help")) {
             std::cout << kHelp;
             return 0;

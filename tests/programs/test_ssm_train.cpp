@@ -7,6 +7,7 @@
 // is one line naming the file, line or option, and leaves no checkpoint behind.
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -165,6 +166,34 @@ TEST_CASE("ssm-train lm at two threads: resume is exact too", "[ssm-train]") {
     const std::string args = "--model " + kModel.string() + " --train " + (kData / "lm.txt").string() +
                              " --seq-len 64 --batch-size 4 --lr 3e-3 --warmup 3 --schedule cosine";
     (void)train_and_resume("lm", args, scratch, {"model.safetensors", "optimizer.safetensors"}, 2);
+}
+
+TEST_CASE("ssm-train lm --bf16-products: on the bf16 unit the loss falls and resume is exact; elsewhere a note",
+          "[ssm-train]") {
+    const auto scratch = ssm::test::scratch_dir("train-lm-bf16");
+    const std::string args = "--model " + kModel.string() + " --train " + (kData / "lm.txt").string() +
+                             " --seq-len 64 --batch-size 4 --lr 3e-3 --warmup 3 --schedule cosine --bf16-products";
+    if (!ssm::cpu_supports(ssm::CpuIsa::Avx512Bf16)) {  // the products stay float32, and it says so
+        const auto r = train("lm " + args + " --steps 4 --threads 1 --out " + (scratch / "note").string());
+        INFO(r.output);
+        REQUIRE(r.status == 0);
+        CHECK(r.output.find("the products stay float32") != std::string::npos);
+        CHECK(r.output.find(", bf16 products") == std::string::npos);
+        return;
+    }
+    // The unit forced on (the default leaves it off where the FMA units are faster).
+    const char* had = std::getenv("SSM_CPU_ISA");
+    const std::string before = had ? had : "";
+    ::setenv("SSM_CPU_ISA", "avx512bf16", 1);
+    const auto r = train("lm " + args + " --steps 4 --threads 1 --out " + (scratch / "banner").string());
+    INFO(r.output);
+    CHECK(r.status == 0);
+    CHECK(r.output.find(", bf16 products") != std::string::npos);
+    (void)train_and_resume("lm", args, scratch, {"model.safetensors", "optimizer.safetensors"});
+    if (had)
+        ::setenv("SSM_CPU_ISA", before.c_str(), 1);
+    else
+        ::unsetenv("SSM_CPU_ISA");
 }
 
 TEST_CASE("ssm-train lm trains Mamba-2: loss falls, resume is exact, the saved folder reloads", "[ssm-train]") {

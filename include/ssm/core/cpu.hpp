@@ -1,7 +1,9 @@
 // ssm/core/cpu.hpp — which instruction set the CPU kernels use, chosen at run time: one
 // binary serves a CPU with AVX-512, one with only AVX2 + FMA and one with neither. The
-// choice is the best the CPU reports, unless the environment (`SSM_CPU_ISA`) or a caller
-// (`use_cpu_isa`, for tests and benchmarks) asks for a lesser one.
+// choice is the best the CPU reports that is also the fastest (`default_cpu_isa`: the bf16
+// dot-product unit only where it outruns the float32 FMA units), unless the environment
+// (`SSM_CPU_ISA`) or a caller (`use_cpu_isa`, for tests and benchmarks) asks for another set
+// the CPU supports.
 #pragma once
 
 #include <atomic>
@@ -53,6 +55,32 @@ enum class CpuIsa : int {
 #endif
 }
 
+/// Whether the CPU's bf16 dot-product unit (`vdpbf16ps`, 32 multiply-adds an instruction)
+/// does more multiply-adds a cycle than its float32 FMA units, so that a product of bf16
+/// operands is faster on it than widened to float32. AMD's cores with AVX512-BF16 issue it as
+/// fast as an FMA, twice the work (Zen 4, bench_model: 464 against 229 GFLOP/s); Intel's at
+/// half the FMA's rate, so it does no more than the FMA units (a Xeon of family 6, model 207:
+/// 169 against 341 GFLOP/s) — their bf16 matrix unit is AMX, a different instruction set.
+[[nodiscard]] inline bool bf16_unit_outruns_fma() noexcept {
+#if SSM_X86_DISPATCH
+    static const bool faster = [] {
+        __builtin_cpu_init();
+        return __builtin_cpu_is("amd") != 0;
+    }();
+    return faster;
+#else
+    return false;
+#endif
+}
+
+/// The instruction set the dispatch takes unless `SSM_CPU_ISA` or `use_cpu_isa` chose: the
+/// best the CPU supports, held at AVX-512 where the bf16 unit is slower than the FMA units
+/// (`bf16_unit_outruns_fma`), so that bf16 weights are widened to float32 GEMMs there.
+[[nodiscard]] inline CpuIsa default_cpu_isa() noexcept {
+    const CpuIsa best = detected_cpu_isa();
+    return best == CpuIsa::Avx512Bf16 && !bf16_unit_outruns_fma() ? CpuIsa::Avx512 : best;
+}
+
 /// Whether the CPU can run `isa`'s kernels (the sets nest: AVX-512 machines have AVX2,
 /// AVX512-BF16 ones AVX-512).
 [[nodiscard]] inline bool cpu_supports(CpuIsa isa) noexcept {
@@ -61,26 +89,26 @@ enum class CpuIsa : int {
 
 namespace detail {
 
-/// The instruction set `SSM_CPU_ISA` names (generic, avx2, avx512, avx512bf16), or the detected one when
-/// it is unset. A name that is unknown or that the CPU cannot run is reported on stderr once
-/// and the detected set is used.
+/// The instruction set `SSM_CPU_ISA` names (generic, avx2, avx512, avx512bf16), or the default
+/// one (`default_cpu_isa`) when it is unset. A name that is unknown or that the CPU cannot run
+/// is reported on stderr once and the default set is used.
 inline CpuIsa cpu_isa_from_environment() noexcept {
-    const CpuIsa detected = detected_cpu_isa();
+    const CpuIsa fallback = default_cpu_isa();
     const char* env = std::getenv("SSM_CPU_ISA");
-    if (!env || !*env) return detected;
+    if (!env || !*env) return fallback;
     for (const CpuIsa isa : {CpuIsa::Generic, CpuIsa::Avx2, CpuIsa::Avx512, CpuIsa::Avx512Bf16})
         if (std::strcmp(env, isa_name(isa)) == 0) {
             if (cpu_supports(isa)) return isa;
             std::fprintf(stderr, "ssm: SSM_CPU_ISA=%s: this CPU does not support it; using %s\n", env,
-                         isa_name(detected));
-            return detected;
+                         isa_name(fallback));
+            return fallback;
         }
     std::fprintf(stderr, "ssm: SSM_CPU_ISA=%s is not one of generic, avx2, avx512, avx512bf16; using %s\n", env,
-                 isa_name(detected));
-    return detected;
+                 isa_name(fallback));
+    return fallback;
 }
 
-/// The caller's choice (`use_cpu_isa`), or −1 for the environment's / the detected one.
+/// The caller's choice (`use_cpu_isa`), or −1 for the environment's / the default one.
 inline std::atomic<int>& cpu_isa_choice() noexcept {
     static std::atomic<int> choice{-1};
     return choice;
@@ -104,7 +132,7 @@ inline void use_cpu_isa(CpuIsa isa) {
     detail::cpu_isa_choice().store(static_cast<int>(isa), std::memory_order_relaxed);
 }
 
-/// Back to the environment's choice (`SSM_CPU_ISA`), or the best the CPU supports.
+/// Back to the environment's choice (`SSM_CPU_ISA`), or the default (`default_cpu_isa`).
 inline void use_default_cpu_isa() noexcept { detail::cpu_isa_choice().store(-1, std::memory_order_relaxed); }
 
 }  // namespace ssm

@@ -9,15 +9,23 @@
 // by side — which costs N·K moves against M·N·K multiply-adds; then tiles of 6 rows × 64
 // features keep 24 accumulators in registers along all of K. The sums are float32, so the
 // result is the exact product of the rounded operands up to float32 summation error.
+//
+// The same unit serves float32 weights when the caller asks for bf16 products
+// (`set_matmul_precision(MatmulPrecision::Bf16Products)`, what PyTorch's
+// `set_float32_matmul_precision("medium")` allows): `gemm_bf16` over two `GemmOperand`s rounds
+// both operands per call, whatever their strides, so `Linear`'s three training products
+// (y = x·Wᵀ, dx = dy·W, dW += dyᵀ·x) run on it from float32 masters.
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <vector>
 
 #include "ssm/core/cpu.hpp"
 #include "ssm/core/dtype.hpp"
 #include "ssm/core/error.hpp"
+#include "ssm/core/gemm_f32.hpp"
 #include "ssm/core/tensor.hpp"
 #include "ssm/core/threads.hpp"
 #include "ssm/core/unroll.hpp"
@@ -37,6 +45,38 @@ namespace ssm {
 #else
     return false;
 #endif
+}
+
+/// How `Linear` multiplies by a float32 weight when the rows are many (prefill and the three
+/// products of training): in float32 (the default), or with both operands rounded to bf16 and
+/// float32 sums on the CPU's bf16 unit — about twice the multiply-adds a cycle, at bf16's
+/// precision (8 significant bits) in each product. Where the CPU has no unit, or the
+/// dispatch is held below it, the products stay float32 (`bf16_products()` says which).
+enum class MatmulPrecision : int {
+    Float32 = 0,
+    Bf16Products = 1,
+};
+
+namespace detail {
+inline std::atomic<int>& matmul_precision_choice() noexcept {
+    static std::atomic<int> choice{0};
+    return choice;
+}
+}  // namespace detail
+
+/// Sets `MatmulPrecision` for the whole process (the programs' `--bf16-products`).
+inline void set_matmul_precision(MatmulPrecision p) noexcept {
+    detail::matmul_precision_choice().store(static_cast<int>(p), std::memory_order_relaxed);
+}
+
+[[nodiscard]] inline MatmulPrecision matmul_precision() noexcept {
+    return static_cast<MatmulPrecision>(detail::matmul_precision_choice().load(std::memory_order_relaxed));
+}
+
+/// Whether float32 products run on the bf16 unit now: bf16 products asked for, and the unit
+/// available (`gemm_bf16_available()`).
+[[nodiscard]] inline bool bf16_products() noexcept {
+    return matmul_precision() == MatmulPrecision::Bf16Products && gemm_bf16_available();
 }
 
 namespace detail {
@@ -209,6 +249,151 @@ inline void gemm_bf16(const float* X, index ldx, index M, const PackedBf16& W, f
     });
 #else
     (void)X, (void)Y, (void)accumulate;
+#endif
+}
+
+namespace detail {
+
+inline constexpr index kBf16TaskRows = 768;  // rows of the product per task (as gemm_f32's)
+
+#if SSM_X86_DISPATCH
+/// Rows [m0, m0 + rows) of A (K values each) to bf16, row r at out + r·2·pairs (a zero after
+/// an odd K). A row that is a column of a row-major matrix (Aᵀ, row stride 1) is read 16
+/// rows at a time: each k then reads 16 neighbours and rounds them in one instruction.
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) inline void operand_rows_to_bf16(
+    const GemmOperand& A, index m0, index rows, index K, index pairs, std::uint16_t* out) noexcept {
+    const index ld = 2 * pairs;
+    if (A.col_stride == 1) {
+        for (index r = 0; r < rows; ++r) row_to_bf16(A.data + (m0 + r) * A.row_stride, K, out + r * ld);
+        return;
+    }
+    alignas(32) std::uint16_t lane[16];
+    for (index r0 = 0; r0 < rows; r0 += 16) {
+        const index n = std::min<index>(16, rows - r0);
+        const float* base = A.data + (m0 + r0) * A.row_stride;
+        std::uint16_t* dst = out + r0 * ld;
+        if (A.row_stride == 1 && n == 16) {
+            for (index k = 0; k < K; ++k) {
+                _mm256_store_si256(reinterpret_cast<__m256i*>(lane),
+                                   (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(base + k * A.col_stride)));
+                for (index r = 0; r < 16; ++r) dst[r * ld + k] = lane[r];
+            }
+        } else {
+            for (index k = 0; k < K; ++k)
+                for (index r = 0; r < n; ++r) dst[r * ld + k] = f32_to_bf16(base[r * A.row_stride + k * A.col_stride]);
+        }
+        if (K % 2 != 0)
+            for (index r = 0; r < n; ++r) dst[r * ld + K] = 0;
+    }
+}
+
+/// Columns [n0, n0 + 16·nv) of B (K × N) rounded to bf16 in the unit's layout (a block of
+/// `PackedBf16`): out[(p·nv + v)·16 + c] = the pair (B(2p, n), B(2p+1, n)) of column
+/// n = n0 + 16v + c, zeros past N and past K. `column` is scratch for 2·pairs values.
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) inline void pack_bf16_operand(
+    const GemmOperand& B, index K, index N, index n0, index nv, index pairs, std::uint32_t* out,
+    std::uint16_t* column) noexcept {
+    if (B.col_stride == 1 && n0 + 16 * nv <= N) {
+        // Rows of B contiguous along n: two rows' 16 values rounded by one instruction, then
+        // interleaved into 16 pairs by one permutation.
+        alignas(64) static constexpr std::uint16_t kInterleave[32] = {0, 16, 1, 17, 2,  18, 3,  19, 4,  20, 5,
+                                                                      21, 6, 22, 7, 23, 8,  24, 9,  25, 10, 26,
+                                                                      11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+        const __m512i order = _mm512_load_si512(kInterleave);
+        for (index p = 0; p < pairs; ++p) {
+            const float* lo = B.data + 2 * p * B.row_stride + n0;
+            const bool odd_end = 2 * p + 1 >= K;
+            for (index v = 0; v < nv; ++v) {
+                const __m512 a = _mm512_loadu_ps(lo + 16 * v);
+                const __m512 b = odd_end ? _mm512_setzero_ps() : _mm512_loadu_ps(lo + B.row_stride + 16 * v);
+                const __m512i h = (__m512i)_mm512_cvtne2ps_pbh(b, a);  // values 0–15: row 2p, 16–31: row 2p+1
+                _mm512_storeu_si512(out + (p * nv + v) * 16, _mm512_permutexvar_epi16(order, h));
+            }
+        }
+        return;
+    }
+    for (index v = 0; v < nv; ++v)
+        for (index c = 0; c < 16; ++c) {
+            const index n = n0 + 16 * v + c;
+            std::uint32_t* dst = out + v * 16 + c;
+            if (n >= N) {
+                for (index p = 0; p < pairs; ++p) dst[p * nv * 16] = 0u;
+                continue;
+            }
+            const float* src = B.data + n * B.col_stride;
+            if (B.row_stride == 1) {
+                row_to_bf16(src, K, column);  // a column of B contiguous along k (B = Wᵀ)
+            } else {
+                for (index k = 0; k < K; ++k) column[k] = f32_to_bf16(src[k * B.row_stride]);
+                if (K % 2 != 0) column[K] = 0;
+            }
+            for (index p = 0; p < pairs; ++p) dst[p * nv * 16] = bf16_pair(column[2 * p], column[2 * p + 1]);
+        }
+}
+#endif
+
+}  // namespace detail
+
+/// C (M, N; row stride ldc) (+)= A (M, K) · B (K, N) for float32 operands read through their
+/// strides (`GemmOperand`, as `gemm_f32`), with both rounded to bf16 (to nearest even) and the
+/// products summed in float32 on the bf16 unit: `Linear`'s products under
+/// `MatmulPrecision::Bf16Products`. Both operands are rounded once per call (M·K + K·N
+/// values against M·N·K multiply-adds); the work is split over the library's threads by
+/// blocks of 64 columns and 768 rows, and each element is summed in one fixed order, so the
+/// result does not depend on the number of threads. Needs `gemm_bf16_available()`.
+inline void gemm_bf16(const GemmOperand& A, const GemmOperand& B, index M, index N, index K, float* C, index ldc,
+                      bool accumulate) {
+    require(gemm_bf16_available(), "gemm_bf16: this CPU has no AVX512-BF16 unit (or the dispatch was held below it)");
+    require(M >= 0 && N >= 0 && K >= 0 && ldc >= N, "gemm_bf16: bad sizes M ", M, ", N ", N, ", K ", K, " (ldc ",
+            ldc, ")");
+    if (M == 0 || N == 0) return;
+    require(C != nullptr && (K == 0 || (A.data && B.data)), "gemm_bf16: a null operand (M ", M, ", N ", N, ", K ",
+            K, ")");
+    if (K == 0) {
+        if (!accumulate)
+            for (index r = 0; r < M; ++r) std::fill(C + r * ldc, C + r * ldc + N, 0.0f);
+        return;
+    }
+#if SSM_X86_DISPATCH
+    using namespace detail;
+    const index pairs = (K + 1) / 2;
+    const index blocks = (N + kBf16BlockCols - 1) / kBf16BlockCols;
+    thread_local std::vector<std::uint16_t> a_store;
+    thread_local std::vector<std::uint32_t> b_store;
+    a_store.resize(static_cast<std::size_t>(M * 2 * pairs));
+    b_store.resize(static_cast<std::size_t>(blocks * pairs * kBf16BlockCols));
+    std::uint16_t* const a = a_store.data();
+    std::uint32_t* const b = b_store.data();
+    parallel_for((M + 15) / 16, 4, [&, a](index begin, index end) {
+        const index m0 = begin * 16;
+        operand_rows_to_bf16(A, m0, std::min(M, end * 16) - m0, K, pairs, a + m0 * 2 * pairs);
+    });
+    parallel_for(blocks, 1, [&, b](index begin, index end) {
+        thread_local std::vector<std::uint16_t> column;
+        column.resize(static_cast<std::size_t>(2 * pairs));
+        for (index blk = begin; blk < end; ++blk) {
+            const index n0 = blk * kBf16BlockCols;
+            pack_bf16_operand(B, K, N, n0, (std::min<index>(kBf16BlockCols, N - n0) + 15) / 16, pairs,
+                              b + blk * pairs * kBf16BlockCols, column.data());
+        }
+    });
+    const index row_tasks = (M + kBf16TaskRows - 1) / kBf16TaskRows;
+    parallel_for(blocks * row_tasks, 1, [&, a, b](index begin, index end) {
+        for (index task = begin; task < end; ++task) {
+            const index blk = task / row_tasks, m0 = task % row_tasks * kBf16TaskRows;
+            const index rows = std::min(kBf16TaskRows, M - m0);
+            const index n0 = blk * kBf16BlockCols, cols = std::min<index>(kBf16BlockCols, N - n0);
+            const std::uint16_t* at = a + m0 * 2 * pairs;
+            const std::uint32_t* bb = b + blk * pairs * kBf16BlockCols;
+            float* c = C + m0 * ldc + n0;
+            switch ((cols + 15) / 16) {
+                case 4: bf16_block<4>(at, pairs, rows, bb, pairs, c, ldc, cols, accumulate); break;
+                case 3: bf16_block<3>(at, pairs, rows, bb, pairs, c, ldc, cols, accumulate); break;
+                case 2: bf16_block<2>(at, pairs, rows, bb, pairs, c, ldc, cols, accumulate); break;
+                default: bf16_block<1>(at, pairs, rows, bb, pairs, c, ldc, cols, accumulate); break;
+            }
+        }
+    });
 #endif
 }
 

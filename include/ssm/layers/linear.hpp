@@ -21,7 +21,7 @@ namespace ssm {
 ///
 /// Many rows (prefill) run as one matrix product — `gemm_f32`'s AVX2 tiles where the
 /// dispatch is AVX2, Eigen's blocked GEMM elsewhere (training's two backward products
-/// too); a few rows
+/// too), or the bf16 unit when bf16 products are asked for (`set_matmul_precision`); a few rows
 /// (decoding) run as matrix-vector products split over threads by output rows, where
 /// the cost is reading the weight once (`dot_rows`). The weight may be stored as bfloat16
 /// or int8 blocks (`store_weights`): decoding then widens it inside the dot products and
@@ -145,7 +145,10 @@ public:
                 ", ", dy.cols(), ") do not fit weight (", out_features(), ", ", in_features(), ")");
         if (x.rows() == 0) return;
         MatrixMap dw = weight_grad_.mutable_matrix();  // (out, in)
-        if (gemm_f32_available())
+        if (bf16_products())
+            gemm_bf16(GemmOperand::transposed(dy.data(), dy.outerStride()), GemmOperand::rows(x.data(), x.outerStride()),
+                      out_features(), in_features(), x.rows(), dw.data(), in_features(), true);
+        else if (gemm_f32_available())
             gemm_f32(GemmOperand::transposed(dy.data(), dy.outerStride()), GemmOperand::rows(x.data(), x.outerStride()),
                      out_features(), in_features(), x.rows(), dw.data(), in_features(), true);
         else
@@ -164,6 +167,11 @@ public:
                 dx.rows(), ", ", dx.cols(), ") do not fit weight (", out_features(), ", ", in_features(), ")");
         if (dy.rows() == 0) return;
         const ConstMatrixMap w = weight_.f32();  // (out, in)
+        if (bf16_products()) {
+            gemm_bf16(GemmOperand::rows(dy.data(), dy.outerStride()), GemmOperand::rows(w.data(), in_features()),
+                      dy.rows(), in_features(), out_features(), dx.data(), dx.outerStride(), accumulate);
+            return;
+        }
         if (gemm_f32_available()) {
             gemm_f32(GemmOperand::rows(dy.data(), dy.outerStride()), GemmOperand::rows(w.data(), in_features()),
                      dy.rows(), in_features(), out_features(), dx.data(), dx.outerStride(), accumulate);
@@ -250,9 +258,15 @@ private:
     }
 
     /// y (rows, n) (+)= x (rows, in) · Wᵀ for a float32 block W (n, in) of contiguous rows:
+    /// `gemm_bf16` under `MatmulPrecision::Bf16Products` where the CPU has the unit, else
     /// `gemm_f32` where the dispatch is AVX2, Eigen's GEMM elsewhere.
     void product(ConstStridedMap x, const float* w, index n, StridedMap y, bool accumulate) const {
         const index in = in_features();
+        if (bf16_products()) {
+            gemm_bf16(GemmOperand::rows(x.data(), x.outerStride()), GemmOperand::transposed(w, in), x.rows(), n, in,
+                      y.data(), y.outerStride(), accumulate);
+            return;
+        }
         if (gemm_f32_available()) {
             gemm_f32(GemmOperand::rows(x.data(), x.outerStride()), GemmOperand::transposed(w, in), x.rows(), n, in,
                      y.data(), y.outerStride(), accumulate);
