@@ -134,6 +134,20 @@ TEST_CASE("gemm_f32 gives the same bits however the product is split over rows, 
     ssm::gemm_f32(p.A, p.B, M, N, K, one.data(), N, false);
     ssm::set_num_threads(0);
     CHECK(one == whole);
+    // dW's form (Aᵀ · B, A copied a block at a time) with rows enough for the wide column
+    // blocks at one and two threads, and not at three.
+    const index Mt = 3100, Nt = 300, Kt = 70;
+    const Problem q(Mt, Nt, Kt, 2, 21);
+    std::vector<std::vector<float>> by_threads;
+    for (const int threads : {1, 2, 3}) {
+        ssm::set_num_threads(threads);
+        by_threads.emplace_back(static_cast<std::size_t>(Mt * Nt));
+        ssm::gemm_f32(q.A, q.B, Mt, Nt, Kt, by_threads.back().data(), Nt, false);
+    }
+    ssm::set_num_threads(0);
+    CHECK(by_threads[1] == by_threads[0]);
+    CHECK(by_threads[2] == by_threads[0]);
+    CHECK(worst_error(q, by_threads[0], Nt, {}) < kBound);
 }
 
 TEST_CASE("gemm_f32_serial, on the calling thread, gives gemm_f32's bits", "[gemm]") {

@@ -10,8 +10,10 @@
 // contiguous, by 8 × 8 transposes in registers), so that a tile of 6 rows × 16 columns keeps
 // 12 accumulators in registers and meets, per k, two vector loads of B and six broadcasts of
 // A (12 FMAs). The depth runs in blocks of 256 (a 16 × 256 micro-panel is 16 KiB, resident in
-// L1 while 16 row tiles pass over it), rows in blocks of 96. A is read in place through two
-// strides, so Aᵀ costs nothing. Each element of C is summed in one fixed order (k ascending),
+// L1 while 16 row tiles pass over it), rows in blocks of 96. A is read in place through its
+// row stride; a transposed A (dyᵀ in dW) is copied a 96 × 256 block at a time into rows by
+// the same 8 × 8 transposes, since in place each k step of a tile would read a new cache
+// line for every row. Each element of C is summed in one fixed order (k ascending),
 // whatever the number of threads: the result never depends on the split.
 #pragma once
 
@@ -125,10 +127,11 @@ inline void f32_rows(const float* a, index ars, index aks, index rows, const flo
     }
 }
 
-/// Eight columns of B whose k run contiguously (column c at src + c·cs), eight k deep, into
-/// a panel: dst[k·16 + c] = src[c·cs + k] — one 8 × 8 transpose in registers.
-__attribute__((target("avx2,fma"))) inline void pack_f32_transposed8(const float* src, index cs,
-                                                                    float* dst) noexcept {
+/// Eight runs of eight contiguous values (run c at src + c·cs) transposed into rows of `ld`:
+/// dst[i·ld + c] = src[c·cs + i] — one 8 × 8 transpose in registers. Packs eight columns of a
+/// transposed B into a micro-panel (ld 16), and eight rows of a transposed A (ld its depth).
+__attribute__((target("avx2,fma"))) inline void pack_f32_transposed8(const float* src, index cs, float* dst,
+                                                                    index ld) noexcept {
     __m256 r[8], t[8];
 SSM_UNROLL(8)
     for (int c = 0; c < 8; ++c) r[c] = _mm256_loadu_ps(src + c * cs);
@@ -148,8 +151,8 @@ SSM_UNROLL(4)
     r[7] = _mm256_shuffle_ps(t[5], t[7], _MM_SHUFFLE(3, 2, 3, 2));
 SSM_UNROLL(4)
     for (int k = 0; k < 4; ++k) {
-        _mm256_storeu_ps(dst + k * kF32TileCols, _mm256_permute2f128_ps(r[k], r[k + 4], 0x20));
-        _mm256_storeu_ps(dst + (k + 4) * kF32TileCols, _mm256_permute2f128_ps(r[k], r[k + 4], 0x31));
+        _mm256_storeu_ps(dst + k * ld, _mm256_permute2f128_ps(r[k], r[k + 4], 0x20));
+        _mm256_storeu_ps(dst + (k + 4) * ld, _mm256_permute2f128_ps(r[k], r[k + 4], 0x31));
     }
 }
 #endif
@@ -174,8 +177,9 @@ inline void pack_f32_panel(const GemmOperand& B, index K, index n0, index n, flo
             const float* src = B.data + c0 * B.col_stride;
             index k = 0;
             for (; k + 8 <= K; k += 8) {
-                pack_f32_transposed8(src + k, B.col_stride, dst + k * kF32TileCols);
-                pack_f32_transposed8(src + 8 * B.col_stride + k, B.col_stride, dst + k * kF32TileCols + 8);
+                pack_f32_transposed8(src + k, B.col_stride, dst + k * kF32TileCols, kF32TileCols);
+                pack_f32_transposed8(src + 8 * B.col_stride + k, B.col_stride, dst + k * kF32TileCols + 8,
+                                     kF32TileCols);
             }
             for (; k < K; ++k)
                 for (index c = 0; c < kF32TileCols; ++c) dst[k * kF32TileCols + c] = src[c * B.col_stride + k];
@@ -193,6 +197,32 @@ inline void pack_f32_panel(const GemmOperand& B, index K, index n0, index n, flo
     }
 }
 
+/// Rows [m0, m0 + rows) × depth [k0, k0 + kc) of a transposed A (row stride 1: a row's
+/// values lie a column stride apart, a cache line apiece) copied row-major into out (row r at
+/// out + r·kc), so that the tiles read it as they read A's own rows.
+#if SSM_X86_DISPATCH
+__attribute__((target("avx2,fma")))  // runs only under the AVX2 dispatch; inlines the transposes
+#endif
+inline void pack_f32_rows(const GemmOperand& A, index m0, index rows, index k0, index kc, float* out) noexcept {
+    const index cs = A.col_stride;
+    const float* src = A.data + m0 + k0 * cs;
+    index r = 0;
+#if SSM_X86_DISPATCH
+    for (; r + 8 <= rows; r += 8) {
+        index k = 0;
+        for (; k + 8 <= kc; k += 8) pack_f32_transposed8(src + k * cs + r, cs, out + r * kc + k, kc);
+        for (; k < kc; ++k)
+            for (index i = 0; i < 8; ++i) out[(r + i) * kc + k] = src[k * cs + r + i];
+    }
+#endif
+    for (; r < rows; ++r)
+        for (index k = 0; k < kc; ++k) out[r * kc + k] = src[k * cs + r];
+}
+
+/// Whether A is a transposed matrix (row stride 1), which `gemm_f32_block` copies a row block
+/// at a time (`pack_f32_rows`) instead of reading it in place.
+[[nodiscard]] inline bool f32_packs_rows(const GemmOperand& A) noexcept { return A.row_stride == 1 && A.col_stride != 1; }
+
 /// Rows [m_begin, m_end) × columns [n0, n0 + n) of C (+)= A · B on the calling thread,
 /// packing that block of B into `panel_store` once.
 inline void gemm_f32_block(const GemmOperand& A, const GemmOperand& B, index N, index K, float* C, index ldc,
@@ -203,16 +233,26 @@ inline void gemm_f32_block(const GemmOperand& A, const GemmOperand& B, index N, 
     panel_store.resize(static_cast<std::size_t>(panels * K * kF32TileCols));
     float* const panel = panel_store.data();
     pack_f32_panel(B, K, n0, n, panel);
+    // A transposed A (dyᵀ in dW += dyᵀ·x) is copied a row block at a time into rows of its own:
+    // read in place, each of a tile's k steps would touch a new cache line per row.
+    const bool pack_a = f32_packs_rows(A);
+    thread_local std::vector<float> a_store;
+    if (pack_a) a_store.resize(static_cast<std::size_t>(kF32RowBlock * std::min(kF32Depth, K)));
     for (index k0 = 0; k0 < K; k0 += kF32Depth) {
         const index kc = std::min(kF32Depth, K - k0);
         const bool load = accumulate || k0 > 0;
         for (index m0 = m_begin; m0 < m_end; m0 += kF32RowBlock) {
             const index rows = std::min(kF32RowBlock, m_end - m0);
             const float* a = A.data + m0 * A.row_stride + k0 * A.col_stride;
+            index ars = A.row_stride, aks = A.col_stride;
+            if (pack_a) {
+                pack_f32_rows(A, m0, rows, k0, kc, a_store.data());
+                a = a_store.data(), ars = kc, aks = 1;
+            }
             for (index j = 0; j < panels; ++j) {
                 const index c0 = n0 + j * kF32TileCols;
-                f32_rows(a, A.row_stride, A.col_stride, rows, panel + (j * K + k0) * kF32TileCols, kc,
-                         C + m0 * ldc + c0, ldc, std::min<index>(kF32TileCols, N - c0), load);
+                f32_rows(a, ars, aks, rows, panel + (j * K + k0) * kF32TileCols, kc, C + m0 * ldc + c0, ldc,
+                         std::min<index>(kF32TileCols, N - c0), load);
             }
         }
     }
@@ -250,9 +290,12 @@ inline void gemm_f32(const GemmOperand& A, const GemmOperand& B, index M, index 
                      bool accumulate) {
     using namespace detail;
     if (!gemm_f32_prepare(A, B, M, N, K, C, ldc, accumulate)) return;
-    // Column blocks of 16 to 256, narrow enough to give every thread four or more of them.
+    // Column blocks of 16 to 256, narrow enough to give every thread four or more of them —
+    // or one, for a transposed A with rows enough for two row tasks a thread: it is copied once
+    // per column block, so the fewer blocks the better.
     const index threads = std::max<index>(1, num_threads());
-    const index want = (N + 4 * threads - 1) / (4 * threads);
+    const index per_thread = f32_packs_rows(A) && M >= 2 * kF32TaskRows * threads ? 1 : 4;
+    const index want = (N + per_thread * threads - 1) / (per_thread * threads);
     const index block_cols =
         std::clamp<index>((want + kF32TileCols - 1) / kF32TileCols * kF32TileCols, kF32TileCols, 256);
     const index col_blocks = (N + block_cols - 1) / block_cols;
