@@ -20,3 +20,14 @@ done; done
 # The three products alone (gemm_forms.cpp, built against each commit's headers), three rounds.
 g++ -std=c++20 -O3 -march=native -fopenmp -DNDEBUG -Iinclude -isystem /usr/include/eigen3 \
     docs/measurements/bf16-unit-2026-12-07-xeon/gemm_forms.cpp -o gemm_forms && ./gemm_forms
+# Numerics of training with bf16 products (docs/training.md): a byte model from --init, float32
+# against bf16 products with the unit forced; 90% of manpages-mini's passages to train on, the
+# rest held out. (The tokens/s in these logs are not comparable: other work shared the machine.)
+python3 -c "
+import json
+docs=[json.loads(l)['text'] for l in open('examples/data/manpages-mini/corpus.jsonl')]
+cut=int(len(docs)*0.9)
+open('/tmp/man-train.txt','w').write('\n\n'.join(docs[:cut])); open('/tmp/man-held.txt','w').write('\n\n'.join(docs[cut:]))"
+A="lm --init examples/models/byte-retriever/config.json --train /tmp/man-train.txt --eval /tmp/man-held.txt --seq-len 256 --batch-size 8 --steps 300 --lr 3e-3 --warmup 20 --schedule cosine --eval-every 100 --threads 2 --seed 1"
+build/examples/ssm-train $A --out lm-f32 --log lm-byte-float32.jsonl
+SSM_CPU_ISA=avx512bf16 build/examples/ssm-train $A --bf16-products --out lm-bf16 --log lm-byte-bf16-products.jsonl
