@@ -45,11 +45,17 @@ struct Problem {
     GemmOperand A, B;
 
     // form 0: A rows · Bᵀ (x·Wᵀ); 1: A rows · B rows (dy·W); 2: Aᵀ · B rows (dyᵀ·x); 3: Aᵀ · Bᵀ.
+    // Every row stride is wider than its rows (3 values past each), and each buffer ends at
+    // the last value the product may read, so that a read past it is an ASan error.
     Problem(index m, index n, index k, int form, std::uint64_t seed) : M(m), N(n), K(k) {
-        a = ssm::test::random_floats(static_cast<std::size_t>(M * K + 3), -1.0f, 1.0f, seed);
-        b = ssm::test::random_floats(static_cast<std::size_t>(N * K + 3), -1.0f, 1.0f, seed + 1);
-        A = form >= 2 ? GemmOperand::transposed(a.data(), M) : GemmOperand::rows(a.data(), K);
-        B = form == 0 || form == 3 ? GemmOperand::transposed(b.data(), K) : GemmOperand::rows(b.data(), N);
+        const bool at = form >= 2, bt = form == 0 || form == 3;
+        const index lda = (at ? M : K) + 3, ldb = (bt ? K : N) + 3;
+        const index a_rows = at ? K : M, b_rows = bt ? N : K;
+        a = ssm::test::random_floats(static_cast<std::size_t>((a_rows - 1) * lda + (at ? M : K)), -1.0f, 1.0f, seed);
+        b = ssm::test::random_floats(static_cast<std::size_t>((b_rows - 1) * ldb + (bt ? K : N)), -1.0f, 1.0f,
+                                     seed + 1);
+        A = at ? GemmOperand::transposed(a.data(), lda) : GemmOperand::rows(a.data(), lda);
+        B = bt ? GemmOperand::transposed(b.data(), ldb) : GemmOperand::rows(b.data(), ldb);
     }
     [[nodiscard]] float at_a(index i, index k) const { return A.data[i * A.row_stride + k * A.col_stride]; }
     [[nodiscard]] float at_b(index k, index j) const { return B.data[k * B.row_stride + j * B.col_stride]; }

@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <type_traits>
@@ -181,19 +182,28 @@ TEST_CASE("ssm-train lm --bf16-products: on the bf16 unit the loss falls and res
         CHECK(r.output.find(", bf16 products") == std::string::npos);
         return;
     }
-    // The unit forced on (the default leaves it off where the FMA units are faster).
-    const char* had = std::getenv("SSM_CPU_ISA");
-    const std::string before = had ? had : "";
-    ::setenv("SSM_CPU_ISA", "avx512bf16", 1);
+    // The unit forced on for the programs run here (the default leaves it off where the FMA
+    // units are faster), and the environment put back however the test ends.
+    struct ForceUnit {
+        std::optional<std::string> before;
+        ForceUnit() {
+            if (const char* had = std::getenv("SSM_CPU_ISA")) before = had;
+            ::setenv("SSM_CPU_ISA", "avx512bf16", 1);
+        }
+        ~ForceUnit() {
+            if (before)
+                ::setenv("SSM_CPU_ISA", before->c_str(), 1);
+            else
+                ::unsetenv("SSM_CPU_ISA");
+        }
+        ForceUnit(const ForceUnit&) = delete;
+        ForceUnit& operator=(const ForceUnit&) = delete;
+    } const force;
     const auto r = train("lm " + args + " --steps 4 --threads 1 --out " + (scratch / "banner").string());
     INFO(r.output);
     CHECK(r.status == 0);
     CHECK(r.output.find(", bf16 products") != std::string::npos);
     (void)train_and_resume("lm", args, scratch, {"model.safetensors", "optimizer.safetensors"});
-    if (had)
-        ::setenv("SSM_CPU_ISA", before.c_str(), 1);
-    else
-        ::unsetenv("SSM_CPU_ISA");
 }
 
 TEST_CASE("ssm-train lm trains Mamba-2: loss falls, resume is exact, the saved folder reloads", "[ssm-train]") {
