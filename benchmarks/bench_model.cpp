@@ -138,7 +138,7 @@ void BM_Projection(benchmark::State& state) {
         state.SkipWithError("this CPU has no AVX512-BF16 unit");
         return;
     }
-    const Bf16UnitFor held(path == 2 ? 3 : path == 4 ? 1 : path);
+    const Bf16UnitFor held(path == 1 || path == 4 ? 1 : path == 2 ? 3 : 0);  // storage argument: on the unit, widened
     if (path == 3) ssm::use_cpu_isa(ssm::CpuIsa::Generic);
     if (path == 4) ssm::set_matmul_precision(ssm::MatmulPrecision::Bf16Products);
     std::mt19937 rng(5);

@@ -183,4 +183,26 @@ inline std::span<const float> rows_of(const Matrix& m, index first, index count)
     return {m.data() + first * m.cols(), static_cast<std::size_t>(count * m.cols())};
 }
 
+/// The worst |c − Σ_k a(i, k)·b(k, j)| / Σ|terms| over C (M, N; row stride ldc) for a GEMM's
+/// result c, summed in double from `start` (C's values before an accumulating call; empty:
+/// from zero); `a(i, k)` and `b(k, j)` give the operands' values as doubles.
+template <class OperandA, class OperandB>
+double worst_product_error(index M, index N, index K, const OperandA& a, const OperandB& b,
+                           const std::vector<float>& c, index ldc, const std::vector<float>& start) {
+    double worst = 0.0;
+    for (index i = 0; i < M; ++i)
+        for (index j = 0; j < N; ++j) {
+            double sum = start.empty() ? 0.0 : start[static_cast<std::size_t>(i * ldc + j)];
+            double mag = std::fabs(sum);
+            for (index k = 0; k < K; ++k) {
+                const double t = a(i, k) * b(k, j);
+                sum += t;
+                mag += std::fabs(t);
+            }
+            const double err = std::fabs(sum - c[static_cast<std::size_t>(i * ldc + j)]);
+            worst = std::max(worst, mag > 0 ? err / mag : err);
+        }
+    return worst;
+}
+
 }  // namespace ssm::test

@@ -65,21 +65,10 @@ struct Problem {
 /// (`round` true) or of the float32 ones, `start` holding C's values before an accumulating call.
 double worst_error(const Problem& p, const std::vector<float>& c, index ldc, const std::vector<float>& start,
                    bool round = true) {
-    double worst = 0.0;
-    for (index i = 0; i < p.M; ++i)
-        for (index j = 0; j < p.N; ++j) {
-            double sum = start.empty() ? 0.0 : start[static_cast<std::size_t>(i * ldc + j)];
-            double mag = std::fabs(sum);
-            for (index k = 0; k < p.K; ++k) {
-                const double t = round ? rounded(p.at_a(i, k)) * rounded(p.at_b(k, j))
-                                       : static_cast<double>(p.at_a(i, k)) * p.at_b(k, j);
-                sum += t;
-                mag += std::fabs(t);
-            }
-            const double err = std::fabs(sum - c[static_cast<std::size_t>(i * ldc + j)]);
-            worst = std::max(worst, mag > 0 ? err / mag : err);
-        }
-    return worst;
+    const auto value = [round](float v) { return round ? rounded(v) : static_cast<double>(v); };
+    return ssm::test::worst_product_error(
+        p.M, p.N, p.K, [&](index i, index k) { return value(p.at_a(i, k)); },
+        [&](index k, index j) { return value(p.at_b(k, j)); }, c, ldc, start);
 }
 
 }  // namespace

@@ -46,20 +46,9 @@ struct Problem {
 // The worst |c − exact| / Σ|a·b| over C (M, N; ldc), `start` holding C's values before an
 // accumulating call (empty: overwritten).
 double worst_error(const Problem& p, const std::vector<float>& c, index ldc, const std::vector<float>& start) {
-    double worst = 0.0;
-    for (index i = 0; i < p.M; ++i)
-        for (index j = 0; j < p.N; ++j) {
-            double sum = start.empty() ? 0.0 : start[static_cast<std::size_t>(i * ldc + j)];
-            double mag = std::fabs(sum);
-            for (index k = 0; k < p.K; ++k) {
-                const double t = p.at_a(i, k) * p.at_b(k, j);
-                sum += t;
-                mag += std::fabs(t);
-            }
-            const double err = std::fabs(sum - c[static_cast<std::size_t>(i * ldc + j)]);
-            worst = std::max(worst, mag > 0 ? err / mag : err);
-        }
-    return worst;
+    return ssm::test::worst_product_error(
+        p.M, p.N, p.K, [&](index i, index k) { return p.at_a(i, k); }, [&](index k, index j) { return p.at_b(k, j); },
+        c, ldc, start);
 }
 
 }  // namespace

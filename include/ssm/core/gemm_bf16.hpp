@@ -148,6 +148,22 @@ void bf16_block(const std::uint16_t* a, index lda, index rows, const std::uint32
 }
 #endif
 
+/// Rows of X against one packed block of `cols` ≤ 64 features: `bf16_block` for its 1–4
+/// vectors of 16.
+inline void bf16_block_cols(const std::uint16_t* a, index lda, index rows, const std::uint32_t* b, index pairs,
+                            float* y, index ldy, index cols, bool accumulate) noexcept {
+#if SSM_X86_DISPATCH
+    switch ((cols + 15) / 16) {
+        case 4: bf16_block<4>(a, lda, rows, b, pairs, y, ldy, cols, accumulate); break;
+        case 3: bf16_block<3>(a, lda, rows, b, pairs, y, ldy, cols, accumulate); break;
+        case 2: bf16_block<2>(a, lda, rows, b, pairs, y, ldy, cols, accumulate); break;
+        default: bf16_block<1>(a, lda, rows, b, pairs, y, ldy, cols, accumulate); break;
+    }
+#else
+    (void)a, (void)lda, (void)rows, (void)b, (void)pairs, (void)y, (void)ldy, (void)cols, (void)accumulate;
+#endif
+}
+
 }  // namespace detail
 
 /// A bf16 weight W (N, K) in the unit's layout: blocks of 64 features, each holding for
@@ -239,12 +255,7 @@ inline void gemm_bf16(const float* X, index ldx, index M, const PackedBf16& W, f
             const index cols = std::min<index>(detail::kBf16BlockCols, N - n0);
             const std::uint32_t* b = W.block(blk);
             float* y = Y + n0;
-            switch ((cols + 15) / 16) {
-                case 4: detail::bf16_block<4>(xb, pairs, M, b, pairs, y, ldy, cols, accumulate); break;
-                case 3: detail::bf16_block<3>(xb, pairs, M, b, pairs, y, ldy, cols, accumulate); break;
-                case 2: detail::bf16_block<2>(xb, pairs, M, b, pairs, y, ldy, cols, accumulate); break;
-                default: detail::bf16_block<1>(xb, pairs, M, b, pairs, y, ldy, cols, accumulate); break;
-            }
+            detail::bf16_block_cols(xb, pairs, M, b, pairs, y, ldy, cols, accumulate);
         }
     });
 #else
@@ -344,16 +355,7 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) inline void pack_bf16_ope
 inline void gemm_bf16(const GemmOperand& A, const GemmOperand& B, index M, index N, index K, float* C, index ldc,
                       bool accumulate) {
     require(gemm_bf16_available(), "gemm_bf16: this CPU has no AVX512-BF16 unit (or the dispatch was held below it)");
-    require(M >= 0 && N >= 0 && K >= 0 && ldc >= N, "gemm_bf16: bad sizes M ", M, ", N ", N, ", K ", K, " (ldc ",
-            ldc, ")");
-    if (M == 0 || N == 0) return;
-    require(C != nullptr && (K == 0 || (A.data && B.data)), "gemm_bf16: a null operand (M ", M, ", N ", N, ", K ",
-            K, ")");
-    if (K == 0) {
-        if (!accumulate)
-            for (index r = 0; r < M; ++r) std::fill(C + r * ldc, C + r * ldc + N, 0.0f);
-        return;
-    }
+    if (!detail::gemm_operands_prepare("gemm_bf16", A, B, M, N, K, C, ldc, accumulate)) return;
 #if SSM_X86_DISPATCH
     using namespace detail;
     const index pairs = (K + 1) / 2;
@@ -383,15 +385,8 @@ inline void gemm_bf16(const GemmOperand& A, const GemmOperand& B, index M, index
             const index blk = task / row_tasks, m0 = task % row_tasks * kBf16TaskRows;
             const index rows = std::min(kBf16TaskRows, M - m0);
             const index n0 = blk * kBf16BlockCols, cols = std::min<index>(kBf16BlockCols, N - n0);
-            const std::uint16_t* at = a + m0 * 2 * pairs;
-            const std::uint32_t* bb = b + blk * pairs * kBf16BlockCols;
-            float* c = C + m0 * ldc + n0;
-            switch ((cols + 15) / 16) {
-                case 4: bf16_block<4>(at, pairs, rows, bb, pairs, c, ldc, cols, accumulate); break;
-                case 3: bf16_block<3>(at, pairs, rows, bb, pairs, c, ldc, cols, accumulate); break;
-                case 2: bf16_block<2>(at, pairs, rows, bb, pairs, c, ldc, cols, accumulate); break;
-                default: bf16_block<1>(at, pairs, rows, bb, pairs, c, ldc, cols, accumulate); break;
-            }
+            bf16_block_cols(a + m0 * 2 * pairs, pairs, rows, b + blk * pairs * kBf16BlockCols, pairs,
+                            C + m0 * ldc + n0, ldc, cols, accumulate);
         }
     });
 #endif

@@ -262,14 +262,14 @@ inline void gemm_f32_block(const GemmOperand& A, const GemmOperand& B, index N, 
 #endif
 }
 
-/// The checks both entry points make; false when there is nothing to multiply.
-inline bool gemm_f32_prepare(const GemmOperand& A, const GemmOperand& B, index M, index N, index K, float* C,
-                             index ldc, bool accumulate) {
-    require(gemm_f32_available(), "gemm_f32: the dispatch is not AVX2 + FMA on this CPU");
-    require(M >= 0 && N >= 0 && K >= 0 && ldc >= N, "gemm_f32: bad sizes M ", M, ", N ", N, ", K ", K, " (ldc ",
-            ldc, ")");
+/// The checks of a GEMM over two `GemmOperand`s (`name` in the messages: gemm_f32, gemm_bf16);
+/// false when there is nothing to multiply (C is then zeroed for K = 0 unless accumulating).
+inline bool gemm_operands_prepare(const char* name, const GemmOperand& A, const GemmOperand& B, index M, index N,
+                                  index K, float* C, index ldc, bool accumulate) {
+    require(M >= 0 && N >= 0 && K >= 0 && ldc >= N, name, ": bad sizes M ", M, ", N ", N, ", K ", K, " (ldc ", ldc,
+            ")");
     if (M == 0 || N == 0) return false;
-    require(C != nullptr && (K == 0 || (A.data && B.data)), "gemm_f32: a null operand (M ", M, ", N ", N, ", K ", K,
+    require(C != nullptr && (K == 0 || (A.data && B.data)), name, ": a null operand (M ", M, ", N ", N, ", K ", K,
             ")");
     if (K == 0) {
         if (!accumulate)
@@ -277,6 +277,13 @@ inline bool gemm_f32_prepare(const GemmOperand& A, const GemmOperand& B, index M
         return false;
     }
     return true;
+}
+
+/// The checks both entry points make; false when there is nothing to multiply.
+inline bool gemm_f32_prepare(const GemmOperand& A, const GemmOperand& B, index M, index N, index K, float* C,
+                             index ldc, bool accumulate) {
+    require(gemm_f32_available(), "gemm_f32: the dispatch is not AVX2 + FMA on this CPU");
+    return gemm_operands_prepare("gemm_f32", A, B, M, N, K, C, ldc, accumulate);
 }
 
 }  // namespace detail

@@ -145,13 +145,9 @@ public:
                 ", ", dy.cols(), ") do not fit weight (", out_features(), ", ", in_features(), ")");
         if (x.rows() == 0) return;
         MatrixMap dw = weight_grad_.mutable_matrix();  // (out, in)
-        if (bf16_products())
-            gemm_bf16(GemmOperand::transposed(dy.data(), dy.outerStride()), GemmOperand::rows(x.data(), x.outerStride()),
-                      out_features(), in_features(), x.rows(), dw.data(), in_features(), true);
-        else if (gemm_f32_available())
-            gemm_f32(GemmOperand::transposed(dy.data(), dy.outerStride()), GemmOperand::rows(x.data(), x.outerStride()),
-                     out_features(), in_features(), x.rows(), dw.data(), in_features(), true);
-        else
+        if (!tiled_product(GemmOperand::transposed(dy.data(), dy.outerStride()),
+                           GemmOperand::rows(x.data(), x.outerStride()), out_features(), in_features(), x.rows(),
+                           dw.data(), in_features(), true))
             dw.noalias() += dy.transpose() * x;
         if (bias_) {  // row by row: the same sums wherever dy happens to be aligned
             auto bg = bias_grad_.mutable_vector().transpose();
@@ -167,16 +163,9 @@ public:
                 dx.rows(), ", ", dx.cols(), ") do not fit weight (", out_features(), ", ", in_features(), ")");
         if (dy.rows() == 0) return;
         const ConstMatrixMap w = weight_.f32();  // (out, in)
-        if (bf16_products()) {
-            gemm_bf16(GemmOperand::rows(dy.data(), dy.outerStride()), GemmOperand::rows(w.data(), in_features()),
-                      dy.rows(), in_features(), out_features(), dx.data(), dx.outerStride(), accumulate);
+        if (tiled_product(GemmOperand::rows(dy.data(), dy.outerStride()), GemmOperand::rows(w.data(), in_features()),
+                          dy.rows(), in_features(), out_features(), dx.data(), dx.outerStride(), accumulate))
             return;
-        }
-        if (gemm_f32_available()) {
-            gemm_f32(GemmOperand::rows(dy.data(), dy.outerStride()), GemmOperand::rows(w.data(), in_features()),
-                     dy.rows(), in_features(), out_features(), dx.data(), dx.outerStride(), accumulate);
-            return;
-        }
         if (accumulate)
             dx.noalias() += dy * w;
         else
@@ -257,21 +246,27 @@ private:
         }
     }
 
+    /// C (M, N; ldc) (+)= A · B on the library's own tiles: `gemm_bf16` under
+    /// `MatmulPrecision::Bf16Products` where the unit runs, else `gemm_f32` where the dispatch
+    /// is AVX2. False where neither runs (the caller then takes Eigen's GEMM).
+    static bool tiled_product(const GemmOperand& A, const GemmOperand& B, index M, index N, index K, float* C,
+                              index ldc, bool accumulate) {
+        if (bf16_products())
+            gemm_bf16(A, B, M, N, K, C, ldc, accumulate);
+        else if (gemm_f32_available())
+            gemm_f32(A, B, M, N, K, C, ldc, accumulate);
+        else
+            return false;
+        return true;
+    }
+
     /// y (rows, n) (+)= x (rows, in) · Wᵀ for a float32 block W (n, in) of contiguous rows:
-    /// `gemm_bf16` under `MatmulPrecision::Bf16Products` where the CPU has the unit, else
-    /// `gemm_f32` where the dispatch is AVX2, Eigen's GEMM elsewhere.
+    /// `tiled_product`, or Eigen's GEMM where it does not run.
     void product(ConstStridedMap x, const float* w, index n, StridedMap y, bool accumulate) const {
         const index in = in_features();
-        if (bf16_products()) {
-            gemm_bf16(GemmOperand::rows(x.data(), x.outerStride()), GemmOperand::transposed(w, in), x.rows(), n, in,
-                      y.data(), y.outerStride(), accumulate);
+        if (tiled_product(GemmOperand::rows(x.data(), x.outerStride()), GemmOperand::transposed(w, in), x.rows(), n,
+                          in, y.data(), y.outerStride(), accumulate))
             return;
-        }
-        if (gemm_f32_available()) {
-            gemm_f32(GemmOperand::rows(x.data(), x.outerStride()), GemmOperand::transposed(w, in), x.rows(), n, in,
-                     y.data(), y.outerStride(), accumulate);
-            return;
-        }
         const ConstMatrixMap wm(w, n, in);
         if (accumulate)
             y.noalias() += x * wm.transpose();
