@@ -125,6 +125,74 @@ SSM_UNROLL(8)
     add_sums_avx2(acc, sum);
     return i;
 }
+
+/// How far ahead of the row being read the AVX-512 decoding kernels ask for weights: 4 KiB
+/// (into the next rows near a row's end; a prefetch past the end never faults). Without
+/// it, decoding's bf16 and int8 projections read 13–14 GB/s on the Xeon of
+/// docs/benchmarks.md, whose memory gives 24–26; with it, 18–19 and 21–23. 1 and 2 KiB
+/// ahead were slower there, 8 KiB no faster.
+inline constexpr index kDecodePrefetchBytes = 4096;
+
+/// Asks for every 64-byte line of `bytes` starting `kDecodePrefetchBytes` past `p`.
+template <index Bytes>
+[[gnu::always_inline]] inline void prefetch_decode_ahead(const void* p) noexcept {
+    const char* ahead = static_cast<const char*>(p) + kDecodePrefetchBytes;
+SSM_UNROLL(8)
+    for (index line = 0; line < (Bytes + 63) / 64; ++line) _mm_prefetch(ahead + 64 * line, _MM_HINT_T0);
+}
+
+/// 16 weights as floats: float32 loaded, bfloat16 zero-extended and shifted into the high
+/// half — one `vpmovzxwd` from memory and one shift. (GCC, which prefers 256-bit vectors on
+/// these CPUs, splits the portable loop's 16-lane widening into five instructions, four of
+/// them shuffles.)
+__attribute__((target("avx512f,avx512bw"))) inline __m512 load16_avx512(const float* p) noexcept {
+    return _mm512_loadu_ps(p);
+}
+__attribute__((target("avx512f,avx512bw"))) inline __m512 load16_avx512(const std::uint16_t* p) noexcept {
+    const __m512i h = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(h, 16));
+}
+
+/// AVX-512: the structure of `dot_rows_avx2` on 16-lane registers (4/R chunks of 16 a step,
+/// so at least four sums are in flight), with the weight row asked for 4 KiB ahead. Same
+/// contract: adds the first `16·(n/16)` products of each row to sum[r] and returns how many
+/// it took.
+template <int R, class T>
+__attribute__((target("avx512f,avx512bw"))) index dot_rows_avx512(const T* w, const float* x, index ldx, index n,
+                                                                  float* sum) noexcept {
+    constexpr int kChunks = R >= 4 ? 1 : 4 / R;
+    constexpr index kStep = 16 * kChunks;
+    __m512 acc[kChunks][R];
+SSM_UNROLL(8)
+    for (int c = 0; c < kChunks; ++c)
+SSM_UNROLL(8)
+        for (int r = 0; r < R; ++r) acc[c][r] = _mm512_setzero_ps();
+    const index main_end = n - n % kStep;
+    index i = 0;
+    for (; i < main_end; i += kStep) {
+        prefetch_decode_ahead<kStep * static_cast<index>(sizeof(T))>(w + i);
+SSM_UNROLL(8)
+        for (int c = 0; c < kChunks; ++c) {
+            const __m512 wv = load16_avx512(w + i + 16 * c);
+SSM_UNROLL(8)
+            for (int r = 0; r < R; ++r)
+                acc[c][r] = _mm512_fmadd_ps(wv, _mm512_loadu_ps(x + r * ldx + i + 16 * c), acc[c][r]);
+        }
+    }
+    for (; i + 16 <= n; i += 16) {  // whole chunks of 16 left over (a short row: dt_proj's 48)
+        const __m512 wv = load16_avx512(w + i);
+SSM_UNROLL(8)
+        for (int r = 0; r < R; ++r) acc[0][r] = _mm512_fmadd_ps(wv, _mm512_loadu_ps(x + r * ldx + i), acc[0][r]);
+    }
+SSM_UNROLL(8)
+    for (int r = 0; r < R; ++r) {
+        __m512 a = acc[0][r];
+SSM_UNROLL(8)
+        for (int c = 1; c < kChunks; ++c) a = _mm512_add_ps(a, acc[c][r]);
+        sum[r] += _mm512_reduce_add_ps(a);
+    }
+    return i;
+}
 #endif
 
 /// Portable: GCC and Clang vectorise it as far as the compiler's flags allow (16-lane
@@ -169,24 +237,20 @@ inline index dot_rows_vector(const T* w, const float* x, index ldx, index n, flo
 /// out[r] = Σᵢ w[i] · x[r·ldx + i] for R input rows at once, with `w` float32 or bfloat16
 /// (widened as it is read, no buffer): each chunk of the weight row is loaded once and
 /// meets all R rows, and there are enough independent sums to hide the multiply-add
-/// latency. What decoding does with every weight row. The kernel follows `cpu_isa()`: the
-/// AVX2 + FMA one from that level up, except that a build targeting AVX-512 itself runs
-/// the portable loop on 16-lane registers on an AVX-512 CPU; scalar without GCC/Clang.
+/// latency. What decoding does with every weight row. The kernel follows `cpu_isa()`:
+/// AVX-512 (weights asked for ahead), AVX2 + FMA, or the portable loop (scalar without
+/// GCC/Clang), whatever the build's own target.
 template <int R, class T>
 inline void dot_rows(const T* w, const float* x, index ldx, index n, float* out) noexcept {
     float sum[R] = {};
     index done = 0;  // [0, done) summed by a vector kernel, the rest one by one
 #if SSM_X86_DISPATCH
-#if defined(__AVX512F__)
-    constexpr bool kAvx512Build = true;
-#else
-    constexpr bool kAvx512Build = false;
-#endif
-    const CpuIsa isa = cpu_isa();
-    if (isa == CpuIsa::Generic || (kAvx512Build && (isa == CpuIsa::Avx512 || isa == CpuIsa::Avx512Bf16)))
-        done = detail::dot_rows_vector<R>(w, x, ldx, n, sum);
-    else
-        done = detail::dot_rows_avx2<R>(w, x, ldx, n, sum);
+    switch (cpu_isa()) {
+        case CpuIsa::Avx512Bf16:
+        case CpuIsa::Avx512: done = detail::dot_rows_avx512<R>(w, x, ldx, n, sum); break;
+        case CpuIsa::Avx2: done = detail::dot_rows_avx2<R>(w, x, ldx, n, sum); break;
+        default: done = detail::dot_rows_vector<R>(w, x, ldx, n, sum); break;
+    }
 #else
     done = detail::dot_rows_vector<R>(w, x, ldx, n, sum);
 #endif
@@ -268,14 +332,18 @@ SSM_UNROLL(8)
     }
 }
 
-/// Asks for the int8 weights 2 KiB past `q`, the start of a step of `Blocks` blocks: one
-/// line of 64 bytes a step when it reads at most 64 bytes, two when it reads 128. The rows
-/// of a matrix are contiguous, so that is the next rows' start; a prefetch past the end
-/// never faults. Both AVX2 int8 kernels call it once a step.
-template <int Blocks>
+/// How far ahead the AVX2 int8 kernels ask for weights on an AVX2 CPU (measured best on the
+/// Zen 3 of docs/benchmarks.md). On an AVX-512 CPU `dot_rows_q8` runs the AVX2 kernel with
+/// `kDecodePrefetchBytes` (4 KiB), measured faster on the Xeon there.
+inline constexpr index kAvx2PrefetchBytes = 2048;
+
+/// Asks for the int8 weights `Ahead` bytes past `q`, the start of a step of `Blocks`
+/// blocks: one line of 64 bytes a step when it reads at most 64 bytes, two when it reads
+/// 128. The rows of a matrix are contiguous, so that is the next rows' start; a prefetch
+/// past the end never faults. Both AVX2 int8 kernels call it once a step.
+template <int Blocks, index Ahead = kAvx2PrefetchBytes>
 [[gnu::always_inline]] inline void prefetch_int8_ahead(const std::int8_t* q) noexcept {
-    constexpr index kPrefetchBytes = 2048;
-    const char* ahead = reinterpret_cast<const char*>(q) + kPrefetchBytes;
+    const char* ahead = reinterpret_cast<const char*>(q) + Ahead;
     _mm_prefetch(ahead, _MM_HINT_T0);
     if constexpr (Blocks * kInt8Block > 64) _mm_prefetch(ahead + 64, _MM_HINT_T0);
 }
@@ -285,7 +353,7 @@ template <int Blocks>
 /// Each step takes 4/R blocks (at least one), each with its own sums per row, so at least
 /// four sums are in flight; their indices are constants once the loops are unrolled, so the
 /// sums stay in registers (indexed by a block's parity, they went through the stack). The
-/// weights are asked for 2 KiB ahead, as in `dot_rows_q8_avx2`.
+/// weights are asked for 2 KiB ahead (`kAvx2PrefetchBytes`), as in `dot_rows_q8_avx2`.
 template <int R>
 __attribute__((target("avx2,fma"))) void dot_rows_int8_avx2(const std::int8_t* q, const float* scale,
                                                             const float* x, index ldx, index full,
@@ -304,7 +372,8 @@ SSM_UNROLL(8)
     add_sums_avx2(acc, sum);
 }
 
-/// AVX-512: 16 int8 values sign-extended and converted at a time, one block in two halves.
+/// AVX-512: 16 int8 values sign-extended and converted at a time, one block in two halves;
+/// the weights asked for 4 KiB ahead, as in `dot_rows_avx512`.
 template <int R>
 __attribute__((target("avx512f,avx512bw"))) void dot_rows_int8_avx512(const std::int8_t* q, const float* scale,
                                                                       const float* x, index ldx, index full,
@@ -313,6 +382,7 @@ __attribute__((target("avx512f,avx512bw"))) void dot_rows_int8_avx512(const std:
     for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
     for (index b = 0; b < full; ++b) {
         const std::int8_t* qb = q + b * kInt8Block;
+        if (b % 2 == 0) prefetch_decode_ahead<64>(qb);  // a line holds two blocks
         const __m512 w0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(qb))));
         const __m512 w1 =
             _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(qb + 16))));
@@ -482,10 +552,10 @@ SSM_UNROLL(8)
 /// AVX2: 32 weights take four integer instructions where the float32 path widens, converts
 /// and multiply-adds each 8. 4/R blocks a step, as in `dot_rows_int8_avx2`, so four sums
 /// are in flight. At this rate the hardware prefetcher alone leaves the loop waiting on
-/// memory, so each step asks for the weights 2 KiB ahead (the rows of a matrix are
+/// memory, so each step asks for the weights `Ahead` bytes ahead (the rows of a matrix are
 /// contiguous, so that is the next rows' start; a prefetch past the end never faults).
 /// Measured in `bench_model` (`BM_DecodeProjections/4`): see docs/benchmarks.md.
-template <int R>
+template <int R, index Ahead = kAvx2PrefetchBytes>
 __attribute__((target("avx2,fma"))) void dot_rows_q8_avx2(const std::int8_t* q, const float* wscale,
                                                           const std::int8_t* xq, const float* xscale, index ldx,
                                                           index lds, index blocks, float* sum) noexcept {
@@ -494,7 +564,7 @@ __attribute__((target("avx2,fma"))) void dot_rows_q8_avx2(const std::int8_t* q, 
     zero_sums_avx2(acc);
     index b = 0;
     for (; b + kBlocks <= blocks; b += kBlocks) {
-        prefetch_int8_ahead<kBlocks>(q + b * kInt8Block);
+        prefetch_int8_ahead<kBlocks, Ahead>(q + b * kInt8Block);
 SSM_UNROLL(8)
         for (int k = 0; k < kBlocks; ++k)
             q8_block_avx2<R>(q + (b + k) * kInt8Block, wscale[b + k], xq + (b + k) * kInt8Block, xscale + b + k,
@@ -513,8 +583,8 @@ SSM_UNROLL(8)
 /// weights against R rows of int8 activations (`quantize_int8_blocks`), `blocks` blocks of
 /// `kInt8Block` (both padded with zeros past the row's end). Each block's sum is an exact
 /// integer; the scaled sums add in float32. `ldx` is an activation row's stride in values,
-/// `lds` its scales' stride. AVX2 kernel where the CPU has AVX2 (AVX-512 CPUs too),
-/// portable code elsewhere.
+/// `lds` its scales' stride. AVX2 kernel where the CPU has AVX2 (AVX-512 CPUs too, asking
+/// for the weights 4 KiB ahead instead of 2), portable code elsewhere.
 template <int R>
 inline void dot_rows_q8(const std::int8_t* q, const float* wscale, const std::int8_t* xq, const float* xscale,
                         index ldx, index lds, index blocks, float* out) noexcept {
@@ -523,6 +593,8 @@ inline void dot_rows_q8(const std::int8_t* q, const float* wscale, const std::in
 #if SSM_X86_DISPATCH
         case CpuIsa::Avx512Bf16:
         case CpuIsa::Avx512:
+            detail::dot_rows_q8_avx2<R, detail::kDecodePrefetchBytes>(q, wscale, xq, xscale, ldx, lds, blocks, sum);
+            break;
         case CpuIsa::Avx2: detail::dot_rows_q8_avx2<R>(q, wscale, xq, xscale, ldx, lds, blocks, sum); break;
 #endif
         default: detail::dot_rows_q8_generic<R>(q, wscale, xq, xscale, ldx, lds, blocks, sum); break;
