@@ -111,20 +111,26 @@ try:
 except ImportError:
     sys.exit(0)
 kinds = [k for k in ("pp512", "pp2048", "tg128") if any((f, k) in llama for f in fmt_names)]
-fig, axes = plt.subplots(1, len(kinds), figsize=(4 * len(kinds), 3.8))
+fig, axes = plt.subplots(1, len(kinds), figsize=(4.6 * len(kinds), 3.8))
+# One group per weight format; bf16 twice where bench_model ran both of its paths (prefill:
+# on the bf16 unit, argument 1, and widened to float32 GEMMs, argument 3), since which one
+# a CPU takes by default depends on the CPU (ssm/core/cpu.hpp).
+groups = [("f32", "F32\nfloat32", 0), ("bf16", "BF16\nbf16 on the unit", 1),
+          ("bf16", "BF16\nbf16 widened", 3), ("q8_0", "Q8_0\nint8 blocks", 2)]
 for ax, kind in zip(axes, kinds):
-    xs = range(len(fmt_names))
-    # Each program's runs per format, in fmt_names' order (llama.cpp keys by GGUF type,
-    # ssm by bench_model's weight argument).
-    series = (("llama.cpp", [llama.get((f, kind), [0]) for f in fmt_names], "tab:gray"),
-              ("ssm", [ssm.get((arg, kind), [0]) for _, _, arg in fmt_names.values()], "tab:blue"))
+    shown = [(f, label, arg) for f, label, arg in groups if (f, kind) in llama and (arg, kind) in ssm]
+    if kind == "tg128":  # decoding never uses the bf16 unit: one bf16 group
+        shown = [(f, label.replace("bf16 on the unit", "bfloat16"), arg) for f, label, arg in shown if arg != 3]
+    xs = range(len(shown))
+    series = (("llama.cpp", [llama[(f, kind)] for f, _, _ in shown], "tab:gray"),
+              ("ssm", [ssm[(arg, kind)] for _, _, arg in shown], "tab:blue"))
     for off, (label, runs, color) in enumerate(series):
         vals = [statistics.median(v) for v in runs]
         lo = [m - min(v) for m, v in zip(vals, runs)]
         hi = [max(v) - m for m, v in zip(vals, runs)]
         ax.bar([x + (off - 0.5) * 0.38 for x in xs], vals, 0.38, yerr=[lo, hi], color=color, label=label, capsize=3)
     ax.set_xticks(list(xs))
-    ax.set_xticklabels([f"{g}\n{s_}" for g, s_, _ in fmt_names.values()], fontsize=8)
+    ax.set_xticklabels([label for _, label, _ in shown], fontsize=8)
     ax.set_title({"pp512": "prefill 512 tokens", "pp2048": "prefill 2 048 tokens", "tg128": "decode (batch 1)"}[kind])
     ax.set_ylabel("tokens/s")
     ax.grid(True, axis="y", alpha=0.3)
