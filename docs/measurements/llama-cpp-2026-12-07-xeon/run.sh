@@ -18,3 +18,10 @@ for r in 1 2 3; do
       --benchmark_format=json --benchmark_out="$here/decode-before-after/$v-r$r.json" --benchmark_out_format=json >/dev/null
   done
 done
+for r in 1 2 3; do
+  for v in before after; do
+    bin=BEFORE; [[ $v == after ]] && bin=AFTER
+    "${!bin}" --benchmark_filter='BM_Decode/(8|16|64)/[012]' --benchmark_min_time=0.5 \
+      --benchmark_format=json --benchmark_out="$here/decode-before-after/batch-$v-r$r.json" --benchmark_out_format=json >/dev/null
+  done
+done
