@@ -73,8 +73,8 @@ TEST_CASE("dot_rows equals a double-precision dot product for every row count, l
         ++paths;
         std::uint64_t seed = 300;
         // Lengths around every kernel's step (8 and 64 for AVX2 + FMA, 16 and 64 for AVX-512
-        // and portable),
-        // below one vector, and dt_proj's 48 (whole vectors, none of the main loop's steps).
+        // and portable), below one vector, and dt_proj's 48 (whole vectors, none of the main
+        // loop's steps).
         for (const ssm::index n : {1, 7, 8, 9, 15, 16, 17, 31, 48, 63, 64, 65, 100, 768}) {
             const auto w = ssm::test::random_floats(static_cast<std::size_t>(n), -1, 1, seed++);
             const ssm::index ldx = n + 3;  // rows of x with a stride

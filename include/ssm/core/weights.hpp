@@ -129,8 +129,8 @@ SSM_UNROLL(8)
 /// How far ahead of the row being read the AVX-512 decoding kernels ask for weights: 4 KiB
 /// (into the next rows near a row's end; a prefetch past the end never faults). Without
 /// it, decoding's bf16 and int8 projections read 13–14 GB/s on the Xeon of
-/// docs/benchmarks.md, whose memory gives 24–26; with it, 18–19 and 21–23. 1 and 2 KiB
-/// ahead were slower there, 8 KiB no faster.
+/// docs/benchmarks.md, whose memory reads 24–29 GB/s; with it, 18–20 and 18–25 from run to
+/// run. 1 and 2 KiB ahead were slower there, 8 KiB no faster.
 inline constexpr index kDecodePrefetchBytes = 4096;
 
 /// Asks for every 64-byte line of `bytes` starting `kDecodePrefetchBytes` past `p`.
