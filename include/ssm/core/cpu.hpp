@@ -87,6 +87,18 @@ enum class CpuIsa : int {
     return static_cast<int>(isa) <= static_cast<int>(detected_cpu_isa());
 }
 
+/// Whether the CPU has AVX512-VNNI (`vpdpbusd`: int8 dot products four a lane), which the
+/// int8 × int8 decoding kernel uses where the dispatch is AVX-512. Asked once.
+[[nodiscard]] inline bool cpu_has_avx512_vnni() noexcept {
+#if SSM_X86_DISPATCH
+    static const bool has = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                            __builtin_cpu_supports("avx512vnni");
+    return has;
+#else
+    return false;
+#endif
+}
+
 namespace detail {
 
 /// The instruction set `SSM_CPU_ISA` names (generic, avx2, avx512, avx512bf16), or the default
