@@ -634,8 +634,9 @@ SSM_UNROLL(8)
 /// weights against R rows of int8 activations (`quantize_int8_blocks`), `blocks` blocks of
 /// `kInt8Block` (both padded with zeros past the row's end). Each block's sum is an exact
 /// integer; the scaled sums add in float32. `ldx` is an activation row's stride in values,
-/// `lds` its scales' stride. AVX2 kernel where the CPU has AVX2 (AVX-512 CPUs too, asking
-/// for the weights 4 KiB ahead instead of 2), portable code elsewhere.
+/// `lds` its scales' stride. On an AVX-512 dispatch, the VNNI kernel where the CPU has
+/// AVX512-VNNI, else the AVX2 kernel asking for the weights 4 KiB ahead instead of 2; the
+/// AVX2 kernel on an AVX2 dispatch; portable code elsewhere.
 template <int R>
 inline void dot_rows_q8(const std::int8_t* q, const float* wscale, const std::int8_t* xq, const float* xscale,
                         index ldx, index lds, index blocks, float* out) noexcept {
