@@ -25,3 +25,11 @@ for r in 1 2 3; do
       --benchmark_format=json --benchmark_out="$here/decode-before-after/batch-$v-r$r.json" --benchmark_out_format=json >/dev/null
   done
 done
+# vnni-*: BEFORE = the commit before the VNNI kernel of dot_rows_q8, AFTER = the one with it.
+for r in 1 2 3; do
+  for v in before after; do
+    bin=BEFORE; [[ $v == after ]] && bin=AFTER
+    "${!bin}" --benchmark_filter='BM_MemoryRead|BM_Decode/(1|8|16)/4|BM_DecodeProjections/4' --benchmark_min_time=1 \
+      --benchmark_format=json --benchmark_out="$here/decode-before-after/vnni-$v-r$r.json" --benchmark_out_format=json >/dev/null
+  done
+done
