@@ -133,10 +133,18 @@ SSM_UNROLL(8)
 /// run. 1 and 2 KiB ahead were slower there, 8 KiB no faster.
 inline constexpr index kDecodePrefetchBytes = 4096;
 
-/// Asks for every 64-byte line of `bytes` starting `kDecodePrefetchBytes` past `p`.
-template <index Bytes>
-[[gnu::always_inline]] inline void prefetch_decode_ahead(const void* p) noexcept {
-    const char* ahead = static_cast<const char*>(p) + kDecodePrefetchBytes;
+/// How far ahead the AVX2 int8 kernels ask for weights on an AVX2 CPU (measured best on the
+/// Zen 3 of docs/benchmarks.md). On an AVX-512 CPU `dot_rows_q8` runs the AVX2 kernel with
+/// `kDecodePrefetchBytes` (4 KiB), measured faster on the Xeon there.
+inline constexpr index kAvx2PrefetchBytes = 2048;
+
+/// Asks for every 64-byte line of the `Bytes` a kernel step reads, `Ahead` bytes past `p`,
+/// the step's start. The rows of a matrix are contiguous, so near a row's end that is the
+/// next rows' start; a prefetch past the end never faults. The decoding kernels call it once
+/// a step.
+template <index Bytes, index Ahead = kDecodePrefetchBytes>
+[[gnu::always_inline]] inline void prefetch_ahead(const void* p) noexcept {
+    const char* ahead = static_cast<const char*>(p) + Ahead;
 SSM_UNROLL(8)
     for (index line = 0; line < (Bytes + 63) / 64; ++line) _mm_prefetch(ahead + 64 * line, _MM_HINT_T0);
 }
@@ -170,7 +178,7 @@ SSM_UNROLL(8)
     const index main_end = n - n % kStep;
     index i = 0;
     for (; i < main_end; i += kStep) {
-        prefetch_decode_ahead<kStep * static_cast<index>(sizeof(T))>(w + i);
+        prefetch_ahead<kStep * static_cast<index>(sizeof(T))>(w + i);
 SSM_UNROLL(8)
         for (int c = 0; c < kChunks; ++c) {
             const __m512 wv = load16_avx512(w + i + 16 * c);
@@ -332,22 +340,6 @@ SSM_UNROLL(8)
     }
 }
 
-/// How far ahead the AVX2 int8 kernels ask for weights on an AVX2 CPU (measured best on the
-/// Zen 3 of docs/benchmarks.md). On an AVX-512 CPU `dot_rows_q8` runs the AVX2 kernel with
-/// `kDecodePrefetchBytes` (4 KiB), measured faster on the Xeon there.
-inline constexpr index kAvx2PrefetchBytes = 2048;
-
-/// Asks for the int8 weights `Ahead` bytes past `q`, the start of a step of `Blocks`
-/// blocks: one line of 64 bytes a step when it reads at most 64 bytes, two when it reads
-/// 128. The rows of a matrix are contiguous, so that is the next rows' start; a prefetch
-/// past the end never faults. Both AVX2 int8 kernels call it once a step.
-template <int Blocks, index Ahead = kAvx2PrefetchBytes>
-[[gnu::always_inline]] inline void prefetch_int8_ahead(const std::int8_t* q) noexcept {
-    const char* ahead = reinterpret_cast<const char*>(q) + Ahead;
-    _mm_prefetch(ahead, _MM_HINT_T0);
-    if constexpr (Blocks * kInt8Block > 64) _mm_prefetch(ahead + 64, _MM_HINT_T0);
-}
-
 /// AVX2 + FMA: sign-extends and converts 8 int8 values at a time (without AVX-512 a compiler
 /// widens an int8 vector one element at a time, a tenth of the speed the memory allows).
 /// Each step takes 4/R blocks (at least one), each with its own sums per row, so at least
@@ -363,7 +355,7 @@ __attribute__((target("avx2,fma"))) void dot_rows_int8_avx2(const std::int8_t* q
     zero_sums_avx2(acc);
     index b = 0;
     for (; b + kBlocks <= full; b += kBlocks) {
-        prefetch_int8_ahead<kBlocks>(q + b * kInt8Block);
+        prefetch_ahead<kBlocks * kInt8Block, kAvx2PrefetchBytes>(q + b * kInt8Block);
 SSM_UNROLL(8)
         for (int k = 0; k < kBlocks; ++k)
             int8_block_avx2<R>(q + (b + k) * kInt8Block, scale + b + k, x + (b + k) * kInt8Block, ldx, acc[k]);
@@ -382,7 +374,7 @@ __attribute__((target("avx512f,avx512bw"))) void dot_rows_int8_avx512(const std:
     for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
     for (index b = 0; b < full; ++b) {
         const std::int8_t* qb = q + b * kInt8Block;
-        if (b % 2 == 0) prefetch_decode_ahead<64>(qb);  // a line holds two blocks
+        if (b % 2 == 0) prefetch_ahead<64>(qb);  // a line holds two blocks
         const __m512 w0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(qb))));
         const __m512 w1 =
             _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(qb + 16))));
@@ -564,7 +556,7 @@ __attribute__((target("avx2,fma"))) void dot_rows_q8_avx2(const std::int8_t* q, 
     zero_sums_avx2(acc);
     index b = 0;
     for (; b + kBlocks <= blocks; b += kBlocks) {
-        prefetch_int8_ahead<kBlocks, Ahead>(q + b * kInt8Block);
+        prefetch_ahead<kBlocks * kInt8Block, Ahead>(q + b * kInt8Block);
 SSM_UNROLL(8)
         for (int k = 0; k < kBlocks; ++k)
             q8_block_avx2<R>(q + (b + k) * kInt8Block, wscale[b + k], xq + (b + k) * kInt8Block, xscale + b + k,
@@ -616,7 +608,7 @@ SSM_UNROLL(8)
     for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
     index b = 0;
     for (; b + 2 <= blocks; b += 2) {
-        prefetch_decode_ahead<64>(q + b * kInt8Block);
+        prefetch_ahead<64>(q + b * kInt8Block);
         q8_block_pair_vnni<R>(q + b * kInt8Block, ~__mmask64{0}, wscale[b], wscale[b + 1], xq + b * kInt8Block,
                               xscale + b, xscale + b + 1, ldx, lds, acc);
     }
