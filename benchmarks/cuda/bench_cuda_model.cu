@@ -6,7 +6,8 @@
 //   - greedy decoding (argmax on the device, the chosen ids copied back every step):
 //     per-token latency at batch 1 and tokens/s at batch 64;
 // then the same two tables for a Mamba-2 model at mamba2-130m's shape (d_inner 1536, 24
-// heads of 64, N 128, chunk 256, vocab 50288; random weights).
+// heads of 64, N 128, chunk 256, vocab 50288; random weights), and its encoding table again
+// with the SSD's chunk products on the tensor cores (`SsdMath::Tf32x3`).
 // First, one layer's operations one at a time at the encoding shape (where a batch's time
 // goes); decoding runs with the step's kernels launched one by one and as the captured CUDA
 // graph (the default), side by side.
@@ -328,6 +329,12 @@ int main(int argc, char** argv) {
             std::printf("\ngreedy decoding, %d steps (argmax on the device, ids copied back)\n", steps);
             decode_table(model2, steps, state_bytes_per_seq2, top.copy_bytes_per_s);
         }
+        // The SSD's chunk products on the tensor cores (TF32 with error compensation) beside
+        // the CUDA cores' table above (bf16 weights both).
+        model2.set_ssd_math(cu::SsdMath::Tf32x3);
+        std::printf("\n== Mamba-2, bf16 weights, the SSD's products on the tensor cores (TF32 x 3)\n");
+        std::printf("\nencode (last hidden state per sequence, no logits)\n");
+        encode_table(model2, gemm_flops_per_token2, top.gemm_bf16);
         return 0;
     } catch (const std::exception& e) {
         std::fprintf(stderr, "error: %s\n", e.what());

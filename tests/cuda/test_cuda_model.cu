@@ -1,10 +1,11 @@
-// The whole model on the GPU, Mamba-1 and Mamba-2, against the references in tests/data
+// The whole model on the GPU, Mamba-1, Falcon-Mamba and Mamba-2, against the references in tests/data
 // (transformers' float64 forward from the saved weights; mamba_ssm's grouped SSD for
 // n_groups > 1) and against the CPU model: every hidden state and the logits of every
 // sequence, packed batches, the 2048- and 1600-token sequences (also prefilled in chunks
 // through the state), the recurrent state itself, prefill + step-by-step decoding == the
-// full forward, greedy generation, and batch decoding == one by one; and the same models
-// with bf16 weights on the device, to a tolerance set by bf16 rounding.
+// full forward, greedy generation, and batch decoding == one by one; the Mamba-2 models with
+// the SSD's products on the tensor cores; and the same models with bf16 weights on the
+// device, to a tolerance set by bf16 rounding.
 #include <algorithm>
 #include <cstdint>
 #include <span>
@@ -33,13 +34,14 @@ struct Case {
     int sequences;
     std::string reference = {};  // the folder whose reference.safetensors it shares, if not its own
 };
-// Mamba-1; then Mamba-2: mamba2-tiny (4 heads of 16, chunk 16, tied; sequences of 1, 16, 17,
+// Mamba-1 (falcon-mamba-tiny: Falcon-Mamba, Mamba-1 with dt_low, B and C normalised); then
+// Mamba-2: mamba2-tiny (4 heads of 16, chunk 16, tied; sequences of 1, 16, 17,
 // 50 tokens), mamba2-tiny-long (2 heads of 32, chunk 32, untied, biases, Δ clamped, a bf16
 // checkpoint in 3 shards), mamba2-tiny-torch (mamba2-tiny as an original mamba_ssm
 // checkpoint) and mamba2-grouped-torch (n_groups 2, d_ssm 48 of 64: the gated MLP beside
 // the SSM).
 const Case kCases[] = {{"mamba-tiny", 4},        {"mambabyte-tiny", 2},
-                       {"mamba-tiny-bf16-sharded", 2},
+                       {"mamba-tiny-bf16-sharded", 2}, {"falcon-mamba-tiny", 2},
                        {"mamba2-tiny", 4},       {"mamba2-tiny-long", 3},
                        {"mamba2-tiny-torch", 4, "mamba2-tiny"}, {"mamba2-grouped-torch", 4}};
 
@@ -166,6 +168,41 @@ TEST_CASE(
     }
 }
 
+TEST_CASE(
+    "cuda model: Mamba-2 with the SSD's products on the tensor cores (TF32 with error "
+    "compensation) matches transformers and the CPU to the fp32 tolerance",
+    "[cuda][mamba2]") {
+    if (cu::detail::device_attribute(cudaDevAttrComputeCapabilityMajor) < 8) {
+        // No TF32 tensor cores: the prefill is refused, naming what it needs.
+        auto gpu = cu::MambaModel::load(ssm::test::data_dir() / "mamba2-tiny");
+        gpu.set_ssd_math(cu::SsdMath::Tf32x3);
+        CHECK(ssm::test::error_of([&] { (void)gpu.forward(ssm::Batch::of({{1, 2, 3}})); })
+                  .find("compute capability") != std::string::npos);
+        return;
+    }
+    for (const auto& c : kCases) {
+        if (ssm::MambaConfig::load(ssm::test::data_dir() / c.folder).family != ssm::ModelFamily::Mamba2)
+            continue;
+        INFO(c.folder);
+        auto gpu = cu::MambaModel::load(ssm::test::data_dir() / c.folder);
+        gpu.set_ssd_math(cu::SsdMath::Tf32x3);
+        REQUIRE(gpu.ssd_math() == cu::SsdMath::Tf32x3);
+        with_cpu_model(c, [&](const auto& cpu) {
+            check_sequences(gpu, cpu, reference_of(c), c.sequences, kTol);
+        });
+    }
+    // The 1600-token sequence, chunks of 32, whole.
+    const auto dir = ssm::test::data_dir() / "mamba2-tiny-long";
+    const auto ref = ssm::SafetensorsFile::open(dir / "reference.safetensors");
+    auto gpu = cu::MambaModel::load(dir);
+    gpu.set_ssd_math(cu::SsdMath::Tf32x3);
+    const auto ids = ids_of(ref, "long.input_ids");
+    const auto r = gpu.forward(ssm::Batch::of({ids}), {ssm::Logits::All, false});
+    CHECK(rel_error(span_of(r.hidden), ref.load_f32("long.last_hidden").values()) < kTol);
+    CHECK(rel_error(rows_of(r.logits, static_cast<ssm::index>(ids.size()) - 8, 8),
+                    ref.load_f32("long.logits_tail").values()) < kTol);
+}
+
 TEST_CASE("cuda model: the recurrent state after a packed prefill equals the CPU's", "[cuda]") {
     for (const auto& c : kCases) {
         INFO(c.folder);
@@ -217,14 +254,15 @@ TEST_CASE(
 
 TEST_CASE("cuda model: decoding a batch of sequences at once equals decoding each alone",
           "[cuda]") {
-    for (const char* folder : {"mamba-tiny", "mamba2-tiny", "mamba2-grouped-torch"}) {
+    for (const char* folder : {"mamba-tiny", "falcon-mamba-tiny", "mamba2-tiny", "mamba2-grouped-torch"}) {
     INFO(folder);
     auto gpu = cu::MambaModel::load(ssm::test::data_dir() / folder);
     const std::vector<std::vector<std::int32_t>> prompts = {
         {5, 9, 13}, {7}, {1, 2, 3, 4, 5, 6, 7, 8, 9, 10}};
     auto state = gpu.make_state(3);
     (void)gpu.forward(ssm::Batch::of(prompts), {ssm::Logits::None, false}, &state);
-    const std::int32_t next[] = {42, 17, 999};
+    // The last id of the vocabulary (999 for mamba-tiny, 255 for the byte-level Falcon-Mamba).
+    const std::int32_t next[] = {42, 17, static_cast<std::int32_t>(gpu.vocab_size() - 1)};
     const ssm::Matrix together = gpu.step(next, state);
     for (std::size_t i = 0; i < prompts.size(); ++i) {
         auto one = gpu.make_state(1);
@@ -237,7 +275,7 @@ TEST_CASE("cuda model: decoding a batch of sequences at once equals decoding eac
 }
 TEST_CASE("cuda model: decoding through the captured CUDA graph equals launching kernel by kernel",
           "[cuda]") {
-    for (const char* folder : {"mamba-tiny", "mamba2-tiny-long"}) {
+    for (const char* folder : {"mamba-tiny", "falcon-mamba-tiny", "mamba2-tiny-long"}) {
     INFO(folder);
     const auto dir = ssm::test::data_dir() / folder;
     auto graphed = cu::MambaModel::load(dir);
@@ -265,7 +303,8 @@ TEST_CASE("cuda model: decoding through the captured CUDA graph equals launching
             // Direct on the first step with these buffers, the graph from the second on.
             CHECK(graphed.decode_graph_used() == (step >= 1));
             for (std::size_t i = 0; i < batch; ++i)
-                tokens[i] = static_cast<std::int32_t>((tokens[i] * 31 + step + i) % 200);
+                tokens[i] = static_cast<std::int32_t>((tokens[i] * 31 + step + i) %
+                                                      std::min<ssm::index>(200, graphed.vocab_size()));
         }
         // The states the two advanced agree as well.
         const auto hg = sg.to_host(), hd = sd.to_host();
@@ -443,12 +482,11 @@ TEST_CASE("cuda model: bad input is an ssm::Error naming what is wrong", "[cuda]
     CHECK_THROWS_AS(cu::MambaModel::load(ssm::test::data_dir() / "no-such-model"), ssm::Error);
 }
 
-TEST_CASE("cuda model: Falcon-Mamba and SAMBA folders are refused naming what they are",
-          "[cuda]") {
+TEST_CASE("cuda model: SAMBA folders are refused naming what they are", "[cuda]") {
     const auto family = [](const char* folder) {
         return ssm::test::error_of([&] { (void)cu::MambaModel::load(ssm::test::data_dir() / folder); });
     };
-    CHECK(family("falcon-mamba-tiny").find("a falcon_mamba model") != std::string::npos);
+    CHECK(family("samba-tiny").find("SAMBA") != std::string::npos);
     CHECK(family("samba-tiny-mha").find("SAMBA") != std::string::npos);
     // A model uploaded from the CPU must hold float32 weights.
     auto cpu = ssm::MambaLM::load(ssm::test::data_dir() / "mamba-tiny");

@@ -25,6 +25,7 @@
 #include <stdexcept>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "ssm/cuda/buffer.cuh"
@@ -750,9 +751,12 @@ cu::DeviceBuffer<W> upload_as(const std::vector<float>& host) {
 /// a random state: ssm::CausalConv1d::step, x_proj and dt_proj as ssm::Linear (weights
 /// rounded to bf16 on both sides when W is bf16, as `store_bf16` keeps them), softplus and
 /// ssm::selective_state_update, on an ssm::MambaLayerState. Compares y, u, [dt_low | B | C]
-/// and both states after every step.
+/// and both states after every step. With `rms_eps` > 0 (Falcon-Mamba) each of dt_low, B and
+/// C in every row of x_proj's output is first divided by sqrt(mean(v²) + rms_eps), here
+/// in double as transformers' FalconMambaMixer defines it.
 template <class W>
-void check_decode_step(ssm::index B, ssm::index E, ssm::index N, int K, int R, int steps) {
+void check_decode_step(ssm::index B, ssm::index E, ssm::index N, int K, int R, int steps,
+                       double rms_eps = 0.0) {
     const ssm::index J = R + 2 * N;
     const auto seed = case_seed(static_cast<std::uint64_t>(B * 100000 + E * 100 + N * 10 + K) +
                                 (std::is_same_v<W, float> ? 0u : 7u));
@@ -805,6 +809,17 @@ void check_decode_step(ssm::index B, ssm::index E, ssm::index N, int K, int R, i
             xdbl(static_cast<std::size_t>(B * J)), dt(u.size()), y(u.size());
         conv.step(cmap(xz, B, E, 2 * E), state.conv.data(), map(u, B, E, E), true);
         x_proj.forward(cmap(u, B, E, E), map(xdbl, B, J, J));
+        if (rms_eps > 0.0)
+            for (ssm::index b = 0; b < B; ++b)
+                for (const auto& [start, width] : {std::pair<ssm::index, ssm::index>{0, R},
+                                                   {R, N}, {R + N, N}}) {
+                    float* v = xdbl.data() + b * J + start;
+                    double sq = 0.0;
+                    for (ssm::index i = 0; i < width; ++i) sq += static_cast<double>(v[i]) * v[i];
+                    const double scale = 1.0 / std::sqrt(sq / static_cast<double>(width) + rms_eps);
+                    for (ssm::index i = 0; i < width; ++i)
+                        v[i] = static_cast<float>(static_cast<double>(v[i]) * scale);
+                }
         dt_proj.forward(cmap(xdbl, B, R, J), map(dt, B, E, E));
         ssm::softplus_inplace(dt.data(), B * E);
         const ssm::SelectiveScanArgs a =
@@ -837,6 +852,7 @@ void check_decode_step(ssm::index B, ssm::index E, ssm::index N, int K, int R, i
         p.xdbl = d_xdbl.data();
         p.y = d_y.data();
         p.ld_y = E;
+        p.dt_bc_rms_eps = rms_eps;
         cu::mamba_decode_step(p, nullptr);
         check_close(d_y.to_host(), y, kTol, "y");
         check_close(d_u.to_host(), u, kTol, "u (conv output)");
@@ -875,6 +891,51 @@ TEST_CASE(
             else
                 check_decode_step<float>(64, E, 16, 4, 48, 2);
         }
+}
+
+TEST_CASE(
+    "cuda op: the fused decoding step with Falcon-Mamba's normalisation of dt_low, B and C "
+    "equals the CPU's, step after step",
+    "[cuda]") {
+    // R = 3 and 48 (a part wider than a warp: lanes stride over it), N 8 and 40 (B and C wider
+    // than a warp), eps 1e-6 (falcon-mamba-7b's mixer_rms_eps) and 0.5 (where eps dominates).
+    for (const bool bf16 : {false, true})
+        for (ssm::index B : {1, 5})
+            for (const auto& [N, R] : {std::pair<ssm::index, int>{8, 3}, {40, 48}})
+                for (const double eps : {1e-6, 0.5}) {
+                    INFO((bf16 ? "bf16" : "fp32") << " weights, B " << B << " N " << N << " R " << R
+                                                  << " eps " << eps);
+                    if (bf16)
+                        check_decode_step<__nv_bfloat16>(B, 130, N, 4, R, 3, eps);
+                    else
+                        check_decode_step<float>(B, 130, N, 4, R, 3, eps);
+                }
+    // The normalisation alone: each part of each row has RMS 1 (up to eps), in place, and
+    // nothing past the row's R + 2N values (the stride's padding) is written.
+    const ssm::index rows = 7, R = 5, N = 37, ld = R + 2 * N + 3;
+    auto host = random_floats(static_cast<std::size_t>(rows * ld), -3, 3, case_seed(77));
+    auto d = cu::upload(host);
+    cu::normalize_dt_b_c(d.data(), rows, ld, R, static_cast<int>(N), 1e-6, nullptr);
+    const auto out = d.to_host();
+    for (ssm::index r = 0; r < rows; ++r) {
+        for (const auto& [start, width] : {std::pair<ssm::index, ssm::index>{0, R}, {R, N}, {R + N, N}}) {
+            double sq = 0.0, sq_in = 0.0;
+            for (ssm::index i = 0; i < width; ++i) {
+                sq += static_cast<double>(out[static_cast<std::size_t>(r * ld + start + i)]) *
+                      out[static_cast<std::size_t>(r * ld + start + i)];
+                sq_in += static_cast<double>(host[static_cast<std::size_t>(r * ld + start + i)]) *
+                         host[static_cast<std::size_t>(r * ld + start + i)];
+            }
+            const double expected = sq_in / (sq_in + 1e-6 * static_cast<double>(width));
+            CHECK(std::abs(sq / static_cast<double>(width) - expected) < 1e-5);
+        }
+        for (ssm::index i = R + 2 * N; i < ld; ++i)
+            CHECK(out[static_cast<std::size_t>(r * ld + i)] == host[static_cast<std::size_t>(r * ld + i)]);
+    }
+    const auto refused = ssm::test::error_of([&] {
+        cu::normalize_dt_b_c(d.data(), rows, ld, R, static_cast<int>(N), 0.0, nullptr);
+    });
+    CHECK(refused.find("cuda::normalize_dt_b_c") != std::string::npos);
 }
 
 TEST_CASE("cuda op: argmax of every row is Eigen's maxCoeff (first of equal maxima)", "[cuda]") {
@@ -1073,10 +1134,11 @@ TEST_CASE("cuda op: SSD scan equals the CPU sequential SSD over packed sequences
         ssm::index H, P, N, G, Q;
     };
     // Heads, head dim, state, groups and chunk length: head dims below, at and above the
-    // kernel's 64-channel tiles, states that are not multiples of its 32-row stages, chunk
-    // lengths that are and are not multiples of 32; the last is the mamba2-130m head shape.
+    // kernel's 64-channel tiles, states that are not multiples of its 32-row stages (nor,
+    // N 20, of the tensor-core path's 8-wide k-steps), chunk lengths that are and are not
+    // multiples of 32; the last is the mamba2-130m head shape.
     const std::vector<Shape> shapes = {{4, 16, 16, 1, 16}, {6, 8, 24, 3, 48}, {2, 80, 40, 2, 64},
-                                       {3, 64, 128, 1, 256}};
+                                       {5, 24, 20, 1, 40}, {3, 64, 128, 1, 256}};
     const std::vector<std::vector<ssm::index>> length_sets = {
         {0}, {0, 0}, {1}, {7}, {16}, {17}, {64}, {65}, {300, 1, 17, 64, 1000, 2}, {5, 0, 3},
         {0, 300, 0}, {257, 256, 255, 513}, {2100}};
@@ -1099,6 +1161,11 @@ TEST_CASE("cuda op: SSD scan equals the CPU sequential SSD over packed sequences
                     a.final_state = final_cpu.data();
                     ssm::SequentialSsd::run(a);
 
+                    // Both places the chunk products run: the CUDA cores (fp32) and the tensor
+                    // cores (TF32 with error compensation), to the same tolerance.
+                    for (const auto math : {cu::SsdMath::Fp32, cu::SsdMath::Tf32x3}) {
+                    INFO((math == cu::SsdMath::Fp32 ? "fp32" : "tf32x3"));
+                    const bool tensor_cores = math == cu::SsdMath::Tf32x3;
                     const cu::DeviceOffsets d_off(c.offsets);
                     const auto d_xbc = cu::upload(c.xbc);
                     const auto d_dt = cu::upload(c.dt);
@@ -1112,7 +1179,14 @@ TEST_CASE("cuda op: SSD scan equals the CPU sequential SSD over packed sequences
                     p.initial_state = with_state ? d_state_in.data() : nullptr;
                     p.final_state = in_place ? d_state_in.data() : d_state_out.data();
                     p.chunk = s.Q;
+                    p.math = math;
                     cu::SsdWorkspace ws;
+                    if (tensor_cores && cu::detail::device_attribute(cudaDevAttrComputeCapabilityMajor) < 8) {
+                        // No TF32 tensor cores: refused, naming what it needs.
+                        CHECK(ssm::test::error_of([&] { cu::ssd_scan(p, d_off, ws, nullptr); })
+                                  .find("compute capability") != std::string::npos);
+                        continue;
+                    }
                     if (c.T > 0) {  // the workspace first serves another batch: its chunk table is rebuilt
                         const std::vector<cu::dindex> whole = {0, static_cast<cu::dindex>(c.T)};
                         auto d_other = poisoned(y_floats);
@@ -1134,6 +1208,7 @@ TEST_CASE("cuda op: SSD scan equals the CPU sequential SSD over packed sequences
                     if (!with_state && c.T > 0) {
                         cu::ssd_scan(p, d_off, ws, nullptr);
                         check_close(d_y2.to_host(), y_cpu, kTol, "y, workspace reused");
+                    }
                     }
                 }
 }

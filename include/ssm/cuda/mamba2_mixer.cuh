@@ -130,6 +130,12 @@ public:
     /// Floats of one sequence's SSM state, (H, P, N), as the CPU's.
     [[nodiscard]] dindex ssm_state_floats() const noexcept { return H_ * P_ * N_; }
 
+    /// Where the SSD's chunk products run in `forward` (`SsdMath`: fp32 on the CUDA cores,
+    /// the default, or TF32 with error compensation on the tensor cores). Decoding steps are
+    /// unaffected.
+    void set_ssd_math(SsdMath math) noexcept { math_ = math; }
+    [[nodiscard]] SsdMath ssd_math() const noexcept { return math_; }
+
     /// Keeps in_proj and out_proj in bf16 from now on (rounded to nearest even; waits on
     /// `stream`, then frees the fp32 copies). The conv, Δ, A, D, the norm and the scan stay
     /// fp32.
@@ -179,6 +185,7 @@ public:
         p.initial_state = ssm_in;
         p.final_state = ssm_out;
         p.chunk = chunk_;
+        p.math = math_;
         ssd_scan(p, offsets, ws.ssd, stream);
         finish(ws, T, stream);
         project(blas, T, D_, E_, ws.y.data(), E_, out_proj_w_, out, ld_out, out_proj_b_.data(), ws.x16,
@@ -264,6 +271,7 @@ private:
     int K_ = 1;
     float dt_min_ = 0.0f, dt_max_ = HUGE_VALF;
     double eps_ = 1e-5;
+    SsdMath math_ = SsdMath::Fp32;
     DeviceWeight in_proj_w_;                     // (in_width, D)
     DeviceBuffer<float> in_proj_b_;              // (in_width)
     DeviceBuffer<float> conv_taps_, conv_b_;     // (K, conv_dim), (conv_dim)

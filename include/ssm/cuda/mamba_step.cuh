@@ -1,12 +1,14 @@
 // ssm/cuda/mamba_step.cuh — one decoding step of a Mamba-1 mixer between in_proj and
 // out_proj (ssm::MambaMixer::step: conv step, x_proj, dt_proj + softplus, state update),
-// fused in two kernels (`MambaStepParams`, `mamba_decode_step`).
+// fused in two kernels (`MambaStepParams`, `mamba_decode_step`); Falcon-Mamba's
+// normalisation of dt_low, B and C runs between them.
 #pragma once
 
 #include <cstddef>
 #include <type_traits>
 
 #include "ssm/cuda/common.cuh"
+#include "ssm/cuda/norm.cuh"
 #include "ssm/scan/scan_operator.hpp"
 
 namespace ssm::cuda {
@@ -35,6 +37,7 @@ struct MambaStepParams {
     float* xdbl = nullptr;             // (batch, R+2N) out: [dt_low | B | C], row stride R+2N
     float* y = nullptr;                // (batch, E) out: the gated SSM output, input of out_proj
     dindex ld_y = 0;
+    double dt_bc_rms_eps = 0.0;  // Falcon-Mamba's mixer_rms_eps: dt_low, B and C normalised; 0: Mamba-1
 };
 
 namespace detail {
@@ -137,14 +140,16 @@ __global__ void mamba_step_update_kernel(const MambaStepParams<W> p) {
 /// sums over all E channels of u: the split is the one grid-wide barrier the step needs.
 /// Replaces `causal_conv1d_step`, the x_proj and dt_proj GEMMs and `selective_state_update`
 /// (four launches and the Δ buffer); the numbers are the same up to fp32 summation order.
+/// With `dt_bc_rms_eps` > 0 (Falcon-Mamba) a third launch normalises xdbl's dt_low, B and C
+/// between the two (`normalize_dt_b_c`), since each is a sum over the whole row.
 template <class W>
 void mamba_decode_step(const MambaStepParams<W>& p, cudaStream_t stream) {
     static_assert(std::is_same_v<W, float> || std::is_same_v<W, __nv_bfloat16>,
                   "cuda::mamba_decode_step: weights are fp32 or bf16");
     require(p.batch >= 0 && p.E > 0 && p.N > 0 && p.K > 0 && p.R > 0 && p.ld_xz >= 2 * p.E &&
-                p.ld_y >= p.E,
+                p.ld_y >= p.E && p.dt_bc_rms_eps >= 0.0,
             "cuda::mamba_decode_step: bad sizes batch ", p.batch, ", E ", p.E, ", N ", p.N, ", K ",
-            p.K, ", R ", p.R);
+            p.K, ", R ", p.R, ", mixer_rms_eps ", p.dt_bc_rms_eps);
     require(p.xz && p.conv_taps && (p.K == 1 || p.conv_state) && p.x_proj && p.dt_proj && p.A &&
                 p.ssm_state && p.u && p.xdbl && p.y,
             "cuda::mamba_decode_step: a required operand is null");
@@ -166,6 +171,8 @@ void mamba_decode_step(const MambaStepParams<W>& p, cudaStream_t stream) {
                     static_cast<unsigned>((J + kRows - 1) / kRows));
     project<<<grid, kThreads, bytes, stream>>>(p);
     SSM_CUDA_CHECK_LAUNCH("mamba_step_project_kernel");
+    if (p.dt_bc_rms_eps > 0.0)  // Falcon-Mamba: xdbl normalised in place before it is used
+        normalize_dt_b_c(p.xdbl, p.batch, J, p.R, p.N, p.dt_bc_rms_eps, stream);
     detail::mamba_step_update_kernel<W><<<detail::grid_for(p.batch * p.E, detail::kBlockThreads),
                                           detail::kBlockThreads, 0, stream>>>(p);
     SSM_CUDA_CHECK_LAUNCH("mamba_step_update_kernel");

@@ -1,4 +1,4 @@
-// ssm/cuda/model.cuh — a whole Mamba-1 or Mamba-2 language model on the GPU: weights
+// ssm/cuda/model.cuh — a whole Mamba-1, Falcon-Mamba or Mamba-2 language model on the GPU: weights
 // uploaded once (fp32, or the large matrices in bf16), prefill over packed batches, and
 // recurrent decoding with a device-resident state.
 // The API mirrors `ssm::Model` (`forward`, `make_state`, `step`) and returns the same
@@ -107,7 +107,8 @@ template <class Scan>
 inline constexpr bool is_mamba2_mixer<ssm::Mamba2Mixer<Scan>> = true;
 }  // namespace detail
 
-/// A Mamba-1 LM (RMSNorm or LayerNorm, tied or untied head) or a Mamba-2 LM (its layers
+/// A Mamba-1 LM (RMSNorm or LayerNorm, tied or untied head; Falcon-Mamba's normalisation of
+/// dt_low, B and C where the config says so) or a Mamba-2 LM (its layers
 /// `cuda::Mamba2Mixer`s) on one GPU.
 ///
 /// Weights are fp32 until `store_weights_bf16()`, which keeps the large matrices in bf16.
@@ -122,8 +123,9 @@ public:
         return load(Checkpoint::open(dir), config);
     }
 
-    /// Loads the checkpoint with the CPU loader (`ssm::MambaLM`, `ssm::MambaLMLayerNorm` for a
-    /// LayerNorm config, `ssm::Mamba2LM` for a Mamba-2 one), which reads and checks every
+    /// Loads the checkpoint with the CPU loader (`ssm::MambaLM` for Mamba-1 and Falcon-Mamba,
+    /// `ssm::MambaLMLayerNorm` for a LayerNorm config, `ssm::Mamba2LM` for a Mamba-2 one),
+    /// which reads and checks every
     /// tensor, then uploads it.
     [[nodiscard]] static MambaModel load(const Checkpoint& ckpt, const MambaConfig& config) {
         check_supported(config);
@@ -132,7 +134,7 @@ public:
         return upload(MambaLM::load(ckpt, config));
     }
 
-    /// Takes over a loaded CPU LM — Mamba-1 (`ssm::MambaLMWith<RMSNorm or LayerNorm>`) or
+    /// Takes over a loaded CPU LM — Mamba-1 or Falcon-Mamba (`ssm::MambaLMWith<RMSNorm or LayerNorm>`) or
     /// Mamba-2 (`ssm::Mamba2LMWith<any scan>`), float32 weights: upload before
     /// `store_weights_bf16` — its tensors as the CPU layers hold them (the conv taps already
     /// (K, width), A = −exp(A_log) already computed), uploaded once.
@@ -204,6 +206,16 @@ public:
     /// `decode_graph_error()`.
     [[nodiscard]] bool decode_graph_used() const noexcept { return graph_.used; }
     [[nodiscard]] const std::string& decode_graph_error() const noexcept { return graph_.error; }
+
+    /// Where the Mamba-2 layers' SSD runs its chunk products in prefill (`SsdMath::Fp32` on
+    /// the CUDA cores by default; `SsdMath::Tf32x3` on the tensor cores, compute capability
+    /// 8.0 or later). A Mamba-1 model has no SSD and ignores it.
+    void set_ssd_math(SsdMath math) {
+        for (Layer& L : layers_)
+            if (L.mamba2) L.mamba2->set_ssd_math(math);
+        ssd_math_ = math;
+    }
+    [[nodiscard]] SsdMath ssd_math() const noexcept { return ssd_math_; }
 
     /// Whether `store_weights_bf16()` has been called.
     [[nodiscard]] bool weights_bf16() const noexcept { return weights_bf16_; }
@@ -324,17 +336,18 @@ public:
     }
 
 private:
-    /// What the device model runs: Mamba-1 (RMSNorm or LayerNorm) and Mamba-2, not a SAMBA
-    /// hybrid, not Falcon-Mamba.
+    /// What the device model runs: Mamba-1 (RMSNorm or LayerNorm), Falcon-Mamba and Mamba-2,
+    /// not a SAMBA hybrid.
     static void check_supported(const MambaConfig& config) {
         if (config.is_hybrid())
             fail(
                 "cuda::MambaModel: the config describes a SAMBA hybrid (attention and MLP "
                 "layers), which the CUDA backend does not run yet; use ssm::Samba on the CPU");
-        if (config.family != ModelFamily::Mamba1 && config.family != ModelFamily::Mamba2)
+        if (config.family != ModelFamily::Mamba1 && config.family != ModelFamily::FalconMamba &&
+            config.family != ModelFamily::Mamba2)
             fail("cuda::MambaModel: the config describes a ", family_name(config.family),
-                 " model, which the CUDA model does not run yet (it runs mamba and mamba2); use "
-                 "ssm::with_mamba on the CPU");
+                 " model, which the CUDA model does not run (it runs mamba, falcon_mamba and "
+                 "mamba2); use ssm::with_mamba on the CPU");
     }
 
     struct Layer;
@@ -358,6 +371,7 @@ private:
         L.D = upload_tensor(x.skip());
         L.out_proj_w = DeviceWeight(upload_matrix(x.out_proj().weight(), "out_proj"));
         L.out_proj_b = upload_optional(x.out_proj().bias());
+        L.dt_bc_rms_eps = x.dt_bc_rms_eps();
     }
 
     struct Norm {
@@ -375,6 +389,7 @@ private:
         DeviceBuffer<float> A, D;               // (E, N) = −exp(A_log), (E)
         DeviceWeight out_proj_w;                // (D, E)
         DeviceBuffer<float> out_proj_b;         // (D) optional
+        double dt_bc_rms_eps = 0.0;  // Falcon-Mamba: dt_low, B and C normalised with this eps; 0: Mamba-1
         std::optional<Mamba2Mixer> mamba2;      // a Mamba-2 layer's mixer (the fields above empty)
     };
     /// Activations, sized for the largest batch so far (rows = tokens, or sequences when decoding).
@@ -489,6 +504,9 @@ private:
                                  L.conv_b.data(), offsets_, conv_state, conv_state, true,
                                  ws_.u.data(), E, stream_);
             project(T, ldx, E, ws_.u.data(), E, L.x_proj_w, ws_.xdbl.data(), ldx, nullptr);
+            if (L.dt_bc_rms_eps > 0.0)
+                normalize_dt_b_c(ws_.xdbl.data(), T, ldx, static_cast<int>(R),
+                                 static_cast<int>(config_.state_size), L.dt_bc_rms_eps, stream_);
             project(T, E, R, ws_.xdbl.data(), ldx, L.dt_proj_w, ws_.dt.data(), E, nullptr);
             ScanParams<float> p = scan_params(L, T);
             p.initial_state = state ? state->ssm(l) : nullptr;
@@ -658,6 +676,7 @@ private:
         p.xdbl = ws_.xdbl.data();
         p.y = ws_.y.data();
         p.ld_y = E;
+        p.dt_bc_rms_eps = L.dt_bc_rms_eps;
         mamba_decode_step(p, stream_);
     }
 
@@ -698,6 +717,7 @@ private:
     Norm norm_f_;
     DeviceWeight lm_head_;  // (V, D) when untied
     bool weights_bf16_ = false;
+    SsdMath ssd_math_ = SsdMath::Fp32;
     Stream stream_;
     Cublas blas_{stream_.get()};
     Workspace ws_;

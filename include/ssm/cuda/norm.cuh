@@ -1,5 +1,6 @@
 // ssm/cuda/norm.cuh — residual add fused with RMSNorm or LayerNorm on the device
-// (residual += delta, then ssm::RMSNorm / ssm::LayerNorm::forward).
+// (residual += delta, then ssm::RMSNorm / ssm::LayerNorm::forward), and Falcon-Mamba's
+// weightless RMS normalisation of dt_low, B and C (`normalize_dt_b_c`).
 #pragma once
 
 #include <cub/block/block_reduce.cuh>
@@ -95,6 +96,49 @@ inline void add_norm(NormType type, float* residual, dindex ld_res, const float*
     SSM_CUDA_CHECK_LAUNCH("add_norm_kernel");
 }
 
-/// Causal depthwise conv over packed sequences (`ssm::CausalConv1d::forward`).
+namespace detail {
+
+/// One warp per (row, part) of x_proj's output [dt_low (R) | B (N) | C (N)]: the part
+/// becomes v · (1 / sqrt(mean(v²) + eps)), the sum of squares and the scale in double and
+/// the scale rounded to float once, as the CPU's `MambaMixer` computes them. Every lane of
+/// a warp takes the same (row, part), so the shuffles see the whole warp.
+template <int kThreads>
+__global__ void __launch_bounds__(kThreads)
+    normalize_dt_b_c_kernel(float* __restrict__ xdbl, dindex rows, dindex ld, int R, int N,
+                            double eps) {
+    static_assert(kThreads % 32 == 0, "whole warps");
+    const int lane = static_cast<int>(threadIdx.x) & 31;
+    for (dindex w = global_thread() / 32; w < rows * 3; w += grid_threads() / 32) {
+        const dindex row = w / 3;
+        const int part = static_cast<int>(w - row * 3);
+        const int start = part == 0 ? 0 : (part == 1 ? R : R + N), width = part == 0 ? R : N;
+        float* v = xdbl + row * ld + start;
+        double sum = 0.0;
+        for (int i = lane; i < width; i += 32) sum += static_cast<double>(v[i]) * v[i];
+#pragma unroll
+        for (int off = 16; off > 0; off /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+        const auto scale = static_cast<float>(1.0 / sqrt(sum / width + eps));
+        for (int i = lane; i < width; i += 32) v[i] *= scale;
+    }
+}
+
+}  // namespace detail
+
+/// Falcon-Mamba (`ssm::MambaMixer` with `mixer_rms_eps`): in each of `rows` rows of x_proj's
+/// output [dt_low (R) | B (N) | C (N)] (row stride `ld`), each of the three parts becomes
+/// v / sqrt(mean(v²) + eps), in place, as transformers' `FalconMambaMixer` does before
+/// dt_proj and the scan.
+inline void normalize_dt_b_c(float* xdbl, dindex rows, dindex ld, int R, int N, double eps,
+                             cudaStream_t stream) {
+    require(rows >= 0 && R > 0 && N > 0 && ld >= R + 2 * static_cast<dindex>(N) && eps > 0.0,
+            "cuda::normalize_dt_b_c: bad sizes rows ", rows, ", R ", R, ", N ", N, ", ld ", ld,
+            ", or eps ", eps, " not positive");
+    if (rows == 0) return;
+    require(xdbl, "cuda::normalize_dt_b_c: no input");
+    detail::normalize_dt_b_c_kernel<detail::kBlockThreads>
+        <<<detail::grid_for(rows * 3 * 32, detail::kBlockThreads), detail::kBlockThreads, 0,
+           stream>>>(xdbl, rows, ld, R, N, eps);
+    SSM_CUDA_CHECK_LAUNCH("normalize_dt_b_c_kernel");
+}
 
 }  // namespace ssm::cuda

@@ -12,12 +12,23 @@
 //      initial state, leaving every chunk's start state (and each sequence's final state);
 //   4. each chunk's output, Y = (C Bᵀ ⊙ W)·X + diag(exp(c))·C·S₀ᵀ with
 //      W[i,j] = exp(c_i − c_j)·Δ_j for j ≤ i, as tiles of 32 rows × 64 head channels.
-// The products run in fp32 on the CUDA cores (the CPU's numerics, compared at 1e-5).
+// The products run in fp32 on the CUDA cores (the CPU's numerics, compared at 1e-5), or,
+// with `SsdParams::math = SsdMath::Tf32x3` on a device of compute capability 8.0 or later,
+// on the tensor cores in TF32 with error compensation: each fp32 operand is split into a
+// TF32 value and a TF32 remainder and three products (hi·hi + hi·lo + lo·hi) are summed in
+// fp32, which keeps about fp32's precision.
 #pragma once
+
+#include <mma.h>
 
 #include "ssm/cuda/common.cuh"
 
 namespace ssm::cuda {
+
+/// Where the SSD's chunk products run: fp32 on the CUDA cores, or the tensor cores in TF32
+/// with error compensation (three TF32 products a step, fp32 accumulation; compute
+/// capability 8.0 or later).
+enum class SsdMath { Fp32, Tf32x3 };
 
 /// Device operands of one SSD scan, as `ssm::SsdArgs` (row strides let x, B and C be column
 /// slices of the conv output [x | B | C]).
@@ -37,6 +48,7 @@ struct SsdParams {
     const float* initial_state = nullptr;  // (nseq, H, P, N); nullptr: zeros
     float* final_state = nullptr;  // (nseq, H, P, N), written when non-null; may be initial_state
     dindex chunk = 0;              // chunk length Q (0: 64, as ssm::ChunkedSsd)
+    SsdMath math = SsdMath::Fp32;  // where the chunk products run (the decoding update: fp32)
 };
 
 /// Throws `ssm::Error` naming `what` when the operands are inconsistent.
@@ -343,6 +355,255 @@ inline std::size_t ssd_output_shared_bytes(dindex N) {
     return sizeof(double) * (kSsdTile + kSsdRows) + sizeof(float) * static_cast<std::size_t>(kSsdRows * N + stage);
 }
 
+// ---- the chunk products on the tensor cores (SsdMath::Tf32x3) --------------------------------
+//
+// Both kernels tile their output in 32 × 64 blocks of 8 warps, each warp one 16 × 16 WMMA
+// accumulator (warp w: rows 16·(w / 4), columns 16·(w % 4)); the operands are staged in
+// shared memory, zero-padded to whole fragments, with row strides that are multiples of 4
+// floats and every fragment's first element 32-byte aligned, as `wmma::load_matrix_sync`
+// requires. The accumulators go back through shared memory, so partial tiles and any row
+// stride of y or the state are written element by element.
+
+inline constexpr int kTcRows = 32;          // output rows of a block
+inline constexpr int kTcCols = 64;          // output columns of a block
+inline constexpr int kTcK = 32;             // rows of the inner dimension staged at a time
+inline constexpr int kTcLd32 = kTcK + 4;    // row stride of a staged 32-column tile
+inline constexpr int kTcLd64 = kTcCols + 4; // row stride of a staged 64-column tile
+
+/// Row stride of a staged tile of n columns: n rounded up to whole k-steps of 8, plus 4
+/// (a multiple of 4 floats, and rows that do not all start in the same bank).
+__host__ __device__ constexpr dindex tc_ld(dindex n) { return (n + 7) / 8 * 8 + 4; }
+
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+namespace wmma = nvcuda::wmma;
+using TcAcc = wmma::fragment<wmma::accumulator, 16, 16, 8, float>;
+
+/// A loaded fp32 fragment into its TF32 value (`hi`) and the TF32 value of what is left (`lo`).
+template <class Frag>
+__device__ __forceinline__ void tc_split(Frag& hi, Frag& lo) {
+#pragma unroll
+    for (int i = 0; i < hi.num_elements; ++i) {
+        const float v = hi.x[i];
+        hi.x[i] = wmma::__float_to_tf32(v);
+        lo.x[i] = wmma::__float_to_tf32(v - hi.x[i]);
+    }
+}
+
+/// acc += A (16 × 8 at a, stride lda) · B (8 × 16 at b, stride ldb) in TF32 with error
+/// compensation: lo·hi + hi·lo + hi·hi, the small terms first.
+template <class LayoutA, class LayoutB>
+__device__ __forceinline__ void tc_mma(TcAcc& acc, const float* a, unsigned lda, const float* b,
+                                       unsigned ldb) {
+    wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, LayoutA> a_hi, a_lo;
+    wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, LayoutB> b_hi, b_lo;
+    wmma::load_matrix_sync(a_hi, a, lda);
+    wmma::load_matrix_sync(b_hi, b, ldb);
+    tc_split(a_hi, a_lo);
+    tc_split(b_hi, b_lo);
+    wmma::mma_sync(acc, a_lo, b_hi, acc);
+    wmma::mma_sync(acc, a_hi, b_lo, acc);
+    wmma::mma_sync(acc, a_hi, b_hi, acc);
+}
+#endif
+
+/// Block (chunk, head, tile of 32 head channels p × 64 state columns n): the chunk's end
+/// state from zero, end[p,n] = Σ_j x[j,p]·(w_j·B[j,n]), w_j = exp(c_last − c_j)·Δ_j, as
+/// ssd_chunk_state_kernel, on the tensor cores: Xᵀ is read column-major from the staged
+/// rows of x, and the staged rows of B carry w_j.
+template <int kThreads>
+__global__ void __launch_bounds__(kThreads)
+    ssd_chunk_state_tc_kernel(SsdParams p, const dindex* __restrict__ chunk_t0,
+                              const dindex* __restrict__ chunk_len, const double* __restrict__ cum,
+                              float* __restrict__ states, dindex n_tiles) {
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+    static_assert(kThreads == 256, "8 warps: a 32 × 64 tile of 16 × 16 fragments");
+    extern __shared__ __align__(128) float tc_smem[];
+    float* xs = tc_smem;               // (kTcK, kTcLd32): x[j, p0 + pp]
+    float* bs = xs + kTcK * kTcLd32;   // (kTcK, kTcLd64): w_j · B[j, n0 + nn]
+    float* ws = bs + kTcK * kTcLd64;   // (kTcK) w_j
+    float* out = tc_smem;              // (kTcRows, kTcLd64), after the products
+    const dindex c = blockIdx.x, h = blockIdx.y, g = h / (p.H / p.G);
+    const dindex p_tile = blockIdx.z / n_tiles, p0 = p_tile * kTcRows,
+                 n0 = (blockIdx.z - p_tile * n_tiles) * kTcCols;
+    const dindex mp = p.P - p0 < kTcRows ? p.P - p0 : kTcRows;
+    const dindex mn = p.N - n0 < kTcCols ? p.N - n0 : kTcCols;
+    const dindex t0 = chunk_t0[c], len = chunk_len[c], PN = p.P * p.N;
+    const double last = cum[(t0 + len - 1) * p.H + h];
+    const int warp = static_cast<int>(threadIdx.x) / 32;
+    const int fr = warp / 4, fc = warp % 4;
+    TcAcc acc;
+    wmma::fill_fragment(acc, 0.0f);
+    for (dindex j0 = 0; j0 < len; j0 += kTcK) {
+        const dindex m = len - j0 < kTcK ? len - j0 : kTcK;
+        __syncthreads();  // the previous stage's readers are done
+        for (dindex j = threadIdx.x; j < m; j += kThreads) {
+            const dindex t = t0 + j0 + j;
+            ws[j] = static_cast<float>(exp(last - cum[t * p.H + h])) * p.dt[t * p.ld_dt + h];
+        }
+        for (dindex i = threadIdx.x; i < kTcK * kTcRows; i += kThreads) {
+            const dindex j = i / kTcRows, pp = i - j * kTcRows;
+            xs[j * kTcLd32 + pp] =
+                j < m && pp < mp ? p.x[(t0 + j0 + j) * p.ld_x + h * p.P + p0 + pp] : 0.0f;
+        }
+        __syncthreads();  // ws is complete
+        for (dindex i = threadIdx.x; i < kTcK * kTcCols; i += kThreads) {
+            const dindex j = i / kTcCols, nn = i - j * kTcCols;
+            bs[j * kTcLd64 + nn] =
+                j < m && nn < mn ? p.B[(t0 + j0 + j) * p.ld_B + g * p.N + n0 + nn] * ws[j] : 0.0f;
+        }
+        __syncthreads();
+        for (dindex k = 0; k < m; k += 8)
+            tc_mma<wmma::col_major, wmma::row_major>(acc, xs + k * kTcLd32 + 16 * fr, kTcLd32,
+                                                     bs + k * kTcLd64 + 16 * fc, kTcLd64);
+    }
+    __syncthreads();  // out aliases the stages
+    wmma::store_matrix_sync(out + 16 * fr * kTcLd64 + 16 * fc, acc, kTcLd64, wmma::mem_row_major);
+    __syncthreads();
+    for (dindex i = threadIdx.x; i < kTcRows * kTcCols; i += kThreads) {
+        const dindex pp = i / kTcCols, nn = i - pp * kTcCols;
+        if (pp < mp && nn < mn)
+            states[(c * p.H + h) * PN + (p0 + pp) * p.N + n0 + nn] = out[pp * kTcLd64 + nn];
+    }
+#else
+    __trap();  // never launched: ssd_scan refuses Tf32x3 below compute capability 8.0
+#endif
+}
+
+/// Shared memory of ssd_chunk_state_tc_kernel.
+inline std::size_t ssd_state_tc_shared_bytes() {
+    return sizeof(float) * static_cast<std::size_t>(
+                               std::max(kTcK * (kTcLd32 + kTcLd64) + kTcK, kTcRows * kTcLd64));
+}
+
+/// Block (chunk, head, tile of 32 rows × 64 head channels): the tile of
+///   y[i,q] = Σ_{j≤i} (C_i·B_j)·exp(c_i − c_j)·Δ_j·x[j,q] + exp(c_i)·Σ_n C[i,n]·S₀[q,n],
+/// as ssd_chunk_output_kernel, every product on the tensor cores: C·S₀ᵀ, 32 state columns
+/// at a time; then per 32 rows j of the chunk, C·Bᵀ (four warps, one 16 × 16 block each),
+/// masked and weighted in shared memory, times x. The carried and the within-chunk parts
+/// keep separate accumulators and meet as the CPU adds them: within + exp(c_i)·carried.
+template <int kThreads>
+__global__ void __launch_bounds__(kThreads)
+    ssd_chunk_output_tc_kernel(SsdParams p, const dindex* __restrict__ chunk_t0,
+                               const dindex* __restrict__ chunk_len, const double* __restrict__ cum,
+                               const float* __restrict__ states, dindex col_tiles) {
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+    static_assert(kThreads == 256, "8 warps: a 32 × 64 tile of 16 × 16 fragments");
+    extern __shared__ __align__(128) double tc_smem_d[];
+    double* cj = tc_smem_d;                                  // (kTcK) c_j of the staged rows
+    double* ci = cj + kTcK;                                  // (kTcRows) c_i of the tile's rows
+    const dindex ldn = tc_ld(p.N);
+    float* cs = reinterpret_cast<float*>(ci + kTcRows);      // (kTcRows, ldn) the tile's rows of C
+    float* region = cs + kTcRows * ldn;
+    float* s0 = region;                                      // (kTcCols, kTcLd32): S₀[q0 + q, n0 + nn]
+    float* bs = region;                                      // (kTcK, ldn): B[j0 + j, :]
+    float* xs = bs + kTcK * ldn;                             // (kTcK, kTcLd64): x[j0 + j, q0 + q]
+    float* mw = xs + kTcK * kTcLd64;                         // (kTcRows, kTcLd32): (C Bᵀ ⊙ W) block
+    float* dts = mw + kTcRows * kTcLd32;                     // (kTcK) Δ_j
+    float* o_carried = region;                               // (kTcRows, kTcLd64), at the end
+    float* o_within = region + kTcRows * kTcLd64;            // (kTcRows, kTcLd64), at the end
+    const dindex c = blockIdx.x, h = blockIdx.y, g = h / (p.H / p.G);
+    const dindex row_tile = blockIdx.z / col_tiles, q0 = (blockIdx.z - row_tile * col_tiles) * kTcCols;
+    const dindex t0 = chunk_t0[c], len = chunk_len[c], i0 = row_tile * kTcRows;
+    if (i0 >= len) return;  // the whole block: the chunk is shorter than this row tile
+    const dindex mi = len - i0 < kTcRows ? len - i0 : kTcRows;
+    const dindex mq = p.P - q0 < kTcCols ? p.P - q0 : kTcCols;
+    const dindex kn = (p.N + 7) / 8 * 8;  // the state dimension in whole k-steps
+    const float* S0 = states + (c * p.H + h) * p.P * p.N;
+    const int warp = static_cast<int>(threadIdx.x) / 32;
+    const int fr = warp / 4, fc = warp % 4;
+
+    for (dindex i = threadIdx.x; i < kTcRows * ldn; i += kThreads) {
+        const dindex r = i / ldn, n = i - r * ldn;
+        cs[i] = r < mi && n < p.N ? p.C[(t0 + i0 + r) * p.ld_C + g * p.N + n] : 0.0f;
+    }
+    for (dindex r = threadIdx.x; r < mi; r += kThreads) ci[r] = cum[(t0 + i0 + r) * p.H + h];
+
+    // The carried state: C·S₀ᵀ, kTcK state columns at a time.
+    TcAcc carried, within;
+    wmma::fill_fragment(carried, 0.0f);
+    wmma::fill_fragment(within, 0.0f);
+    for (dindex n0 = 0; n0 < kn; n0 += kTcK) {
+        const dindex mn = kn - n0 < kTcK ? kn - n0 : kTcK;  // a multiple of 8
+        __syncthreads();  // cs is complete; the previous stage's readers are done
+        for (dindex i = threadIdx.x; i < kTcCols * kTcK; i += kThreads) {
+            const dindex q = i / kTcK, nn = i - q * kTcK;
+            s0[q * kTcLd32 + nn] =
+                q < mq && n0 + nn < p.N ? S0[(q0 + q) * p.N + n0 + nn] : 0.0f;
+        }
+        __syncthreads();
+        for (dindex k = 0; k < mn; k += 8)
+            tc_mma<wmma::row_major, wmma::col_major>(carried, cs + 16 * fr * ldn + n0 + k, ldn,
+                                                     s0 + 16 * fc * kTcLd32 + k, kTcLd32);
+    }
+
+    // Within the chunk: rows j ≤ i, kTcK at a time.
+    const dindex j_end = i0 + mi;  // rows past the tile's last row do not reach it
+    for (dindex j0 = 0; j0 < j_end; j0 += kTcK) {
+        const dindex mj = j_end - j0 < kTcK ? j_end - j0 : kTcK;
+        __syncthreads();  // the previous stage's readers are done
+        for (dindex i = threadIdx.x; i < kTcK * ldn; i += kThreads) {
+            const dindex j = i / ldn, n = i - j * ldn;
+            bs[i] = j < mj && n < p.N ? p.B[(t0 + j0 + j) * p.ld_B + g * p.N + n] : 0.0f;
+        }
+        for (dindex i = threadIdx.x; i < kTcK * kTcCols; i += kThreads) {
+            const dindex j = i / kTcCols, q = i - j * kTcCols;
+            xs[j * kTcLd64 + q] = j < mj && q < mq ? p.x[(t0 + j0 + j) * p.ld_x + h * p.P + q0 + q] : 0.0f;
+        }
+        for (dindex j = threadIdx.x; j < mj; j += kThreads) {
+            const dindex t = t0 + j0 + j;
+            cj[j] = cum[t * p.H + h];
+            dts[j] = p.dt[t * p.ld_dt + h];
+        }
+        __syncthreads();
+        if (warp < 4) {  // C·Bᵀ, a 32 × 32 block: warp w its 16 × 16 part (w / 2, w % 2)
+            TcAcc cb;
+            wmma::fill_fragment(cb, 0.0f);
+            const int br = warp / 2, bc = warp % 2;
+            for (dindex k = 0; k < kn; k += 8)
+                tc_mma<wmma::row_major, wmma::col_major>(cb, cs + 16 * br * ldn + k, ldn,
+                                                         bs + 16 * bc * ldn + k, ldn);
+            wmma::store_matrix_sync(mw + 16 * br * kTcLd32 + 16 * bc, cb, kTcLd32, wmma::mem_row_major);
+        }
+        __syncthreads();
+        for (dindex e = threadIdx.x; e < kTcRows * kTcK; e += kThreads) {
+            const dindex r = e / kTcK, j = e - r * kTcK;
+            float& w = mw[r * kTcLd32 + j];
+            w = r < mi && j < mj && j0 + j <= i0 + r
+                    ? w * static_cast<float>(exp(ci[r] - cj[j])) * dts[j]
+                    : 0.0f;
+        }
+        __syncthreads();
+        for (dindex k = 0; k < mj; k += 8)
+            tc_mma<wmma::row_major, wmma::row_major>(within, mw + 16 * fr * kTcLd32 + k, kTcLd32,
+                                                     xs + k * kTcLd64 + 16 * fc, kTcLd64);
+    }
+    __syncthreads();  // the outputs alias the stages
+    wmma::store_matrix_sync(o_carried + 16 * fr * kTcLd64 + 16 * fc, carried, kTcLd64, wmma::mem_row_major);
+    wmma::store_matrix_sync(o_within + 16 * fr * kTcLd64 + 16 * fc, within, kTcLd64, wmma::mem_row_major);
+    __syncthreads();
+    for (dindex i = threadIdx.x; i < kTcRows * kTcCols; i += kThreads) {
+        const dindex r = i / kTcCols, q = i - r * kTcCols;
+        if (r < mi && q < mq) {
+            const float decay = static_cast<float>(exp(ci[r]));
+            p.y[(t0 + i0 + r) * p.ld_y + h * p.P + q0 + q] =
+                o_within[r * kTcLd64 + q] + decay * o_carried[r * kTcLd64 + q];
+        }
+    }
+#else
+    __trap();  // never launched: ssd_scan refuses Tf32x3 below compute capability 8.0
+#endif
+}
+
+/// Shared memory of ssd_chunk_output_tc_kernel for state size N.
+inline std::size_t ssd_output_tc_shared_bytes(dindex N) {
+    const dindex ldn = tc_ld(N);
+    const dindex region = std::max<dindex>({kTcCols * kTcLd32,
+                                            kTcK * ldn + kTcK * kTcLd64 + kTcRows * kTcLd32 + kTcK,
+                                            2 * kTcRows * kTcLd64});
+    return sizeof(double) * (kTcK + kTcRows) +
+           sizeof(float) * static_cast<std::size_t>(kTcRows * ldn + region);
+}
+
 /// One warp per (b, h, q): S[q,:] ← exp(Δ·A_h)·S[q,:] + Δ·x[q]·B, y[q] = S[q,:]·C, the
 /// lanes over the state, summed by shuffles.
 template <int kThreads>
@@ -374,6 +635,8 @@ __global__ void __launch_bounds__(kThreads) ssd_state_update_kernel(SsdParams p,
 
 /// The chunked SSD over the packed sequences of `offsets` (`ssm::ChunkedSsd` with
 /// Q = p.chunk, or 64): y, and each sequence's final state when `p.final_state` is set.
+/// `p.math` picks where the chunk products run (`SsdMath`; Tf32x3 is refused on a device
+/// without TF32 tensor cores).
 /// `ws` keeps the chunk table and scratch between calls. Queued on `stream`. The chunk table
 /// is built on the host and uploaded, which waits for the stream, only when the offsets or
 /// the chunk length changed since the workspace's last call (so the layers of a forward
@@ -384,9 +647,36 @@ inline void ssd_scan(const SsdParams& p, const DeviceOffsets& offsets, SsdWorksp
     if (offsets.sequences() == 0) return;  // offsets describing no batch (never assigned)
     const dindex Q = p.chunk > 0 ? p.chunk : 64;
     const dindex nseq = offsets.sequences(), PN = p.P * p.N;
+    const bool tc = p.math == SsdMath::Tf32x3;
+    if (tc) {
+        const int major = detail::device_attribute(cudaDevAttrComputeCapabilityMajor);
+        require(major >= 8,
+                "cuda::ssd_scan: SsdMath::Tf32x3 needs tensor cores with TF32 (compute capability "
+                "8.0 or later); this device has ",
+                major, ".", detail::device_attribute(cudaDevAttrComputeCapabilityMinor));
+    }
     ws.prepare(offsets, Q, p.H, p.P, p.N, stream);
     const dindex chunks = ws.chunks();
-    if (chunks > 0) {
+    if (chunks > 0 && tc) {
+        require(chunks <= INT_MAX && p.H <= 65535, "cuda::ssd_scan: ", chunks, " chunks of ", p.H,
+                " heads exceed the grid");
+        detail::ssd_cumsum_kernel<detail::kBlockThreads><<<detail::grid_for(chunks * p.H, detail::kBlockThreads),
+                                    detail::kBlockThreads, 0, stream>>>(
+            ws.chunk_t0(), ws.chunk_len(), chunks, p.H, p.dt, p.ld_dt, p.A, ws.cum());
+        SSM_CUDA_CHECK_LAUNCH("ssd_cumsum_kernel");
+        const std::size_t bytes = detail::ssd_state_tc_shared_bytes();
+        (void)detail::allow_shared_memory(
+            reinterpret_cast<const void*>(&detail::ssd_chunk_state_tc_kernel<detail::kSsdThreads>), bytes);
+        const dindex p_tiles = (p.P + detail::kTcRows - 1) / detail::kTcRows;
+        const dindex n_tiles = (p.N + detail::kTcCols - 1) / detail::kTcCols;
+        require(p_tiles * n_tiles <= 65535, "cuda::ssd_scan: a (", p.P, ", ", p.N, ") state is too large");
+        detail::ssd_chunk_state_tc_kernel<detail::kSsdThreads>
+            <<<dim3(static_cast<unsigned>(chunks), static_cast<unsigned>(p.H),
+                    static_cast<unsigned>(p_tiles * n_tiles)),
+               detail::kSsdThreads, bytes, stream>>>(p, ws.chunk_t0(), ws.chunk_len(), ws.cum(),
+                                                     ws.states(), n_tiles);
+        SSM_CUDA_CHECK_LAUNCH("ssd_chunk_state_tc_kernel");
+    } else if (chunks > 0) {
         require(chunks <= INT_MAX && p.H <= 65535, "cuda::ssd_scan: ", chunks, " chunks of ", p.H,
                 " heads exceed the grid");
         detail::ssd_cumsum_kernel<detail::kBlockThreads><<<detail::grid_for(chunks * p.H, detail::kBlockThreads),
@@ -417,7 +707,24 @@ inline void ssd_scan(const SsdParams& p, const DeviceOffsets& offsets, SsdWorksp
             ws.states(), p.initial_state, p.final_state);
         SSM_CUDA_CHECK_LAUNCH("ssd_state_passing_kernel");
     }
-    if (chunks > 0) {
+    if (chunks > 0 && tc) {
+        const std::size_t out_bytes = detail::ssd_output_tc_shared_bytes(p.N);
+        const int limit = detail::allow_shared_memory(
+            reinterpret_cast<const void*>(&detail::ssd_chunk_output_tc_kernel<detail::kSsdThreads>), out_bytes);
+        require(out_bytes <= static_cast<std::size_t>(limit), "cuda::ssd_scan: state size ", p.N,
+                " needs ", out_bytes, " bytes of shared memory on the tensor-core path, the device has ",
+                limit);
+        const dindex col_tiles = (p.P + detail::kTcCols - 1) / detail::kTcCols;
+        const dindex row_tiles = (Q + detail::kTcRows - 1) / detail::kTcRows;
+        require(col_tiles * row_tiles <= 65535, "cuda::ssd_scan: chunk length ", Q, " and head dim ",
+                p.P, " exceed the grid");
+        detail::ssd_chunk_output_tc_kernel<detail::kSsdThreads>
+            <<<dim3(static_cast<unsigned>(chunks), static_cast<unsigned>(p.H),
+                    static_cast<unsigned>(col_tiles * row_tiles)),
+               detail::kSsdThreads, out_bytes, stream>>>(p, ws.chunk_t0(), ws.chunk_len(), ws.cum(),
+                                                         ws.states(), col_tiles);
+        SSM_CUDA_CHECK_LAUNCH("ssd_chunk_output_tc_kernel");
+    } else if (chunks > 0) {
         const std::size_t out_bytes = detail::ssd_output_shared_bytes(p.N);
         const int limit = detail::allow_shared_memory(
             reinterpret_cast<const void*>(&detail::ssd_chunk_output_kernel<detail::kSsdThreads>), out_bytes);
