@@ -229,6 +229,29 @@ __global__ void __launch_bounds__(kThreads) ssd_state_passing_kernel(const dinde
     }
 }
 
+/// Where a block of either chunk-output kernel works: chunk c, head h (group g), rows
+/// i0 … i0 + mi − 1 of the chunk (t0, len) and head channels q0 … q0 + mq − 1, from the block
+/// index over (chunks, heads, row tiles × col_tiles column tiles of kSsdRows × kSsdCols).
+/// i0 ≥ len: the chunk is shorter than this row tile (mi is then not meaningful).
+struct SsdOutputTile {
+    dindex c, h, g, q0, t0, len, i0, mi, mq;
+};
+__device__ __forceinline__ SsdOutputTile ssd_output_tile(const SsdParams& p, const dindex* chunk_t0,
+                                                         const dindex* chunk_len, dindex col_tiles) {
+    SsdOutputTile t;
+    t.c = blockIdx.x;
+    t.h = blockIdx.y;
+    t.g = t.h / (p.H / p.G);
+    const dindex row_tile = blockIdx.z / col_tiles;
+    t.q0 = (blockIdx.z - row_tile * col_tiles) * kSsdCols;
+    t.t0 = chunk_t0[t.c];
+    t.len = chunk_len[t.c];
+    t.i0 = row_tile * kSsdRows;
+    t.mi = t.len - t.i0 < kSsdRows ? t.len - t.i0 : kSsdRows;
+    t.mq = p.P - t.q0 < kSsdCols ? p.P - t.q0 : kSsdCols;
+    return t;
+}
+
 /// Block (chunk, head, tile of kSsdRows rows × kSsdCols head channels): the tile of
 ///   y[i,q] = Σ_{j≤i} (C_i·B_j)·exp(c_i − c_j)·Δ_j·x[j,q] + exp(c_i)·Σ_n C[i,n]·S₀[q,n],
 /// S₀ the chunk's start state. The tile's rows of C stay in shared memory; S₀ and then B, x
@@ -251,12 +274,9 @@ __global__ void __launch_bounds__(kThreads)
     float* xs = bs + kSsdTile * ldb;                        // (kSsdTile, kSsdCols)
     float* mw = xs + kSsdTile * kSsdCols;                   // (kSsdRows, kSsdTile)
     float* dts = mw + kSsdRows * kSsdTile;                  // (kSsdTile) Δ_j
-    const dindex c = blockIdx.x, h = blockIdx.y, g = h / (p.H / p.G);
-    const dindex row_tile = blockIdx.z / col_tiles, q0 = (blockIdx.z - row_tile * col_tiles) * kSsdCols;
-    const dindex t0 = chunk_t0[c], len = chunk_len[c], i0 = row_tile * kSsdRows;
-    if (i0 >= len) return;  // the whole block: the chunk is shorter than this row tile
-    const dindex mi = len - i0 < kSsdRows ? len - i0 : kSsdRows;
-    const dindex mq = p.P - q0 < kSsdCols ? p.P - q0 : kSsdCols;
+    const SsdOutputTile tile = ssd_output_tile(p, chunk_t0, chunk_len, col_tiles);
+    if (tile.i0 >= tile.len) return;  // the whole block: the chunk is shorter than this row tile
+    const auto [c, h, g, q0, t0, len, i0, mi, mq] = tile;
     const float* S0 = states + (c * p.H + h) * p.P * p.N;
 
     for (dindex i = threadIdx.x; i < mi * p.N; i += blockDim.x) {
@@ -364,8 +384,8 @@ inline std::size_t ssd_output_shared_bytes(dindex N) {
 // requires. The accumulators go back through shared memory, so partial tiles and any row
 // stride of y or the state are written element by element.
 
-inline constexpr int kTcRows = 32;          // output rows of a block
-inline constexpr int kTcCols = 64;          // output columns of a block
+inline constexpr int kTcRows = kSsdRows;    // output rows of a block (ssd_output_tile)
+inline constexpr int kTcCols = kSsdCols;    // output columns of a block
 inline constexpr int kTcK = 32;             // rows of the inner dimension staged at a time
 inline constexpr int kTcLd32 = kTcK + 4;    // row stride of a staged 32-column tile
 inline constexpr int kTcLd64 = kTcCols + 4; // row stride of a staged 64-column tile
@@ -501,12 +521,9 @@ __global__ void __launch_bounds__(kThreads)
     float* dts = mw + kTcRows * kTcLd32;                     // (kTcK) Δ_j
     float* o_carried = region;                               // (kTcRows, kTcLd64), at the end
     float* o_within = region + kTcRows * kTcLd64;            // (kTcRows, kTcLd64), at the end
-    const dindex c = blockIdx.x, h = blockIdx.y, g = h / (p.H / p.G);
-    const dindex row_tile = blockIdx.z / col_tiles, q0 = (blockIdx.z - row_tile * col_tiles) * kTcCols;
-    const dindex t0 = chunk_t0[c], len = chunk_len[c], i0 = row_tile * kTcRows;
-    if (i0 >= len) return;  // the whole block: the chunk is shorter than this row tile
-    const dindex mi = len - i0 < kTcRows ? len - i0 : kTcRows;
-    const dindex mq = p.P - q0 < kTcCols ? p.P - q0 : kTcCols;
+    const SsdOutputTile tile = ssd_output_tile(p, chunk_t0, chunk_len, col_tiles);
+    if (tile.i0 >= tile.len) return;  // the whole block: the chunk is shorter than this row tile
+    const auto [c, h, g, q0, t0, len, i0, mi, mq] = tile;
     const dindex kn = (p.N + 7) / 8 * 8;  // the state dimension in whole k-steps
     const float* S0 = states + (c * p.H + h) * p.P * p.N;
     const int warp = static_cast<int>(threadIdx.x) / 32;
@@ -657,13 +674,15 @@ inline void ssd_scan(const SsdParams& p, const DeviceOffsets& offsets, SsdWorksp
     }
     ws.prepare(offsets, Q, p.H, p.P, p.N, stream);
     const dindex chunks = ws.chunks();
-    if (chunks > 0 && tc) {
+    if (chunks > 0) {
         require(chunks <= INT_MAX && p.H <= 65535, "cuda::ssd_scan: ", chunks, " chunks of ", p.H,
                 " heads exceed the grid");
         detail::ssd_cumsum_kernel<detail::kBlockThreads><<<detail::grid_for(chunks * p.H, detail::kBlockThreads),
                                     detail::kBlockThreads, 0, stream>>>(
             ws.chunk_t0(), ws.chunk_len(), chunks, p.H, p.dt, p.ld_dt, p.A, ws.cum());
         SSM_CUDA_CHECK_LAUNCH("ssd_cumsum_kernel");
+    }
+    if (chunks > 0 && tc) {
         const std::size_t bytes = detail::ssd_state_tc_shared_bytes();
         (void)detail::allow_shared_memory(
             reinterpret_cast<const void*>(&detail::ssd_chunk_state_tc_kernel<detail::kSsdThreads>), bytes);
@@ -677,13 +696,6 @@ inline void ssd_scan(const SsdParams& p, const DeviceOffsets& offsets, SsdWorksp
                                                      ws.states(), n_tiles);
         SSM_CUDA_CHECK_LAUNCH("ssd_chunk_state_tc_kernel");
     } else if (chunks > 0) {
-        require(chunks <= INT_MAX && p.H <= 65535, "cuda::ssd_scan: ", chunks, " chunks of ", p.H,
-                " heads exceed the grid");
-        detail::ssd_cumsum_kernel<detail::kBlockThreads><<<detail::grid_for(chunks * p.H, detail::kBlockThreads),
-                                    detail::kBlockThreads, 0, stream>>>(
-            ws.chunk_t0(), ws.chunk_len(), chunks, p.H, p.dt, p.ld_dt, p.A, ws.cum());
-        SSM_CUDA_CHECK_LAUNCH("ssd_cumsum_kernel");
-
         const std::size_t state_bytes =
             sizeof(float) * static_cast<std::size_t>(detail::kSsdTile * (p.P + p.N + 1));
         const int limit = detail::allow_shared_memory(
@@ -707,38 +719,25 @@ inline void ssd_scan(const SsdParams& p, const DeviceOffsets& offsets, SsdWorksp
             ws.states(), p.initial_state, p.final_state);
         SSM_CUDA_CHECK_LAUNCH("ssd_state_passing_kernel");
     }
-    if (chunks > 0 && tc) {
-        const std::size_t out_bytes = detail::ssd_output_tc_shared_bytes(p.N);
-        const int limit = detail::allow_shared_memory(
-            reinterpret_cast<const void*>(&detail::ssd_chunk_output_tc_kernel<detail::kSsdThreads>), out_bytes);
+    if (chunks > 0) {
+        // Both output kernels tile kSsdRows × kSsdCols (ssd_output_tile) and take the same operands.
+        const auto kernel = tc ? &detail::ssd_chunk_output_tc_kernel<detail::kSsdThreads>
+                               : &detail::ssd_chunk_output_kernel<detail::kSsdThreads>;
+        const std::size_t out_bytes =
+            tc ? detail::ssd_output_tc_shared_bytes(p.N) : detail::ssd_output_shared_bytes(p.N);
+        const int limit = detail::allow_shared_memory(reinterpret_cast<const void*>(kernel), out_bytes);
         require(out_bytes <= static_cast<std::size_t>(limit), "cuda::ssd_scan: state size ", p.N,
-                " needs ", out_bytes, " bytes of shared memory on the tensor-core path, the device has ",
-                limit);
-        const dindex col_tiles = (p.P + detail::kTcCols - 1) / detail::kTcCols;
-        const dindex row_tiles = (Q + detail::kTcRows - 1) / detail::kTcRows;
-        require(col_tiles * row_tiles <= 65535, "cuda::ssd_scan: chunk length ", Q, " and head dim ",
-                p.P, " exceed the grid");
-        detail::ssd_chunk_output_tc_kernel<detail::kSsdThreads>
-            <<<dim3(static_cast<unsigned>(chunks), static_cast<unsigned>(p.H),
-                    static_cast<unsigned>(col_tiles * row_tiles)),
-               detail::kSsdThreads, out_bytes, stream>>>(p, ws.chunk_t0(), ws.chunk_len(), ws.cum(),
-                                                         ws.states(), col_tiles);
-        SSM_CUDA_CHECK_LAUNCH("ssd_chunk_output_tc_kernel");
-    } else if (chunks > 0) {
-        const std::size_t out_bytes = detail::ssd_output_shared_bytes(p.N);
-        const int limit = detail::allow_shared_memory(
-            reinterpret_cast<const void*>(&detail::ssd_chunk_output_kernel<detail::kSsdThreads>), out_bytes);
-        require(out_bytes <= static_cast<std::size_t>(limit), "cuda::ssd_scan: state size ", p.N,
-                " needs ", out_bytes, " bytes of shared memory, the device has ", limit);
+                " needs ", out_bytes, " bytes of shared memory", tc ? " on the tensor-core path" : "",
+                ", the device has ", limit);
         const dindex col_tiles = (p.P + detail::kSsdCols - 1) / detail::kSsdCols;
         const dindex row_tiles = (Q + detail::kSsdRows - 1) / detail::kSsdRows;
         require(col_tiles * row_tiles <= 65535, "cuda::ssd_scan: chunk length ", Q, " and head dim ",
                 p.P, " exceed the grid");
-        detail::ssd_chunk_output_kernel<detail::kSsdThreads><<<dim3(static_cast<unsigned>(chunks), static_cast<unsigned>(p.H),
-                                               static_cast<unsigned>(col_tiles * row_tiles)),
-                                          detail::kSsdThreads, out_bytes, stream>>>(
-            p, ws.chunk_t0(), ws.chunk_len(), ws.cum(), ws.states(), col_tiles);
-        SSM_CUDA_CHECK_LAUNCH("ssd_chunk_output_kernel");
+        kernel<<<dim3(static_cast<unsigned>(chunks), static_cast<unsigned>(p.H),
+                      static_cast<unsigned>(col_tiles * row_tiles)),
+                 detail::kSsdThreads, out_bytes, stream>>>(p, ws.chunk_t0(), ws.chunk_len(), ws.cum(),
+                                                           ws.states(), col_tiles);
+        SSM_CUDA_CHECK_LAUNCH("ssd_chunk_output_kernel (fp32 or tensor cores)");
     }
 }
 
