@@ -216,6 +216,15 @@ __device__ __forceinline__ dindex grid_threads() {
     return static_cast<dindex>(gridDim.x) * blockDim.x;
 }
 
+/// The sum of `v` over the 32 lanes of a warp, in every lane: a butterfly of xor shuffles,
+/// so every run adds in the same order. Every lane of the warp must call it.
+template <class T>
+__device__ __forceinline__ T warp_sum(T v) {
+#pragma unroll
+    for (int off = 16; off > 0; off /= 2) v += __shfl_xor_sync(0xffffffffu, v, off);
+    return v;
+}
+
 inline constexpr int kBlockThreads = 256;  // block size of the elementwise kernels
 
 }  // namespace detail

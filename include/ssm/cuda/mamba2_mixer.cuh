@@ -67,9 +67,7 @@ __global__ void __launch_bounds__(kThreads)
             sum += static_cast<double>(v) * v;
         }
         if (!norm_w) continue;
-#pragma unroll
-        for (int off = 16; off > 0; off /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, off);
-        const auto scale = static_cast<float>(1.0 / sqrt(sum / static_cast<double>(group) + eps));
+        const auto scale = static_cast<float>(1.0 / sqrt(warp_sum(sum) / static_cast<double>(group) + eps));
         for (dindex c = c0 + lane; c < c0 + group; c += 32) yr[c] = yr[c] * scale * norm_w[c];
     }
 }

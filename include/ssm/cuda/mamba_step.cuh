@@ -88,9 +88,7 @@ __global__ void __launch_bounds__(kThreads) mamba_step_project_kernel(const Mamb
         for (int s = 0; s < kSeqs; ++s) acc[s] += wv * s_u[s * E + e];
     }
 #pragma unroll
-    for (int s = 0; s < kSeqs; ++s)
-        for (int offset = 16; offset > 0; offset /= 2)
-            acc[s] += __shfl_xor_sync(0xffffffffu, acc[s], offset);
+    for (int s = 0; s < kSeqs; ++s) acc[s] = warp_sum(acc[s]);
     if (lane == 0)
 #pragma unroll
         for (int s = 0; s < kSeqs; ++s)

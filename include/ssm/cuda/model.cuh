@@ -125,8 +125,7 @@ public:
 
     /// Loads the checkpoint with the CPU loader (`ssm::MambaLM` for Mamba-1 and Falcon-Mamba,
     /// `ssm::MambaLMLayerNorm` for a LayerNorm config, `ssm::Mamba2LM` for a Mamba-2 one),
-    /// which reads and checks every
-    /// tensor, then uploads it.
+    /// which reads and checks every tensor, then uploads it.
     [[nodiscard]] static MambaModel load(const Checkpoint& ckpt, const MambaConfig& config) {
         check_supported(config);
         if (config.family == ModelFamily::Mamba2) return upload(Mamba2LM::load(ckpt, config));

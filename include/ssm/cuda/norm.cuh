@@ -115,9 +115,7 @@ __global__ void __launch_bounds__(kThreads)
         float* v = xdbl + row * ld + start;
         double sum = 0.0;
         for (int i = lane; i < width; i += 32) sum += static_cast<double>(v[i]) * v[i];
-#pragma unroll
-        for (int off = 16; off > 0; off /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, off);
-        const auto scale = static_cast<float>(1.0 / sqrt(sum / width + eps));
+        const auto scale = static_cast<float>(1.0 / sqrt(warp_sum(sum) / width + eps));
         for (int i = lane; i < width; i += 32) v[i] *= scale;
     }
 }

@@ -390,9 +390,11 @@ inline constexpr int kTcK = 32;             // rows of the inner dimension stage
 inline constexpr int kTcLd32 = kTcK + 4;    // row stride of a staged 32-column tile
 inline constexpr int kTcLd64 = kTcCols + 4; // row stride of a staged 64-column tile
 
-/// Row stride of a staged tile of n columns: n rounded up to whole k-steps of 8, plus 4
-/// (a multiple of 4 floats, and rows that do not all start in the same bank).
-__host__ __device__ constexpr dindex tc_ld(dindex n) { return (n + 7) / 8 * 8 + 4; }
+/// n rounded up to whole k-steps of 8 (a fragment's inner dimension).
+__host__ __device__ constexpr dindex tc_k(dindex n) { return (n + 7) / 8 * 8; }
+/// Row stride of a staged tile of n columns: tc_k(n) plus 4 (a multiple of 4 floats, and
+/// rows that do not all start in the same bank).
+__host__ __device__ constexpr dindex tc_ld(dindex n) { return tc_k(n) + 4; }
 
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
 namespace wmma = nvcuda::wmma;
@@ -489,11 +491,11 @@ __global__ void __launch_bounds__(kThreads)
 #endif
 }
 
-/// Shared memory of ssd_chunk_state_tc_kernel.
-inline std::size_t ssd_state_tc_shared_bytes() {
-    return sizeof(float) * static_cast<std::size_t>(
-                               std::max(kTcK * (kTcLd32 + kTcLd64) + kTcK, kTcRows * kTcLd64));
-}
+/// Shared memory of ssd_chunk_state_tc_kernel: fixed, and under the 48 KB every device
+/// grants without opting in.
+inline constexpr std::size_t kSsdStateTcSharedBytes =
+    sizeof(float) * static_cast<std::size_t>(std::max(kTcK * (kTcLd32 + kTcLd64) + kTcK, kTcRows * kTcLd64));
+static_assert(kSsdStateTcSharedBytes <= 48 * 1024);
 
 /// Block (chunk, head, tile of 32 rows × 64 head channels): the tile of
 ///   y[i,q] = Σ_{j≤i} (C_i·B_j)·exp(c_i − c_j)·Δ_j·x[j,q] + exp(c_i)·Σ_n C[i,n]·S₀[q,n],
@@ -524,7 +526,7 @@ __global__ void __launch_bounds__(kThreads)
     const SsdOutputTile tile = ssd_output_tile(p, chunk_t0, chunk_len, col_tiles);
     if (tile.i0 >= tile.len) return;  // the whole block: the chunk is shorter than this row tile
     const auto [c, h, g, q0, t0, len, i0, mi, mq] = tile;
-    const dindex kn = (p.N + 7) / 8 * 8;  // the state dimension in whole k-steps
+    const dindex kn = tc_k(p.N);  // the state dimension in whole k-steps
     const float* S0 = states + (c * p.H + h) * p.P * p.N;
     const int warp = static_cast<int>(threadIdx.x) / 32;
     const int fr = warp / 4, fc = warp % 4;
@@ -642,8 +644,7 @@ __global__ void __launch_bounds__(kThreads) ssd_state_update_kernel(SsdParams p,
             row[n] = v;
             acc += v * C[n];
         }
-#pragma unroll
-        for (int off = 16; off > 0; off /= 2) acc += __shfl_xor_sync(0xffffffffu, acc, off);
+        acc = warp_sum(acc);
         if (lane == 0) p.y[b * p.ld_y + h * p.P + q] = acc;
     }
 }
@@ -683,17 +684,14 @@ inline void ssd_scan(const SsdParams& p, const DeviceOffsets& offsets, SsdWorksp
         SSM_CUDA_CHECK_LAUNCH("ssd_cumsum_kernel");
     }
     if (chunks > 0 && tc) {
-        const std::size_t bytes = detail::ssd_state_tc_shared_bytes();
-        (void)detail::allow_shared_memory(
-            reinterpret_cast<const void*>(&detail::ssd_chunk_state_tc_kernel<detail::kSsdThreads>), bytes);
         const dindex p_tiles = (p.P + detail::kTcRows - 1) / detail::kTcRows;
         const dindex n_tiles = (p.N + detail::kTcCols - 1) / detail::kTcCols;
         require(p_tiles * n_tiles <= 65535, "cuda::ssd_scan: a (", p.P, ", ", p.N, ") state is too large");
         detail::ssd_chunk_state_tc_kernel<detail::kSsdThreads>
             <<<dim3(static_cast<unsigned>(chunks), static_cast<unsigned>(p.H),
                     static_cast<unsigned>(p_tiles * n_tiles)),
-               detail::kSsdThreads, bytes, stream>>>(p, ws.chunk_t0(), ws.chunk_len(), ws.cum(),
-                                                     ws.states(), n_tiles);
+               detail::kSsdThreads, detail::kSsdStateTcSharedBytes, stream>>>(
+                p, ws.chunk_t0(), ws.chunk_len(), ws.cum(), ws.states(), n_tiles);
         SSM_CUDA_CHECK_LAUNCH("ssd_chunk_state_tc_kernel");
     } else if (chunks > 0) {
         const std::size_t state_bytes =
