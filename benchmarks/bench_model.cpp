@@ -34,11 +34,13 @@ using ssm::bench::make_checkpoint;
 
 /// Weight storage by benchmark argument: 0 float32, 1 bfloat16, 2 int8 blocks, 3 bfloat16
 /// with the dispatch held below AVX512-BF16 (widened to float32 GEMMs: the baseline of 1),
-/// 4 int8 blocks with decoding's activations rounded to int8 blocks too.
+/// 4 int8 blocks with decoding's activations rounded to int8 blocks too, 5 bfloat16 on AMX's
+/// tiles.
 ssm::WeightFormat format_of(std::int64_t arg) {
     switch (arg) {
         case 1:
-        case 3: return ssm::WeightFormat::BF16;
+        case 3:
+        case 5: return ssm::WeightFormat::BF16;
         case 2: return ssm::WeightFormat::Int8;
         case 4: return ssm::WeightFormat::Int8Activations;
         default: return ssm::WeightFormat::F32;
@@ -47,13 +49,15 @@ ssm::WeightFormat format_of(std::int64_t arg) {
 
 /// The dispatch for a weight-storage argument while in scope: 1 (bfloat16 on the unit) forces
 /// AVX512-BF16 where the CPU has it — also where the default keeps the unit off because the
-/// FMA units are faster (`ssm::default_cpu_isa`) —, 3 (bfloat16 widened) holds it below.
+/// FMA units are faster (`ssm::default_cpu_isa`) —, 3 (bfloat16 widened) holds it below, 5
+/// forces AMX's tiles where the CPU offers them.
 struct Bf16UnitFor {
     explicit Bf16UnitFor(std::int64_t arg) {
         if (!ssm::cpu_supports(ssm::CpuIsa::Avx512Bf16)) return;
         if (arg == 1) ssm::use_cpu_isa(ssm::CpuIsa::Avx512Bf16);
         if (arg == 3) ssm::use_cpu_isa(ssm::CpuIsa::Avx512);
-        on = arg == 1 || arg == 3;
+        if (arg == 5 && ssm::cpu_supports(ssm::CpuIsa::Amx)) ssm::use_cpu_isa(ssm::CpuIsa::Amx);
+        on = arg == 1 || arg == 3 || arg == 5;
     }
     ~Bf16UnitFor() {
         if (on) ssm::use_default_cpu_isa();
@@ -105,8 +109,13 @@ const ssm::MambaLM& model(ssm::WeightFormat format) {
 std::vector<std::int32_t> random_ids(ssm::index n, unsigned seed) { return ssm::bench::random_ids(n, kVocab, seed); }
 
 /// Prefill of one sequence of L tokens, logits for the last position only. Second
-/// argument: weight storage (0 float32, 1 bfloat16, 2 int8, 3 bfloat16 widened).
+/// argument: weight storage (0 float32, 1 bfloat16, 2 int8, 3 bfloat16 widened, 5 bfloat16
+/// on AMX's tiles).
 void BM_Prefill(benchmark::State& state) {
+    if (state.range(1) == 5 && !ssm::cpu_supports(ssm::CpuIsa::Amx)) {
+        state.SkipWithError("this CPU (or its kernel) offers no AMX tiles");
+        return;
+    }
     const Bf16UnitFor held(state.range(1));
     const auto& m = model(format_of(state.range(1)));
     const ssm::index L = state.range(0);
@@ -130,23 +139,30 @@ void BM_Prefill(benchmark::State& state) {
 /// (`gemm_bf16`), a bf16 weight widened to float32, the float32 GEMM through Eigen with
 /// the dispatch held at generic, and a float32 weight under bf16 products (both operands
 /// rounded per call, `MatmulPrecision::Bf16Products`, what training multiplies with) on the
-/// unit (second argument 0, 1, 2, 3, 4) — the GEMM share of prefill against the two peaks.
+/// unit (second argument 0, 1, 2, 3, 4); 5 and 6 are 1 and 4 on AMX's tiles — the GEMM
+/// share of prefill against the peaks.
 void BM_Projection(benchmark::State& state) {
     const ssm::index L = state.range(0), in = kD, out = 2 * kE;
     const std::int64_t path = state.range(1);
+    const bool tiles = path == 5 || path == 6;
     if ((path == 1 || path == 4) && !ssm::cpu_supports(ssm::CpuIsa::Avx512Bf16)) {
         state.SkipWithError("this CPU has no AVX512-BF16 unit");
         return;
     }
+    if (tiles && !ssm::cpu_supports(ssm::CpuIsa::Amx)) {
+        state.SkipWithError("this CPU (or its kernel) offers no AMX tiles");
+        return;
+    }
     const Bf16UnitFor held(path == 1 || path == 4 ? 1 : path == 2 ? 3 : 0);  // storage argument: on the unit, widened
     if (path == 3) ssm::use_cpu_isa(ssm::CpuIsa::Generic);
-    if (path == 4) ssm::set_matmul_precision(ssm::MatmulPrecision::Bf16Products);
+    if (tiles) ssm::use_cpu_isa(ssm::CpuIsa::Amx);
+    if (path == 4 || path == 6) ssm::set_matmul_precision(ssm::MatmulPrecision::Bf16Products);
     std::mt19937 rng(5);
     std::uniform_real_distribution<float> u(-0.05f, 0.05f);
     std::vector<float> w(static_cast<std::size_t>(out * in));
     for (auto& v : w) v = u(rng);
     ssm::Linear lin(ssm::WeightMatrix(ssm::Tensor::from({out, in}, w)), std::nullopt);
-    if (path == 1 || path == 2) lin.store_bf16();
+    if (path == 1 || path == 2 || path == 5) lin.store_bf16();
     ssm::Matrix x = ssm::Matrix::Random(L, in), y(L, out);
     for (auto _ : state) {
         lin.forward(x, y);
@@ -156,8 +172,8 @@ void BM_Projection(benchmark::State& state) {
                                                   benchmark::Counter::kIsRate);
     state.counters["threads"] = ssm::num_threads();
     state.SetLabel(ssm::isa_name(ssm::cpu_isa()));
-    if (path == 3) ssm::use_default_cpu_isa();
-    if (path == 4) ssm::set_matmul_precision(ssm::MatmulPrecision::Float32);
+    if (path == 3 || tiles) ssm::use_default_cpu_isa();
+    if (path == 4 || path == 6) ssm::set_matmul_precision(ssm::MatmulPrecision::Float32);
 }
 
 /// Decoding at batch B: one step per iteration, after a 16-token prompt per sequence.
@@ -213,9 +229,10 @@ void BM_DecodeProjections(benchmark::State& state) {
 
 BENCHMARK(ssm::bench::BM_PeakFma)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(ssm::bench::BM_PeakBf16Dot)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(ssm::bench::BM_PeakAmxBf16)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(ssm::bench::BM_MemoryRead)->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(BM_Projection)->ArgsProduct({{512, 2048}, {0, 1, 2, 3, 4}})->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(BM_Prefill)->ArgsProduct({{512, 2048, 8192}, {0, 1, 3, 2}})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_Projection)->ArgsProduct({{512, 2048}, {0, 1, 2, 3, 4, 5, 6}})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_Prefill)->ArgsProduct({{512, 2048, 8192}, {0, 1, 3, 2, 5}})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_Decode)->ArgsProduct({{1, 8, 16, 32, 64}, {0, 1, 2, 4}})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_DecodeProjections)->Arg(0)->Arg(1)->Arg(2)->Arg(4)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_MAIN();

@@ -8,12 +8,9 @@
 #include <cstddef>
 #include <vector>
 
+#include "peak_kernels.hpp"
 #include "ssm/core/cpu.hpp"
 #include "ssm/core/threads.hpp"
-
-#if SSM_X86_DISPATCH
-#include <immintrin.h>
-#endif
 
 namespace ssm::bench {
 
@@ -59,25 +56,6 @@ inline void BM_PeakFma(benchmark::State& state) {
     state.counters["threads"] = ssm::num_threads();
 }
 
-#if SSM_X86_DISPATCH
-/// `iters` rounds of 16 independent vdpbf16ps (bf16 pairs into float32 sums) on one thread;
-/// returns a value that depends on every sum.
-__attribute__((target("avx512f,avx512bw,avx512bf16"))) inline float bf16_dot_chains(long iters, float seed) {
-    constexpr int kChains = 16;
-    __m512 acc[kChains];
-    for (int c = 0; c < kChains; ++c) acc[c] = _mm512_set1_ps(seed + static_cast<float>(c));
-    __m512bh a = (__m512bh)_mm512_set1_epi32(0x3f803f80), b = (__m512bh)_mm512_set1_epi32(0x33d633d6);
-    for (long i = 0; i < iters; ++i) {
-#pragma GCC unroll 16
-        for (int c = 0; c < kChains; ++c) acc[c] = _mm512_dpbf16_ps(acc[c], a, b);
-        __asm__ volatile("" : "+v"(a));  // a is opaque: the loop cannot be folded
-    }
-    __m512 s = acc[0];
-    for (int c = 1; c < kChains; ++c) s = _mm512_add_ps(s, acc[c]);
-    return _mm512_reduce_add_ps(s);
-}
-#endif
-
 /// FLOP/s of the bf16 dot-product unit (AVX512-BF16's vdpbf16ps, 64 FLOP an instruction) on
 /// every thread: the compute ceiling of the bf16 prefill GEMM. Skipped without the unit.
 inline void BM_PeakBf16Dot(benchmark::State& state) {
@@ -98,6 +76,30 @@ inline void BM_PeakBf16Dot(benchmark::State& state) {
     state.counters["threads"] = ssm::num_threads();
 #else
     state.SkipWithError("not an x86 build");
+#endif
+}
+
+/// FLOP/s of AMX's bf16 tiles (tdpbf16ps, 16 384 FLOP an instruction) on every thread: the
+/// compute ceiling of `gemm_bf16` under `CpuIsa::Amx`. Skipped where the CPU or its kernel
+/// offers no tiles.
+inline void BM_PeakAmxBf16(benchmark::State& state) {
+#if SSM_AMX_DISPATCH
+    if (!ssm::cpu_supports(ssm::CpuIsa::Amx)) {
+        state.SkipWithError("this CPU (or its kernel) offers no AMX tiles");
+        return;
+    }
+    constexpr long kIters = 1 << 18;
+    double flops = 0;
+    for (auto _ : state) {
+        ssm::parallel_for(ssm::num_threads(), 1, [&](ssm::index b, ssm::index e) {
+            for (ssm::index t = b; t < e; ++t) benchmark::DoNotOptimize(amx_dot_chains(kIters));
+        });
+        flops += 16384.0 * 4 * static_cast<double>(kIters) * ssm::num_threads();
+    }
+    state.counters["FLOP/s"] = benchmark::Counter(flops, benchmark::Counter::kIsRate);
+    state.counters["threads"] = ssm::num_threads();
+#else
+    state.SkipWithError("not an x86 Linux build");
 #endif
 }
 

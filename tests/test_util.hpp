@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <random>
 #include <span>
 #include <string>
@@ -89,12 +90,12 @@ public:
 /// with bf16 weights computes what a float32 model with the same rounded weights does.
 [[nodiscard]] inline ssm::CpuIsa below_bf16_unit() noexcept {
     const ssm::CpuIsa best = ssm::detected_cpu_isa();
-    return best == ssm::CpuIsa::Avx512Bf16 ? ssm::CpuIsa::Avx512 : best;
+    return best >= ssm::CpuIsa::Avx512Bf16 ? ssm::CpuIsa::Avx512 : best;
 }
 
 /// Every instruction set the dispatched kernels have a path for, lowest first.
 inline constexpr ssm::CpuIsa kAllCpuIsas[] = {ssm::CpuIsa::Generic, ssm::CpuIsa::Avx2, ssm::CpuIsa::Avx512,
-                                              ssm::CpuIsa::Avx512Bf16};
+                                              ssm::CpuIsa::Avx512Bf16, ssm::CpuIsa::Amx};
 
 /// The instruction sets that pick different float32 matrix products on this CPU: Generic
 /// (Eigen's GEMM) and, where the CPU runs it, AVX2 (`gemm_f32`'s register tiles).
@@ -200,6 +201,8 @@ double worst_product_error(index M, index N, index K, const OperandA& a, const O
                 mag += std::fabs(t);
             }
             const double err = std::fabs(sum - c[static_cast<std::size_t>(i * ldc + j)]);
+            // A NaN is the worst of errors (std::max would pass over it, as it compares false).
+            if (std::isnan(err)) return std::numeric_limits<double>::infinity();
             worst = std::max(worst, mag > 0 ? err / mag : err);
         }
     return worst;

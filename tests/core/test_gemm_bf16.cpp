@@ -174,7 +174,7 @@ TEST_CASE("Linear under bf16 products: the unit where it runs, float32's bits wh
         const ssm::test::ForceCpuIsa force(isa);
         const Products f32 = run();
         const Bf16Products asked;
-        const bool unit = isa == ssm::CpuIsa::Avx512Bf16;
+        const bool unit = isa >= ssm::CpuIsa::Avx512Bf16;  // the vdpbf16ps kernels, or AMX's tiles
         CHECK(ssm::bf16_products() == unit);
         const Products got = run();
         if (!unit) {  // the request falls back to float32, bit for bit
@@ -230,6 +230,8 @@ TEST_CASE("the default dispatch takes the bf16 unit only where it outruns the FM
     CHECK(ssm::cpu_supports(chosen));
     if (best == ssm::CpuIsa::Avx512Bf16)
         CHECK(chosen == (ssm::bf16_unit_outruns_fma() ? ssm::CpuIsa::Avx512Bf16 : ssm::CpuIsa::Avx512));
+    else if (best == ssm::CpuIsa::Amx)  // the tiles run where asked for until measured on a CPU with them
+        CHECK(chosen == ssm::CpuIsa::Avx512);
     else
         CHECK(chosen == best);
     const char* env = std::getenv("SSM_CPU_ISA");
@@ -238,10 +240,11 @@ TEST_CASE("the default dispatch takes the bf16 unit only where it outruns the FM
         CHECK(ssm::cpu_isa() == chosen);
     }
     // Forcing the unit stays possible wherever the CPU has it (tests, benchmarks, SSM_CPU_ISA).
-    if (best == ssm::CpuIsa::Avx512Bf16) {
-        const ssm::test::ForceCpuIsa unit(ssm::CpuIsa::Avx512Bf16);
-        CHECK(ssm::gemm_bf16_available());
-    }
+    for (const ssm::CpuIsa unit_isa : {ssm::CpuIsa::Avx512Bf16, ssm::CpuIsa::Amx})
+        if (ssm::cpu_supports(unit_isa)) {
+            const ssm::test::ForceCpuIsa unit(unit_isa);
+            CHECK(ssm::gemm_bf16_available());
+        }
 }
 
 }  // namespace test_gemm_bf16

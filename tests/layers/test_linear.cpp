@@ -106,44 +106,51 @@ TEST_CASE("gemm_bf16 equals the double product of the bf16-rounded operands, for
               }).find("AVX512-BF16") != std::string::npos);
         return;
     }
-    const ssm::test::ForceCpuIsa force(ssm::CpuIsa::Avx512Bf16);
-    REQUIRE(ssm::gemm_bf16_available());
-    unsigned seed = 40;
-    // Rows around the 6-row tile, features around the 16-wide vectors and 64-wide blocks, odd
-    // and even input widths, and row strides wider than the rows.
-    for (const ssm::index M : {1, 5, 6, 7, 13, 40})
-        for (const ssm::index N : {1, 15, 16, 17, 64, 65, 130})
-            for (const ssm::index K : {1, 2, 31, 64, 97}) {
-                INFO("M " << M << " N " << N << " K " << K);
-                const ssm::index ldx = K + 3, ldw = K + 1, ldy = N + 2;
-                const auto x = ssm::test::random_floats(static_cast<std::size_t>(M * ldx), -1, 1, seed++);
-                const auto wf = ssm::test::random_floats(static_cast<std::size_t>(N * ldw), -1, 1, seed++);
-                std::vector<std::uint16_t> wb(wf.size());
-                for (std::size_t i = 0; i < wf.size(); ++i) wb[i] = ssm::f32_to_bf16(wf[i]);
-                for (const bool accumulate : {false, true}) {
-                    std::vector<float> y(static_cast<std::size_t>(M * ldy), 0.25f);
-                    ssm::gemm_bf16(x.data(), ldx, M, K, wb.data(), ldw, N, y.data(), ldy, accumulate);
-                    double worst = 0;
-                    for (ssm::index r = 0; r < M; ++r)
-                        for (ssm::index c = 0; c < ldy; ++c) {
-                            const float got = y[static_cast<std::size_t>(r * ldy + c)];
-                            if (c >= N) {  // past the row: untouched
-                                CHECK(got == 0.25f);
-                                continue;
+    for (const ssm::CpuIsa unit_isa : {ssm::CpuIsa::Avx512Bf16, ssm::CpuIsa::Amx}) {  // vdpbf16ps, AMX's tiles
+        if (!ssm::cpu_supports(unit_isa)) {
+            WARN("SKIPPED: this CPU offers no " << ssm::isa_name(unit_isa) << ": gemm_bf16 on it did not run here");
+            continue;
+        }
+        INFO(ssm::isa_name(unit_isa));
+        const ssm::test::ForceCpuIsa force(unit_isa);
+        REQUIRE(ssm::gemm_bf16_available());
+        unsigned seed = 40;
+        // Rows around the 6-row tile, features around the 16-wide vectors and 64-wide blocks, odd
+        // and even input widths, and row strides wider than the rows.
+        for (const ssm::index M : {1, 5, 6, 7, 13, 40})
+            for (const ssm::index N : {1, 15, 16, 17, 64, 65, 130})
+                for (const ssm::index K : {1, 2, 31, 64, 97}) {
+                    INFO("M " << M << " N " << N << " K " << K);
+                    const ssm::index ldx = K + 3, ldw = K + 1, ldy = N + 2;
+                    const auto x = ssm::test::random_floats(static_cast<std::size_t>(M * ldx), -1, 1, seed++);
+                    const auto wf = ssm::test::random_floats(static_cast<std::size_t>(N * ldw), -1, 1, seed++);
+                    std::vector<std::uint16_t> wb(wf.size());
+                    for (std::size_t i = 0; i < wf.size(); ++i) wb[i] = ssm::f32_to_bf16(wf[i]);
+                    for (const bool accumulate : {false, true}) {
+                        std::vector<float> y(static_cast<std::size_t>(M * ldy), 0.25f);
+                        ssm::gemm_bf16(x.data(), ldx, M, K, wb.data(), ldw, N, y.data(), ldy, accumulate);
+                        double worst = 0;
+                        for (ssm::index r = 0; r < M; ++r)
+                            for (ssm::index c = 0; c < ldy; ++c) {
+                                const float got = y[static_cast<std::size_t>(r * ldy + c)];
+                                if (c >= N) {  // past the row: untouched
+                                    CHECK(got == 0.25f);
+                                    continue;
+                                }
+                                double e = accumulate ? 0.25 : 0.0, mag = 0;
+                                for (ssm::index k = 0; k < K; ++k) {
+                                    const double p =
+                                        static_cast<double>(ssm::bf16_to_f32(ssm::f32_to_bf16(x[static_cast<std::size_t>(r * ldx + k)]))) *
+                                        ssm::bf16_to_f32(wb[static_cast<std::size_t>(c * ldw + k)]);
+                                    e += p;
+                                    mag += std::abs(p);
+                                }
+                                worst = std::max(worst, std::abs(got - e) / (1 + mag));
                             }
-                            double e = accumulate ? 0.25 : 0.0, mag = 0;
-                            for (ssm::index k = 0; k < K; ++k) {
-                                const double p =
-                                    static_cast<double>(ssm::bf16_to_f32(ssm::f32_to_bf16(x[static_cast<std::size_t>(r * ldx + k)]))) *
-                                    ssm::bf16_to_f32(wb[static_cast<std::size_t>(c * ldw + k)]);
-                                e += p;
-                                mag += std::abs(p);
-                            }
-                            worst = std::max(worst, std::abs(got - e) / (1 + mag));
-                        }
-                    CHECK(worst < 1e-6);  // float32 sums of exact products
+                        CHECK(worst < 1e-6);  // float32 sums of exact products
+                    }
                 }
-            }
+    }
 }
 
 TEST_CASE("Linear with an int8 weight equals x·W_int8ᵀ + b on every path", "[linear]") {

@@ -149,8 +149,10 @@ TEST_CASE("parity: bfloat16 weights are exact for a BF16 checkpoint, close for a
             check_packed_batch(model, ref, 2);
             ssm::test::check_generation(model, ref, kTol);
         }
-        if (ssm::cpu_supports(ssm::CpuIsa::Avx512Bf16)) {  // on the unit: within bf16's precision
-            const ssm::test::ForceCpuIsa unit(ssm::CpuIsa::Avx512Bf16);
+        for (const ssm::CpuIsa unit_isa : {ssm::CpuIsa::Avx512Bf16, ssm::CpuIsa::Amx}) {  // within bf16's precision
+            if (!ssm::cpu_supports(unit_isa)) continue;
+            INFO(ssm::isa_name(unit_isa));
+            const ssm::test::ForceCpuIsa unit(unit_isa);
             const auto ids = ids_of(ref, "seq1.input_ids");  // 40 tokens: prefill on the unit
             const auto r = model.forward(ssm::Batch::of({ids}), {ssm::Logits::All, false});
             const double err = rel_error(span_of(r.logits), ref.load_f32("seq1.logits").values());

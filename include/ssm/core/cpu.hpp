@@ -19,6 +19,15 @@
 #define SSM_X86_DISPATCH 0
 #endif
 
+#if SSM_X86_DISPATCH && defined(__linux__)
+#include <cpuid.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#define SSM_AMX_DISPATCH 1  // the tiles need the kernel's permission (arch_prctl), asked on Linux
+#else
+#define SSM_AMX_DISPATCH 0
+#endif
+
 namespace ssm {
 
 /// The instruction sets the dispatched kernels have paths for, in increasing order.
@@ -27,6 +36,8 @@ enum class CpuIsa : int {
     Avx2 = 1,     // AVX2 + FMA
     Avx512 = 2,   // AVX-512 F + BW
     Avx512Bf16 = 3,  // AVX-512 F + BW + BF16 (vdpbf16ps: bf16 products, float32 sums)
+    Amx = 4,      // the above + AMX-TILE + AMX-BF16 (tdpbf16ps: a 16 × 16 tile of float32 sums
+                  // of bf16 products, 16 × 16 × 32 multiply-adds an instruction)
 };
 
 [[nodiscard]] inline const char* isa_name(CpuIsa isa) noexcept {
@@ -35,8 +46,31 @@ enum class CpuIsa : int {
         case CpuIsa::Avx2: return "avx2";
         case CpuIsa::Avx512: return "avx512";
         case CpuIsa::Avx512Bf16: return "avx512bf16";
+        case CpuIsa::Amx: return "amx";
     }
     return "?";
+}
+
+/// Whether this process can use AMX's bf16 tiles: the CPU reports AMX-TILE and AMX-BF16
+/// (CPUID leaf 7: EDX bits 24 and 22) and the Linux kernel grants the process the tile data
+/// state (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`, which kernels before 5.16
+/// and hypervisors that hide the tiles refuse). Asked once; the permission, once granted,
+/// holds for every thread of the process.
+[[nodiscard]] inline bool cpu_has_amx_bf16() noexcept {
+#if SSM_AMX_DISPATCH
+    static const bool has = [] {
+        unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+        if (__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx) == 0) return false;
+        const bool tile = ((edx >> 24) & 1u) != 0, bf16 = ((edx >> 22) & 1u) != 0;
+        if (!tile || !bf16) return false;
+        constexpr long kReqXcompPerm = 0x1023;  // ARCH_REQ_XCOMP_PERM
+        constexpr long kXtiledata = 18;         // XFEATURE_XTILEDATA
+        return syscall(SYS_arch_prctl, kReqXcompPerm, kXtiledata) == 0;
+    }();
+    return has;
+#else
+    return false;
+#endif
 }
 
 /// The best instruction set this CPU supports (asked once).
@@ -44,8 +78,10 @@ enum class CpuIsa : int {
 #if SSM_X86_DISPATCH
     static const CpuIsa isa = [] {
         __builtin_cpu_init();
-        if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw"))
-            return __builtin_cpu_supports("avx512bf16") ? CpuIsa::Avx512Bf16 : CpuIsa::Avx512;
+        if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")) {
+            if (!__builtin_cpu_supports("avx512bf16")) return CpuIsa::Avx512;
+            return cpu_has_amx_bf16() ? CpuIsa::Amx : CpuIsa::Avx512Bf16;
+        }
         if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return CpuIsa::Avx2;
         return CpuIsa::Generic;
     }();
@@ -75,14 +111,18 @@ enum class CpuIsa : int {
 
 /// The instruction set the dispatch takes unless `SSM_CPU_ISA` or `use_cpu_isa` chose: the
 /// best the CPU supports, held at AVX-512 where the bf16 unit is slower than the FMA units
-/// (`bf16_unit_outruns_fma`), so that bf16 weights are widened to float32 GEMMs there.
+/// (`bf16_unit_outruns_fma`), so that bf16 weights are widened to float32 GEMMs there. AMX
+/// is held at AVX-512 too, for now: its tile kernels have been checked only under an
+/// emulation of the tile instructions (tests/core/test_gemm_amx.cpp), never on a CPU with
+/// AMX, so they run where asked for (`SSM_CPU_ISA=amx`, `use_cpu_isa`) until they have.
 [[nodiscard]] inline CpuIsa default_cpu_isa() noexcept {
     const CpuIsa best = detected_cpu_isa();
+    if (best == CpuIsa::Amx) return CpuIsa::Avx512;
     return best == CpuIsa::Avx512Bf16 && !bf16_unit_outruns_fma() ? CpuIsa::Avx512 : best;
 }
 
 /// Whether the CPU can run `isa`'s kernels (the sets nest: AVX-512 machines have AVX2,
-/// AVX512-BF16 ones AVX-512).
+/// AVX512-BF16 ones AVX-512, AMX ones AVX512-BF16).
 [[nodiscard]] inline bool cpu_supports(CpuIsa isa) noexcept {
     return static_cast<int>(isa) <= static_cast<int>(detected_cpu_isa());
 }
@@ -101,21 +141,21 @@ enum class CpuIsa : int {
 
 namespace detail {
 
-/// The instruction set `SSM_CPU_ISA` names (generic, avx2, avx512, avx512bf16), or the default
+/// The instruction set `SSM_CPU_ISA` names (generic, avx2, avx512, avx512bf16, amx), or the default
 /// one (`default_cpu_isa`) when it is unset. A name that is unknown or that the CPU cannot run
 /// is reported on stderr once and the default set is used.
 inline CpuIsa cpu_isa_from_environment() noexcept {
     const CpuIsa fallback = default_cpu_isa();
     const char* env = std::getenv("SSM_CPU_ISA");
     if (!env || !*env) return fallback;
-    for (const CpuIsa isa : {CpuIsa::Generic, CpuIsa::Avx2, CpuIsa::Avx512, CpuIsa::Avx512Bf16})
+    for (const CpuIsa isa : {CpuIsa::Generic, CpuIsa::Avx2, CpuIsa::Avx512, CpuIsa::Avx512Bf16, CpuIsa::Amx})
         if (std::strcmp(env, isa_name(isa)) == 0) {
             if (cpu_supports(isa)) return isa;
             std::fprintf(stderr, "ssm: SSM_CPU_ISA=%s: this CPU does not support it; using %s\n", env,
                          isa_name(fallback));
             return fallback;
         }
-    std::fprintf(stderr, "ssm: SSM_CPU_ISA=%s is not one of generic, avx2, avx512, avx512bf16; using %s\n", env,
+    std::fprintf(stderr, "ssm: SSM_CPU_ISA=%s is not one of generic, avx2, avx512, avx512bf16, amx; using %s\n", env,
                  isa_name(fallback));
     return fallback;
 }

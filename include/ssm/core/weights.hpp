@@ -254,6 +254,7 @@ inline void dot_rows(const T* w, const float* x, index ldx, index n, float* out)
     index done = 0;  // [0, done) summed by a vector kernel, the rest one by one
 #if SSM_X86_DISPATCH
     switch (cpu_isa()) {
+        case CpuIsa::Amx:
         case CpuIsa::Avx512Bf16:
         case CpuIsa::Avx512: done = detail::dot_rows_avx512<R>(w, x, ldx, n, sum); break;
         case CpuIsa::Avx2: done = detail::dot_rows_avx2<R>(w, x, ldx, n, sum); break;
@@ -403,6 +404,7 @@ inline void dot_rows_int8(const std::int8_t* q, const float* scale, const float*
     const index full = n / kInt8Block;  // whole blocks; the rest one by one
     switch (cpu_isa()) {
 #if SSM_X86_DISPATCH
+        case CpuIsa::Amx:
         case CpuIsa::Avx512Bf16:
         case CpuIsa::Avx512: detail::dot_rows_int8_avx512<R>(q, scale, x, ldx, full, sum); break;
         case CpuIsa::Avx2: detail::dot_rows_int8_avx2<R>(q, scale, x, ldx, full, sum); break;
@@ -635,6 +637,7 @@ inline void dot_rows_q8(const std::int8_t* q, const float* wscale, const std::in
     float sum[R] = {};
     switch (cpu_isa()) {
 #if SSM_X86_DISPATCH
+        case CpuIsa::Amx:
         case CpuIsa::Avx512Bf16:
         case CpuIsa::Avx512:
             if (cpu_has_avx512_vnni())
