@@ -4,8 +4,9 @@
 // of 64 bytes; tileloadd reads row r from base + r·stride; tdpbf16ps adds, for every row m
 // and column n of the sums, over the 16 pairs k, a[m][2k]·b[k][2n] then a[m][2k+1]·b[k][2n+1]
 // (bf16 values widened to float32, products exact, float32 sums); tilestored writes rows the
-// same way. The emulation also records a tile used outside begin() / end() and counts the
-// products, so a test knows the tiles ran. Against the double product of the bf16-rounded
+// same way (the hardware may order the float32 additions otherwise, and flushes subnormal
+// values: differences of rounding, inside the bound). The emulation also records a tile used
+// outside begin() / end() and counts the products, so a test knows the tiles ran. Against the double product of the bf16-rounded
 // operands: shapes on every side of the 16-row and 16-pair tiles, 32 × 32 tile blocks and
 // 64-feature blocks, overwrite and accumulate, columns past the output untouched, the same
 // bits at any thread count. On a CPU with AMX the same products run on the instructions
@@ -283,6 +284,7 @@ TEST_CASE("gemm_bf16 on the CPU's own tiles where it has AMX", "[gemm][amx]") {
              << ssm::isa_name(ssm::detected_cpu_isa()) << "): the tile instructions did not run here; only the "
              << "dispatch's refusal was checked");
         CHECK_FALSE(ssm::cpu_has_amx_bf16());
+        CHECK_FALSE(ssm::detail::amx_permission());  // nothing to ask the kernel for
         const std::string e = ssm::test::error_of([] { ssm::use_cpu_isa(ssm::CpuIsa::Amx); });
         CHECK(e.find("amx") != std::string::npos);
         CHECK(ssm::cpu_isa() != ssm::CpuIsa::Amx);

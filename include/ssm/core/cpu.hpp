@@ -19,11 +19,13 @@
 #define SSM_X86_DISPATCH 0
 #endif
 
-#if SSM_X86_DISPATCH && defined(__linux__)
+// AMX: 64-bit only (the tile instructions do not exist in 32-bit mode), and on Linux, whose
+// kernel grants the tile state on request (arch_prctl).
+#if SSM_X86_DISPATCH && defined(__x86_64__) && defined(__linux__)
 #include <cpuid.h>
 #include <sys/syscall.h>
 #include <unistd.h>
-#define SSM_AMX_DISPATCH 1  // the tiles need the kernel's permission (arch_prctl), asked on Linux
+#define SSM_AMX_DISPATCH 1
 #else
 #define SSM_AMX_DISPATCH 0
 #endif
@@ -51,11 +53,10 @@ enum class CpuIsa : int {
     return "?";
 }
 
-/// Whether this process can use AMX's bf16 tiles: the CPU reports AMX-TILE and AMX-BF16
-/// (CPUID leaf 7: EDX bits 24 and 22) and the Linux kernel grants the process the tile data
-/// state (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`, which kernels before 5.16
-/// and hypervisors that hide the tiles refuse). Asked once; the permission, once granted,
-/// holds for every thread of the process.
+/// Whether this CPU and its kernel offer AMX's bf16 tiles: the CPU reports AMX-TILE and
+/// AMX-BF16 (CPUID leaf 7: EDX bits 24 and 22) and the Linux kernel supports the tile data
+/// state (`arch_prctl(ARCH_GET_XCOMP_SUPP)` lists XFEATURE_XTILEDATA; kernels before 5.16
+/// and hypervisors that hide the tiles do not). Asked once; it requests nothing.
 [[nodiscard]] inline bool cpu_has_amx_bf16() noexcept {
 #if SSM_AMX_DISPATCH
     static const bool has = [] {
@@ -63,15 +64,37 @@ enum class CpuIsa : int {
         if (__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx) == 0) return false;
         const bool tile = ((edx >> 24) & 1u) != 0, bf16 = ((edx >> 22) & 1u) != 0;
         if (!tile || !bf16) return false;
-        constexpr long kReqXcompPerm = 0x1023;  // ARCH_REQ_XCOMP_PERM
-        constexpr long kXtiledata = 18;         // XFEATURE_XTILEDATA
-        return syscall(SYS_arch_prctl, kReqXcompPerm, kXtiledata) == 0;
+        constexpr long kGetXcompSupp = 0x1021;  // ARCH_GET_XCOMP_SUPP
+        unsigned long features = 0;
+        if (syscall(SYS_arch_prctl, kGetXcompSupp, &features) != 0) return false;
+        return ((features >> 18) & 1u) != 0;  // XFEATURE_XTILEDATA
     }();
     return has;
 #else
     return false;
 #endif
 }
+
+namespace detail {
+/// Asks the Linux kernel for the tile data state (`arch_prctl(ARCH_REQ_XCOMP_PERM,
+/// XFEATURE_XTILEDATA)`), once, when AMX is first chosen — not merely detected: from then
+/// on the kernel holds every thread of the process to signal stacks large enough for the
+/// tiles, which a program that never uses them should not have to meet. The grant covers
+/// every thread, present and future. False where it is refused (e.g. an alternate signal
+/// stack already too small).
+[[nodiscard]] inline bool amx_permission() noexcept {
+#if SSM_AMX_DISPATCH
+    static const bool granted = [] {
+        constexpr long kReqXcompPerm = 0x1023;  // ARCH_REQ_XCOMP_PERM
+        constexpr long kXtiledata = 18;         // XFEATURE_XTILEDATA
+        return cpu_has_amx_bf16() && syscall(SYS_arch_prctl, kReqXcompPerm, kXtiledata) == 0;
+    }();
+    return granted;
+#else
+    return false;
+#endif
+}
+}  // namespace detail
 
 /// The best instruction set this CPU supports (asked once).
 [[nodiscard]] inline CpuIsa detected_cpu_isa() noexcept {
@@ -150,6 +173,11 @@ inline CpuIsa cpu_isa_from_environment() noexcept {
     if (!env || !*env) return fallback;
     for (const CpuIsa isa : {CpuIsa::Generic, CpuIsa::Avx2, CpuIsa::Avx512, CpuIsa::Avx512Bf16, CpuIsa::Amx})
         if (std::strcmp(env, isa_name(isa)) == 0) {
+            if (isa == CpuIsa::Amx && cpu_supports(isa) && !amx_permission()) {
+                std::fprintf(stderr, "ssm: SSM_CPU_ISA=amx: the kernel refused this process the tile state "
+                                     "(arch_prctl ARCH_REQ_XCOMP_PERM); using %s\n", isa_name(fallback));
+                return fallback;
+            }
             if (cpu_supports(isa)) return isa;
             std::fprintf(stderr, "ssm: SSM_CPU_ISA=%s: this CPU does not support it; using %s\n", env,
                          isa_name(fallback));
@@ -181,6 +209,8 @@ inline std::atomic<int>& cpu_isa_choice() noexcept {
 inline void use_cpu_isa(CpuIsa isa) {
     require(cpu_supports(isa), "use_cpu_isa: this CPU does not support ", isa_name(isa), " (it supports up to ",
             isa_name(detected_cpu_isa()), ")");
+    require(isa != CpuIsa::Amx || detail::amx_permission(),
+            "use_cpu_isa: the kernel refused this process AMX's tile state (arch_prctl ARCH_REQ_XCOMP_PERM)");
     detail::cpu_isa_choice().store(static_cast<int>(isa), std::memory_order_relaxed);
 }
 

@@ -297,6 +297,9 @@ struct AmxTiles {
     template <int T>
     SSM_AMX_TARGET static void load(const void* p, index stride) noexcept {
         static_assert(T >= 4 && T < 8);
+        // GCC's tileloadd names only the address, not the memory behind it, to the compiler:
+        // every store before it must be done first.
+        __asm__ volatile("" ::: "memory");
         if constexpr (T == 4) _tile_loadd(4, p, stride);
         else if constexpr (T == 5) _tile_loadd(5, p, stride);
         else if constexpr (T == 6) _tile_loadd(6, p, stride);
