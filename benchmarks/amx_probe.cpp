@@ -53,49 +53,30 @@ std::string cpu_model() {
     return "unknown";
 }
 
-#if defined(__AVX512F__)
-using vfma = float __attribute__((vector_size(64)));
-constexpr int kChains = 16;
-#elif defined(__AVX__)
-using vfma = float __attribute__((vector_size(32)));
-constexpr int kChains = 12;
-#else
-using vfma = float __attribute__((vector_size(16)));
-constexpr int kChains = 12;
-#endif
-
-double peak_fma() {
-    constexpr long kIters = 1 << 22;
-    constexpr int kLanes = static_cast<int>(sizeof(vfma) / sizeof(float));
-    const double s = median_seconds([] {
-        ssm::parallel_for(ssm::num_threads(), 1, [](Index b, Index e) {
+/// Median seconds of `kernel(t)` run once on each thread t at the same time.
+template <class Kernel>
+double all_threads_seconds(Kernel&& kernel) {
+    return median_seconds([&] {
+        ssm::parallel_for(ssm::num_threads(), 1, [&](Index b, Index e) {
             for (Index t = b; t < e; ++t) {
-                vfma acc[kChains];
-                for (int c = 0; c < kChains; ++c) acc[c] = vfma{} + static_cast<float>(c + t);
-                const vfma m = vfma{} + 0.999999f, a = vfma{} + 1e-7f;
-                for (long i = 0; i < kIters; ++i)
-                    for (int c = 0; c < kChains; ++c) acc[c] = acc[c] * m + a;
-                vfma sum{};
-                for (int c = 0; c < kChains; ++c) sum += acc[c];
-                volatile float sink = sum[0];
+                volatile float sink = kernel(t);
                 (void)sink;
             }
         });
     });
-    return 2.0 * kLanes * kChains * static_cast<double>(kIters) * ssm::num_threads() / s;
+}
+
+double peak_fma() {
+    constexpr long kIters = 1 << 22;
+    const double s = all_threads_seconds([](Index t) { return ssm::bench::fma_chains(kIters, static_cast<float>(t)); });
+    return ssm::bench::kFmaChainFlop * static_cast<double>(kIters) * ssm::num_threads() / s;
 }
 
 double peak_bf16_dot() {
 #if SSM_X86_DISPATCH
     constexpr long kIters = 1 << 22;
-    const double s = median_seconds([] {
-        ssm::parallel_for(ssm::num_threads(), 1, [](Index b, Index e) {
-            for (Index t = b; t < e; ++t) {
-                volatile float sink = ssm::bench::bf16_dot_chains(kIters, static_cast<float>(t));
-                (void)sink;
-            }
-        });
-    });
+    const double s =
+        all_threads_seconds([](Index t) { return ssm::bench::bf16_dot_chains(kIters, static_cast<float>(t)); });
     return 64.0 * 16 * static_cast<double>(kIters) * ssm::num_threads() / s;
 #else
     return 0;
@@ -105,14 +86,7 @@ double peak_bf16_dot() {
 double peak_amx() {
 #if SSM_AMX_DISPATCH
     constexpr long kIters = 1 << 18;
-    const double s = median_seconds([] {
-        ssm::parallel_for(ssm::num_threads(), 1, [](Index b, Index e) {
-            for (Index t = b; t < e; ++t) {
-                volatile float sink = ssm::bench::amx_dot_chains(kIters);
-                (void)sink;
-            }
-        });
-    });
+    const double s = all_threads_seconds([](Index) { return ssm::bench::amx_dot_chains(kIters); });
     return 16384.0 * 4 * static_cast<double>(kIters) * ssm::num_threads() / s;
 #else
     return 0;

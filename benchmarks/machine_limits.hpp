@@ -16,41 +16,16 @@ namespace ssm::bench {
 
 using v16f = float __attribute__((vector_size(64)));
 
-/// FLOP/s of dependent-free fused multiply-adds on every thread: the compute ceiling.
-/// The vectors are the machine's own width (a wider generic vector would be lowered
-/// through the stack), in as many independent chains as the registers hold beside the
-/// two constants: 16 of AVX-512's 32 zmm, 12 of AVX2's 16 ymm (FMA latency 4 × 2 ports
-/// needs 8 in flight).
-#if defined(__AVX512F__)
-using vfma = float __attribute__((vector_size(64)));
-inline constexpr int kFmaChains = 16;
-#elif defined(__AVX__)
-using vfma = float __attribute__((vector_size(32)));
-inline constexpr int kFmaChains = 12;
-#else
-using vfma = float __attribute__((vector_size(16)));
-inline constexpr int kFmaChains = 12;
-#endif
-
+/// FLOP/s of dependent-free fused multiply-adds on every thread: the compute ceiling
+/// (`fma_chains`).
 inline void BM_PeakFma(benchmark::State& state) {
-    constexpr int kChains = kFmaChains;
-    constexpr int kLanes = static_cast<int>(sizeof(vfma) / sizeof(float));
     constexpr long kIters = 1 << 22;
     double flops = 0;
     for (auto _ : state) {
         ssm::parallel_for(ssm::num_threads(), 1, [&](ssm::index b, ssm::index e) {
-            for (ssm::index t = b; t < e; ++t) {
-                vfma acc[kChains];
-                for (int c = 0; c < kChains; ++c) acc[c] = vfma{} + static_cast<float>(c + t);
-                const vfma m = vfma{} + 0.999999f, a = vfma{} + 1e-7f;
-                for (long i = 0; i < kIters; ++i)
-                    for (int c = 0; c < kChains; ++c) acc[c] = acc[c] * m + a;
-                vfma s{};
-                for (int c = 0; c < kChains; ++c) s += acc[c];
-                benchmark::DoNotOptimize(s);
-            }
+            for (ssm::index t = b; t < e; ++t) benchmark::DoNotOptimize(fma_chains(kIters, static_cast<float>(t)));
         });
-        flops += 2.0 * kLanes * kChains * static_cast<double>(kIters) * ssm::num_threads();
+        flops += kFmaChainFlop * static_cast<double>(kIters) * ssm::num_threads();
     }
     state.counters["FLOP/s"] = benchmark::Counter(flops, benchmark::Counter::kIsRate);
     state.counters["threads"] = ssm::num_threads();

@@ -1,8 +1,9 @@
-// benchmarks/peak_kernels.hpp — the register-resident loops that measure the bf16 units'
+// benchmarks/peak_kernels.hpp — the register-resident loops that measure the compute
 // ceilings (machine_limits.hpp's benchmarks and amx_probe.cpp, which runs without Google
-// Benchmark): vdpbf16ps chains and AMX tile products, one thread each.
+// Benchmark): float32 FMA chains, vdpbf16ps chains and AMX tile products, one thread each.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 #include "ssm/core/cpu.hpp"
@@ -13,6 +14,39 @@
 #endif
 
 namespace ssm::bench {
+
+/// The vectors are the machine's own width (a wider generic vector would be lowered
+/// through the stack), in as many independent chains as the registers hold beside the
+/// two constants: 16 of AVX-512's 32 zmm, 12 of AVX2's 16 ymm (FMA latency 4 × 2 ports
+/// needs 8 in flight).
+#if defined(__AVX512F__)
+using vfma = float __attribute__((vector_size(64)));
+inline constexpr int kFmaChains = 16;
+#elif defined(__AVX__)
+using vfma = float __attribute__((vector_size(32)));
+inline constexpr int kFmaChains = 12;
+#else
+using vfma = float __attribute__((vector_size(16)));
+inline constexpr int kFmaChains = 12;
+#endif
+
+/// FLOP an iteration of `fma_chains`.
+inline constexpr double kFmaChainFlop = 2.0 * static_cast<double>(sizeof(vfma) / sizeof(float)) * kFmaChains;
+
+/// `iters` rounds of kFmaChains independent FMAs of the machine's vectors on one thread;
+/// returns a value that depends on every chain and lane.
+inline float fma_chains(long iters, float seed) {
+    vfma acc[kFmaChains];
+    for (int c = 0; c < kFmaChains; ++c) acc[c] = vfma{} + (seed + static_cast<float>(c));
+    const vfma m = vfma{} + 0.999999f, a = vfma{} + 1e-7f;
+    for (long i = 0; i < iters; ++i)
+        for (int c = 0; c < kFmaChains; ++c) acc[c] = acc[c] * m + a;
+    vfma s{};
+    for (int c = 0; c < kFmaChains; ++c) s += acc[c];
+    float total = 0;
+    for (std::size_t l = 0; l < sizeof(vfma) / sizeof(float); ++l) total += s[l];
+    return total;
+}
 
 #if SSM_X86_DISPATCH
 /// `iters` rounds of 16 independent vdpbf16ps (bf16 pairs into float32 sums) on one thread;
