@@ -16,19 +16,27 @@ namespace ssm::bench {
 
 using v16f = float __attribute__((vector_size(64)));
 
+/// Runs `kernel(t)` once on each thread t at the same time, per benchmark iteration, and
+/// reports FLOP/s with `flop` FLOP a call.
+template <class Kernel>
+void peak_on_all_threads(benchmark::State& state, double flop, Kernel&& kernel) {
+    double flops = 0;
+    for (auto _ : state) {
+        ssm::parallel_for(ssm::num_threads(), 1, [&](ssm::index b, ssm::index e) {
+            for (ssm::index t = b; t < e; ++t) benchmark::DoNotOptimize(kernel(t));
+        });
+        flops += flop * ssm::num_threads();
+    }
+    state.counters["FLOP/s"] = benchmark::Counter(flops, benchmark::Counter::kIsRate);
+    state.counters["threads"] = ssm::num_threads();
+}
+
 /// FLOP/s of dependent-free fused multiply-adds on every thread: the compute ceiling
 /// (`fma_chains`).
 inline void BM_PeakFma(benchmark::State& state) {
     constexpr long kIters = 1 << 22;
-    double flops = 0;
-    for (auto _ : state) {
-        ssm::parallel_for(ssm::num_threads(), 1, [&](ssm::index b, ssm::index e) {
-            for (ssm::index t = b; t < e; ++t) benchmark::DoNotOptimize(fma_chains(kIters, static_cast<float>(t)));
-        });
-        flops += kFmaChainFlop * static_cast<double>(kIters) * ssm::num_threads();
-    }
-    state.counters["FLOP/s"] = benchmark::Counter(flops, benchmark::Counter::kIsRate);
-    state.counters["threads"] = ssm::num_threads();
+    peak_on_all_threads(state, kFmaChainFlop * static_cast<double>(kIters),
+                        [](ssm::index t) { return fma_chains(kIters, static_cast<float>(t)); });
 }
 
 /// FLOP/s of the bf16 dot-product unit (AVX512-BF16's vdpbf16ps, 64 FLOP an instruction) on
@@ -40,15 +48,8 @@ inline void BM_PeakBf16Dot(benchmark::State& state) {
         return;
     }
     constexpr long kIters = 1 << 22;
-    double flops = 0;
-    for (auto _ : state) {
-        ssm::parallel_for(ssm::num_threads(), 1, [&](ssm::index b, ssm::index e) {
-            for (ssm::index t = b; t < e; ++t) benchmark::DoNotOptimize(bf16_dot_chains(kIters, static_cast<float>(t)));
-        });
-        flops += 64.0 * 16 * static_cast<double>(kIters) * ssm::num_threads();
-    }
-    state.counters["FLOP/s"] = benchmark::Counter(flops, benchmark::Counter::kIsRate);
-    state.counters["threads"] = ssm::num_threads();
+    peak_on_all_threads(state, 64.0 * 16 * static_cast<double>(kIters),
+                        [](ssm::index t) { return bf16_dot_chains(kIters, static_cast<float>(t)); });
 #else
     state.SkipWithError("not an x86 build");
 #endif
@@ -64,15 +65,8 @@ inline void BM_PeakAmxBf16(benchmark::State& state) {
         return;
     }
     constexpr long kIters = 1 << 18;
-    double flops = 0;
-    for (auto _ : state) {
-        ssm::parallel_for(ssm::num_threads(), 1, [&](ssm::index b, ssm::index e) {
-            for (ssm::index t = b; t < e; ++t) benchmark::DoNotOptimize(amx_dot_chains(kIters));
-        });
-        flops += 16384.0 * 4 * static_cast<double>(kIters) * ssm::num_threads();
-    }
-    state.counters["FLOP/s"] = benchmark::Counter(flops, benchmark::Counter::kIsRate);
-    state.counters["threads"] = ssm::num_threads();
+    peak_on_all_threads(state, 16384.0 * 4 * static_cast<double>(kIters),
+                        [](ssm::index) { return amx_dot_chains(kIters); });
 #else
     state.SkipWithError("not an x86 Linux build");
 #endif
