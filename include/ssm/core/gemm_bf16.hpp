@@ -196,8 +196,8 @@ inline constexpr index kAmxTileRows = 16;   // rows of X a tile holds
 /// `AmxTiles` the CPU's, a test an emulation — on tile registers 0–3 (the sums, C[i][j] in
 /// 2i + j), 4–5 (X) and 6–7 (W), each configured 16 rows × 64 bytes.
 template <class Tiles, int NA, int NB>
-SSM_AMX_TARGET void amx_tile_block(const std::uint16_t* a, index lda, const std::uint32_t* b,
-                                                          index nv, index padded_pairs, float* c) noexcept {
+SSM_AMX_TARGET void amx_tile_block(const std::uint16_t* a, index lda, const std::uint32_t* b, index nv,
+                                   index padded_pairs, float* c) noexcept {
     Tiles::template zero<0>();
     if constexpr (NB > 1) Tiles::template zero<1>();
     if constexpr (NA > 1) Tiles::template zero<2>();
