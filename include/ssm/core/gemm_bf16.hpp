@@ -423,16 +423,21 @@ void gemm_bf16_packed(const float* X, index ldx, index M, const PackedBf16& W, f
     });
     const index blocks = (N + kBf16BlockCols - 1) / kBf16BlockCols;
     parallel_for(blocks, 1, [&, xb](index begin, index end) {
-        if constexpr (tiles) Tiles::begin();
+        if constexpr (tiles) {
+            Tiles::begin();
+        }
         for (index blk = begin; blk < end; ++blk) {
             const index n0 = blk * kBf16BlockCols;
             const index cols = std::min<index>(kBf16BlockCols, N - n0);
-            if constexpr (tiles)
+            if constexpr (tiles) {
                 amx_block<Tiles>(xb, lda, M, W.block(blk), W.padded_pairs(), Y + n0, ldy, cols, accumulate);
-            else
+            } else {
                 bf16_block_cols(xb, lda, M, W.block(blk), pairs, Y + n0, ldy, cols, accumulate);
+            }
         }
-        if constexpr (tiles) Tiles::end();
+        if constexpr (tiles) {
+            Tiles::end();
+        }
     });
 }
 #endif
@@ -568,11 +573,12 @@ void gemm_bf16_operands(const GemmOperand& A, const GemmOperand& B, index M, ind
         const index m0 = begin * 16, m1 = std::min(stored_rows, end * 16);
         const index real = std::max<index>(0, std::min(M, m1) - m0);
         if (real > 0) operand_rows_to_bf16(A, m0, real, K, P, a + m0 * 2 * P);
-        if constexpr (tiles)
+        if constexpr (tiles) {
             for (index r = m0; r < m1; ++r) {  // the padding: past K in each row, whole rows past M
                 std::uint16_t* row = a + r * 2 * P;
                 std::fill(row + (r < M ? K + K % 2 : 0), row + 2 * P, std::uint16_t{0});
             }
+        }
     });
     parallel_for(blocks, 1, [&, b](index begin, index end) {
         thread_local std::vector<std::uint16_t> column;
@@ -586,19 +592,24 @@ void gemm_bf16_operands(const GemmOperand& A, const GemmOperand& B, index M, ind
     });
     const index row_tasks = (M + kBf16TaskRows - 1) / kBf16TaskRows;
     parallel_for(blocks * row_tasks, 1, [&, a, b](index begin, index end) {
-        if constexpr (tiles) Tiles::begin();
+        if constexpr (tiles) {
+            Tiles::begin();
+        }
         for (index task = begin; task < end; ++task) {
             const index blk = task / row_tasks, m0 = task % row_tasks * kBf16TaskRows;
             const index rows = std::min(kBf16TaskRows, M - m0);
             const index n0 = blk * kBf16BlockCols, cols = std::min<index>(kBf16BlockCols, N - n0);
-            if constexpr (tiles)
+            if constexpr (tiles) {
                 amx_block<Tiles>(a + m0 * 2 * P, P, rows, b + blk * P * kBf16BlockCols, P, C + m0 * ldc + n0, ldc,
                                  cols, accumulate);
-            else
+            } else {
                 bf16_block_cols(a + m0 * 2 * P, P, rows, b + blk * P * kBf16BlockCols, pairs, C + m0 * ldc + n0,
                                 ldc, cols, accumulate);
+            }
         }
-        if constexpr (tiles) Tiles::end();
+        if constexpr (tiles) {
+            Tiles::end();
+        }
     });
 }
 #endif
