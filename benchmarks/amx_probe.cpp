@@ -113,7 +113,7 @@ int main(int argc, char** argv) {
         }
     }
     const bool has_bf16 = ssm::cpu_supports(ssm::CpuIsa::Avx512Bf16);
-    const bool has_amx = ssm::cpu_supports(ssm::CpuIsa::Amx) && ssm::detail::amx_permission();
+    const bool has_amx = ssm::cpu_can_use(ssm::CpuIsa::Amx);
     std::printf("# amx_probe: %s, %d threads; detected %s, default %s\n", cpu_model().c_str(), ssm::num_threads(),
                 ssm::isa_name(ssm::detected_cpu_isa()), ssm::isa_name(ssm::default_cpu_isa()));
     const double fma = peak_fma();

@@ -56,7 +56,7 @@ struct Bf16UnitFor {
         if (!ssm::cpu_supports(ssm::CpuIsa::Avx512Bf16)) return;
         if (arg == 1) ssm::use_cpu_isa(ssm::CpuIsa::Avx512Bf16);
         if (arg == 3) ssm::use_cpu_isa(ssm::CpuIsa::Avx512);
-        if (arg == 5 && ssm::cpu_supports(ssm::CpuIsa::Amx) && ssm::detail::amx_permission())
+        if (arg == 5 && ssm::cpu_can_use(ssm::CpuIsa::Amx))
             ssm::use_cpu_isa(ssm::CpuIsa::Amx);
         on = arg == 1 || arg == 3 || arg == 5;
     }
@@ -113,7 +113,7 @@ std::vector<std::int32_t> random_ids(ssm::index n, unsigned seed) { return ssm::
 /// argument: weight storage (0 float32, 1 bfloat16, 2 int8, 3 bfloat16 widened, 5 bfloat16
 /// on AMX's tiles).
 void BM_Prefill(benchmark::State& state) {
-    if (state.range(1) == 5 && !(ssm::cpu_supports(ssm::CpuIsa::Amx) && ssm::detail::amx_permission())) {
+    if (state.range(1) == 5 && !ssm::cpu_can_use(ssm::CpuIsa::Amx)) {
         state.SkipWithError("this CPU (or its kernel) offers no AMX tiles");
         return;
     }
@@ -150,7 +150,7 @@ void BM_Projection(benchmark::State& state) {
         state.SkipWithError("this CPU has no AVX512-BF16 unit");
         return;
     }
-    if (tiles && !(ssm::cpu_supports(ssm::CpuIsa::Amx) && ssm::detail::amx_permission())) {
+    if (tiles && !ssm::cpu_can_use(ssm::CpuIsa::Amx)) {
         state.SkipWithError("this CPU (or its kernel) offers no AMX tiles");
         return;
     }

@@ -60,7 +60,7 @@ inline void BM_PeakBf16Dot(benchmark::State& state) {
 /// offers no tiles.
 inline void BM_PeakAmxBf16(benchmark::State& state) {
 #if SSM_AMX_DISPATCH
-    if (!ssm::cpu_supports(ssm::CpuIsa::Amx) || !ssm::detail::amx_permission()) {
+    if (!ssm::cpu_can_use(ssm::CpuIsa::Amx)) {
         state.SkipWithError("this CPU (or its kernel) offers no AMX tiles");
         return;
     }

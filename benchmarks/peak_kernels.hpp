@@ -70,7 +70,7 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) inline float bf16_dot_cha
 #if SSM_AMX_DISPATCH
 /// `iters` rounds of four independent tdpbf16ps (16 × 16 float32 sums, each of 16 × 16 × 32
 /// multiply-adds) on tiles loaded once, on one thread; returns one of the sums. Needs the
-/// kernel's grant of the tile state first (`ssm::detail::amx_permission()`).
+/// kernel's grant of the tile state first (`ssm::cpu_can_use(ssm::CpuIsa::Amx)` asks for it).
 SSM_AMX_TARGET inline float amx_dot_chains(long iters) {
     // A's values 1, B's 2⁻²⁴: each product adds 2⁻¹⁹ to a sum, which stays finite.
     alignas(64) std::uint16_t ones[16 * 32], tiny[16 * 32];

@@ -110,6 +110,15 @@ struct Problem {
         wb.resize(w.size());
         for (std::size_t i = 0; i < w.size(); ++i) wb[i] = ssm::f32_to_bf16(w[i]);
     }
+    /// X rounded to bf16 in rows of 2·P values, `stored` rows, zeros past the data (the
+    /// layout `amx_block` reads).
+    [[nodiscard]] std::vector<std::uint16_t> rounded_x(index P, index stored) const {
+        std::vector<std::uint16_t> xb(static_cast<std::size_t>(stored * 2 * P), 0);
+        for (index r = 0; r < M; ++r)
+            for (index k = 0; k < K; ++k)
+                xb[static_cast<std::size_t>(r * 2 * P + k)] = ssm::f32_to_bf16(x[static_cast<std::size_t>(r * K + k)]);
+        return xb;
+    }
     [[nodiscard]] double error(const std::vector<float>& y, index ldy, const std::vector<float>& start) const {
         return ssm::test::worst_product_error(
             M, N, K, [&](index i, index k) { return rounded(x[static_cast<std::size_t>(i * K + k)]); },
@@ -140,12 +149,7 @@ TEST_CASE("amx_block on emulated tiles equals the double product of the rounded 
                 const index P = packed.padded_pairs();
                 REQUIRE(P % 16 == 0);
                 REQUIRE(P >= packed.pairs());
-                // X as bf16, rows of 2P values and a multiple of 16 rows, zeros past the data.
-                const index stored = (M + 15) / 16 * 16;
-                std::vector<std::uint16_t> xb(static_cast<std::size_t>(stored * 2 * P), 0);
-                for (index r = 0; r < M; ++r)
-                    for (index k = 0; k < K; ++k)
-                        xb[static_cast<std::size_t>(r * 2 * P + k)] = ssm::f32_to_bf16(p.x[static_cast<std::size_t>(r * K + k)]);
+                const std::vector<std::uint16_t> xb = p.rounded_x(P, (M + 15) / 16 * 16);  // whole tiles of rows
                 const index ldy = cols + 3;
                 for (const bool accumulate : {false, true}) {
                     INFO("accumulate " << accumulate);
@@ -172,10 +176,7 @@ TEST_CASE("a kernel that reads the tiles wrongly fails the emulated check", "[ge
     const ssm::PackedBf16 packed(p.wb.data(), K, cols, K);
     const index P = packed.padded_pairs();
     REQUIRE(P == 32);
-    std::vector<std::uint16_t> xb(static_cast<std::size_t>(48 * 2 * P), 0);
-    for (index r = 0; r < M; ++r)
-        for (index k = 0; k < K; ++k)
-            xb[static_cast<std::size_t>(r * 2 * P + k)] = ssm::f32_to_bf16(p.x[static_cast<std::size_t>(r * K + k)]);
+    const std::vector<std::uint16_t> xb = p.rounded_x(P, 48);  // room to read one row down
     std::vector<float> y(static_cast<std::size_t>(M * cols)), shallow(y.size()), down(y.size());
     EmulatedTiles::begin();
     ssm::detail::amx_block<EmulatedTiles>(xb.data(), P, M, packed.block(0), P, y.data(), cols, cols, false);
@@ -285,6 +286,7 @@ TEST_CASE("gemm_bf16 on the CPU's own tiles where it has AMX", "[gemm][amx]") {
              << "dispatch's refusal was checked");
         CHECK_FALSE(ssm::cpu_has_amx_bf16());
         CHECK_FALSE(ssm::detail::amx_permission());  // nothing to ask the kernel for
+        CHECK_FALSE(ssm::cpu_can_use(ssm::CpuIsa::Amx));
         const std::string e = ssm::test::error_of([] { ssm::use_cpu_isa(ssm::CpuIsa::Amx); });
         CHECK(e.find("amx") != std::string::npos);
         CHECK(ssm::cpu_isa() != ssm::CpuIsa::Amx);

@@ -162,6 +162,13 @@ namespace detail {
 #endif
 }
 
+/// Whether this process can run `isa`'s kernels now: the CPU supports it
+/// (`cpu_supports`) and, for AMX, the kernel grants the tile state (asked for here, once:
+/// `detail::amx_permission`).
+[[nodiscard]] inline bool cpu_can_use(CpuIsa isa) noexcept {
+    return cpu_supports(isa) && (isa != CpuIsa::Amx || detail::amx_permission());
+}
+
 namespace detail {
 
 /// The instruction set `SSM_CPU_ISA` names (generic, avx2, avx512, avx512bf16, amx), or the default
@@ -173,13 +180,11 @@ inline CpuIsa cpu_isa_from_environment() noexcept {
     if (!env || !*env) return fallback;
     for (const CpuIsa isa : {CpuIsa::Generic, CpuIsa::Avx2, CpuIsa::Avx512, CpuIsa::Avx512Bf16, CpuIsa::Amx})
         if (std::strcmp(env, isa_name(isa)) == 0) {
-            if (isa == CpuIsa::Amx && cpu_supports(isa) && !amx_permission()) {
-                std::fprintf(stderr, "ssm: SSM_CPU_ISA=amx: the kernel refused this process the tile state "
-                                     "(arch_prctl ARCH_REQ_XCOMP_PERM); using %s\n", isa_name(fallback));
-                return fallback;
-            }
-            if (cpu_supports(isa)) return isa;
-            std::fprintf(stderr, "ssm: SSM_CPU_ISA=%s: this CPU does not support it; using %s\n", env,
+            if (cpu_can_use(isa)) return isa;
+            std::fprintf(stderr, "ssm: SSM_CPU_ISA=%s: %s; using %s\n", env,
+                         cpu_supports(isa) ? "the kernel refused this process the tile state (arch_prctl "
+                                             "ARCH_REQ_XCOMP_PERM)"
+                                           : "this CPU does not support it",
                          isa_name(fallback));
             return fallback;
         }
@@ -209,7 +214,7 @@ inline std::atomic<int>& cpu_isa_choice() noexcept {
 inline void use_cpu_isa(CpuIsa isa) {
     require(cpu_supports(isa), "use_cpu_isa: this CPU does not support ", isa_name(isa), " (it supports up to ",
             isa_name(detected_cpu_isa()), ")");
-    require(isa != CpuIsa::Amx || detail::amx_permission(),
+    require(cpu_can_use(isa),
             "use_cpu_isa: the kernel refused this process AMX's tile state (arch_prctl ARCH_REQ_XCOMP_PERM)");
     detail::cpu_isa_choice().store(static_cast<int>(isa), std::memory_order_relaxed);
 }

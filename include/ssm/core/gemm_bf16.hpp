@@ -189,6 +189,11 @@ inline constexpr index kAmxTileRows = 16;   // rows of X a tile holds
     return (pairs + kAmxTilePairs - 1) / kAmxTilePairs * kAmxTilePairs;
 }
 
+/// `rows` of X rounded up to whole tiles.
+[[nodiscard]] constexpr index amx_padded_rows(index rows) noexcept {
+    return (rows + kAmxTileRows - 1) / kAmxTileRows * kAmxTileRows;
+}
+
 /// Up to 32 rows × 32 features of the product over the whole padded depth, in tiles: NA
 /// tiles of 16 rows of X (row r of the tile at a + 2·r·lda, `lda` in pairs), NB tiles of 16
 /// features of a packed block of `nv` vectors (b points at the first feature's pair 0), the
@@ -410,7 +415,7 @@ void gemm_bf16_packed(const float* X, index ldx, index M, const PackedBf16& W, f
     // X as bf16 (rows of 2·lda values), converted once, shared by every block; for the tiles
     // the rows are padded with zeros to the packed depth, and their count to 16.
     const index lda = tiles ? W.padded_pairs() : pairs;
-    const index stored_rows = tiles ? (M + kAmxTileRows - 1) / kAmxTileRows * kAmxTileRows : M;
+    const index stored_rows = tiles ? amx_padded_rows(M) : M;
     thread_local std::vector<std::uint16_t> xb_store;
     xb_store.resize(static_cast<std::size_t>(stored_rows * 2 * lda));
     std::uint16_t* const xb = xb_store.data();
@@ -562,7 +567,7 @@ void gemm_bf16_operands(const GemmOperand& A, const GemmOperand& B, index M, ind
     // For the tiles both operands are padded with zeros to whole tiles of depth (P pairs),
     // and A's rows to a multiple of 16 (the 768-row tasks are whole tiles already).
     const index P = tiles ? amx_padded_pairs(pairs) : pairs;
-    const index stored_rows = tiles ? (M + kAmxTileRows - 1) / kAmxTileRows * kAmxTileRows : M;
+    const index stored_rows = tiles ? amx_padded_rows(M) : M;
     thread_local std::vector<std::uint16_t> a_store;
     thread_local std::vector<std::uint32_t> b_store;
     a_store.resize(static_cast<std::size_t>(stored_rows * 2 * P));
