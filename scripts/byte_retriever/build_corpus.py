@@ -33,7 +33,9 @@ The rendered text is plain UTF-8: each paragraph on one line (the page is render
 one, indentation to 32 columns, rules to 40 characters, typographic quotes, hyphens and
 dashes made ASCII.
 
-The queries are split into train and test by a seeded shuffle. Written to --out:
+The queries are split into train and test by a seeded shuffle, or by a list of test ids
+(--test-ids; test-ids.txt beside this script holds the held-out pages of the bundled
+model, examples/models/byte-retriever). Written to --out:
 
   corpus.jsonl           {"_id", "title", "text"}: every passage, train and test
   queries.jsonl          {"_id", "text"}: every query
@@ -48,7 +50,7 @@ The queries are split into train and test by a seeded shuffle. Written to --out:
   skipped.tsv            source file and reason for every skipped page
   stats.json             counts, sizes, skip reasons, timings
 
-Usage: build_corpus.py --out DIR [--seed 0] [--test-fraction 0.1] [--max-pages N]
+Usage: build_corpus.py --out DIR [--seed 0] [--test-fraction 0.1] [--test-ids FILE] [--max-pages N]
 """
 
 import argparse
@@ -378,12 +380,19 @@ def main():
                          "from an earlier one only in release marks")
     ap.add_argument("--jobs", type=int, default=2, help="rendering processes")
     ap.add_argument("--man-root", type=Path, default=MAN_ROOT)
+    ap.add_argument("--test-ids", type=Path,
+                    help="take the test split from this file (one corpus id a line, as "
+                         "test-ids.txt beside this script: the bundled model's held-out pages) "
+                         "instead of the seeded shuffle; ids this machine lacks are named and "
+                         "left out")
     ap.add_argument("--render-cache", type=Path,
                     help="gzip'd JSONL of rendered pages: read when it exists (skipping the "
                          "rendering), written otherwise")
     args = ap.parse_args()
     if not 0 < args.test_fraction < 1:
         ap.error("--test-fraction must lie strictly between 0 and 1")
+    if args.test_ids and not args.test_ids.is_file():
+        ap.error(f"--test-ids {args.test_ids}: no such file")
 
     t_start = time.time()
     files = discover(args.man_root)
@@ -457,11 +466,25 @@ def main():
                 continue
         skipped.append(rec)
 
-    # Seeded split of the queries.
-    order = [r["id"] for r in kept]
-    random.Random(args.seed).shuffle(order)
-    n_test = max(1, round(len(order) * args.test_fraction))
-    test_ids = set(order[:n_test])
+    # Split of the queries: seeded, or given by --test-ids.
+    if args.test_ids:
+        wanted = [line.strip() for line in args.test_ids.read_text(encoding="utf-8").splitlines()
+                  if line.strip() and not line.startswith("#")]
+        present = {r["id"] for r in kept}
+        missing = [i for i in wanted if i not in present]
+        if missing:
+            print(f"{args.test_ids}: {len(missing)} of {len(wanted)} test ids are not among this "
+                  f"machine's kept pages and are left out: {', '.join(missing[:10])}"
+                  f"{' ...' if len(missing) > 10 else ''}", file=sys.stderr)
+        test_ids = set(wanted) - set(missing)
+        if not test_ids:
+            sys.exit(f"{args.test_ids}: none of its ids is a kept page here")
+        n_test = len(test_ids)
+    else:
+        order = [r["id"] for r in kept]
+        random.Random(args.seed).shuffle(order)
+        n_test = max(1, round(len(order) * args.test_fraction))
+        test_ids = set(order[:n_test])
     for rec in kept:
         rec["split"] = "test" if rec["id"] in test_ids else "train"
 
@@ -505,6 +528,7 @@ def main():
         "files_processed": len(files),
         "seed": args.seed,
         "test_fraction": args.test_fraction,
+        "test_ids": str(args.test_ids) if args.test_ids else None,
         "max_chars": args.max_chars,
         "min_query_words": args.min_query_words,
         "min_novel_words": args.min_novel_words,
