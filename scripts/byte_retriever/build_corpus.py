@@ -476,7 +476,7 @@ def main():
             print(f"{args.test_ids}: {len(missing)} of {len(wanted)} test ids are not among this "
                   f"machine's kept pages and are left out: {', '.join(missing[:10])}"
                   f"{' ...' if len(missing) > 10 else ''}", file=sys.stderr)
-        test_ids = set(wanted) - set(missing)
+        test_ids = set(wanted) & present
         if not test_ids:
             sys.exit(f"{args.test_ids}: none of its ids is a kept page here")
         n_test = len(test_ids)
