@@ -18,6 +18,7 @@ PRETRAIN_STEPS=${PRETRAIN_STEPS:-1800}
 FINETUNE_STEPS=${FINETUNE_STEPS:-600}      # first phase, decaying to zero
 FINETUNE_TOTAL=${FINETUNE_TOTAL:-1800}     # then resumed to this step
 FINETUNE_MORE=${FINETUNE_MORE:-2800}       # then a third phase: 8 passages a query
+FINETUNE_ICT=${FINETUNE_ICT:-2400}         # then a fourth: inverse-cloze queries added
 SEED=${SEED:-0}
 mkdir -p "$OUT"
 
@@ -74,7 +75,7 @@ ln -sf "$(realpath "$DATA/qrels/test.tsv")" "$OUT/beir-test/qrels/test.tsv"
 # ... then a third phase from that model, with a fresh optimizer and another data order:
 #    1 positive + 7 BM25 negatives per query (128 passages a step), warmup 50, linear decay
 #    to zero. --eval only reports the held-out figures along the way (the last step is
-#    what ships, whatever they say); this folder is the bundled model.
+#    what ships, whatever they say).
 if [ ! -f "$OUT/retriever-more/trainer_state.json" ]; then
   "$BIN/ssm-train" retriever --model "$OUT/retriever-long" --train "$DATA/train.jsonl" --out "$OUT/retriever-more" \
     --group-size 8 --batch-size 16 --lr 5e-4 --warmup 50 --schedule linear --temperature 0.05 \
@@ -82,12 +83,26 @@ if [ ! -f "$OUT/retriever-more/trainer_state.json" ]; then
     --threads "$THREADS" --save-every 400 --eval "$OUT/beir-test" --eval-every 400 --log "$OUT/finetune-more.jsonl"
 fi
 
+# ... then a fourth phase from that model with more pairs from the same training pages: up
+#    to two sentences of each passage become queries for the rest of it (inverse cloze,
+#    make_ict_pairs.py), beside the NAME-line queries; otherwise as the third phase, with
+#    another data order. This folder is the bundled model.
+if [ ! -f "$DATA/train-ict.jsonl" ]; then
+  python3 scripts/byte_retriever/make_ict_pairs.py --train "$DATA/train.jsonl" --out "$DATA/train-ict.jsonl"
+fi
+if [ ! -f "$OUT/retriever-ict/trainer_state.json" ]; then
+  "$BIN/ssm-train" retriever --model "$OUT/retriever-more" --train "$DATA/train-ict.jsonl" --out "$OUT/retriever-ict" \
+    --group-size 8 --batch-size 16 --lr 5e-4 --warmup 50 --schedule linear --temperature 0.05 \
+    --query-max-length 64 --passage-max-length 256 --steps "$FINETUNE_ICT" --seed "$((SEED + 2))" \
+    --threads "$THREADS" --save-every 400 --eval "$OUT/beir-test" --eval-every 400 --log "$OUT/finetune-ict.jsonl"
+fi
+
 # 4. Every stage on the held-out queries, beside BM25.
-for stage in init pretrained retriever retriever-long retriever-more; do
+for stage in init pretrained retriever retriever-long retriever-more retriever-ict; do
   "$BIN/ssm-retrieve" --model "$OUT/$stage" --beir "$OUT/beir-test" --max-length 256 --top-k 100 \
     --threads "$THREADS" --run "$OUT/$stage-test.trec" | tail -1
 done
 python3 scripts/byte_retriever/evaluate.py --beir "$DATA" --split test \
   "$DATA/bm25-test.trec" "$OUT/init-test.trec" "$OUT/pretrained-test.trec" "$OUT/retriever-test.trec" \
-  "$OUT/retriever-long-test.trec" "$OUT/retriever-more-test.trec" \
-  --fuse "$DATA/bm25-test.trec" "$OUT/retriever-more-test.trec" --fuse-out "$OUT/fused-test.trec"
+  "$OUT/retriever-long-test.trec" "$OUT/retriever-more-test.trec" "$OUT/retriever-ict-test.trec" \
+  --fuse "$DATA/bm25-test.trec" "$OUT/retriever-ict-test.trec" --fuse-out "$OUT/fused-test.trec"
